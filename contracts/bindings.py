@@ -1,0 +1,230 @@
+"""Typed bindings over the deployed contracts, shared by the CLI, worker, gateway and tests.
+
+Jobs are stored on-chain as a commitment (see ``IJobMarket``); :meth:`Hearth.job` rebuilds the
+full record from the job's events, which is what every call that acts on a job passes along.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from web3 import Web3
+from web3.contract import Contract
+from web3.types import EventData, LogReceipt, TxReceipt
+
+from contracts import eip712
+from contracts.chain import ErrorDecoder, TxSender, connect
+from contracts.errors import ChainError, ContractsError
+from contracts.manifest import Manifest
+from contracts.types import ZERO32, ZERO_ADDRESS, Job, JobRequest, Permit, Receipt, Status
+
+log = logging.getLogger(__name__)
+
+JOB_EVENTS = (
+    "JobPosted", "JobClaimed", "ReceiptSubmitted", "JobChallenged", "DisputeResolved",
+    "JobFinalized", "JobRefunded",
+)
+
+
+class UnknownJobError(ContractsError, LookupError):
+    """No job with that id on this deployment."""
+
+
+@dataclass(frozen=True)
+class JobEvent:
+    name: str
+    args: dict[str, Any]
+    block_number: int
+    tx_hash: str
+    log_index: int
+
+
+def apply_job_event(job: Job | None, name: str, args: dict[str, Any]) -> Job | None:
+    """Folds one market event into a job record (the same rule the indexer uses)."""
+    if name == "JobPosted":
+        return Job(
+            client=args["client"], provider=ZERO_ADDRESS, model_id=bytes(args["modelId"]),
+            input_hash=bytes(args["inputHash"]), max_payment=args["maxPayment"],
+            price_per_unit=args["pricePerUnit"], payment=0,
+            collateral=0, deadline=args["deadline"], challenge_end=0, status=Status.POSTED,
+            output_hash=ZERO32,
+        )
+    if job is None:
+        return None
+    if name == "JobClaimed":
+        return job.with_(provider=args["provider"], collateral=args["collateral"], status=Status.CLAIMED)
+    if name == "ReceiptSubmitted":
+        return job.with_(
+            payment=args["payment"], output_hash=bytes(args["outputHash"]),
+            challenge_end=args["challengeEnd"], status=Status.DELIVERED,
+        )
+    if name == "JobChallenged":
+        return job.with_(status=Status.CHALLENGED)
+    if name == "DisputeResolved":
+        if args["escalated"]:
+            return job
+        if args["providerWon"]:
+            return job.with_(status=Status.DELIVERED, challenge_end=args["challengeEnd"])
+        return job.with_(status=Status.REFUNDED)
+    if name == "JobFinalized":
+        return job.with_(status=Status.FINALIZED)
+    if name == "JobRefunded":
+        return job.with_(status=Status.REFUNDED)
+    return job
+
+
+class Hearth:
+    """The deployed contracts on one chain, from a manifest."""
+
+    def __init__(self, manifest: Manifest, w3: Web3 | None = None) -> None:
+        self.manifest = manifest
+        self.w3 = w3 or connect(manifest.rpc_url)
+        c = manifest.contracts
+        self.usd: Contract = self.w3.eth.contract(address=c["HearthUSD"].address, abi=c["HearthUSD"].abi)
+        self.hst: Contract = self.w3.eth.contract(address=c["HearthStake"].address, abi=c["HearthStake"].abi)
+        self.registry: Contract = self.w3.eth.contract(
+            address=c["ModelRegistry"].address, abi=c["ModelRegistry"].abi)
+        self.staking: Contract = self.w3.eth.contract(address=c["Staking"].address, abi=c["Staking"].abi)
+        self.market: Contract = self.w3.eth.contract(address=c["JobMarket"].address, abi=c["JobMarket"].abi)
+        self.decoder = ErrorDecoder(d.abi for d in c.values())
+        self._senders: dict[str, TxSender] = {}
+
+    @property
+    def chain_id(self) -> int:
+        return self.manifest.chain_id
+
+    def check_chain(self) -> None:
+        actual = self.w3.eth.chain_id
+        if actual != self.manifest.chain_id:
+            raise ChainError(f"wrong chain: the RPC reports chain id {actual}, the manifest {self.manifest.chain_id}")
+
+    def sender(self, key: str) -> TxSender:
+        """The one transaction sender for this key (nonce management lives there)."""
+        if key not in self._senders:
+            self._senders[key] = TxSender(self.w3, key, self.decoder)
+        return self._senders[key]
+
+    # ------------------------------------------------------------ reading jobs
+
+    def job_events(self, job_id: int, to_block: int | str = "latest") -> list[JobEvent]:
+        topics = [self.w3.keccak(text=_event_signature(self.market, n)).hex() for n in JOB_EVENTS]
+        logs = self.w3.eth.get_logs({
+            "address": self.market.address,
+            "fromBlock": self.manifest.deployment_block,
+            "toBlock": to_block,
+            "topics": [["0x" + t.removeprefix("0x") for t in topics], "0x" + job_id.to_bytes(32, "big").hex()],
+        })
+        return [self._decode(lg) for lg in logs]
+
+    def _decode(self, lg: LogReceipt) -> JobEvent:
+        ev = decode_log(self.market, lg)
+        return JobEvent(ev["event"], dict(ev["args"]), ev["blockNumber"], ev["transactionHash"].hex(), ev["logIndex"])
+
+    def job(self, job_id: int) -> Job:
+        """The job's current record, rebuilt from its events."""
+        job: Job | None = None
+        for ev in self.job_events(job_id):
+            job = apply_job_event(job, ev.name, ev.args)
+        if job is None:
+            raise UnknownJobError(f"unknown job {job_id} on market {self.market.address}")
+        return job
+
+    def status(self, job_id: int) -> Status:
+        return Status(self.market.functions.jobStatus(job_id).call())
+
+    # ------------------------------------------------------------ writing
+
+    def approve_usd(self, key: str, amount: int) -> TxReceipt:
+        return self.sender(key).send(self.usd.functions.approve(self.market.address, amount))
+
+    def post_job(self, key: str, model_id: bytes, input_hash: bytes, max_payment: int, deadline: int) -> tuple[int, TxReceipt]:
+        rcpt = self.sender(key).send(self.market.functions.postJob(model_id, input_hash, max_payment, deadline))
+        return self.job_id_from(rcpt), rcpt
+
+    def post_job_with_sig(self, relayer_key: str, req: JobRequest, signature: bytes,
+                          permit: Permit | None = None) -> tuple[int, TxReceipt]:
+        fn = self.market.functions.postJobWithSig(req.as_tuple(), signature, (permit or Permit()).as_tuple())
+        rcpt = self.sender(relayer_key).send(fn)
+        return self.job_id_from(rcpt), rcpt
+
+    def job_id_from(self, rcpt: TxReceipt) -> int:
+        for lg in rcpt["logs"]:
+            if lg["address"] == self.market.address:
+                ev = decode_log(self.market, lg)
+                if ev["event"] == "JobPosted":
+                    return int(ev["args"]["jobId"])
+        raise ChainError("transaction posted no job")
+
+    def claim(self, key: str, job_id: int, job: Job | None = None) -> TxReceipt:
+        job = job or self.job(job_id)
+        return self.sender(key).send(self.market.functions.claimJob(job_id, job.as_tuple()))
+
+    def sign_receipt(self, key: str, receipt: Receipt) -> bytes:
+        return eip712.sign_receipt(key, receipt, self.chain_id, self.market.address)
+
+    def submit_receipt(self, key: str, receipt: Receipt, signature: bytes, job: Job | None = None) -> TxReceipt:
+        job = job or self.job(receipt.job_id)
+        return self.sender(key).send(self.market.functions.submitReceipt(job.as_tuple(), receipt.as_tuple(), signature))
+
+    def finalize(self, key: str, job_id: int, job: Job | None = None) -> TxReceipt:
+        job = job or self.job(job_id)
+        return self.sender(key).send(self.market.functions.finalize(job_id, job.as_tuple()))
+
+    def refund(self, key: str, job_id: int, job: Job | None = None) -> TxReceipt:
+        job = job or self.job(job_id)
+        return self.sender(key).send(self.market.functions.refund(job_id, job.as_tuple()))
+
+    def challenge(self, key: str, job_id: int, job: Job | None = None) -> TxReceipt:
+        job = job or self.job(job_id)
+        return self.sender(key).send(self.market.functions.challenge(job_id, job.as_tuple()))
+
+    def resolve_dispute(self, key: str, job_id: int, job: Job | None = None) -> TxReceipt:
+        job = job or self.job(job_id)
+        return self.sender(key).send(self.market.functions.resolveDispute(job_id, job.as_tuple()))
+
+    def withdraw(self, key: str, to: str | None = None) -> TxReceipt:
+        s = self.sender(key)
+        return s.send(self.market.functions.withdraw(to or s.address))
+
+
+def vote_commitment(job_id: int, voter: str, output_hash: bytes, salt: bytes) -> bytes:
+    """keccak256(abi.encode(jobId, voter, outputHash, salt)), as ``revealVote`` checks."""
+    from eth_abi import encode
+
+    return bytes(Web3.keccak(encode(["uint256", "address", "bytes32", "bytes32"], [job_id, voter, output_hash, salt])))
+
+
+def _event_signature(contract: Contract, name: str) -> str:
+    for item in contract.abi:
+        if item.get("type") == "event" and item["name"] == name:
+            from contracts.chain import _abi_type
+
+            return f"{name}({','.join(_abi_type(i) for i in item['inputs'])})"
+    raise ContractsError(f"no event {name}")
+
+
+_TOPIC_CACHE: dict[tuple[str, str], dict[bytes, Any]] = {}
+
+
+def decode_log(contract: Contract, lg: LogReceipt | dict[str, Any]) -> EventData:
+    """Decodes a log emitted by ``contract`` (any of its events)."""
+    key = (contract.address, "events")
+    table = _TOPIC_CACHE.get(key)
+    if table is None:
+        table = {}
+        for item in contract.abi:
+            if item.get("type") == "event":
+                topic = Web3.keccak(text=_event_signature(contract, item["name"]))
+                table[bytes(topic)] = contract.events[item["name"]]()
+        _TOPIC_CACHE[key] = table
+    topic0 = bytes(lg["topics"][0])
+    if topic0 not in table:
+        raise ContractsError(f"unknown event topic 0x{topic0.hex()}")
+    return table[topic0].process_log(lg)  # type: ignore[no-any-return]
+
+
+def event_topics(contract: Contract, names: Sequence[str]) -> list[str]:
+    return ["0x" + Web3.keccak(text=_event_signature(contract, n)).hex().removeprefix("0x") for n in names]

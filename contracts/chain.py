@@ -1,0 +1,175 @@
+"""Talking to the chain: connections, custom-error decoding and a transaction sender with
+nonce management, retries and fee bumping (one sender per key)."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Iterable
+from typing import Any
+
+from eth_abi import decode as abi_decode
+from eth_account import Account
+from eth_account.signers.local import LocalAccount
+from eth_utils import keccak
+from web3 import Web3
+from web3.contract.contract import ContractFunction
+from web3.exceptions import ContractCustomError, ContractLogicError, TimeExhausted, Web3RPCError
+from web3.types import TxReceipt
+
+from contracts.errors import ChainError
+
+log = logging.getLogger(__name__)
+
+
+def connect(rpc_url: str, timeout: float = 30) -> Web3:
+    w3 = Web3(Web3.HTTPProvider(rpc_url, request_kwargs={"timeout": timeout}))
+    return w3
+
+
+class ErrorDecoder:
+    """Maps revert data to ``Name(args)`` using every custom error in the given ABIs."""
+
+    def __init__(self, abis: Iterable[list[dict[str, Any]]]) -> None:
+        self._errors: dict[bytes, tuple[str, list[str]]] = {}
+        for abi in abis:
+            for item in abi:
+                if item.get("type") != "error":
+                    continue
+                types = [_abi_type(i) for i in item["inputs"]]
+                sig = f"{item['name']}({','.join(types)})"
+                self._errors[keccak(text=sig)[:4]] = (item["name"], types)
+
+    def decode(self, data: bytes | str | None) -> tuple[str, tuple[Any, ...]] | None:
+        if data is None:
+            return None
+        raw = bytes.fromhex(data[2:] if data.startswith("0x") else data) if isinstance(data, str) else data
+        if len(raw) < 4 or raw[:4] not in self._errors:
+            return None
+        name, types = self._errors[raw[:4]]
+        try:
+            return name, tuple(abi_decode(types, raw[4:]))
+        except Exception:  # noqa: BLE001 - malformed data: report the name alone
+            return name, ()
+
+    def from_exception(self, exc: Exception) -> ChainError:
+        data: Any = getattr(exc, "data", None)
+        if isinstance(data, dict):
+            data = data.get("data")
+        if data is None and exc.args:
+            a = exc.args[-1] if isinstance(exc.args[-1], str) else None
+            data = a if a and a.startswith("0x") else None
+        decoded = self.decode(data) if isinstance(data, (str, bytes)) else None
+        if decoded:
+            name, args = decoded
+            shown = ", ".join(_show(a) for a in args)
+            return ChainError(f"{name}({shown})", name, args)
+        return ChainError(str(exc))
+
+
+def _abi_type(inp: dict[str, Any]) -> str:
+    if inp["type"].startswith("tuple"):
+        inner = ",".join(_abi_type(c) for c in inp["components"])
+        return f"({inner}){inp['type'][5:]}"
+    return str(inp["type"])
+
+
+def _show(v: Any) -> str:
+    if isinstance(v, bytes):
+        return "0x" + v.hex()
+    return str(v)
+
+
+class TxSender:
+    """Sends transactions for one key: local nonce tracking, gas estimation (which surfaces
+    reverts as decoded custom errors), EIP-1559 fees, and fee bumping when a transaction is
+    not mined in time. Thread-safe; one instance per key per process."""
+
+    def __init__(
+        self, w3: Web3, key: str | bytes, decoder: ErrorDecoder, *,
+        receipt_timeout: float = 30, max_bumps: int = 3,
+    ) -> None:
+        self.w3 = w3
+        self.account: LocalAccount = Account.from_key(key)
+        self.address: str = self.account.address
+        self.decoder = decoder
+        self.receipt_timeout = receipt_timeout
+        self.max_bumps = max_bumps
+        self._lock = threading.Lock()
+        self._nonce: int | None = None
+
+    def _next_nonce(self) -> int:
+        chain = self.w3.eth.get_transaction_count(self.address, "pending")
+        if self._nonce is None or self._nonce < chain:
+            self._nonce = chain
+        return self._nonce
+
+    def resync(self) -> None:
+        with self._lock:
+            self._nonce = None
+
+    def estimate(self, fn: ContractFunction, value: int = 0) -> int:
+        try:
+            return int(fn.estimate_gas({"from": self.address, "value": value}))
+        except (ContractCustomError, ContractLogicError, Web3RPCError, ValueError) as exc:
+            raise self.decoder.from_exception(exc) from None
+
+    def send(self, fn: ContractFunction, *, gas: int | None = None, value: int = 0, wait: bool = True) -> TxReceipt:
+        """Sends ``fn`` and (by default) waits for its receipt; raises ``ChainError`` on revert."""
+        with self._lock:
+            gas = gas or int(self.estimate(fn, value) * 1.2) + 10_000
+            nonce = self._next_nonce()
+            tip = self.w3.to_wei(1, "gwei")
+            base = int(self.w3.eth.get_block("latest").get("baseFeePerGas", 0) or 0)
+            max_fee = base * 2 + tip
+            tx_hash = None
+            for attempt in range(self.max_bumps + 1):
+                tx = fn.build_transaction({
+                    "from": self.address, "nonce": nonce, "gas": gas, "value": value,
+                    "maxFeePerGas": max_fee, "maxPriorityFeePerGas": tip,
+                    "chainId": self.w3.eth.chain_id,
+                })
+                signed = self.account.sign_transaction(tx)
+                try:
+                    tx_hash = self.w3.eth.send_raw_transaction(signed.raw_transaction)
+                except Web3RPCError as exc:
+                    msg = str(exc).lower()
+                    if "nonce too low" in msg or "already known" in msg:
+                        self._nonce = None
+                        nonce = self._next_nonce()
+                        continue
+                    raise self.decoder.from_exception(exc) from None
+                self._nonce = nonce + 1
+                if not wait:
+                    return {"transactionHash": tx_hash}  # type: ignore[typeddict-item]
+                try:
+                    rcpt = self.w3.eth.wait_for_transaction_receipt(
+                        tx_hash, timeout=self.receipt_timeout, poll_latency=0.05
+                    )
+                    break
+                except TimeExhausted:
+                    # Not mined: replace it with the same nonce and 12.5%+ higher fees.
+                    log.warning("tx %s not mined after %.0fs; bumping fees (attempt %d)",
+                                tx_hash.hex(), self.receipt_timeout, attempt + 1)
+                    tip = tip * 9 // 8 + 1
+                    max_fee = max_fee * 9 // 8 + 1
+                    self._nonce = nonce
+            else:
+                raise ChainError(f"transaction not mined after {self.max_bumps} fee bumps")
+        if rcpt["status"] != 1:
+            raise ChainError(f"transaction {rcpt['transactionHash'].hex()} reverted")
+        log.debug("tx %s mined in block %s gas %s", rcpt["transactionHash"].hex(),
+                  rcpt["blockNumber"], rcpt["gasUsed"])
+        return rcpt
+
+
+def wait_for_rpc(w3: Web3, timeout: float = 30) -> None:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        try:
+            w3.eth.block_number
+            return
+        except Exception:  # noqa: BLE001 - not up yet
+            time.sleep(0.1)
+    raise ChainError(f"no RPC answering at {w3.provider.endpoint_uri} after {timeout}s")  # type: ignore[attr-defined]

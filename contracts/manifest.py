@@ -1,0 +1,70 @@
+"""The deployment manifest: chain id, RPC URL, addresses, deployment block and ABIs.
+
+``deploy`` writes it; every service reads it. Its location is ``HEARTH_MANIFEST`` or
+``$HEARTH_DATA_DIR/manifest.json`` (``HEARTH_DATA_DIR`` defaults to ``./.hearth``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+
+from contracts.errors import ManifestError
+
+CONTRACT_NAMES = ("HearthUSD", "HearthStake", "ModelRegistry", "Staking", "JobMarket")
+
+
+def data_dir() -> Path:
+    return Path(os.environ.get("HEARTH_DATA_DIR", ".hearth")).resolve()
+
+
+def manifest_path() -> Path:
+    env = os.environ.get("HEARTH_MANIFEST")
+    return Path(env).resolve() if env else data_dir() / "manifest.json"
+
+
+class DeployedContract(BaseModel):
+    address: str
+    abi: list[dict[str, Any]]
+
+
+class ModelEntry(BaseModel):
+    model_id: str
+    name: str
+    runtime_hash: str
+    price_per_unit: int
+
+
+class Manifest(BaseModel):
+    chain_id: int
+    rpc_url: str
+    deployment_block: int
+    contracts: dict[str, DeployedContract]
+    models: list[ModelEntry] = []
+
+    def address(self, name: str) -> str:
+        if name not in self.contracts:
+            raise ManifestError(f"manifest has no contract {name!r}")
+        return self.contracts[name].address
+
+    def save(self, path: Path | None = None) -> Path:
+        path = path or manifest_path()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(self.model_dump_json(indent=2))
+        tmp.replace(path)
+        return path
+
+    @classmethod
+    def load(cls, path: Path | None = None) -> Manifest:
+        path = path or manifest_path()
+        if not path.exists():
+            raise ManifestError(f"no deployment manifest at {path}: start the devnet (`make up`) first")
+        try:
+            return cls.model_validate(json.loads(path.read_text()))
+        except (json.JSONDecodeError, ValidationError) as exc:
+            raise ManifestError(f"malformed manifest {path}: {exc}") from None

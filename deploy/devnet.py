@@ -1,0 +1,235 @@
+"""The local devnet: start Anvil from ``contracts/node_modules``, compile, deploy, register
+MiniLM with its real content hash, fund and stake demo accounts, write the manifest."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from eth_utils import to_checksum_address
+from web3 import Web3
+
+from contracts.artifacts import artifact, load_artifacts
+from contracts.bindings import Hearth
+from contracts.chain import ErrorDecoder, TxSender, connect, wait_for_rpc
+from contracts.compiler import NODE_MODULES
+from contracts.errors import ChainError, ToolchainError
+from contracts.manifest import CONTRACT_NAMES, DeployedContract, Manifest, ModelEntry
+from contracts.types import MarketParams
+from deploy import accounts as accts
+
+log = logging.getLogger(__name__)
+
+ANVIL = NODE_MODULES / "@foundry-rs" / "anvil-linux-amd64" / "bin" / "anvil"
+USD = 10**6
+HST = 10**18
+#: MiniLM price: 1 hUSD per million tokens, in 6-decimal wei per token.
+DEFAULT_PRICE_PER_UNIT = 1
+MIN_STAKE = 100 * HST
+UNBONDING_PERIOD = 3600
+JAIL_PERIOD = 86400
+
+
+def get_create_address(sender: str, nonce: int) -> str:
+    """The address a CREATE from ``sender`` at ``nonce`` deploys to."""
+    import rlp  # type: ignore[import-untyped]
+    from eth_utils import keccak
+
+    return to_checksum_address(keccak(rlp.encode([bytes.fromhex(sender[2:]), nonce]))[12:])
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class Anvil:
+    """An Anvil process. ``block_time`` None means automine (a block per transaction)."""
+
+    port: int = 8545
+    chain_id: int = 31337
+    block_time: float | None = None
+    mnemonic: str = field(default_factory=accts.new_mnemonic)
+    host: str = "127.0.0.1"
+    proc: subprocess.Popen[bytes] | None = None
+    log_path: Path | None = None
+
+    @property
+    def rpc_url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    def start(self) -> Anvil:
+        if not ANVIL.exists():
+            raise ToolchainError(f"Anvil not found at {ANVIL}: run `npm ci` in contracts/ (make does this)")
+        with socket.socket() as s:
+            if s.connect_ex((self.host, self.port)) == 0:
+                raise ToolchainError(f"port {self.port} is already in use: choose another with --port")
+        cmd = [str(ANVIL), "--host", self.host, "--port", str(self.port), "--chain-id", str(self.chain_id),
+               "--mnemonic", self.mnemonic, "--accounts", str(len(accts.ROLES)), "--balance", "10000"]
+        if self.block_time:
+            cmd += ["--block-time", str(self.block_time)]
+        out = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL  # noqa: SIM115
+        self.proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        try:
+            wait_for_rpc(connect(self.rpc_url), timeout=30)
+        except ChainError:
+            self.stop()
+            raise
+        log.info("anvil up at %s (chain id %d, block time %s)", self.rpc_url, self.chain_id, self.block_time or "automine")
+        return self
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.proc = None
+
+
+def _deploy(w3: Web3, sender: TxSender, name: str, *args: Any) -> str:
+    art = artifact(name)
+    factory = w3.eth.contract(abi=art.abi, bytecode=art.bytecode)
+    rcpt = sender.send(factory.constructor(*args))
+    addr = rcpt["contractAddress"]
+    assert addr is not None
+    log.info("deployed %s at %s (block %d)", name, addr, rcpt["blockNumber"])
+    return str(addr)
+
+
+def deploy_contracts(
+    rpc_url: str, deployer_key: str, treasury: str, params: MarketParams | None = None,
+    min_stake: int = MIN_STAKE, unbonding_period: int = UNBONDING_PERIOD, jail_period: int = JAIL_PERIOD,
+) -> Manifest:
+    """Deploys tokens, registry, staking and market; returns the manifest (not yet saved)."""
+    w3 = connect(rpc_url)
+    arts = load_artifacts()
+    sender = TxSender(w3, deployer_key, ErrorDecoder(a.abi for a in arts.values()))
+    owner = sender.address
+    start_block = w3.eth.block_number
+    usd = _deploy(w3, sender, "HearthUSD", owner)
+    hst = _deploy(w3, sender, "HearthStake", owner)
+    registry = _deploy(w3, sender, "ModelRegistry", owner)
+    # Staking binds the market immutably, so the market's address is computed first: the
+    # deployer's CREATE address one nonce after Staking's.
+    nonce = w3.eth.get_transaction_count(owner, "pending")
+    market_addr = get_create_address(owner, nonce + 1)
+    staking = _deploy(w3, sender, "Staking", owner, hst, market_addr, min_stake, unbonding_period, jail_period)
+    p = params or MarketParams(treasury=treasury)
+    if p.treasury == "0x" + "00" * 20:
+        p = replace(p, treasury=treasury)
+    market = _deploy(w3, sender, "JobMarket", owner, usd, staking, registry, p.as_tuple())
+    if market != market_addr:
+        raise ChainError(f"market deployed at {market}, expected {market_addr}: was the deployer key used concurrently?")
+    addrs = dict(zip(CONTRACT_NAMES, (usd, hst, registry, staking, market), strict=True))
+    return Manifest(
+        chain_id=w3.eth.chain_id, rpc_url=rpc_url, deployment_block=start_block + 1,
+        contracts={n: DeployedContract(address=a, abi=arts[n].abi) for n, a in addrs.items()},
+    )
+
+
+def register_model(h: Hearth, owner_key: str, model_id: bytes, runtime_hash: bytes, price: int, name: str) -> None:
+    h.sender(owner_key).send(h.registry.functions.registerModel(model_id, runtime_hash, price, name))
+    h.manifest.models.append(ModelEntry(
+        model_id="0x" + model_id.hex(), name=name, runtime_hash="0x" + runtime_hash.hex(), price_per_unit=price))
+
+
+def fund(h: Hearth, owner_key: str, to: str, usd: int = 0, hst: int = 0) -> None:
+    s = h.sender(owner_key)
+    if usd:
+        s.send(h.usd.functions.mint(to, usd))
+    if hst:
+        s.send(h.hst.functions.mint(to, hst))
+
+
+def stake_provider(h: Hearth, key: str, amount: int, model_ids: list[bytes],
+                   endpoint: str = "http://127.0.0.1:0", region: str = "local", gpu_class: str = "cpu") -> None:
+    s = h.sender(key)
+    s.send(h.staking.functions.register(endpoint, region, gpu_class))
+    s.send(h.hst.functions.approve(h.staking.address, amount))
+    s.send(h.staking.functions.stake(amount))
+    for m in model_ids:
+        s.send(h.staking.functions.setServing(m, True))
+
+
+def minilm_ids() -> tuple[bytes, bytes]:
+    """MiniLM's content hash (the on-chain model id) and the reference runtime hash."""
+    from worker.model.encoder import runtime_hash
+    from worker.model.weights import model_content_hash
+
+    return model_content_hash(), runtime_hash("torch", "fp32")
+
+
+@dataclass
+class Devnet:
+    anvil: Anvil
+    manifest: Manifest
+    accounts: dict[str, accts.DevAccount]
+    hearth: Hearth
+
+
+def bring_up(
+    port: int = 8545, chain_id: int = 31337, block_time: float | None = None,
+    anvil_log: Path | None = None, write: bool = True, params: MarketParams | None = None,
+) -> Devnet:
+    """Starts Anvil and deploys a funded, staked devnet; writes manifest and accounts."""
+    anvil = Anvil(port=port, chain_id=chain_id, block_time=block_time, log_path=anvil_log).start()
+    try:
+        acc = accts.derive(anvil.mnemonic)
+        manifest = deploy_contracts(anvil.rpc_url, acc["deployer"].key, acc["treasury"].address, params=params)
+        h = Hearth(manifest)
+        owner = acc["deployer"].key
+        model_id, runtime_hash = minilm_ids()
+        register_model(h, owner, model_id, runtime_hash, DEFAULT_PRICE_PER_UNIT, "all-MiniLM-L6-v2")
+        for role in ("client", "client2"):
+            fund(h, owner, acc[role].address, usd=1_000 * USD)
+        for role in ("provider", "verifier", "verifier2", "cheater"):
+            fund(h, owner, acc[role].address, usd=100 * USD, hst=1_000 * HST)
+            stake_provider(h, acc[role].key, 500 * HST, [model_id])
+        if write:
+            manifest.save()
+            accts.save(acc)
+        return Devnet(anvil, manifest, acc, h)
+    except BaseException:
+        anvil.stop()
+        raise
+
+
+def run_foreground(port: int, chain_id: int, block_time: float | None) -> None:
+    """``python -m deploy devnet``: bring the devnet up and keep it until Ctrl-C."""
+    from rich.console import Console
+
+    console = Console()
+    with console.status("starting Anvil, compiling and deploying..."):
+        dn = bring_up(port=port, chain_id=chain_id, block_time=block_time)
+    console.print(f"[green]devnet up[/] at {dn.anvil.rpc_url}, chain id {chain_id}")
+    for name, c in dn.manifest.contracts.items():
+        console.print(f"  {name:<14} {c.address}")
+    console.print(f"  manifest       {Path('.hearth/manifest.json').resolve()}")
+    console.print("Ctrl-C stops it.")
+    try:
+        while dn.anvil.proc and dn.anvil.proc.poll() is None:
+            time.sleep(0.5)
+        console.print("[red]anvil exited[/]")
+    except KeyboardInterrupt:
+        console.print("stopping anvil...")
+    finally:
+        dn.anvil.stop()
+
+
+def which_node() -> str:
+    node = shutil.which("node")
+    if not node:
+        raise ToolchainError("Node.js is not on PATH")
+    return node
