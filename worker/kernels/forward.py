@@ -27,7 +27,13 @@ class TritonForward:
         positions = batch.positions.to(dev)
         cu = torch.tensor(batch.cu_seqlens, dtype=torch.int32, device=dev)
         h = embedding_layernorm(
-            ids, positions, w.word_emb, w.pos_emb, w.type_emb[0], w.emb_ln_w, w.emb_ln_b,
+            ids,
+            positions,
+            w.word_emb,
+            w.pos_emb,
+            w.type_emb[0],
+            w.emb_ln_w,
+            w.emb_ln_b,
             LAYER_NORM_EPS,
         )
         for lw in w.layers:

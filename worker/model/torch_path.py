@@ -53,9 +53,7 @@ def _layer_norm(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor) -> torch.Tens
     return y.to(x.dtype)
 
 
-def qkv_block(
-    h: torch.Tensor, qkv_w: torch.Tensor, qkv_b: torch.Tensor
-) -> torch.Tensor:
+def qkv_block(h: torch.Tensor, qkv_w: torch.Tensor, qkv_b: torch.Tensor) -> torch.Tensor:
     """Fused query/key/value projection of one row block: `[R, HIDDEN] -> [R, 3*HIDDEN]`."""
     return _linear(h, qkv_w, qkv_b)
 
@@ -99,9 +97,7 @@ def _embed(weights: MiniLMWeights, batch: PackedBatch, rows: int) -> torch.Tenso
     e[:t] = (weights.word_emb[ids] + weights.type_emb[0]) + weights.pos_emb[pos]
     h = torch.empty_like(e)
     for r in range(0, rows, ROW_BLOCK):
-        h[r : r + ROW_BLOCK] = _layer_norm(
-            e[r : r + ROW_BLOCK], weights.emb_ln_w, weights.emb_ln_b
-        )
+        h[r : r + ROW_BLOCK] = _layer_norm(e[r : r + ROW_BLOCK], weights.emb_ln_w, weights.emb_ln_b)
     return h
 
 
