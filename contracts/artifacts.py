@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from functools import cache
 from typing import Any
 
-from contracts.compiler import compile_sources
+from contracts.compiler import TEST_DIR, compile_sources
 from contracts.errors import ContractsError
 
 
@@ -17,17 +17,27 @@ class Artifact:
     bytecode: str
 
 
-@cache
-def load_artifacts() -> dict[str, Artifact]:
-    """Every compiled contract under ``src/``, by name (compiles on first use, then cached)."""
-    out = compile_sources()
+def _collect(out: dict[str, Any], prefixes: tuple[str, ...]) -> dict[str, Artifact]:
     arts: dict[str, Artifact] = {}
     for file, contracts in out["contracts"].items():
-        if not file.startswith("src/"):
+        if not file.startswith(prefixes):
             continue
         for name, c in contracts.items():
             arts[name] = Artifact(name, c["abi"], "0x" + c["evm"]["bytecode"]["object"])
     return arts
+
+
+@cache
+def load_artifacts() -> dict[str, Artifact]:
+    """Every compiled contract under ``src/``, by name (compiles on first use, then cached)."""
+    return _collect(compile_sources(), ("src/",))
+
+
+@cache
+def load_test_artifacts() -> dict[str, Artifact]:
+    """Every contract under ``src/`` and the test-only ones under ``test/``, by name, compiled
+    together (tests only: malicious and non-standard tokens are never part of a deployment)."""
+    return _collect(compile_sources(extra_dirs=(TEST_DIR,)), ("src/", "test/"))
 
 
 def artifact(name: str) -> Artifact:

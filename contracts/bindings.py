@@ -140,7 +140,9 @@ class Hearth:
     def approve_usd(self, key: str, amount: int) -> TxReceipt:
         return self.sender(key).send(self.usd.functions.approve(self.market.address, amount))
 
-    def post_job(self, key: str, model_id: bytes, input_hash: bytes, max_payment: int, deadline: int) -> tuple[int, TxReceipt]:
+    def post_job(
+        self, key: str, model_id: bytes, input_hash: bytes, max_payment: int, deadline: int
+    ) -> tuple[int, TxReceipt]:
         rcpt = self.sender(key).send(self.market.functions.postJob(model_id, input_hash, max_payment, deadline))
         return self.job_id_from(rcpt), rcpt
 

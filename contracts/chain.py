@@ -168,7 +168,7 @@ def wait_for_rpc(w3: Web3, timeout: float = 30) -> None:
     end = time.monotonic() + timeout
     while time.monotonic() < end:
         try:
-            w3.eth.block_number
+            _ = w3.eth.block_number
             return
         except Exception:  # noqa: BLE001 - not up yet
             time.sleep(0.1)

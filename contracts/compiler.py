@@ -8,12 +8,14 @@ cached under ``contracts/build`` by a hash of the compiler version, sources and 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
 import os
 import shutil
 import subprocess
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,6 +29,8 @@ log = logging.getLogger(__name__)
 
 CONTRACTS_DIR = Path(__file__).resolve().parent
 SRC_DIR = CONTRACTS_DIR / "src"
+#: Test-only contracts (malicious and non-standard tokens, attackers); never deployed by ``deploy``.
+TEST_DIR = CONTRACTS_DIR / "test"
 NODE_MODULES = CONTRACTS_DIR / "node_modules"
 BUILD_DIR = CONTRACTS_DIR / "build"
 SOLCJS_WRAPPER = CONTRACTS_DIR / "tools" / "solcjs-standard-json.js"
@@ -58,10 +62,8 @@ def find_compiler() -> Compiler:
         candidates.append((Path(env), not env.endswith(".js")))
     if which := shutil.which("solc"):
         candidates.append((Path(which), True))
-    try:
+    with contextlib.suppress(Exception):  # py-solc-x raises its own types when nothing is installed
         candidates.extend((Path(solcx.get_executable(v)), True) for v in solcx.get_installed_solc_versions())
-    except Exception:  # noqa: BLE001 - py-solc-x raises its own types when nothing is installed
-        pass
     for binary, native in candidates:
         if binary.exists():
             return Compiler(binary, _version_of(binary), native)
@@ -75,12 +77,13 @@ def find_compiler() -> Compiler:
     return Compiler(SOLCJS_WRAPPER, _version_of(SOLCJS_WRAPPER), False)
 
 
-def standard_input(src_dir: Path = SRC_DIR) -> dict[str, Any]:
-    """The standard-JSON input for every ``.sol`` file under ``src_dir``."""
-    sources = {
-        str(p.relative_to(CONTRACTS_DIR)): {"content": p.read_text()}
-        for p in sorted(src_dir.rglob("*.sol"))
-    }
+def standard_input(src_dir: Path = SRC_DIR, extra_dirs: Sequence[Path] = ()) -> dict[str, Any]:
+    """The standard-JSON input for every ``.sol`` file under ``src_dir`` and ``extra_dirs``
+    (directories inside ``contracts/``, such as :data:`TEST_DIR`)."""
+    files = sorted(src_dir.rglob("*.sol"))
+    for extra in extra_dirs:
+        files += sorted(extra.resolve().rglob("*.sol"))
+    sources = {str(p.relative_to(CONTRACTS_DIR)): {"content": p.read_text()} for p in files}
     return {
         "language": "Solidity",
         "sources": sources,
@@ -112,10 +115,13 @@ def format_errors(errors: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def compile_sources(force: bool = False) -> dict[str, Any]:
-    """Compiles the sources (or loads the cached output) and returns solc's output JSON."""
+def compile_sources(force: bool = False, extra_dirs: Sequence[Path] = ()) -> dict[str, Any]:
+    """Compiles the sources (or loads the cached output) and returns solc's output JSON.
+
+    ``extra_dirs`` adds more source directories (the tests pass :data:`TEST_DIR`); without it
+    the input, and so the cached output, is exactly that of ``src/`` alone."""
     compiler = find_compiler()
-    data = standard_input()
+    data = standard_input(extra_dirs=extra_dirs)
     key = hashlib.sha256(
         json.dumps({"v": compiler.version, "input": data}, sort_keys=True).encode()
     ).hexdigest()[:16]

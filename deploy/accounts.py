@@ -13,7 +13,9 @@ from eth_account import Account
 from contracts.errors import ManifestError
 from contracts.manifest import data_dir
 
-ROLES = ("deployer", "client", "provider", "verifier", "verifier2", "cheater", "treasury", "relayer", "client2", "spare")
+ROLES = (
+    "deployer", "client", "provider", "verifier", "verifier2", "cheater", "treasury", "relayer", "client2", "spare",
+)
 Account.enable_unaudited_hdwallet_features()
 
 

@@ -11,7 +11,6 @@ import functools
 import json
 import logging
 import os
-import time
 from collections.abc import Callable
 from decimal import Decimal, InvalidOperation
 from typing import Annotated, Any, TypeVar
@@ -265,7 +264,8 @@ def provider_unbond(amount: str = typer.Argument(...), as_: RoleOpt = None) -> N
     s = h.sender(key_for(as_))
     rcpt = s.send(h.staking.functions.requestUnbond(parse_amount(amount, HST_DECIMALS)))
     ev = decode_log(h.staking, rcpt["logs"][-1])
-    console.print(f"unbonding {fmt(ev['args']['unbonding'], HST_DECIMALS)} HST, withdrawable at {ev['args']['readyAt']}")
+    args = ev["args"]
+    console.print(f"unbonding {fmt(args['unbonding'], HST_DECIMALS)} HST, withdrawable at {args['readyAt']}")
 
 
 @provider_app.command("withdraw")
@@ -463,7 +463,9 @@ def withdraw(as_: RoleOpt = None) -> None:
 
 @app.command("balances")
 @friendly
-def balances(addresses: Annotated[list[str] | None, typer.Argument(help="Addresses (default: devnet roles).")] = None) -> None:
+def balances(
+    addresses: Annotated[list[str] | None, typer.Argument(help="Addresses (default: devnet roles).")] = None,
+) -> None:
     """Wallet, market credit and stake of addresses."""
     h = hearth()
     who = {a: address_arg(a) for a in addresses} if addresses else role_addresses()

@@ -21,7 +21,7 @@ from contracts.bindings import Hearth
 from contracts.chain import ErrorDecoder, TxSender, connect, wait_for_rpc
 from contracts.compiler import NODE_MODULES
 from contracts.errors import ChainError, ToolchainError
-from contracts.manifest import CONTRACT_NAMES, DeployedContract, Manifest, ModelEntry
+from contracts.manifest import CONTRACT_NAMES, DeployedContract, Manifest, ModelEntry, manifest_path
 from contracts.types import MarketParams
 from deploy import accounts as accts
 
@@ -84,7 +84,8 @@ class Anvil:
         except ChainError:
             self.stop()
             raise
-        log.info("anvil up at %s (chain id %d, block time %s)", self.rpc_url, self.chain_id, self.block_time or "automine")
+        log.info("anvil up at %s (chain id %d, block time %s)", self.rpc_url, self.chain_id,
+                 self.block_time or "automine")
         return self
 
     def stop(self) -> None:
@@ -131,7 +132,7 @@ def deploy_contracts(
         p = replace(p, treasury=treasury)
     market = _deploy(w3, sender, "JobMarket", owner, usd, staking, registry, p.as_tuple())
     if market != market_addr:
-        raise ChainError(f"market deployed at {market}, expected {market_addr}: was the deployer key used concurrently?")
+        raise ChainError(f"market deployed at {market}, expected {market_addr}: deployer key used concurrently?")
     addrs = dict(zip(CONTRACT_NAMES, (usd, hst, registry, staking, market), strict=True))
     return Manifest(
         chain_id=w3.eth.chain_id, rpc_url=rpc_url, deployment_block=start_block + 1,
@@ -216,7 +217,7 @@ def run_foreground(port: int, chain_id: int, block_time: float | None) -> None:
     console.print(f"[green]devnet up[/] at {dn.anvil.rpc_url}, chain id {chain_id}")
     for name, c in dn.manifest.contracts.items():
         console.print(f"  {name:<14} {c.address}")
-    console.print(f"  manifest       {Path('.hearth/manifest.json').resolve()}")
+    console.print(f"  manifest       {manifest_path()}")
     console.print("Ctrl-C stops it.")
     try:
         while dn.anvil.proc and dn.anvil.proc.poll() is None:

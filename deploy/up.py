@@ -85,7 +85,8 @@ def run_stack(port: int, chain_id: int, block_time: float | None, gateway_port: 
         while dn.anvil.proc and dn.anvil.proc.poll() is None:
             dead = [c for c in children if not c.alive()]
             if dead:
-                console.print(f"[red]{dead[0].name} exited with {dead[0].proc.returncode if dead[0].proc else '?'}; stopping[/]")
+                code = dead[0].proc.returncode if dead[0].proc else "?"
+                console.print(f"[red]{dead[0].name} exited with {code}; stopping[/]")
                 break
             time.sleep(0.5)
     except KeyboardInterrupt:

@@ -61,6 +61,8 @@ __all__ = [
 ]
 
 _U256_DIGITS = 78
+#: BIGINT, but INTEGER on SQLite, where only INTEGER PRIMARY KEY autoincrements.
+_ID = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
 
 
 class U256(sa.types.TypeDecorator[int]):
@@ -68,7 +70,8 @@ class U256(sa.types.TypeDecorator[int]):
 
     The padding keeps text comparison equal to numeric comparison on SQLite."""
 
-    impl = sa.types.String(_U256_DIGITS)
+    impl = sa.types.String
+
     cache_ok = True
 
     def load_dialect_impl(self, dialect: Dialect) -> sa.types.TypeEngine[Any]:
@@ -95,6 +98,11 @@ class U256(sa.types.TypeDecorator[int]):
 def _u256(default: int | None = 0, **kw: Any) -> Any:
     nullable = default is None
     return Field(default=default, sa_type=U256, nullable=nullable, **kw)
+
+
+def _int_key() -> Any:
+    """A BIGINT primary key that the indexer assigns (never autoincremented)."""
+    return Field(primary_key=True, sa_type=sa.BigInteger, sa_column_kwargs={"autoincrement": False})
 
 
 # ---------------------------------------------------------------------------- projections
@@ -150,7 +158,7 @@ class Job(SQLModel, table=True):
         sa.Index("ix_jobs_status", "status"),
     )
 
-    job_id: int = Field(primary_key=True, sa_type=sa.BigInteger, sa_column_kwargs={"autoincrement": False})
+    job_id: int = _int_key()
     client: str = Field(max_length=42)
     provider: str = Field(default="0x0000000000000000000000000000000000000000", max_length=42)
     model_id: str = Field(max_length=66)
@@ -194,7 +202,7 @@ class Job(SQLModel, table=True):
 class Receipt(SQLModel, table=True):
     __tablename__ = "receipts"
 
-    job_id: int = Field(primary_key=True, sa_type=sa.BigInteger, sa_column_kwargs={"autoincrement": False})
+    job_id: int = _int_key()
     provider: str = Field(max_length=42, index=True)
     output_hash: str = Field(max_length=66)
     units: int = _u256()
@@ -212,7 +220,7 @@ class Receipt(SQLModel, table=True):
 class Challenge(SQLModel, table=True):
     __tablename__ = "challenges"
 
-    job_id: int = Field(primary_key=True, sa_type=sa.BigInteger, sa_column_kwargs={"autoincrement": False})
+    job_id: int = _int_key()
     challenger: str = Field(max_length=42, index=True)
     bond: int = _u256()
     committee: list[str] = Field(default_factory=list, sa_type=JSON)
@@ -236,7 +244,7 @@ class Challenge(SQLModel, table=True):
 class Vote(SQLModel, table=True):
     __tablename__ = "votes"
 
-    job_id: int = Field(primary_key=True, sa_type=sa.BigInteger, sa_column_kwargs={"autoincrement": False})
+    job_id: int = _int_key()
     voter: str = Field(primary_key=True, max_length=42)
     commitment: str = Field(max_length=66)
     committed_block: int = Field(sa_type=sa.BigInteger)
@@ -306,7 +314,7 @@ class RawEvent(SQLModel, table=True):
         sa.Index("ix_raw_events_name", "event_name"),
     )
 
-    id: int | None = Field(default=None, primary_key=True, sa_type=sa.BigInteger)
+    id: int | None = Field(default=None, primary_key=True, sa_type=_ID)
     chain_id: int = Field(sa_type=sa.BigInteger)
     block_number: int = Field(sa_type=sa.BigInteger)
     block_hash: str = Field(max_length=66)
@@ -325,7 +333,7 @@ class RawEvent(SQLModel, table=True):
 class Block(SQLModel, table=True):
     __tablename__ = "blocks"
 
-    number: int = Field(primary_key=True, sa_type=sa.BigInteger, sa_column_kwargs={"autoincrement": False})
+    number: int = _int_key()
     hash: str = Field(max_length=66)
     parent_hash: str = Field(max_length=66)
     timestamp: int = Field(sa_type=sa.BigInteger)
@@ -350,7 +358,7 @@ class UndoEntry(SQLModel, table=True):
 
     __tablename__ = "undo_log"
 
-    id: int | None = Field(default=None, primary_key=True, sa_type=sa.BigInteger)
+    id: int | None = Field(default=None, primary_key=True, sa_type=_ID)
     block_number: int = Field(sa_type=sa.BigInteger, index=True)
     table_name: str = Field(max_length=32)
     #: primary key values, in the table's primary key column order
@@ -360,5 +368,6 @@ class UndoEntry(SQLModel, table=True):
 
 #: The tables folded from events, in dependency-free order; the undo log covers these.
 PROJECTION_TABLES: tuple[type[SQLModel], ...] = (
-    Provider, ProviderModel, Model, Job, Receipt, Challenge, Vote, Balance, Withdrawal, Slash, Param,
+    Provider, ProviderModel, Model, Job, Receipt, Challenge, Vote, Balance, Withdrawal, Slash,
+    Param,
 )

@@ -43,7 +43,7 @@ SENTENCES: list[str] = [
     "SELECT id, name FROM users WHERE age > 21 ORDER BY name;",
     "const f = async (x) => await fetch(`/api/${x}`);",
     '{"key": "value", "list": [1, 2, 3], "nested": {"a": null}}',
-    "<html><body><p class=\"x\">Hi</p></body></html>",
+    '<html><body><p class="x">Hi</p></body></html>',
     "I am so happy today 😀🎉🎂",
     "🚀🚀🚀",
     "Thumbs up 👍🏽 and flags 🇺🇸🇯🇵 and family 👨‍👩‍👧‍👦",

@@ -21,11 +21,8 @@ BATCH_SIZES = [2, 3, 4, 5, 7, 8, 13, 16, 17, 31, 32, 33, 48, 63, 64]
 def corpus(tokenizer: MiniLMTokenizer) -> list[list[int]]:
     """64 inputs: the varied sentences, topped up with random word salads."""
     rng = random.Random(7)
-    words = "the of fox 🙂 日本 naïve SELECT {x} 42 state-of-the-art zürich".split()
-    extra = [
-        " ".join(rng.choice(words) for _ in range(rng.randint(1, 40)))
-        for _ in range(64 - len(SENTENCES))
-    ]
+    words = ["the", "of", "fox", "🙂", "日本", "naïve", "SELECT", "{x}", "42", "state-of-the-art", "zürich"]
+    extra = [" ".join(rng.choice(words) for _ in range(rng.randint(1, 40))) for _ in range(64 - len(SENTENCES))]
     return tokenizer.encode_ids(SENTENCES + extra)
 
 

@@ -6,10 +6,11 @@ from typing import Any
 
 import numpy as np
 
-from .sentences import SENTENCES
 from worker.model.packing import pack
 from worker.model.torch_path import TorchForward
 from worker.model.weights import MAX_SEQ_LENGTH, MiniLMTokenizer
+
+from .sentences import SENTENCES
 
 
 def test_corpus_has_fifty_varied_sentences_some_truncated(tokenizer: MiniLMTokenizer) -> None:
@@ -20,9 +21,7 @@ def test_corpus_has_fifty_varied_sentences_some_truncated(tokenizer: MiniLMToken
     assert min(counts) == 2  # the empty string is [CLS] [SEP]
 
 
-def test_tokenizer_matches_sentence_transformers_exactly(
-    tokenizer: MiniLMTokenizer, reference_model: Any
-) -> None:
+def test_tokenizer_matches_sentence_transformers_exactly(tokenizer: MiniLMTokenizer, reference_model: Any) -> None:
     ours = tokenizer(SENTENCES)
     ref = reference_model.tokenize(SENTENCES)
     assert ours.input_ids.tolist() == ref["input_ids"].tolist()

@@ -19,7 +19,7 @@ import torch
 import triton
 import triton.language as tl
 
-from worker.kernels.common import check_device
+from worker.kernels.common import FP_FUSION, check_device
 
 BLOCK_M = 64
 BLOCK_N = 64
@@ -123,5 +123,6 @@ def attention_varlen(
         BLOCK_N=BLOCK_N,
         num_warps=4,
         num_stages=2,
+        enable_fp_fusion=FP_FUSION,
     )
     return out

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 
 from worker.kernels.attention import attention_varlen
-from worker.kernels.gemm import gemm_bias
+from worker.kernels.gemm import gemm_bias, gemm_bias_autotuned
 from worker.kernels.layernorm import add_layernorm, embedding_layernorm
 from worker.kernels.pooling import mean_pool_l2
 from worker.model.packing import PackedBatch
@@ -13,10 +15,15 @@ from worker.model.weights import LAYER_NORM_EPS, NUM_HEADS, MiniLMWeights
 
 
 class TritonForward:
-    """Callable `PackedBatch -> [B, HIDDEN] float32` embeddings, every op a Triton kernel."""
+    """Callable `PackedBatch -> [B, HIDDEN] float32` embeddings, every op a Triton kernel.
 
-    def __init__(self, weights: MiniLMWeights) -> None:
+    `autotuned_gemm=True` swaps in the autotuned GEMM, which is not batch-invariant; it exists
+    only to measure what the fixed tiles cost (bench/kernels.py).
+    """
+
+    def __init__(self, weights: MiniLMWeights, *, autotuned_gemm: bool = False) -> None:
         self.weights = weights
+        self._gemm: Callable[..., torch.Tensor] = gemm_bias_autotuned if autotuned_gemm else gemm_bias
 
     @torch.inference_mode()
     def __call__(self, batch: PackedBatch) -> torch.Tensor:
@@ -37,11 +44,11 @@ class TritonForward:
             LAYER_NORM_EPS,
         )
         for lw in w.layers:
-            qkv = gemm_bias(h, lw.qkv_w, lw.qkv_b)
+            qkv = self._gemm(h, lw.qkv_w, lw.qkv_b)
             ctx = attention_varlen(qkv, cu, batch.max_len, NUM_HEADS)
-            a = gemm_bias(ctx, lw.attn_out_w, lw.attn_out_b)
+            a = self._gemm(ctx, lw.attn_out_w, lw.attn_out_b)
             x = add_layernorm(a, h, lw.attn_ln_w, lw.attn_ln_b, LAYER_NORM_EPS)
-            u = gemm_bias(x, lw.ffn_up_w, lw.ffn_up_b, gelu=True)
-            d = gemm_bias(u, lw.ffn_down_w, lw.ffn_down_b)
+            u = self._gemm(x, lw.ffn_up_w, lw.ffn_up_b, gelu=True)
+            d = self._gemm(u, lw.ffn_down_w, lw.ffn_down_b)
             h = add_layernorm(d, x, lw.ffn_ln_w, lw.ffn_ln_b, LAYER_NORM_EPS)
         return mean_pool_l2(h, cu)

@@ -20,7 +20,7 @@ import torch
 import triton
 import triton.language as tl
 
-from worker.kernels.common import check_device, gelu_f32
+from worker.kernels.common import FP_FUSION, check_device, gelu_f32
 
 
 @dataclass(frozen=True)
@@ -164,6 +164,7 @@ def gemm_bias(
         BLOCK_K=cfg.block_k,
         num_warps=cfg.num_warps,
         num_stages=cfg.num_stages,
+        enable_fp_fusion=FP_FUSION,
     )
     return c
 
@@ -193,5 +194,6 @@ def gemm_bias_autotuned(
         c.stride(0),
         APPLY_GELU=gelu,
         INPUT_PRECISION=_input_precision(a.dtype),
+        enable_fp_fusion=FP_FUSION,
     )
     return c

@@ -13,7 +13,7 @@ import torch
 import triton
 import triton.language as tl
 
-from worker.kernels.common import check_device
+from worker.kernels.common import FP_FUSION, check_device
 
 
 @triton.jit
@@ -108,6 +108,7 @@ def embedding_layernorm(
         HIDDEN=hidden,
         BLOCK_H=triton.next_power_of_2(hidden),
         num_warps=4,
+        enable_fp_fusion=FP_FUSION,
     )
     return out
 
@@ -133,5 +134,6 @@ def add_layernorm(
         HIDDEN=hidden,
         BLOCK_H=triton.next_power_of_2(hidden),
         num_warps=4,
+        enable_fp_fusion=FP_FUSION,
     )
     return out

@@ -13,7 +13,7 @@ import torch
 import triton
 import triton.language as tl
 
-from worker.kernels.common import check_device
+from worker.kernels.common import FP_FUSION, check_device
 
 BLOCK_T = 16
 
@@ -67,5 +67,6 @@ def mean_pool_l2(h: torch.Tensor, cu_seqlens: torch.Tensor) -> torch.Tensor:
         BLOCK_H=triton.next_power_of_2(hidden),
         BLOCK_T=BLOCK_T,
         num_warps=4,
+        enable_fp_fusion=FP_FUSION,
     )
     return out

@@ -1,0 +1,250 @@
+"""The gateway's FastAPI app: ``create_app(settings)``.
+
+Every error leaves as ``{"error": {"reason", "message", "type", "code", "details"}}`` with the
+status its :class:`GatewayError` subclass names; malformed bodies are 422 ``malformed_request``
+(``malformed_json`` when the body is not JSON); an unreadable index or chain is 503. A 500 means
+a bug, never bad input.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse, JSONResponse, Response
+from fastapi.staticfiles import StaticFiles
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from sqlalchemy.exc import DBAPIError, OperationalError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from contracts.errors import ContractsError
+from contracts.manifest import Manifest
+from gateway.blobs import BlobStore
+from gateway.context import Context, build_context
+from gateway.errors import GatewayError, InputTooLargeError, RateLimitedError
+from gateway.routes import auth, blobs, embeddings, events, jobs, network
+from gateway.settings import GatewaySettings
+
+log = logging.getLogger(__name__)
+STATIC = Path(__file__).resolve().parent / "static"
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+DESCRIPTION = """\
+Hearth's public entry point: submit EIP-712 signed jobs (relayed on-chain), store
+content-addressed blobs, follow jobs live, read results with their on-chain verification,
+browse providers and models, and call `/v1/embeddings` with the OpenAI client.
+
+Errors: `{"error": {"reason": "<machine-readable>", "message": "...", "type": "...", "code": "<reason>"}}`.
+"""
+
+
+def error_body(status: int, reason: str, message: str, error_type: str = "invalid_request_error",
+               details: dict[str, Any] | None = None) -> dict[str, Any]:
+    return {"error": {"reason": reason, "message": message, "type": error_type, "code": reason,
+                      "details": details or None}}
+
+
+def _json_error(status: int, reason: str, message: str, error_type: str = "invalid_request_error",
+                details: dict[str, Any] | None = None, headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse(error_body(status, reason, message, error_type, details), status_code=status, headers=headers)
+
+
+def _jsonable(v: Any) -> Any:
+    if isinstance(v, str | int | float | bool) or v is None:
+        return v
+    if isinstance(v, dict):
+        return {str(k): _jsonable(x) for k, x in v.items()}
+    if isinstance(v, list | tuple):
+        return [_jsonable(x) for x in v]
+    return str(v)
+
+
+class GuardMiddleware:
+    """Pure ASGI (streams pass through untouched): refuses bodies over the limit before they
+    are read, rate-limits ``/v1`` per client IP, and records request metrics by route."""
+
+    def __init__(self, app: ASGIApp, ctx: Context) -> None:
+        self.app = app
+        self.ctx = ctx
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        ctx = self.ctx
+        path: str = scope.get("path", "")
+        method: str = scope.get("method", "GET")
+        t0 = time.perf_counter()
+        status_holder = {"status": 500}
+
+        async def send_wrapper(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                status_holder["status"] = message["status"]
+            await send(message)
+
+        early = self._refuse(scope, path)
+        try:
+            if early is not None:
+                await early(scope, receive, send_wrapper)
+            else:
+                await self.app(scope, self._limited_receive(receive), send_wrapper)
+        finally:
+            route = scope.get("route")
+            label = getattr(route, "path", None) or ("/static" if path.startswith("/static") else "unmatched")
+            status = status_holder["status"]
+            ctx.metrics.requests.labels(method, label, str(status)).inc()
+            if label not in ("/v1/events/jobs", "/v1/jobs/{job_id}/events"):
+                ctx.metrics.latency.labels(method, label).observe(time.perf_counter() - t0)
+
+    def _refuse(self, scope: Scope, path: str) -> Response | None:
+        ctx = self.ctx
+        headers = dict(scope.get("headers") or [])
+        length = headers.get(b"content-length")
+        if length is not None:
+            try:
+                n = int(length)
+            except ValueError:
+                n = 0
+            if n > ctx.settings.max_request_bytes:
+                ctx.metrics.rejected.labels("body_too_large").inc()
+                return _json_error(413, "body_too_large", f"request body of {n} bytes exceeds "
+                                   f"{ctx.settings.max_request_bytes}")
+        if path.startswith("/v1/"):
+            ip = self._client_ip(scope, headers)
+            try:
+                ctx.ip_limiter.check(ip, "IP address")
+            except RateLimitedError as exc:
+                ctx.metrics.rejected.labels(exc.reason).inc()
+                return _json_error(429, exc.reason, exc.message, exc.error_type,
+                                   headers={"Retry-After": str(max(1, round(exc.retry_after)))})
+        return None
+
+    def _client_ip(self, scope: Scope, headers: dict[bytes, bytes]) -> str:
+        if self.ctx.settings.trust_proxy and b"x-forwarded-for" in headers:
+            return headers[b"x-forwarded-for"].decode("latin-1").split(",")[0].strip()
+        client = scope.get("client")
+        return str(client[0]) if client else "unknown"
+
+    def _limited_receive(self, receive: Receive) -> Receive:
+        limit = self.ctx.settings.max_request_bytes
+        seen = 0
+
+        async def wrapped() -> Message:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > limit:
+                    raise InputTooLargeError(f"request body exceeds {limit} bytes", reason="body_too_large")
+            return message
+
+        return wrapped
+
+
+def _install_error_handlers(app: FastAPI, ctx: Context) -> None:
+    @app.exception_handler(GatewayError)
+    async def gateway_error(request: Request, exc: GatewayError) -> JSONResponse:
+        ctx.metrics.rejected.labels(exc.reason).inc()
+        headers = {}
+        if isinstance(exc, RateLimitedError):
+            headers["Retry-After"] = str(max(1, round(exc.retry_after)))
+        if exc.status_code >= 500:
+            log.warning("%s %s -> %d %s: %s", request.method, request.url.path, exc.status_code, exc.reason,
+                        exc.message)
+        return _json_error(exc.status_code, exc.reason, exc.message, exc.error_type,
+                           _jsonable(exc.extra) or None, headers=headers or None)
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+        errs = exc.errors()
+        reason = "malformed_json" if any(e.get("type") == "json_invalid" for e in errs) else "malformed_request"
+        ctx.metrics.rejected.labels(reason).inc()
+        first = errs[0] if errs else {}
+        where = ".".join(str(p) for p in first.get("loc", ()))
+        msg = f"{where}: {first.get('msg', 'invalid')}" if first else "invalid request"
+        return _json_error(422, reason, msg, details={"errors": _jsonable([
+            {"loc": list(e.get("loc", ())), "msg": e.get("msg"), "type": e.get("type")} for e in errs[:20]])})
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        if isinstance(exc.__cause__, GatewayError):  # raised while FastAPI read the body
+            return await gateway_error(request, exc.__cause__)
+        reason = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        return _json_error(exc.status_code, reason, str(exc.detail), headers=getattr(exc, "headers", None))
+
+    @app.exception_handler(OperationalError)
+    async def db_error(request: Request, exc: DBAPIError) -> JSONResponse:
+        log.warning("database unavailable: %s", exc)
+        return _json_error(503, "index_unavailable", "the index database is not readable yet (is the indexer running?)",
+                           "api_error")
+
+    @app.exception_handler(ContractsError)
+    async def chain_error(request: Request, exc: ContractsError) -> JSONResponse:
+        log.warning("chain error on %s: %s", request.url.path, exc)
+        return _json_error(502, "chain_error", str(exc), "api_error")
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unhandled error on %s %s", request.method, request.url.path)
+        return _json_error(500, "internal_error", "internal error", "api_error")
+
+
+def create_app(settings: GatewaySettings | None = None, *, manifest: Manifest | None = None,
+               blob_store: BlobStore | None = None) -> FastAPI:
+    """The app; ``manifest`` and ``blob_store`` override what the settings point at."""
+    settings = settings or GatewaySettings()
+    ctx = build_context(settings, manifest=manifest, blobs=blob_store)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await ctx.feed.start()
+        log.info("gateway up: chain %d market %s relayer %s", ctx.chain_id, ctx.chain.market,
+                 ctx.chain.relayer_address or "(none: read-only)")
+        try:
+            yield
+        finally:
+            await ctx.feed.stop()
+
+    app = FastAPI(title="Hearth gateway", version="1", description=DESCRIPTION, lifespan=lifespan)
+    app.state.ctx = ctx
+    _install_error_handlers(app, ctx)
+    for r in (jobs.router, blobs.router, network.router, events.router, auth.router, embeddings.router):
+        app.include_router(r)
+
+    @app.get("/healthz", tags=["ops"], summary="Liveness and what the gateway is connected to")
+    def healthz() -> dict[str, Any]:
+        from sqlmodel import Session
+
+        from gateway import index
+
+        index_ok = True
+        try:
+            with Session(ctx.index_engine) as s:
+                block, _ = index.chain_time(s)
+        except Exception:  # noqa: BLE001 - report, don't fail
+            index_ok, block = False, None
+        return {"ok": True, "chain_id": ctx.chain_id, "market": ctx.chain.market,
+                "relayer": ctx.chain.relayer_address, "index_ok": index_ok, "indexed_block": block,
+                "feed_running": ctx.feed.healthy()}
+
+    @app.get("/metrics", tags=["ops"], include_in_schema=False)
+    def metrics() -> Response:
+        return Response(generate_latest(ctx.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    @app.get("/", include_in_schema=False)
+    def dashboard() -> FileResponse:
+        return FileResponse(STATIC / "index.html", media_type="text/html")
+
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+    app.add_middleware(GuardMiddleware, ctx=ctx)
+    return app

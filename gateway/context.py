@@ -1,0 +1,87 @@
+"""Everything a request handler needs, built once per app from :class:`GatewaySettings`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Annotated, Any
+
+from fastapi import Depends, Request
+from sqlalchemy.engine import Engine
+from sqlmodel import Session
+
+from contracts.bindings import Hearth
+from contracts.manifest import Manifest
+from gateway import store
+from gateway.blobs import BlobStore, GatewayBlobs, LocalBlobStore
+from gateway.feed import JobFeed
+from gateway.metrics import Metrics
+from gateway.ratelimit import RateLimiter
+from gateway.relay import ChainAccess
+from gateway.settings import GatewaySettings
+
+
+@dataclass
+class Context:
+    settings: GatewaySettings
+    manifest: Manifest
+    chain: ChainAccess
+    index_engine: Engine
+    db_engine: Engine
+    blobs: GatewayBlobs
+    feed: JobFeed
+    metrics: Metrics
+    ip_limiter: RateLimiter
+    wallet_limiter: RateLimiter
+    _tokenizer: Any = None
+
+    @property
+    def chain_id(self) -> int:
+        return self.manifest.chain_id
+
+    def tokenizer(self) -> Any:
+        """The worker's tokenizer (billing units), loaded on first use."""
+        if self._tokenizer is None:
+            from worker.model.weights import MiniLMTokenizer
+
+            self._tokenizer = MiniLMTokenizer()
+        return self._tokenizer
+
+    def check_wallet_rate(self, wallet: str) -> None:
+        self.wallet_limiter.check(wallet, "wallet")
+
+
+def build_context(settings: GatewaySettings, manifest: Manifest | None = None,
+                  blobs: BlobStore | None = None) -> Context:
+    from indexer.db import make_engine as index_engine
+
+    manifest = manifest or Manifest.load(settings.manifest_file())
+    hearth = Hearth(manifest)
+    chain = ChainAccess(hearth, settings.resolve_relayer_key(manifest.chain_id))
+    metrics = Metrics()
+    ie = index_engine(settings.index_database_url())
+    db = store.make_engine(settings.gateway_database_url())
+    store.migrate(db)
+    return Context(
+        settings=settings, manifest=manifest, chain=chain, index_engine=ie, db_engine=db,
+        blobs=GatewayBlobs(blobs or LocalBlobStore(settings.blob_root()), settings.max_blob_bytes),
+        feed=JobFeed(ie, manifest.chain_id, settings.feed_poll_interval_s, metrics),
+        metrics=metrics,
+        ip_limiter=RateLimiter(settings.rate_limit_ip_per_min),
+        wallet_limiter=RateLimiter(settings.rate_limit_wallet_per_min),
+    )
+
+
+def get_ctx(request: Request) -> Context:
+    ctx: Context = request.app.state.ctx
+    return ctx
+
+
+CtxDep = Annotated[Context, Depends(get_ctx)]
+
+
+def index_session(ctx: CtxDep) -> Any:
+    with Session(ctx.index_engine) as s:
+        yield s
+
+
+IndexDep = Annotated[Session, Depends(index_session)]

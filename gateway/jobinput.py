@@ -1,0 +1,36 @@
+"""The job input and output formats (:mod:`worker.node.jobio`), with the gateway's limits and
+errors. The job's ``inputHash`` is keccak256 of the exact input bytes, so the gateway never
+re-serialises a client's blob, it only checks it."""
+
+from __future__ import annotations
+
+import numpy as np
+import numpy.typing as npt
+
+from gateway.errors import InvalidInputError
+from worker.node import jobio
+from worker.node.errors import InvalidJobInputError
+
+EMBEDDING_DIM = jobio.EMBEDDING_DIM
+encode_input = jobio.encode_input
+
+
+def decode_input(data: bytes, max_texts: int) -> list[str]:
+    """The texts of a job input; raises :class:`InvalidInputError` unless the worker would accept it
+    and it stays within the gateway's text limit."""
+    try:
+        texts = jobio.decode_input(data, max_bytes=max(len(data), 1))
+    except InvalidJobInputError as exc:
+        raise InvalidInputError(f"not a job input: {exc}") from None
+    if len(texts) > max_texts:
+        raise InvalidInputError(f"job input has {len(texts)} texts; the limit is {max_texts}",
+                                count=len(texts), limit=max_texts)
+    return texts
+
+
+def decode_output(data: bytes) -> npt.NDArray[np.float32]:
+    """Output bytes as ``[n, 384]`` float32; raises ``ValueError`` on a ragged length."""
+    try:
+        return jobio.decode_output(data)
+    except InvalidJobInputError as exc:
+        raise ValueError(str(exc)) from None

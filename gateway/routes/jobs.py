@@ -1,0 +1,211 @@
+"""Jobs: signed submission (relayed with ``postJobWithSig``), typed data to sign, status,
+results with their verification, and listing."""
+
+from __future__ import annotations
+
+import base64
+import logging
+import time
+from typing import Annotated
+
+from fastapi import APIRouter, Path, Query, Response
+
+from contracts import eip712
+from contracts.types import JobRequest, Permit
+from gateway import index, schemas
+from gateway.blobs import blob_id, parse_blob_id
+from gateway.context import CtxDep, IndexDep
+from gateway.errors import (
+    BadRequestError,
+    BlobNotFoundError,
+    ConflictError,
+    InputHashMismatchError,
+    InputTooLargeError,
+    InvalidInputError,
+    MalformedRequestError,
+    UnknownModelError,
+    WrongDomainError,
+)
+from gateway.jobinput import decode_input, decode_output
+from gateway.routes.common import ERRORS, checksum_or_422
+
+log = logging.getLogger(__name__)
+router = APIRouter(prefix="/v1/jobs", tags=["jobs"], responses=ERRORS)
+
+JobId = Annotated[int, Path(ge=1, le=2**63 - 1, description="the on-chain job id")]
+RESULT_STATES = frozenset({"delivered", "challenged", "finalized", "refunded"})
+
+
+def _b32(hex_str: str) -> bytes:
+    return bytes.fromhex(hex_str.removeprefix("0x"))
+
+
+@router.post("", status_code=201, response_model=schemas.JobPostedOut,
+             summary="Relay a client-signed JobRequest (postJobWithSig)")
+def submit_job(body: schemas.JobSubmission, ctx: CtxDep, s: IndexDep, response: Response) -> schemas.JobPostedOut:
+    """Checks the request completely before anything is stored or sent: domain (chain id and
+    market), input (size, format, hash), model, signature, deadline, nonce, balance and
+    allowance or permit. Then it stores the input blob and relays; if relaying fails the blob
+    it just stored is removed again."""
+    r = body.request
+    ctx.check_wallet_rate(r.client)
+    if body.chain_id is not None and body.chain_id != ctx.chain_id:
+        raise WrongDomainError(f"signed for chain {body.chain_id}; this gateway relays to chain {ctx.chain_id}",
+                               reason="wrong_chain", expected=ctx.chain_id)
+    if body.verifying_contract is not None and body.verifying_contract != ctx.chain.market:
+        raise WrongDomainError(f"signed for contract {body.verifying_contract}; the market here is {ctx.chain.market}",
+                               reason="wrong_contract", expected=ctx.chain.market)
+    data, from_inline = _input_bytes(body, ctx)
+    if blob_id(data) != r.input_hash:
+        raise InputHashMismatchError(f"keccak256 of the input is {blob_id(data)}, the request signs {r.input_hash}")
+    decode_input(data, ctx.settings.max_texts)
+    model = s.get(index.Model, r.model_id)
+    if model is None or not model.active:
+        raise UnknownModelError(f"model {r.model_id} is not registered or not active")
+    req = JobRequest(r.client, _b32(r.model_id), _b32(r.input_hash), r.max_payment, r.deadline, r.nonce)
+    sig = _b32(body.signature)
+    permit = None
+    if body.permit is not None:
+        p = body.permit
+        permit = Permit(p.value, p.deadline, p.v, _b32(p.r), _b32(p.s))
+    with ctx.chain.client_lock(r.client):
+        ctx.chain.check_request(req, sig, permit, margin_s=ctx.settings.min_deadline_margin_s)
+        stored_now = from_inline and not ctx.blobs.has(r.input_hash)
+        if from_inline:
+            ctx.blobs.put(data)
+        t0 = time.perf_counter()
+        try:
+            relayed = ctx.chain.relay(req, sig, permit)
+        except BaseException:
+            if stored_now:
+                ctx.blobs.delete(r.input_hash)
+            raise
+    ctx.metrics.relay_seconds.observe(time.perf_counter() - t0)
+    ctx.metrics.jobs_relayed.labels("signed").inc()
+    response.headers["Location"] = f"/v1/jobs/{relayed.job_id}"
+    return schemas.JobPostedOut(job_id=relayed.job_id, tx_hash=relayed.tx_hash, block_number=relayed.block_number,
+                                client=r.client, input_hash=r.input_hash)
+
+
+def _input_bytes(body: schemas.JobSubmission, ctx: CtxDep) -> tuple[bytes, bool]:
+    if (body.input is None) == (body.blob_id is None):
+        raise BadRequestError("send exactly one of `input` and `blob_id`", reason="input_required")
+    if body.input is not None:
+        data = body.input.encode("utf-8")
+        if len(data) > ctx.settings.max_blob_bytes:
+            raise InputTooLargeError(f"input of {len(data)} bytes exceeds {ctx.settings.max_blob_bytes}",
+                                     size=len(data), limit=ctx.settings.max_blob_bytes)
+        return data, True
+    assert body.blob_id is not None
+    try:
+        return ctx.blobs.get(body.blob_id), False
+    except BlobNotFoundError:
+        raise InvalidInputError(f"no blob {body.blob_id}: upload it with POST /v1/blobs first",
+                                reason="blob_not_found") from None
+
+
+@router.get("/typed-data", response_model=schemas.TypedDataOut, summary="The EIP-712 JobRequest to sign")
+def typed_data(
+    ctx: CtxDep, s: IndexDep,
+    client: Annotated[str, Query(description="the signing wallet")],
+    input_hash: Annotated[str, Query(description="keccak256 of the input blob (its blob id)")],
+    model_id: Annotated[str | None, Query(description="default: the first active model")] = None,
+    max_payment: Annotated[int | None, Query(ge=1, le=schemas.UINT96,
+                                             description="default: tokens x price, if the blob is stored here")] = None,
+    deadline_s: Annotated[int | None, Query(ge=60, le=30 * 86400, description="seconds from now")] = None,
+) -> schemas.TypedDataOut:
+    """Fills in the client's next nonce, a deadline on the chain's clock, and (when the input
+    is stored here) the exact price: tokens x the model's price per token."""
+    addr = checksum_or_422(client)
+    ih = parse_blob_id(input_hash)
+    if model_id is not None:
+        model = s.get(index.Model, parse_blob_id(model_id))
+    else:
+        model = next((m for m, _ in index.models(s) if m.active), None)
+    if model is None or not model.active:
+        raise UnknownModelError(f"model {model_id or '(default)'} is not registered or not active")
+    units = None
+    stored = ctx.blobs.has(ih)
+    if stored:
+        texts = decode_input(ctx.blobs.get(ih), ctx.settings.max_texts)
+        units = sum(ctx.tokenizer().count_tokens(texts))
+    if max_payment is None:
+        if units is None:
+            raise MalformedRequestError("pass max_payment, or upload the input first so the gateway can price it",
+                                        reason="max_payment_required")
+        max_payment = max(1, units * model.price_per_unit)
+    deadline = ctx.chain.chain_now() + (deadline_s or ctx.settings.default_deadline_s)
+    req = JobRequest(addr, _b32(model.model_id), _b32(ih), max_payment, deadline, ctx.chain.next_nonce(addr))
+    td = eip712.job_request_typed_data(req, ctx.chain_id, ctx.chain.market)
+    # Wallets take uint256 values as numbers or decimal strings; strings never lose precision.
+    td["message"]["maxPayment"] = str(max_payment)
+    td["message"]["nonce"] = str(req.nonce)
+    return schemas.TypedDataOut(typed_data=td, units=units, price_per_unit=str(model.price_per_unit),
+                                input_stored=stored)
+
+
+@router.get("", response_model=schemas.JobPage, summary="Jobs, newest first, filtered and paginated")
+def list_jobs(
+    s: IndexDep,
+    client: Annotated[str | None, Query()] = None,
+    provider: Annotated[str | None, Query()] = None,
+    status: Annotated[schemas.JobStatus | None, Query()] = None,
+    model_id: Annotated[str | None, Query()] = None,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    cursor: Annotated[int | None, Query(ge=1, le=2**63 - 1, description="next_cursor of the previous page")] = None,
+) -> schemas.JobPage:
+    rows, nxt = index.list_jobs(
+        s, client=checksum_or_422(client) if client else None,
+        provider=checksum_or_422(provider) if provider else None, status=status,
+        model_id=parse_blob_id(model_id) if model_id else None, limit=limit, cursor=cursor)
+    return schemas.JobPage(items=[index.job_out(j) for j in rows], next_cursor=nxt)
+
+
+@router.get("/{job_id}", response_model=schemas.JobOut, summary="A job's state and history")
+def get_job(job_id: JobId, s: IndexDep) -> schemas.JobOut:
+    return index.job_out(index.get_job(s, job_id))
+
+
+@router.get("/{job_id}/result", response_model=schemas.JobResultOut,
+            summary="A delivered job's output, receipt, and whether they match on-chain")
+def get_result(job_id: JobId, s: IndexDep, ctx: CtxDep) -> schemas.JobResultOut:
+    job = index.get_job(s, job_id)
+    receipt = index.get_receipt(s, job_id)
+    if receipt is None:
+        raise ConflictError(f"job {job_id} is {job.status}: no receipt yet", reason="result_not_ready",
+                            status=job.status)
+    output: bytes | None
+    try:
+        output = ctx.blobs.get(receipt.output_hash)
+    except BlobNotFoundError:
+        output = None
+    matches = output is not None and blob_id(output) == receipt.output_hash
+    challenge = index.get_challenge(s, job_id)
+    embeddings = None
+    if output is not None:
+        try:
+            embeddings = decode_output(output).tolist()
+        except ValueError:
+            embeddings = None
+    settled = job.status in ("finalized", "refunded")
+    if output is None:
+        summary = "the receipt is on-chain but this gateway does not hold the output"
+    elif job.status == "refunded":
+        summary = "the receipt was overturned: the job was refunded"
+    elif job.status == "challenged":
+        summary = "the output matches the receipt; a challenge is being settled by re-execution"
+    elif job.status == "finalized":
+        summary = "the output matches the on-chain receipt, and the job is settled"
+    else:
+        summary = "the output matches the on-chain receipt; the challenge window is open"
+    return schemas.JobResultOut(
+        job=index.job_out(job), receipt=index.receipt_out(receipt),
+        challenge=None if challenge is None else schemas.ChallengeOut(
+            challenger=challenge.challenger, bond=str(challenge.bond), committee=list(challenge.committee),
+            status=challenge.status, provider_won=challenge.provider_won, tx_hash=challenge.tx_hash),
+        verification=schemas.Verification(
+            output_available=output is not None, output_hash_matches_receipt=matches, receipt_on_chain=True,
+            challenged=challenge is not None, settled=settled, summary=summary),
+        output_base64=base64.b64encode(output).decode() if output is not None else None,
+        output_size=len(output) if output is not None else None, embeddings=embeddings,
+    )

@@ -1,0 +1,110 @@
+"""The gateway's settings, from the environment (pydantic-settings).
+
+Gateway-specific variables carry the ``HEARTH_GATEWAY_`` prefix (``HEARTH_GATEWAY_PORT``,
+``HEARTH_GATEWAY_MAX_BLOB_BYTES``, ...). Variables shared with the other services keep their
+shared names: ``HEARTH_DATA_DIR``, ``HEARTH_MANIFEST``, ``DATABASE_URL`` (the indexer's
+database, which the gateway reads) and ``HEARTH_RELAYER_KEY``.
+
+The relayer key pays gas only (clients pay for jobs from their own wallets). It is a secret:
+from the environment, or on a devnet from the devnet accounts file that ``deploy`` writes under
+the data directory (mode 0600); never from a file in the repository.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from pydantic import AliasChoices, Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+log = logging.getLogger(__name__)
+
+#: Chain ids on which the relayer key may come from the devnet accounts file.
+DEVNET_CHAIN_IDS = frozenset({31337, 1337})
+
+
+def _default_data_dir() -> Path:
+    from contracts.manifest import data_dir
+
+    return data_dir()
+
+
+class GatewaySettings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="HEARTH_GATEWAY_", populate_by_name=True, extra="ignore",
+    )
+
+    # ------------------------------------------------------------ shared with other services
+    data_dir: Path = Field(default_factory=_default_data_dir, validation_alias=AliasChoices("HEARTH_DATA_DIR"))
+    manifest_path: Path | None = Field(default=None, validation_alias=AliasChoices("HEARTH_MANIFEST"))
+    #: the indexer's database (read only); default: the indexer's default SQLite file
+    indexer_database_url: str | None = Field(
+        default=None, validation_alias=AliasChoices("DATABASE_URL", "HEARTH_INDEXER_DATABASE_URL"))
+    relayer_key: SecretStr | None = Field(default=None, validation_alias=AliasChoices("HEARTH_RELAYER_KEY"))
+
+    # ------------------------------------------------------------ the gateway's own
+    host: str = "127.0.0.1"
+    port: int = 8000
+    #: the gateway's own tables (API keys, spend, sessions); default: ``gateway.db`` in the data dir
+    database_url: str | None = None
+    #: where blobs live; default: ``blobs/`` in the data dir (shared with the CLI and a local worker)
+    blob_dir: Path | None = None
+    #: on a devnet chain, take the relayer key of this role from the devnet accounts file when
+    #: ``HEARTH_RELAYER_KEY`` is not set ("" disables)
+    devnet_role: str = "relayer"
+    max_blob_bytes: int = Field(default=1 << 20, ge=1)
+    #: texts per job / embeddings request
+    max_texts: int = Field(default=256, ge=1)
+    #: whole request bodies above this are refused before they are read (413)
+    max_request_bytes: int = Field(default=4 << 20, ge=1024)
+    #: requests per minute per client IP, and per wallet (signed jobs, API keys, sessions)
+    rate_limit_ip_per_min: float = Field(default=1200, gt=0)
+    rate_limit_wallet_per_min: float = Field(default=240, gt=0)
+    #: jobs must leave providers at least this long before their deadline
+    min_deadline_margin_s: int = Field(default=30, ge=0)
+    #: deadline the gateway proposes (typed data, embeddings jobs)
+    default_deadline_s: int = Field(default=900, ge=60)
+    #: how long POST /v1/embeddings waits for a provider's delivery
+    embeddings_timeout_s: float = Field(default=120, gt=0)
+    #: how often live feeds poll the indexer's tables
+    feed_poll_interval_s: float = Field(default=0.5, gt=0)
+    #: SIWE: the domain messages must name (default: the request's Host header)
+    siwe_domain: str | None = None
+    session_ttl_s: int = Field(default=24 * 3600, ge=60)
+    siwe_nonce_ttl_s: int = Field(default=600, ge=30)
+    #: longest API key grant the gateway accepts
+    max_grant_ttl_s: int = Field(default=365 * 24 * 3600, ge=60)
+    #: trust X-Forwarded-For for the client IP (only behind a proxy you run)
+    trust_proxy: bool = False
+
+    # ------------------------------------------------------------ derived
+    def blob_root(self) -> Path:
+        return self.blob_dir or self.data_dir / "blobs"
+
+    def gateway_database_url(self) -> str:
+        return self.database_url or f"sqlite:///{self.data_dir / 'gateway.db'}"
+
+    def index_database_url(self) -> str:
+        return self.indexer_database_url or f"sqlite:///{self.data_dir / 'indexer.db'}"
+
+    def manifest_file(self) -> Path:
+        return self.manifest_path or self.data_dir / "manifest.json"
+
+    def resolve_relayer_key(self, chain_id: int) -> SecretStr | None:
+        """``HEARTH_RELAYER_KEY``, else (devnet chains only) the devnet accounts file's key."""
+        if self.relayer_key is not None and self.relayer_key.get_secret_value():
+            return self.relayer_key
+        if not self.devnet_role or chain_id not in DEVNET_CHAIN_IDS:
+            return None
+        from contracts.errors import ContractsError
+        from deploy import accounts
+
+        try:
+            acc = accounts.load(self.data_dir / "devnet-accounts.json")
+        except (ContractsError, OSError, ValueError, KeyError):
+            return None
+        if self.devnet_role not in acc:
+            return None
+        log.warning("relayer key: devnet role %r from %s", self.devnet_role, self.data_dir / "devnet-accounts.json")
+        return SecretStr(acc[self.devnet_role].key)

@@ -1,0 +1,209 @@
+"""The gateway's own tables (API key grants and their spend, SIWE nonces, sessions).
+
+They live in the gateway's database (``gateway.db`` under the data directory by default, or
+``HEARTH_GATEWAY_DATABASE_URL``), never in the indexer's, and on their own SQLAlchemy metadata
+so neither service's migrations touch the other's tables. Schema changes go through Alembic
+(``gateway/migrations``, version table ``gateway_alembic_version``); :func:`migrate` runs on start.
+
+Spend is reserved with one conditional ``UPDATE`` (``spent + x <= spending_cap``), atomic on
+SQLite and PostgreSQL alike, so concurrent requests on one key can never overshoot its cap.
+Amounts are BIGINT here: a cap above 2**63-1 token wei (9.2e12 hUSD) is stored clamped.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import registry
+from sqlmodel import Field, Session, SQLModel, col, select
+
+MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
+VERSION_TABLE = "gateway_alembic_version"
+MAX_BIGINT = 2**63 - 1
+
+
+class GatewayModel(SQLModel, registry=registry()):
+    """Base of the gateway's tables: a metadata of their own."""
+
+
+class ApiKey(GatewayModel, table=True):
+    __tablename__ = "gw_api_keys"
+    __table_args__ = (sa.UniqueConstraint("wallet", "nonce", name="uq_gw_api_keys_wallet_nonce"),)
+
+    #: keccak256 of the API key's UTF-8 bytes; the key itself is never stored
+    key_hash: str = Field(primary_key=True, max_length=66)
+    wallet: str = Field(max_length=42, index=True)
+    gateway: str = Field(max_length=42)
+    spending_cap: int = Field(sa_type=sa.BigInteger)
+    spent: int = Field(default=0, sa_type=sa.BigInteger)
+    expiry: int = Field(sa_type=sa.BigInteger)
+    #: the grant's nonce, as a decimal string (uint256)
+    nonce: str = Field(max_length=78)
+    signature: str = Field(max_length=4098)
+    created_at: int = Field(sa_type=sa.BigInteger)
+    revoked_at: int | None = Field(default=None, sa_type=sa.BigInteger)
+
+
+class Charge(GatewayModel, table=True):
+    """One embeddings request's pull from the wallet: reserved, then posted, or released."""
+
+    __tablename__ = "gw_charges"
+
+    id: int | None = Field(default=None, primary_key=True)
+    key_hash: str = Field(max_length=66, index=True)
+    amount: int = Field(sa_type=sa.BigInteger)
+    #: reserved, pulled, posted, released
+    status: str = Field(default="reserved", max_length=16)
+    job_id: int | None = Field(default=None, sa_type=sa.BigInteger, index=True)
+    pull_tx: str | None = Field(default=None, max_length=66)
+    post_tx: str | None = Field(default=None, max_length=66)
+    created_at: int = Field(sa_type=sa.BigInteger)
+
+
+class SiweNonce(GatewayModel, table=True):
+    __tablename__ = "gw_siwe_nonces"
+
+    nonce: str = Field(primary_key=True, max_length=64)
+    expires_at: int = Field(sa_type=sa.BigInteger)
+
+
+class WalletSession(GatewayModel, table=True):
+    __tablename__ = "gw_sessions"
+
+    #: sha256 of the bearer token; the token itself is never stored
+    token_hash: str = Field(primary_key=True, max_length=64)
+    address: str = Field(max_length=42, index=True)
+    created_at: int = Field(sa_type=sa.BigInteger)
+    expires_at: int = Field(sa_type=sa.BigInteger)
+
+
+METADATA = GatewayModel.metadata
+
+
+def make_engine(url: str) -> Engine:
+    """An engine for the gateway's database (the indexer's engine factory: WAL, busy timeout)."""
+    from indexer.db import make_engine as _make
+
+    return _make(url)
+
+
+def migrate(engine: Engine, revision: str = "head") -> None:
+    from alembic import command
+    from alembic.config import Config
+
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
+    with engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, revision)
+
+
+@contextmanager
+def session(engine: Engine) -> Iterator[Session]:
+    with Session(engine, expire_on_commit=False) as s:
+        try:
+            yield s
+            s.commit()
+        except BaseException:
+            s.rollback()
+            raise
+
+
+def token_hash(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def now() -> int:
+    return int(time.time())
+
+
+# ---------------------------------------------------------------------------- API keys
+
+
+def reserve(engine: Engine, key_hash: str, amount: int, at: int) -> int | None:
+    """Atomically adds ``amount`` to the key's spend if it stays within the cap and the key is
+    live; returns the new charge's id, or None when the cap, expiry or revocation refuses it."""
+    with session(engine) as s:
+        res: Any = s.execute(
+            sa.update(ApiKey)
+            .where(col(ApiKey.key_hash) == key_hash, col(ApiKey.revoked_at).is_(None),
+                   col(ApiKey.expiry) > at, col(ApiKey.spent) + amount <= col(ApiKey.spending_cap))
+            .values(spent=col(ApiKey.spent) + amount)
+        )
+        if res.rowcount != 1:
+            return None
+        charge = Charge(key_hash=key_hash, amount=amount, created_at=at)
+        s.add(charge)
+        s.flush()
+        assert charge.id is not None
+        return charge.id
+
+
+def release(engine: Engine, charge_id: int) -> None:
+    """Gives a reservation back (nothing was pulled, or what was pulled was returned)."""
+    with session(engine) as s:
+        charge = s.get(Charge, charge_id)
+        if charge is None or charge.status == "released":
+            return
+        s.execute(sa.update(ApiKey).where(col(ApiKey.key_hash) == charge.key_hash)
+                  .values(spent=col(ApiKey.spent) - charge.amount))
+        charge.status = "released"
+        s.add(charge)
+
+
+def update_charge(engine: Engine, charge_id: int, **values: Any) -> None:
+    with session(engine) as s:
+        charge = s.get(Charge, charge_id)
+        if charge is not None:
+            for k, v in values.items():
+                setattr(charge, k, v)
+            s.add(charge)
+
+
+def charges_of(s: Session, key_hash: str) -> list[Charge]:
+    return list(s.exec(select(Charge).where(Charge.key_hash == key_hash).order_by(col(Charge.id))))
+
+
+# ---------------------------------------------------------------------------- SIWE
+
+
+def add_nonce(engine: Engine, nonce: str, expires_at: int) -> None:
+    with session(engine) as s:
+        s.execute(sa.delete(SiweNonce).where(col(SiweNonce.expires_at) < now()))
+        s.add(SiweNonce(nonce=nonce, expires_at=expires_at))
+
+
+def take_nonce(engine: Engine, nonce: str) -> bool:
+    """Consumes a nonce: true once, if it was issued and has not expired."""
+    with session(engine) as s:
+        res: Any = s.execute(sa.delete(SiweNonce).where(
+            col(SiweNonce.nonce) == nonce, col(SiweNonce.expires_at) >= now()))
+        return bool(res.rowcount == 1)
+
+
+def add_session(engine: Engine, token: str, address: str, ttl: int) -> int:
+    t = now()
+    with session(engine) as s:
+        s.execute(sa.delete(WalletSession).where(col(WalletSession.expires_at) < t))
+        s.add(WalletSession(token_hash=token_hash(token), address=address, created_at=t, expires_at=t + ttl))
+    return t + ttl
+
+
+def session_address(engine: Engine, token: str) -> tuple[str, int] | None:
+    with session(engine) as s:
+        row = s.get(WalletSession, token_hash(token))
+        if row is None or row.expires_at < now():
+            return None
+        return row.address, row.expires_at
+
+
+def end_session(engine: Engine, token: str) -> None:
+    with session(engine) as s:
+        s.execute(sa.delete(WalletSession).where(col(WalletSession.token_hash) == token_hash(token)))

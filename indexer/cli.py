@@ -1,0 +1,163 @@
+"""``python -m indexer`` / ``hearth indexer``: run the indexer, show its status, rebuild.
+
+Options override the environment (``DATABASE_URL``, ``HEARTH_MANIFEST``,
+``HEARTH_INDEXER_*``); see :class:`indexer.settings.IndexerSettings`.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import sqlalchemy as sa
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from contracts.errors import ContractsError
+from indexer.errors import IndexerError
+
+app = typer.Typer(help="The indexer: mirrors Hearth's contract events into SQL.",
+                  no_args_is_help=True, pretty_exceptions_enable=False)
+console = Console()
+err_console = Console(stderr=True)
+F = TypeVar("F", bound=Callable[..., Any])
+
+DbOpt = Annotated[str | None, typer.Option("--database-url", help="SQLAlchemy URL (DATABASE_URL).")]
+ManifestOpt = Annotated[Path | None, typer.Option("--manifest", help="Deployment manifest path.")]
+
+
+def _friendly(fn: F) -> F:
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except (IndexerError, ContractsError, sa.exc.OperationalError, ValueError) as exc:
+            err_console.print(f"[red]error:[/] {exc}")
+            raise typer.Exit(1) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _settings(**overrides: Any) -> Any:
+    from indexer.settings import IndexerSettings
+
+    return IndexerSettings(**{k: v for k, v in overrides.items() if v is not None})
+
+
+def _logging(level: str) -> None:
+    logging.basicConfig(level=level.upper(),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("indexer").setLevel(level.upper())
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+
+
+@app.command()
+@_friendly
+def run(
+    from_block: Annotated[int | None, typer.Option(
+        help="First block to index in an empty database (default: the deployment block).")] = None,
+    database_url: DbOpt = None,
+    manifest: ManifestOpt = None,
+    rpc_url: Annotated[str | None, typer.Option(help="Overrides the manifest's RPC URL.")] = None,
+    confirmations: Annotated[int | None, typer.Option(
+        help="Blocks to trail the head by (0: live view).")] = None,
+    poll_interval: Annotated[float | None, typer.Option(help="Seconds between head polls.")] = None,
+    metrics_port: Annotated[int | None, typer.Option(help="Prometheus exporter port.")] = None,
+    log_level: Annotated[str, typer.Option(envvar="HEARTH_LOG_LEVEL")] = "INFO",
+) -> None:
+    """Index from the checkpoint (or the deployment block) and follow the head until Ctrl-C."""
+    from indexer.service import IndexerService
+
+    _logging(log_level)
+    settings = _settings(from_block=from_block, database_url=database_url, manifest_path=manifest,
+                         rpc_url=rpc_url, confirmations=confirmations, poll_interval=poll_interval,
+                         metrics_port=metrics_port)
+    IndexerService(settings).run_forever()
+
+
+@app.command()
+@_friendly
+def status(
+    database_url: DbOpt = None,
+    manifest: ManifestOpt = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """The checkpoint, the chain head (if the chain answers), the lag and the row counts."""
+    from contracts.manifest import Manifest
+    from indexer.db import make_engine
+    from indexer.models import Checkpoint, SQLModel
+    from indexer.rpc import Rpc
+
+    settings = _settings(database_url=database_url, manifest_path=manifest)
+    engine = make_engine(settings.database_url)
+    out: dict[str, Any] = {"database": engine.url.render_as_string()}
+    insp = sa.inspect(engine)
+    if not insp.has_table(Checkpoint.__tablename__):  # type: ignore[arg-type]
+        out["indexed_block"] = None
+    else:
+        with engine.connect() as conn:
+            cp = conn.execute(sa.text(
+                "SELECT chain_id, deployment, start_block, block_number, block_hash, updated_at "
+                "FROM checkpoints WHERE id = 1")).mappings().first()
+            out.update({"chain_id": cp["chain_id"], "deployment": cp["deployment"],
+                        "start_block": cp["start_block"], "indexed_block": cp["block_number"],
+                        "indexed_hash": cp["block_hash"], "updated_at": cp["updated_at"]}
+                       if cp else {"indexed_block": None})
+            out["rows"] = {t: conn.execute(sa.text(f"SELECT count(*) FROM {t}")).scalar()
+                           for t in sorted(SQLModel.metadata.tables) if insp.has_table(t)}
+    try:
+        m = Manifest.load(settings.manifest_path)
+        rpc = Rpc(settings.rpc_url or m.rpc_url, timeout=3, retries=0)
+        out["head"] = rpc.block_number()
+        if out.get("indexed_block") is not None:
+            out["lag"] = out["head"] - out["indexed_block"]
+    except (ContractsError, IndexerError) as exc:
+        out["head"] = None
+        out["chain_error"] = str(exc)
+    if as_json:
+        print(json.dumps(out, indent=2, default=str))
+        return
+    table = Table(title="Hearth indexer", show_header=False)
+    for k, v in out.items():
+        if k != "rows":
+            table.add_row(k, str(v))
+    for t, n in (out.get("rows") or {}).items():
+        table.add_row(f"rows: {t}", str(n))
+    console.print(table)
+
+
+@app.command()
+@_friendly
+def rebuild(database_url: DbOpt = None, manifest: ManifestOpt = None) -> None:
+    """Rebuilds every projection table from the raw event log (stop the indexer first)."""
+    from indexer.lock import WriterLock
+    from indexer.sync import Indexer
+
+    _logging(os.environ.get("HEARTH_LOG_LEVEL", "INFO"))
+    ix = Indexer(_settings(database_url=database_url, manifest_path=manifest))
+    lock = WriterLock(ix.engine)
+    lock.acquire()
+    try:
+        ix.prepare()
+        n = ix.rebuild()
+    finally:
+        lock.release()
+    console.print(f"rebuilt projections from {n} events")
+
+
+@app.command()
+@_friendly
+def migrate(database_url: DbOpt = None) -> None:
+    """Upgrades the database schema to the latest migration."""
+    from indexer.db import make_engine
+    from indexer.db import migrate as do_migrate
+
+    engine = make_engine(_settings(database_url=database_url).database_url)
+    do_migrate(engine)
+    console.print(f"schema up to date in {engine.url.render_as_string()}")

@@ -1,0 +1,59 @@
+"""Alembic environment for the indexer's schema (its own version table)."""
+
+from __future__ import annotations
+
+from alembic import context
+from sqlmodel import SQLModel
+
+import indexer.models  # noqa: F401 - registers the tables
+from indexer.db import VERSION_TABLE, make_engine
+
+config = context.config
+target_metadata = SQLModel.metadata
+_TABLES = {t.name for t in SQLModel.metadata.sorted_tables if t.name in {
+    "providers", "provider_models", "models", "jobs", "receipts", "challenges", "votes", "balances",
+    "withdrawals", "slashes", "params", "raw_events", "blocks", "checkpoints", "undo_log",
+}}
+
+
+def _include(
+    obj: object, name: str | None, type_: str, reflected: bool, compare_to: object,
+) -> bool:
+    # Other services may share the database: only the indexer's tables are ours.
+    if type_ == "table":
+        return name in _TABLES
+    return True
+
+
+def run_offline() -> None:
+    context.configure(
+        url=config.get_main_option("sqlalchemy.url"), target_metadata=target_metadata,
+        literal_binds=True, version_table=VERSION_TABLE, include_object=_include,
+    )
+    with context.begin_transaction():
+        context.run_migrations()
+
+
+def run_online() -> None:
+    conn = config.attributes.get("connection")
+    if conn is None:
+        engine = make_engine(config.get_main_option("sqlalchemy.url"))
+        with engine.begin() as c:
+            _run(c)
+        return
+    _run(conn)
+
+
+def _run(conn: object) -> None:
+    context.configure(
+        connection=conn, target_metadata=target_metadata, version_table=VERSION_TABLE,
+        include_object=_include, render_as_batch=True,
+    )
+    with context.begin_transaction():
+        context.run_migrations()
+
+
+if context.is_offline_mode():
+    run_offline()
+else:
+    run_online()

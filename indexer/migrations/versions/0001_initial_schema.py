@@ -1,0 +1,296 @@
+"""Initial schema: projections, raw event log, recent blocks, checkpoint, undo log.
+
+Revision ID: 0001
+Revises: 
+Create Date: 2026-11-24
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+import sqlmodel
+from alembic import op
+
+import indexer.models
+
+revision = '0001'
+down_revision = None
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    op.create_table('balances',
+    sa.Column('account', sqlmodel.sql.sqltypes.AutoString(length=42), nullable=False),
+    sa.Column('credited', indexer.models.U256(), nullable=False),
+    sa.Column('withdrawn', indexer.models.U256(), nullable=False),
+    sa.Column('balance', indexer.models.U256(), nullable=False),
+    sa.Column('updated_block', sa.BigInteger(), nullable=False),
+    sa.PrimaryKeyConstraint('account')
+    )
+    op.create_table('blocks',
+    sa.Column('number', sa.BigInteger(), autoincrement=False, nullable=False),
+    sa.Column('hash', sqlmodel.sql.sqltypes.AutoString(length=66), nullable=False),
+    sa.Column('parent_hash', sqlmodel.sql.sqltypes.AutoString(length=66), nullable=False),
+    sa.Column('timestamp', sa.BigInteger(), nullable=False),
+    sa.PrimaryKeyConstraint('number')
+    )
+    op.create_table('challenges',
+    sa.Column('job_id', sa.BigInteger(), autoincrement=False, nullable=False),
+    sa.Column('challenger', sqlmodel.sql.sqltypes.AutoString(length=42), nullable=False),
+    sa.Column('bond', indexer.models.U256(), nullable=False),
+    sa.Column('committee', sa.JSON(), nullable=False),
+    sa.Column('commit_end', sa.BigInteger(), nullable=False),
+    sa.Column('reveal_end', sa.BigInteger(), nullable=False),
+    sa.Column('status', sqlmodel.sql.sqltypes.AutoString(length=16), nullable=False),
+    sa.Column('agree', sa.Integer(), nullable=False),
+    sa.Column('disagree', sa.Integer(), nullable=False),
+    sa.Column('provider_won', sa.Boolean(), nullable=True),
+    sa.Column('by_governance', sa.Boolean(), nullable=True),
+    sa.Column('slashed', indexer.models.U256(), nullable=True),
+    sa.Column('block', sa.BigInteger(), nullable=False),
+    sa.Column('tx_hash', sqlmodel.sql.sqltypes.AutoString(length=66), nullable=False),
+    sa.Column('timestamp', sa.BigInteger(), nullable=False),
+    sa.Column('resolved_block', sa.BigInteger(), nullable=True),
+    sa.Column('resolved_tx', sqlmodel.sql.sqltypes.AutoString(length=66), nullable=True),
+    sa.Column('resolved_at', sa.BigInteger(), nullable=True),
+    sa.PrimaryKeyConstraint('job_id')
+    )
+    with op.batch_alter_table('challenges', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_challenges_challenger'), ['challenger'], unique=False)
+
+    op.create_table('checkpoints',
+    sa.Column('id', sa.Integer(), autoincrement=False, nullable=False),
+    sa.Column('chain_id', sa.BigInteger(), nullable=False),
+    sa.Column('deployment', sqlmodel.sql.sqltypes.AutoString(length=42), nullable=False),
+    sa.Column('start_block', sa.BigInteger(), nullable=False),
+    sa.Column('block_number', sa.BigInteger(), nullable=False),
+    sa.Column('block_hash', sqlmodel.sql.sqltypes.AutoString(length=66), nullable=False),
+    sa.Column('updated_at', sa.Float(), nullable=False),
+    sa.PrimaryKeyConstraint('id')
+    )
+    op.create_table('jobs',
+    sa.Column('job_id', sa.BigInteger(), autoincrement=False, nullable=False),
+    sa.Column('client', sqlmodel.sql.sqltypes.AutoString(length=42), nullable=False),
+    sa.Column('provider', sqlmodel.sql.sqltypes.AutoString(length=42), nullable=False),
+    sa.Column('model_id', sqlmodel.sql.sqltypes.AutoString(length=66), nullable=False),
+    sa.Column('input_hash', sqlmodel.sql.sqltypes.AutoString(length=66), nullable=False),
+    sa.Column('max_payment', indexer.models.U256(), nullable=False),
+    sa.Column('price_per_unit', indexer.models.U256(), nullable=False),
+    sa.Column('payment', indexer.models.U256(), nullable=False),
+    sa.Column('collateral', indexer.models.U256(), nullable=False),
+    sa.Column('deadline', sa.BigInteger(), nullable=False),
+    sa.Column('challenge_end', sa.BigInteger(), nullable=False),
+    sa.Column('status', sqlmodel.sql.sqltypes.AutoString(length=16), nullable=False),
+    sa.Column('output_hash', sqlmodel.sql.sqltypes.AutoString(length=66), nullable=False),
+    sa.Column('units', indexer.models.U256(), nullable=False),
+    sa.Column('relayer', sqlmodel.sql.sqltypes.AutoString(length=42), nullable=True),
+    sa.Column('provider_amount', indexer.models.U256(), nullable=True),
+    sa.Column('fee', indexer.models.U256(), nullable=True),
+    sa.Column('client_refund', indexer.models.U256(), nullable=True),
+    sa.Column('refund_amount', indexer.models.U256(), nullable=True),
+    sa.Column('penalty', indexer.models.U256(), nullable=True),
+    sa.Column('posted_block', sa.BigInteger(), nullable=True),
+    sa.Column('posted_tx', sqlmodel.sql.sqltypes.AutoString(length=66), nullable=True),
+    sa.Column('posted_at', sa.BigInteger(), nullable=True),
+    sa.Column('claimed_block', sa.BigInteger(), nullable=True),
+    sa.Column('claimed_tx', sqlmodel.sql.sqltypes.AutoString(length=66), nullable=True),
+    sa.Column('claimed_at', sa.BigInteger(), nullable=True),
+    sa.Column('delivered_block', sa.BigInteger(), nullable=True),
+    sa.Column('delivered_tx', sqlmodel.sql.sqltypes.AutoString(length=66), nullable=True),
+    sa.Column('delivered_at', sa.BigInteger(), nullable=True),
+    sa.Column('challenged_block', sa.BigInteger(), nullable=True),
+    sa.Column('challenged_tx', sqlmodel.sql.sqltypes.AutoString(length=66), nullable=True),
+    sa.Column('challenged_at', sa.BigInteger(), nullable=True),
+    sa.Column('finalized_block', sa.BigInteger(), nullable=True),
+    sa.Column('finalized_tx', sqlmodel.sql.sqltypes.AutoString(length=66), nullable=True),
+    sa.Column('finalized_at', sa.BigInteger(), nullable=True),
+    sa.Column('refunded_block', sa.BigInteger(), nullable=True),
+    sa.Column('refunded_tx', sqlmodel.sql.sqltypes.AutoString(length=66), nullable=True),
+    sa.Column('refunded_at', sa.BigInteger(), nullable=True),
+    sa.Column('updated_block', sa.BigInteger(), nullable=False),
+    sa.PrimaryKeyConstraint('job_id')
+    )
+    with op.batch_alter_table('jobs', schema=None) as batch_op:
+        batch_op.create_index('ix_jobs_client', ['client'], unique=False)
+        batch_op.create_index('ix_jobs_provider', ['provider'], unique=False)
+        batch_op.create_index('ix_jobs_status', ['status'], unique=False)
+
+    op.create_table('models',
+    sa.Column('model_id', sqlmodel.sql.sqltypes.AutoString(length=66), nullable=False),
+    sa.Column('name', sqlmodel.sql.sqltypes.AutoString(), nullable=False),
+    sa.Column('runtime_hash', sqlmodel.sql.sqltypes.AutoString(length=66), nullable=False),
+    sa.Column('price_per_unit', indexer.models.U256(), nullable=False),
+    sa.Column('active', sa.Boolean(), nullable=False),
+    sa.Column('registered_block', sa.BigInteger(), nullable=False),
+    sa.Column('updated_block', sa.BigInteger(), nullable=False),
+    sa.PrimaryKeyConstraint('model_id')
+    )
+    op.create_table('params',
+    sa.Column('key', sqlmodel.sql.sqltypes.AutoString(length=64), nullable=False),
+    sa.Column('value', sqlmodel.sql.sqltypes.AutoString(), nullable=False),
+    sa.Column('updated_block', sa.BigInteger(), nullable=False),
+    sa.PrimaryKeyConstraint('key')
+    )
+    op.create_table('provider_models',
+    sa.Column('provider', sqlmodel.sql.sqltypes.AutoString(length=42), nullable=False),
+    sa.Column('model_id', sqlmodel.sql.sqltypes.AutoString(length=66), nullable=False),
+    sa.Column('serving', sa.Boolean(), nullable=False),
+    sa.Column('updated_block', sa.BigInteger(), nullable=False),
+    sa.PrimaryKeyConstraint('provider', 'model_id')
+    )
+    op.create_table('providers',
+    sa.Column('address', sqlmodel.sql.sqltypes.AutoString(length=42), nullable=False),
+    sa.Column('endpoint', sqlmodel.sql.sqltypes.AutoString(), nullable=False),
+    sa.Column('region', sqlmodel.sql.sqltypes.AutoString(), nullable=False),
+    sa.Column('gpu_class', sqlmodel.sql.sqltypes.AutoString(), nullable=False),
+    sa.Column('staked', indexer.models.U256(), nullable=False),
+    sa.Column('locked', indexer.models.U256(), nullable=False),
+    sa.Column('unbonding', indexer.models.U256(), nullable=False),
+    sa.Column('unbond_ready_at', sa.BigInteger(), nullable=False),
+    sa.Column('jailed_until', sa.BigInteger(), nullable=False),
+    sa.Column('slashed_total', indexer.models.U256(), nullable=False),
+    sa.Column('jobs_done', sa.Integer(), nullable=False),
+    sa.Column('slashes', sa.Integer(), nullable=False),
+    sa.Column('registered_block', sa.BigInteger(), nullable=False),
+    sa.Column('updated_block', sa.BigInteger(), nullable=False),
+    sa.PrimaryKeyConstraint('address')
+    )
+    op.create_table('raw_events',
+    sa.Column('id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
+    sa.Column('chain_id', sa.BigInteger(), nullable=False),
+    sa.Column('block_number', sa.BigInteger(), nullable=False),
+    sa.Column('block_hash', sqlmodel.sql.sqltypes.AutoString(length=66), nullable=False),
+    sa.Column('block_timestamp', sa.BigInteger(), nullable=False),
+    sa.Column('tx_hash', sqlmodel.sql.sqltypes.AutoString(length=66), nullable=False),
+    sa.Column('tx_index', sa.Integer(), nullable=False),
+    sa.Column('log_index', sa.Integer(), nullable=False),
+    sa.Column('address', sqlmodel.sql.sqltypes.AutoString(length=42), nullable=False),
+    sa.Column('contract', sqlmodel.sql.sqltypes.AutoString(length=32), nullable=False),
+    sa.Column('event_name', sqlmodel.sql.sqltypes.AutoString(length=64), nullable=False),
+    sa.Column('args', sa.JSON(), nullable=False),
+    sa.PrimaryKeyConstraint('id'),
+    sa.UniqueConstraint('chain_id', 'tx_hash', 'log_index', name='uq_raw_events_chain_tx_log')
+    )
+    with op.batch_alter_table('raw_events', schema=None) as batch_op:
+        batch_op.create_index(
+            'ix_raw_events_block', ['chain_id', 'block_number', 'log_index'], unique=False,
+        )
+        batch_op.create_index('ix_raw_events_name', ['event_name'], unique=False)
+
+    op.create_table('receipts',
+    sa.Column('job_id', sa.BigInteger(), autoincrement=False, nullable=False),
+    sa.Column('provider', sqlmodel.sql.sqltypes.AutoString(length=42), nullable=False),
+    sa.Column('output_hash', sqlmodel.sql.sqltypes.AutoString(length=66), nullable=False),
+    sa.Column('units', indexer.models.U256(), nullable=False),
+    sa.Column('model_hash', sqlmodel.sql.sqltypes.AutoString(length=66), nullable=False),
+    sa.Column('runtime_hash', sqlmodel.sql.sqltypes.AutoString(length=66), nullable=False),
+    sa.Column('gpu_class', sqlmodel.sql.sqltypes.AutoString(length=66), nullable=False),
+    sa.Column('payment', indexer.models.U256(), nullable=False),
+    sa.Column('challenge_end', sa.BigInteger(), nullable=False),
+    sa.Column('block', sa.BigInteger(), nullable=False),
+    sa.Column('tx_hash', sqlmodel.sql.sqltypes.AutoString(length=66), nullable=False),
+    sa.Column('timestamp', sa.BigInteger(), nullable=False),
+    sa.PrimaryKeyConstraint('job_id')
+    )
+    with op.batch_alter_table('receipts', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_receipts_provider'), ['provider'], unique=False)
+
+    op.create_table('slashes',
+    sa.Column('tx_hash', sqlmodel.sql.sqltypes.AutoString(length=66), nullable=False),
+    sa.Column('log_index', sa.Integer(), autoincrement=False, nullable=False),
+    sa.Column('provider', sqlmodel.sql.sqltypes.AutoString(length=42), nullable=False),
+    sa.Column('recipient', sqlmodel.sql.sqltypes.AutoString(length=42), nullable=False),
+    sa.Column('amount', indexer.models.U256(), nullable=False),
+    sa.Column('from_staked', indexer.models.U256(), nullable=False),
+    sa.Column('jailed_until', sa.BigInteger(), nullable=False),
+    sa.Column('job_id', sa.BigInteger(), nullable=True),
+    sa.Column('block', sa.BigInteger(), nullable=False),
+    sa.Column('timestamp', sa.BigInteger(), nullable=False),
+    sa.PrimaryKeyConstraint('tx_hash', 'log_index')
+    )
+    with op.batch_alter_table('slashes', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_slashes_provider'), ['provider'], unique=False)
+
+    op.create_table('undo_log',
+    sa.Column('id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
+    sa.Column('block_number', sa.BigInteger(), nullable=False),
+    sa.Column('table_name', sqlmodel.sql.sqltypes.AutoString(length=32), nullable=False),
+    sa.Column('key', sa.JSON(), nullable=False),
+    sa.Column('before', sa.JSON(), nullable=True),
+    sa.PrimaryKeyConstraint('id')
+    )
+    with op.batch_alter_table('undo_log', schema=None) as batch_op:
+        batch_op.create_index(
+            batch_op.f('ix_undo_log_block_number'), ['block_number'], unique=False,
+        )
+
+    op.create_table('votes',
+    sa.Column('job_id', sa.BigInteger(), autoincrement=False, nullable=False),
+    sa.Column('voter', sqlmodel.sql.sqltypes.AutoString(length=42), nullable=False),
+    sa.Column('commitment', sqlmodel.sql.sqltypes.AutoString(length=66), nullable=False),
+    sa.Column('committed_block', sa.BigInteger(), nullable=False),
+    sa.Column('committed_tx', sqlmodel.sql.sqltypes.AutoString(length=66), nullable=False),
+    sa.Column('committed_at', sa.BigInteger(), nullable=False),
+    sa.Column('output_hash', sqlmodel.sql.sqltypes.AutoString(length=66), nullable=True),
+    sa.Column('agrees', sa.Boolean(), nullable=True),
+    sa.Column('revealed_block', sa.BigInteger(), nullable=True),
+    sa.Column('revealed_tx', sqlmodel.sql.sqltypes.AutoString(length=66), nullable=True),
+    sa.Column('revealed_at', sa.BigInteger(), nullable=True),
+    sa.PrimaryKeyConstraint('job_id', 'voter')
+    )
+    op.create_table('withdrawals',
+    sa.Column('tx_hash', sqlmodel.sql.sqltypes.AutoString(length=66), nullable=False),
+    sa.Column('log_index', sa.Integer(), autoincrement=False, nullable=False),
+    sa.Column('account', sqlmodel.sql.sqltypes.AutoString(length=42), nullable=False),
+    sa.Column('to', sqlmodel.sql.sqltypes.AutoString(length=42), nullable=False),
+    sa.Column('amount', indexer.models.U256(), nullable=False),
+    sa.Column('block', sa.BigInteger(), nullable=False),
+    sa.Column('timestamp', sa.BigInteger(), nullable=False),
+    sa.PrimaryKeyConstraint('tx_hash', 'log_index')
+    )
+    with op.batch_alter_table('withdrawals', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_withdrawals_account'), ['account'], unique=False)
+
+
+
+def downgrade() -> None:
+    with op.batch_alter_table('withdrawals', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_withdrawals_account'))
+
+    op.drop_table('withdrawals')
+    op.drop_table('votes')
+    with op.batch_alter_table('undo_log', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_undo_log_block_number'))
+
+    op.drop_table('undo_log')
+    with op.batch_alter_table('slashes', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_slashes_provider'))
+
+    op.drop_table('slashes')
+    with op.batch_alter_table('receipts', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_receipts_provider'))
+
+    op.drop_table('receipts')
+    with op.batch_alter_table('raw_events', schema=None) as batch_op:
+        batch_op.drop_index('ix_raw_events_name')
+        batch_op.drop_index('ix_raw_events_block')
+
+    op.drop_table('raw_events')
+    op.drop_table('providers')
+    op.drop_table('provider_models')
+    op.drop_table('params')
+    op.drop_table('models')
+    with op.batch_alter_table('jobs', schema=None) as batch_op:
+        batch_op.drop_index('ix_jobs_status')
+        batch_op.drop_index('ix_jobs_provider')
+        batch_op.drop_index('ix_jobs_client')
+
+    op.drop_table('jobs')
+    op.drop_table('checkpoints')
+    with op.batch_alter_table('challenges', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_challenges_challenger'))
+
+    op.drop_table('challenges')
+    op.drop_table('blocks')
+    op.drop_table('balances')

@@ -1,0 +1,468 @@
+"""The fold of decoded events into the projection tables.
+
+Pure logic over a :class:`RowStore` (rows as plain dicts, keyed by primary-key tuples), so the
+same code serves live indexing, reorg replays and ``rebuild``. The job fold agrees with
+``contracts.bindings.apply_job_event``; the stake fold mirrors ``Staking.sol`` (including the
+collateral lock and release the market performs without a staking event).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable
+from typing import Any, Protocol
+
+from sqlmodel import SQLModel
+
+from indexer.decode import DecodedEvent
+from indexer.models import PROJECTION_TABLES
+
+log = logging.getLogger(__name__)
+
+ZERO_ADDRESS = "0x0000000000000000000000000000000000000000"
+Key = tuple[Any, ...]
+
+#: table name -> primary key column names, in order
+PRIMARY_KEYS: dict[str, tuple[str, ...]] = {
+    m.__tablename__: tuple(c.name for c in m.__table__.primary_key.columns)  # type: ignore[attr-defined]
+    for m in PROJECTION_TABLES
+}
+_MODELS: dict[str, type[SQLModel]] = {m.__tablename__: m for m in PROJECTION_TABLES}  # type: ignore[misc]
+
+
+def new_row(table: str, **values: Any) -> dict[str, Any]:
+    """A full row of ``table`` with the model's defaults, overridden by ``values``."""
+    fields = _MODELS[table].model_fields
+    row = {n: f.get_default(call_default_factory=True) for n, f in fields.items()}
+    row.update(values)
+    return row
+
+
+class RowStore(Protocol):
+    def get(self, table: str, key: Key) -> dict[str, Any] | None:
+        """A copy of the row (the caller may change it and ``put`` it back), or None."""
+
+    def put(self, table: str, key: Key, row: dict[str, Any], block: int) -> None:
+        """Writes the row; ``block`` is the block of the event that changed it."""
+
+    def insert(self, table: str, key: Key, row: dict[str, Any], block: int) -> None:
+        """Writes a row known not to exist yet (event-keyed tables)."""
+
+
+Handler = Callable[["Projector", DecodedEvent], None]
+_HANDLERS: dict[tuple[str, str], Handler] = {}
+
+
+def _on(contract: str, name: str) -> Callable[[Handler], Handler]:
+    def deco(f: Handler) -> Handler:
+        _HANDLERS[(contract, name)] = f
+        return f
+    return deco
+
+
+def touches(ev: DecodedEvent) -> list[tuple[str, Key]]:
+    """The existing rows an event reads, for batched prefetching (a hint; misses still load)."""
+    a = ev.args
+    if ev.contract == "JobMarket":
+        jid = a.get("jobId")
+        if ev.name in ("JobClaimed", "ReceiptSubmitted"):
+            return [("jobs", (jid,)), ("providers", (a["provider"],))]
+        if ev.name == "JobFinalized":
+            return [("jobs", (jid,)), ("providers", (a["provider"],)), ("balances", (a["provider"],)),
+                    ("balances", (a["treasury"],)), ("balances", (a["client"],))]
+        if ev.name == "JobRefunded":
+            return [("jobs", (jid,)), ("balances", (a["client"],))]
+        if ev.name in ("JobChallenged", "DisputeResolved"):
+            return [("jobs", (jid,)), ("challenges", (jid,))]
+        if ev.name in ("VoteCommitted", "VoteRevealed"):
+            return [("jobs", (jid,)), ("challenges", (jid,)), ("votes", (jid, a["voter"]))]
+        if ev.name == "BalanceCredited":
+            return [("balances", (a["account"],))]
+        if ev.name == "Withdrawn":
+            return [("balances", (a["account"],))]
+        return []
+    if ev.contract == "Staking":
+        if ev.name == "ModelServingSet":
+            return [("provider_models", (a["provider"], a["modelId"]))]
+        if "provider" in a:
+            return [("providers", (a["provider"],))]
+        return []
+    if ev.contract == "ModelRegistry" and "modelId" in a:
+        return [("models", (a["modelId"],))]
+    return []
+
+
+class Projector:
+    """Applies events in chain order to a :class:`RowStore`."""
+
+    def __init__(self, rows: RowStore) -> None:
+        self.rows = rows
+        #: the job the latest market event of a transaction was about (links slashes to jobs)
+        self._tx_job: dict[str, int] = {}
+
+    def apply(self, ev: DecodedEvent) -> None:
+        handler = _HANDLERS.get((ev.contract, ev.name))
+        if ev.contract == "JobMarket" and "jobId" in ev.args:
+            self._tx_job = {ev.tx_hash: int(ev.args["jobId"])}
+        if handler is not None:
+            handler(self, ev)
+
+    def apply_all(self, events: Iterable[DecodedEvent]) -> None:
+        for ev in events:
+            self.apply(ev)
+
+    # ------------------------------------------------------------ helpers
+
+    def _get(self, table: str, key: Key) -> dict[str, Any] | None:
+        return self.rows.get(table, key)
+
+    def _put(self, table: str, key: Key, row: dict[str, Any], ev: DecodedEvent) -> None:
+        self.rows.put(table, key, row, ev.block_number)
+
+    def _job(self, ev: DecodedEvent) -> dict[str, Any] | None:
+        jid = int(ev.args["jobId"])
+        row = self._get("jobs", (jid,))
+        if row is None:
+            log.warning("%s for unknown job %d (indexing started after it was posted?) "
+                        "block=%d tx=%s", ev.name, jid, ev.block_number, ev.tx_hash)
+        return row
+
+    def _stamp(self, row: dict[str, Any], state: str, ev: DecodedEvent) -> None:
+        row[f"{state}_block"] = ev.block_number
+        row[f"{state}_tx"] = ev.tx_hash
+        row[f"{state}_at"] = ev.block_timestamp
+        row["updated_block"] = ev.block_number
+
+    def _provider(self, address: str, ev: DecodedEvent) -> dict[str, Any]:
+        return self._get("providers", (address,)) or new_row("providers", address=address)
+
+    def _credit(self, account: str, amount: int, ev: DecodedEvent) -> None:
+        if amount == 0:
+            return
+        row = self._get("balances", (account,)) or new_row("balances", account=account)
+        row["credited"] += amount
+        row["balance"] += amount
+        row["updated_block"] = ev.block_number
+        self._put("balances", (account,), row, ev)
+
+    def _unlock(self, provider: str, amount: int, ev: DecodedEvent, *, done: bool = False) -> None:
+        if provider == ZERO_ADDRESS:
+            return
+        p = self._provider(provider, ev)
+        if amount > p["locked"]:
+            log.error("collateral release %d exceeds locked %d for %s block=%d tx=%s",
+                      amount, p["locked"], provider, ev.block_number, ev.tx_hash)
+            amount = p["locked"]
+        p["locked"] -= amount
+        if done:
+            p["jobs_done"] += 1
+        p["updated_block"] = ev.block_number
+        self._put("providers", (provider,), p, ev)
+
+    def _param(self, key: str, value: Any, ev: DecodedEvent) -> None:
+        text = ("true" if value else "false") if isinstance(value, bool) else str(value)
+        self._put("params", (key,), new_row(
+            "params", key=key, value=text, updated_block=ev.block_number), ev)
+
+
+# ---------------------------------------------------------------------------- registry
+
+
+@_on("ModelRegistry", "ModelRegistered")
+def _model_registered(p: Projector, ev: DecodedEvent) -> None:
+    a = ev.args
+    p._put("models", (a["modelId"],), new_row(
+        "models", model_id=a["modelId"], name=a["name"], runtime_hash=a["runtimeHash"],
+        price_per_unit=a["pricePerUnit"], active=True, registered_block=ev.block_number,
+        updated_block=ev.block_number), ev)
+
+
+@_on("ModelRegistry", "ModelUpdated")
+def _model_updated(p: Projector, ev: DecodedEvent) -> None:
+    a = ev.args
+    row = p._get("models", (a["modelId"],)) or new_row("models", model_id=a["modelId"])
+    row.update(runtime_hash=a["runtimeHash"], price_per_unit=a["pricePerUnit"],
+               active=a["active"], updated_block=ev.block_number)
+    p._put("models", (a["modelId"],), row, ev)
+
+
+# ---------------------------------------------------------------------------- staking
+
+
+@_on("Staking", "ProviderRegistered")
+@_on("Staking", "ProviderUpdated")
+def _provider_meta(p: Projector, ev: DecodedEvent) -> None:
+    a = ev.args
+    row = p._provider(a["provider"], ev)
+    row.update(endpoint=a["endpoint"], region=a["region"], gpu_class=a["gpuClass"],
+               updated_block=ev.block_number)
+    if ev.name == "ProviderRegistered":
+        row["registered_block"] = ev.block_number
+    p._put("providers", (a["provider"],), row, ev)
+
+
+@_on("Staking", "ModelServingSet")
+def _serving(p: Projector, ev: DecodedEvent) -> None:
+    a = ev.args
+    key = (a["provider"], a["modelId"])
+    p._put("provider_models", key, new_row(
+        "provider_models", provider=a["provider"], model_id=a["modelId"], serving=a["serving"],
+        updated_block=ev.block_number), ev)
+
+
+@_on("Staking", "Staked")
+def _staked(p: Projector, ev: DecodedEvent) -> None:
+    row = p._provider(ev.args["provider"], ev)
+    row.update(staked=ev.args["total"], updated_block=ev.block_number)
+    p._put("providers", (ev.args["provider"],), row, ev)
+
+
+@_on("Staking", "UnbondRequested")
+def _unbond(p: Projector, ev: DecodedEvent) -> None:
+    a = ev.args
+    row = p._provider(a["provider"], ev)
+    row.update(staked=row["staked"] - a["amount"], unbonding=a["unbonding"],
+               unbond_ready_at=a["readyAt"], updated_block=ev.block_number)
+    p._put("providers", (a["provider"],), row, ev)
+
+
+@_on("Staking", "StakeWithdrawn")
+def _stake_withdrawn(p: Projector, ev: DecodedEvent) -> None:
+    row = p._provider(ev.args["provider"], ev)
+    row.update(unbonding=0, updated_block=ev.block_number)
+    p._put("providers", (ev.args["provider"],), row, ev)
+
+
+@_on("Staking", "Slashed")
+def _slashed(p: Projector, ev: DecodedEvent) -> None:
+    a = ev.args
+    row = p._provider(a["provider"], ev)
+    from_unbonding = a["amount"] - a["fromStaked"]
+    row["staked"] -= a["fromStaked"]
+    row["unbonding"] -= from_unbonding
+    row["locked"] = min(row["locked"], row["staked"])  # as Staking.slash clamps it
+    row["jailed_until"] = a["jailedUntil"]
+    row["slashed_total"] += a["amount"]
+    row["slashes"] += 1
+    row["updated_block"] = ev.block_number
+    p._put("providers", (a["provider"],), row, ev)
+    p.rows.insert("slashes", (ev.tx_hash, ev.log_index), new_row(
+        "slashes", tx_hash=ev.tx_hash, log_index=ev.log_index, provider=a["provider"],
+        recipient=a["recipient"], amount=a["amount"], from_staked=a["fromStaked"],
+        jailed_until=a["jailedUntil"], job_id=p._tx_job.get(ev.tx_hash), block=ev.block_number,
+        timestamp=ev.block_timestamp), ev.block_number)
+
+
+@_on("Staking", "ParametersSet")
+def _staking_params(p: Projector, ev: DecodedEvent) -> None:
+    a = ev.args
+    p._param("staking.min_stake", a["minStake"], ev)
+    p._param("staking.unbonding_period", a["unbondingPeriod"], ev)
+    p._param("staking.jail_period", a["jailPeriod"], ev)
+
+
+# ---------------------------------------------------------------------------- market
+
+
+@_on("JobMarket", "JobPosted")
+def _posted(p: Projector, ev: DecodedEvent) -> None:
+    a = ev.args
+    row = new_row(
+        "jobs", job_id=a["jobId"], client=a["client"], model_id=a["modelId"],
+        input_hash=a["inputHash"], max_payment=a["maxPayment"], price_per_unit=a["pricePerUnit"],
+        deadline=a["deadline"], status="posted", relayer=a["relayer"])
+    p._stamp(row, "posted", ev)
+    p._put("jobs", (a["jobId"],), row, ev)
+
+
+@_on("JobMarket", "JobClaimed")
+def _claimed(p: Projector, ev: DecodedEvent) -> None:
+    a = ev.args
+    job = p._job(ev)
+    if job is not None:
+        job.update(provider=a["provider"], collateral=a["collateral"], status="claimed")
+        p._stamp(job, "claimed", ev)
+        p._put("jobs", (a["jobId"],), job, ev)
+    prov = p._provider(a["provider"], ev)
+    prov["locked"] += a["collateral"]
+    prov["updated_block"] = ev.block_number
+    p._put("providers", (a["provider"],), prov, ev)
+
+
+@_on("JobMarket", "ReceiptSubmitted")
+def _delivered(p: Projector, ev: DecodedEvent) -> None:
+    a = ev.args
+    job = p._job(ev)
+    if job is not None:
+        job.update(payment=a["payment"], output_hash=a["outputHash"],
+                   challenge_end=a["challengeEnd"], status="delivered", units=a["units"])
+        p._stamp(job, "delivered", ev)
+        p._put("jobs", (a["jobId"],), job, ev)
+    p._put("receipts", (a["jobId"],), new_row(
+        "receipts", job_id=a["jobId"], provider=a["provider"], output_hash=a["outputHash"],
+        units=a["units"], model_hash=a["modelHash"], runtime_hash=a["runtimeHash"],
+        gpu_class=a["gpuClass"], payment=a["payment"], challenge_end=a["challengeEnd"],
+        block=ev.block_number, tx_hash=ev.tx_hash, timestamp=ev.block_timestamp), ev)
+
+
+@_on("JobMarket", "JobChallenged")
+def _challenged(p: Projector, ev: DecodedEvent) -> None:
+    a = ev.args
+    job = p._job(ev)
+    if job is not None:
+        job["status"] = "challenged"
+        p._stamp(job, "challenged", ev)
+        p._put("jobs", (a["jobId"],), job, ev)
+    p._put("challenges", (a["jobId"],), new_row(
+        "challenges", job_id=a["jobId"], challenger=a["challenger"], bond=a["bond"],
+        committee=list(a["committee"]), commit_end=a["commitEnd"], reveal_end=a["revealEnd"],
+        status="open", block=ev.block_number, tx_hash=ev.tx_hash, timestamp=ev.block_timestamp), ev)
+
+
+@_on("JobMarket", "VoteCommitted")
+def _vote_committed(p: Projector, ev: DecodedEvent) -> None:
+    a = ev.args
+    p._put("votes", (a["jobId"], a["voter"]), new_row(
+        "votes", job_id=a["jobId"], voter=a["voter"], commitment=a["commitment"],
+        committed_block=ev.block_number, committed_tx=ev.tx_hash,
+        committed_at=ev.block_timestamp), ev)
+
+
+@_on("JobMarket", "VoteRevealed")
+def _vote_revealed(p: Projector, ev: DecodedEvent) -> None:
+    a = ev.args
+    job = p._job(ev)
+    agrees = job is not None and a["outputHash"] == job["output_hash"]
+    key = (a["jobId"], a["voter"])
+    vote = p._get("votes", key)
+    if vote is not None:
+        vote.update(output_hash=a["outputHash"], agrees=agrees, revealed_block=ev.block_number,
+                    revealed_tx=ev.tx_hash, revealed_at=ev.block_timestamp)
+        p._put("votes", key, vote, ev)
+    ch = p._get("challenges", (a["jobId"],))
+    if ch is not None:
+        ch["agree" if agrees else "disagree"] += 1
+        p._put("challenges", (a["jobId"],), ch, ev)
+
+
+@_on("JobMarket", "DisputeResolved")
+def _resolved(p: Projector, ev: DecodedEvent) -> None:
+    a = ev.args
+    ch = p._get("challenges", (a["jobId"],))
+    if ch is not None:
+        if a["escalated"]:
+            ch["status"] = "escalated"
+        else:
+            ch.update(status="provider_won" if a["providerWon"] else "challenger_won",
+                      provider_won=a["providerWon"], by_governance=a["byGovernance"],
+                      slashed=a["slashed"], resolved_block=ev.block_number,
+                      resolved_tx=ev.tx_hash, resolved_at=ev.block_timestamp)
+        p._put("challenges", (a["jobId"],), ch, ev)
+    if a["escalated"]:
+        return
+    job = p._job(ev)
+    if job is None:
+        return
+    if a["providerWon"]:
+        job.update(status="delivered", challenge_end=a["challengeEnd"])
+    else:
+        job["status"] = "refunded"  # JobRefunded follows in the same transaction
+    job["updated_block"] = ev.block_number
+    p._put("jobs", (a["jobId"],), job, ev)
+
+
+@_on("JobMarket", "JobFinalized")
+def _finalized(p: Projector, ev: DecodedEvent) -> None:
+    a = ev.args
+    job = p._job(ev)
+    collateral = 0
+    if job is not None:
+        collateral = job["collateral"]
+        job.update(status="finalized", provider_amount=a["providerAmount"], fee=a["fee"],
+                   client_refund=a["clientRefund"])
+        p._stamp(job, "finalized", ev)
+        p._put("jobs", (a["jobId"],), job, ev)
+    p._credit(a["provider"], a["providerAmount"], ev)
+    p._credit(a["treasury"], a["fee"], ev)
+    p._credit(a["client"], a["clientRefund"], ev)
+    p._unlock(a["provider"], collateral, ev, done=True)
+
+
+@_on("JobMarket", "JobRefunded")
+def _refunded(p: Projector, ev: DecodedEvent) -> None:
+    a = ev.args
+    job = p._job(ev)
+    if job is not None:
+        job.update(status="refunded", refund_amount=a["amount"], penalty=a["penalty"])
+        p._stamp(job, "refunded", ev)
+        p._put("jobs", (a["jobId"],), job, ev)
+        p._unlock(job["provider"], job["collateral"], ev)
+    p._credit(a["client"], a["amount"], ev)
+
+
+@_on("JobMarket", "BalanceCredited")
+def _credited(p: Projector, ev: DecodedEvent) -> None:
+    p._credit(ev.args["account"], ev.args["amount"], ev)
+
+
+@_on("JobMarket", "Withdrawn")
+def _withdrawn(p: Projector, ev: DecodedEvent) -> None:
+    a = ev.args
+    row = p._get("balances", (a["account"],)) or new_row("balances", account=a["account"])
+    if a["amount"] > row["balance"]:
+        log.error("withdrawal %d exceeds indexed balance %d of %s block=%d tx=%s",
+                  a["amount"], row["balance"], a["account"], ev.block_number, ev.tx_hash)
+    row["balance"] = max(0, row["balance"] - a["amount"])
+    row["withdrawn"] += a["amount"]
+    row["updated_block"] = ev.block_number
+    p._put("balances", (a["account"],), row, ev)
+    p.rows.insert("withdrawals", (ev.tx_hash, ev.log_index), new_row(
+        "withdrawals", tx_hash=ev.tx_hash, log_index=ev.log_index, account=a["account"],
+        to=a["to"], amount=a["amount"], block=ev.block_number, timestamp=ev.block_timestamp),
+        ev.block_number)
+
+
+_PARAM_KEYS = {
+    "treasury": "market.treasury", "feeBps": "market.fee_bps",
+    "challengeBond": "market.challenge_bond", "refundPenaltyBps": "market.refund_penalty_bps",
+    "sampleRateBps": "market.sample_rate_bps", "committeeSize": "market.committee_size",
+    "challengeWindow": "market.challenge_window", "commitPeriod": "market.commit_period",
+    "revealPeriod": "market.reveal_period", "claimCollateral": "market.claim_collateral",
+    "disputeSlash": "market.dispute_slash",
+}
+
+
+@_on("JobMarket", "ParamsSet")
+def _market_params(p: Projector, ev: DecodedEvent) -> None:
+    for name, value in ev.args["params"].items():
+        p._param(_PARAM_KEYS.get(name, f"market.{name}"), value, ev)
+
+
+@_on("JobMarket", "Paused")
+@_on("JobMarket", "Unpaused")
+def _paused(p: Projector, ev: DecodedEvent) -> None:
+    p._param("market.paused", ev.name == "Paused", ev)
+
+
+class MemoryStore:
+    """A :class:`RowStore` over plain dicts: folds events with no database (checks, tests)."""
+
+    def __init__(self) -> None:
+        self.tables: dict[str, dict[Key, dict[str, Any]]] = {t: {} for t in PRIMARY_KEYS}
+
+    def get(self, table: str, key: Key) -> dict[str, Any] | None:
+        row = self.tables[table].get(key)
+        return None if row is None else dict(row)
+
+    def put(self, table: str, key: Key, row: dict[str, Any], block: int) -> None:
+        self.tables[table][key] = row
+
+    def insert(self, table: str, key: Key, row: dict[str, Any], block: int) -> None:
+        self.tables[table][key] = row
+
+
+def fold(events: Iterable[DecodedEvent]) -> dict[str, dict[Key, dict[str, Any]]]:
+    """Every projection table as ``{primary key: row}``, folded from ``events`` in order."""
+    store = MemoryStore()
+    Projector(store).apply_all(events)
+    return store.tables

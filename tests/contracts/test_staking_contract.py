@@ -1,0 +1,271 @@
+"""Staking: registration, metadata, serving, stake, unbonding, withdrawal, parameters, and the
+market-only hooks (lockCollateral, unlockCollateral, slash with jail).
+
+The market-only hooks are exercised on a second Staking whose market is the `spare` account,
+so a test can call them directly."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from contract_kit import (
+    DEVNET_STAKE,
+    HST,
+    JAIL_PERIOD,
+    MIN_STAKE,
+    PARAMS,
+    UNBONDING_PERIOD,
+    Market,
+    deploy,
+    events_of,
+    reverts,
+)
+from web3.contract import Contract
+
+ZERO = "0x" + "00" * 20
+
+
+@pytest.fixture
+def harness(market: Market) -> Iterator[Contract]:
+    """A Staking whose market is the `spare` EOA, with `provider` staked 200 HST and serving."""
+    staking = deploy(market, "Staking", market.addr("deployer"), market.h.hst.address,
+                     market.addr("spare"), MIN_STAKE, UNBONDING_PERIOD, JAIL_PERIOD)
+    market.send("provider", staking.functions.register("http://p", "eu", "h100"))
+    market.send("provider", market.h.hst.functions.approve(staking.address, 200 * HST))
+    market.send("provider", staking.functions.stake(200 * HST))
+    market.send("provider", staking.functions.setServing(market.model_id, True))
+    yield staking
+
+
+def info(market: Market, staking: Contract, role: str) -> tuple[int, int, int]:
+    p = staking.functions.getProvider(market.addr(role)).call()
+    return p[0], p[1], p[2]  # staked, locked, unbonding
+
+
+# ---------------------------------------------------------------- registration and metadata
+
+
+def test_register_records_the_provider_and_its_metadata(market: Market) -> None:
+    s = market.staking
+    rcpt = market.send("spare", s.functions.register("https://gpu.example", "eu-west", "h100"))
+    assert market.event(rcpt, "ProviderRegistered") == {
+        "provider": market.addr("spare"), "endpoint": "https://gpu.example", "region": "eu-west",
+        "gpuClass": "h100",
+    }
+    p = market.provider_info("spare")
+    assert (p["registered"], p["endpoint"], p["region"], p["gpu_class"]) == (True, "https://gpu.example", "eu-west", "h100")
+    assert s.functions.providerCount().call() == 5
+    assert s.functions.providerAt(4).call() == market.addr("spare")
+    assert not s.functions.isActive(market.addr("spare")).call()  # nothing staked yet
+
+
+def test_register_reverts_when_already_registered(market: Market) -> None:
+    with reverts("AlreadyRegistered", market.addr("provider")):
+        market.send("provider", market.staking.functions.register("x", "y", "z"))
+
+
+def test_update_provider_replaces_the_metadata(market: Market) -> None:
+    rcpt = market.send("provider", market.staking.functions.updateProvider("https://new", "us", "a100"))
+    assert market.event(rcpt, "ProviderUpdated") == {
+        "provider": market.addr("provider"), "endpoint": "https://new", "region": "us", "gpuClass": "a100",
+    }
+    assert market.provider_info("provider")["endpoint"] == "https://new"
+
+
+def test_set_serving_toggles_the_model(market: Market) -> None:
+    rcpt = market.send("provider", market.staking.functions.setServing(market.model_id, False))
+    assert market.event(rcpt, "ModelServingSet") == {
+        "provider": market.addr("provider"), "modelId": market.model_id, "serving": False,
+    }
+    assert not market.staking.functions.serves(market.addr("provider"), market.model_id).call()
+
+
+@pytest.mark.parametrize("call", ["updateProvider", "setServing", "stake"])
+def test_provider_calls_revert_for_an_unregistered_account(market: Market, call: str) -> None:
+    fns = market.staking.functions
+    fn = {
+        "updateProvider": lambda: fns.updateProvider("a", "b", "c"),
+        "setServing": lambda: fns.setServing(market.model_id, True),
+        "stake": lambda: fns.stake(HST),
+    }[call]()
+    with reverts("NotRegistered", market.addr("client")):
+        market.send("client", fn)
+
+
+# ---------------------------------------------------------------- stake, unbond, withdraw
+
+
+def test_stake_adds_to_the_stake_and_pulls_the_tokens(market: Market) -> None:
+    before = market.hst("provider")
+    market.send("provider", market.h.hst.functions.approve(market.staking.address, 50 * HST))
+    rcpt = market.send("provider", market.staking.functions.stake(50 * HST))
+    assert market.event(rcpt, "Staked") == {
+        "provider": market.addr("provider"), "amount": 50 * HST, "total": DEVNET_STAKE + 50 * HST,
+    }
+    assert market.hst("provider") == before - 50 * HST
+    assert market.provider_info("provider")["staked"] == DEVNET_STAKE + 50 * HST
+
+
+def test_stake_and_unbond_revert_on_zero(market: Market) -> None:
+    with reverts("ZeroAmount"):
+        market.send("provider", market.staking.functions.stake(0))
+    with reverts("ZeroAmount"):
+        market.send("provider", market.staking.functions.requestUnbond(0))
+
+
+def test_request_unbond_moves_stake_to_unbonding_and_restarts_the_clock(market: Market) -> None:
+    s = market.staking.functions
+    t0 = market.clock.now()
+    rcpt = market.send("provider", s.requestUnbond(100 * HST))
+    assert market.event(rcpt, "UnbondRequested") == {
+        "provider": market.addr("provider"), "amount": 100 * HST, "unbonding": 100 * HST,
+        "readyAt": t0 + UNBONDING_PERIOD,
+    }
+    market.clock.advance(1000)
+    rcpt = market.send("provider", s.requestUnbond(50 * HST))
+    assert market.event(rcpt, "UnbondRequested")["readyAt"] == t0 + 1000 + UNBONDING_PERIOD
+    p = market.provider_info("provider")
+    assert (p["staked"], p["unbonding"], p["unbond_ready_at"]) == (
+        DEVNET_STAKE - 150 * HST, 150 * HST, t0 + 1000 + UNBONDING_PERIOD)
+
+
+def test_request_unbond_reverts_on_collateral_locked_by_a_claim(market: Market) -> None:
+    p = market.post()
+    market.claim(p.job_id, p.job)
+    free = DEVNET_STAKE - PARAMS.claim_collateral
+    with reverts("InsufficientFreeStake", market.addr("provider"), free + 1, free):
+        market.send("provider", market.staking.functions.requestUnbond(free + 1))
+    market.send("provider", market.staking.functions.requestUnbond(free))
+    assert market.provider_info("provider")["staked"] == PARAMS.claim_collateral
+
+
+def test_unbonding_below_the_minimum_stake_makes_the_provider_inactive(market: Market) -> None:
+    s = market.staking.functions
+    market.send("provider", s.requestUnbond(DEVNET_STAKE - MIN_STAKE))
+    assert s.isActive(market.addr("provider")).call()
+    market.send("provider", s.requestUnbond(1))
+    assert not s.isActive(market.addr("provider")).call()
+
+
+def test_withdraw_pays_out_unbonded_stake_once_the_period_has_passed(market: Market) -> None:
+    s = market.staking.functions
+    market.send("provider", s.requestUnbond(100 * HST))
+    ready = market.provider_info("provider")["unbond_ready_at"]
+    market.clock.warp(ready - 1)
+    with reverts("UnbondingNotReady", market.addr("provider"), ready):
+        market.send("provider", s.withdraw())
+    market.clock.warp(ready)
+    before = market.hst("provider")
+    rcpt = market.send("provider", s.withdraw())
+    assert market.event(rcpt, "StakeWithdrawn") == {"provider": market.addr("provider"), "amount": 100 * HST}
+    assert market.hst("provider") == before + 100 * HST
+    assert market.provider_info("provider")["unbonding"] == 0
+    with reverts("NothingUnbonding", market.addr("provider")):
+        market.send("provider", s.withdraw())
+
+
+# ---------------------------------------------------------------- market-only hooks
+
+
+@pytest.mark.parametrize("hook", ["lockCollateral", "unlockCollateral", "slash"])
+def test_market_hooks_revert_for_any_caller_but_the_market(market: Market, hook: str) -> None:
+    fns = market.staking.functions
+    victim = market.addr("verifier")
+    fn = {
+        "lockCollateral": lambda: fns.lockCollateral(victim, market.model_id, HST),
+        "unlockCollateral": lambda: fns.unlockCollateral(victim, 0),
+        "slash": lambda: fns.slash(victim, 100 * HST, market.addr("cheater"), True),
+    }[hook]()
+    for role in ("cheater", "deployer"):  # a provider, and even the owner
+        with reverts("OnlyMarket", market.addr(role)):
+            market.send(role, fn)
+
+
+def test_lock_and_unlock_collateral_move_stake_between_free_and_locked(market: Market, harness: Contract) -> None:
+    f = harness.functions
+    market.send("spare", f.lockCollateral(market.addr("provider"), market.model_id, 30 * HST))
+    assert info(market, harness, "provider") == (200 * HST, 30 * HST, 0)
+    with reverts("InsufficientFreeStake", market.addr("provider"), 171 * HST, 170 * HST):
+        market.send("spare", f.lockCollateral(market.addr("provider"), market.model_id, 171 * HST))
+    with reverts("CollateralUnderflow", market.addr("provider"), 31 * HST, 30 * HST):
+        market.send("spare", f.unlockCollateral(market.addr("provider"), 31 * HST))
+    market.send("spare", f.unlockCollateral(market.addr("provider"), 30 * HST))
+    assert info(market, harness, "provider") == (200 * HST, 0, 0)
+
+
+def test_lock_collateral_reverts_for_an_inactive_or_non_serving_provider(market: Market, harness: Contract) -> None:
+    f = harness.functions
+    with reverts("ProviderNotActive", market.addr("verifier")):  # not registered on this staking
+        market.send("spare", f.lockCollateral(market.addr("verifier"), market.model_id, HST))
+    other = b"\x77" * 32
+    with reverts("ModelNotServed", market.addr("provider"), other):
+        market.send("spare", f.lockCollateral(market.addr("provider"), other, HST))
+
+
+def test_slash_takes_staked_first_then_unbonding_and_jails(market: Market, harness: Contract) -> None:
+    f = harness.functions
+    provider, recipient = market.addr("provider"), market.addr("client2")
+    market.send("provider", f.requestUnbond(150 * HST))  # staked 50, unbonding 150
+    now = market.clock.now()
+    assert f.slash(provider, 80 * HST, recipient, True).call({"from": market.addr("spare")}) == 80 * HST
+    before = market.hst("client2")
+    rcpt = market.send("spare", f.slash(provider, 80 * HST, recipient, True))
+    assert events_of(harness, rcpt, "Slashed") == [{
+        "provider": provider, "recipient": recipient, "amount": 80 * HST, "fromStaked": 50 * HST,
+        "jailedUntil": now + JAIL_PERIOD,
+    }]
+    assert info(market, harness, "provider") == (0, 0, 120 * HST)  # 50 from staked, 30 from unbonding
+    assert market.hst("client2") == before + 80 * HST
+    assert harness.functions.getProvider(provider).call()[4] == now + JAIL_PERIOD
+
+
+def test_slash_is_capped_at_what_the_provider_has(market: Market, harness: Contract) -> None:
+    f = harness.functions
+    provider = market.addr("provider")
+    assert f.slash(provider, 10**6 * HST, market.addr("client2"), False).call(
+        {"from": market.addr("spare")}) == 200 * HST
+    market.send("spare", f.slash(provider, 10**6 * HST, market.addr("client2"), False))
+    assert info(market, harness, "provider") == (0, 0, 0)
+    assert f.getProvider(provider).call()[4] == 0  # not jailed
+
+
+def test_a_jailed_provider_is_inactive_until_the_jail_ends(market: Market, harness: Contract) -> None:
+    f = harness.functions
+    provider = market.addr("provider")
+    market.send("spare", f.slash(provider, HST, market.addr("client2"), True))
+    until = f.getProvider(provider).call()[4]
+    with reverts("ProviderNotActive", provider):
+        market.send("spare", f.lockCollateral(provider, market.model_id, HST))
+    market.clock.warp(until - 1)
+    assert not f.isActive(provider).call()
+    market.clock.warp(until)
+    assert f.isActive(provider).call()
+    market.send("spare", f.lockCollateral(provider, market.model_id, HST))
+
+
+# ---------------------------------------------------------------- parameters
+
+
+def test_set_parameters_stores_and_emits_them(market: Market) -> None:
+    s = market.staking.functions
+    rcpt = market.send("deployer", s.setParameters(10 * HST, 60, 120))
+    assert market.event(rcpt, "ParametersSet") == {"minStake": 10 * HST, "unbondingPeriod": 60, "jailPeriod": 120}
+    assert (s.minStake().call(), s.unbondingPeriod().call(), s.jailPeriod().call()) == (10 * HST, 60, 120)
+
+
+@pytest.mark.parametrize("args", [(0, 60, 120), (HST, 0, 120)])
+def test_set_parameters_reverts_on_zero_minimum_stake_or_unbonding_period(market: Market, args: tuple[int, int, int]) -> None:
+    with reverts("InvalidParameter"):
+        market.send("deployer", market.staking.functions.setParameters(*args))
+
+
+def test_set_parameters_is_owner_only(market: Market) -> None:
+    with reverts("OwnableUnauthorizedAccount", market.addr("provider")):
+        market.send("provider", market.staking.functions.setParameters(1, 1, 0))
+
+
+def test_staking_cannot_be_deployed_without_a_market(market: Market) -> None:
+    with reverts("InvalidParameter"):
+        deploy(market, "Staking", market.addr("deployer"), market.h.hst.address, ZERO,
+               MIN_STAKE, UNBONDING_PERIOD, JAIL_PERIOD)

@@ -1,0 +1,217 @@
+"""Content-addressed blob storage for job inputs and outputs.
+
+A blob's id is the keccak256 of its bytes, written ``0x`` + 64 lowercase hex digits: the same
+value a job's ``inputHash`` / a receipt's ``outputHash`` carries on chain, so a job names its
+blobs without any extra mapping. Every implementation checks the hash on the way in and on
+the way out; a store can therefore be untrusted (a gateway, a shared disk) without a node
+ever computing on, or delivering, bytes other than the ones the chain committed to.
+
+Implementations:
+
+* :class:`LocalBlobStore` - files under ``$HEARTH_DATA_DIR/blobs`` (one machine, the default);
+* :class:`HttpBlobStore` - a gateway's blob API: ``POST /v1/blobs`` with the raw bytes as the
+  body answers ``{"id": "0x..."}``; ``GET /v1/blobs/{id}`` answers the raw bytes (404 when
+  unknown); ``HEAD /v1/blobs/{id}`` answers 200 or 404 (a ``GET`` is used when the gateway
+  does not allow ``HEAD``).
+
+An S3-compatible store fits behind the same :class:`BlobStore` protocol.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tempfile
+from pathlib import Path
+from typing import Protocol, runtime_checkable
+
+import httpx
+from eth_hash.auto import keccak
+
+_ID_RE = re.compile(r"^(0x)?([0-9a-fA-F]{64})$")
+
+
+class BlobError(Exception):
+    """Root of everything the blob stores raise."""
+
+
+class InvalidBlobIdError(BlobError, ValueError):
+    """Not a blob id (32 bytes as hex)."""
+
+
+class BlobNotFoundError(BlobError, LookupError):
+    """No blob with that id in the store."""
+
+
+class BlobIntegrityError(BlobError, ValueError):
+    """Stored or received bytes do not hash to the id they were filed under."""
+
+
+class BlobTooLargeError(BlobError, ValueError):
+    """A blob exceeds the size the caller accepts."""
+
+
+class BlobUnavailableError(BlobError, ConnectionError):
+    """The store could not be reached or answered with a server error (worth retrying)."""
+
+
+def blob_id(data: bytes) -> str:
+    """The id of ``data``: ``0x`` + keccak256 hex."""
+    return "0x" + keccak(data).hex()
+
+
+def normalize_id(value: str | bytes) -> str:
+    """A blob id in canonical form from hex (with or without ``0x``) or 32 raw bytes."""
+    if isinstance(value, bytes):
+        if len(value) != 32:
+            raise InvalidBlobIdError(f"a blob id is 32 bytes, got {len(value)}")
+        return "0x" + value.hex()
+    m = _ID_RE.match(value.strip())
+    if not m:
+        raise InvalidBlobIdError(f"not a blob id: {value!r}")
+    return "0x" + m.group(2).lower()
+
+
+def check(blob: str, data: bytes) -> bytes:
+    """Returns ``data`` if it hashes to ``blob``, else raises :class:`BlobIntegrityError`."""
+    actual = blob_id(data)
+    if actual != blob:
+        raise BlobIntegrityError(f"blob {blob} has bytes hashing to {actual}: tampered or corrupt")
+    return data
+
+
+@runtime_checkable
+class BlobStore(Protocol):
+    """Content-addressed storage: ``put`` returns the id, ``get`` returns checked bytes."""
+
+    def put(self, data: bytes) -> str: ...
+
+    def get(self, blob: str | bytes, max_bytes: int | None = None) -> bytes: ...
+
+    def has(self, blob: str | bytes) -> bool: ...
+
+
+class LocalBlobStore:
+    """Blobs as files ``<root>/<id[2:4]>/<id>``, written atomically (temp file + rename)."""
+
+    def __init__(self, root: Path | str) -> None:
+        self.root = Path(root)
+        self.root.mkdir(parents=True, exist_ok=True)
+
+    def path(self, blob: str | bytes) -> Path:
+        bid = normalize_id(blob)
+        return self.root / bid[2:4] / bid[2:]
+
+    def put(self, data: bytes) -> str:
+        bid = blob_id(data)
+        path = self.path(bid)
+        if path.exists():
+            try:
+                check(bid, path.read_bytes())
+                return bid
+            except BlobIntegrityError:
+                pass  # a corrupt copy is replaced below by the good bytes
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+            # Check what actually reached the disk before it becomes visible under its id.
+            check(bid, Path(tmp).read_bytes())
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        return bid
+
+    def get(self, blob: str | bytes, max_bytes: int | None = None) -> bytes:
+        bid = normalize_id(blob)
+        path = self.path(bid)
+        try:
+            size = path.stat().st_size
+        except FileNotFoundError:
+            raise BlobNotFoundError(f"no blob {bid} in {self.root}") from None
+        if max_bytes is not None and size > max_bytes:
+            raise BlobTooLargeError(f"blob {bid} is {size} bytes, more than {max_bytes}")
+        return check(bid, path.read_bytes())
+
+    def has(self, blob: str | bytes) -> bool:
+        return self.path(blob).is_file()
+
+
+class HttpBlobStore:
+    """Client of a gateway's blob API (see the module docstring for the contract)."""
+
+    def __init__(self, base_url: str, *, timeout: float = 30.0, client: httpx.Client | None = None) -> None:
+        self.base_url = base_url.rstrip("/")
+        self._client = client or httpx.Client(timeout=timeout)
+
+    def _url(self, blob: str | None = None) -> str:
+        return f"{self.base_url}/v1/blobs" + (f"/{blob}" if blob else "")
+
+    def _request(self, method: str, url: str, **kw: object) -> httpx.Response:
+        try:
+            resp = self._client.request(method, url, **kw)  # type: ignore[arg-type]
+        except httpx.TransportError as exc:
+            raise BlobUnavailableError(f"{method} {url}: {exc}") from exc
+        if resp.status_code >= 500:
+            raise BlobUnavailableError(f"{method} {url}: HTTP {resp.status_code}")
+        return resp
+
+    def put(self, data: bytes) -> str:
+        bid = blob_id(data)
+        resp = self._request("POST", self._url(), content=data,
+                             headers={"content-type": "application/octet-stream"})
+        if resp.status_code == 413:
+            raise BlobTooLargeError(f"gateway refused a {len(data)}-byte blob as too large")
+        if resp.status_code >= 400:
+            raise BlobError(f"POST {self._url()}: HTTP {resp.status_code} {resp.text[:200]}")
+        got = normalize_id(str(resp.json().get("id", "")))
+        if got != bid:
+            raise BlobIntegrityError(f"gateway filed blob {bid} under {got}")
+        return bid
+
+    def get(self, blob: str | bytes, max_bytes: int | None = None) -> bytes:
+        bid = normalize_id(blob)
+        url = self._url(bid)
+        try:
+            with self._client.stream("GET", url) as resp:
+                if resp.status_code == 404:
+                    raise BlobNotFoundError(f"no blob {bid} at {self.base_url}")
+                if resp.status_code >= 500:
+                    raise BlobUnavailableError(f"GET {url}: HTTP {resp.status_code}")
+                if resp.status_code >= 400:
+                    raise BlobError(f"GET {url}: HTTP {resp.status_code}")
+                chunks: list[bytes] = []
+                size = 0
+                for chunk in resp.iter_bytes():
+                    size += len(chunk)
+                    if max_bytes is not None and size > max_bytes:
+                        raise BlobTooLargeError(f"blob {bid} is more than {max_bytes} bytes")
+                    chunks.append(chunk)
+        except httpx.TransportError as exc:
+            raise BlobUnavailableError(f"GET {url}: {exc}") from exc
+        return check(bid, b"".join(chunks))
+
+    def has(self, blob: str | bytes) -> bool:
+        url = self._url(normalize_id(blob))
+        resp = self._request("HEAD", url)
+        if resp.status_code == 405:
+            resp = self._request("GET", url)
+        if resp.status_code == 404:
+            return False
+        if resp.status_code >= 400:
+            raise BlobError(f"HEAD {url}: HTTP {resp.status_code}")
+        return True
+
+    def close(self) -> None:
+        self._client.close()
+
+
+def open_blob_store(data_dir: Path | str, blob_url: str | None = None) -> BlobStore:
+    """The gateway's store when ``blob_url`` is set, else files under ``<data_dir>/blobs``."""
+    if blob_url:
+        return HttpBlobStore(blob_url)
+    return LocalBlobStore(Path(data_dir) / "blobs")

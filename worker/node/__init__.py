@@ -1,0 +1,40 @@
+"""The Hearth worker node: provider and verifier roles over the job market.
+
+Public API:
+
+* :class:`Node` (``tick()``, ``run(stop_event, once=False)``, ``healthy()``) and
+  :class:`NodeConfig`, :class:`TickReport`;
+* :func:`build_node` (a node from :class:`~worker.settings.WorkerSettings`),
+  :class:`NodeService` (a node on a thread: ``start``/``stop``/``healthy``),
+  :func:`run_node` (blocking, until a stop event);
+* executors: :class:`InProcessExecutor`, :class:`CeleryExecutor`;
+* job formats: :mod:`worker.node.jobio`.
+
+Names are imported lazily so that ``worker.node.jobio`` stays cheap to import (no torch, no
+web3) for the gateway.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "Node": "worker.node.node",
+    "NodeConfig": "worker.node.node",
+    "TickReport": "worker.node.node",
+    "build_node": "worker.node.service",
+    "NodeService": "worker.node.service",
+    "run_node": "worker.node.service",
+    "InProcessExecutor": "worker.node.executor",
+    "CeleryExecutor": "worker.node.executor",
+    "NodeError": "worker.node.errors",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

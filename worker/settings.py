@@ -1,0 +1,97 @@
+"""Settings of the worker node and its Celery processes, from ``HEARTH_*`` environment
+variables (pydantic-settings). The operator key is a secret: it comes from
+``HEARTH_WORKER_KEY`` (or a key file / the devnet accounts file, see ``worker.cli``), never
+from a file in the repository."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import AliasChoices, Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+Role = Literal["provider", "verifier", "both"]
+
+#: ``--broker sqlite`` (or ``HEARTH_BROKER_URL=sqlite``) means the embedded default below.
+SQLITE_BROKER = "sqlite"
+
+
+class WorkerSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="HEARTH_", extra="ignore", populate_by_name=True)
+
+    # -- where things are
+    data_dir: Path = Path(".hearth")
+    """Node state, local blobs and the embedded Celery databases live here."""
+    manifest: Path | None = None
+    """Deployment manifest; default ``<data_dir>/manifest.json``."""
+    rpc_url: str | None = None
+    """Overrides the manifest's RPC URL."""
+    blob_url: str | None = None
+    """A gateway's base URL: blobs come from its ``/v1/blobs`` API instead of local files."""
+    indexer_database_url: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("HEARTH_INDEXER_DATABASE_URL", "HEARTH_DATABASE_URL", "DATABASE_URL"),
+    )
+    """The indexer's database: claimable jobs are read from its ``job`` table (chain logs
+    otherwise, and whenever the table cannot be read)."""
+
+    # -- who and what
+    worker_key: SecretStr | None = None
+    role: Role = "provider"
+    cheat: bool = False
+    """Demo/test only: perturb every output (a cheating node that verifiers must catch)."""
+    sample_all: bool = False
+    """Verifier: re-execute every receipt instead of the protocol's sample."""
+
+    # -- runtime
+    backend: Literal["torch", "triton"] = "torch"
+    dtype: Literal["fp32", "fp16", "bf16"] = "fp32"
+    device: str | None = None
+    gpu_class: str | None = None
+    """The receipt's GPU class; default derived from the device (``cpu``, ``h100``...)."""
+    max_tokens: int = 16384
+    """Padded-token budget of one model batch (batches span jobs)."""
+    max_batch_size: int = 64
+
+    # -- Celery (off unless a broker is configured: inference then runs in the node process)
+    broker_url: str | None = None
+    """``sqlite`` for the embedded SQLAlchemy/SQLite transport, or a redis:// / amqp:// URL."""
+    result_backend: str | None = None
+    queue: str = "hearth"
+    jobs_per_task: int = 16
+    task_timeout_s: float = 600.0
+
+    # -- node loop
+    poll_interval_s: float = 2.0
+    confirmations: int = 0
+    """Blocks to trail the head by before acting on a log (0 on an automining devnet)."""
+    log_chunk_blocks: int = 5000
+    max_open_jobs: int = 64
+    min_deadline_margin_s: int = 30
+    withdraw_interval_s: float = 3600.0
+    min_withdraw: int = 1
+    max_input_bytes: int = 1 << 20
+
+    def manifest_path(self) -> Path:
+        return (self.manifest or self.data_dir / "manifest.json").resolve()
+
+    def broker(self) -> str | None:
+        """The Celery broker URL, or None for in-process inference."""
+        if not self.broker_url:
+            return None
+        if self.broker_url == SQLITE_BROKER:
+            return default_broker_url(self.data_dir)
+        return self.broker_url
+
+    def backend_url(self) -> str:
+        if self.result_backend:
+            return self.result_backend
+        broker = self.broker() or ""
+        if broker.startswith(("redis://", "rediss://")):
+            return broker
+        return f"db+sqlite:///{(self.data_dir / 'celery' / 'results.sqlite').resolve()}"
+
+
+def default_broker_url(data_dir: Path) -> str:
+    return f"sqla+sqlite:///{(data_dir / 'celery' / 'broker.sqlite').resolve()}"
