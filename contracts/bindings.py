@@ -9,16 +9,16 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from web3 import Web3
 from web3.contract import Contract
-from web3.types import EventData, LogReceipt, TxReceipt
+from web3.types import BlockIdentifier, EventData, LogReceipt, TxReceipt
 
 from contracts import eip712
 from contracts.chain import ErrorDecoder, TxSender, connect
 from contracts.errors import ChainError, ContractsError
-from contracts.manifest import Manifest
+from contracts.manifest import DeployedContract, Manifest
 from contracts.types import ZERO32, ZERO_ADDRESS, Job, JobRequest, Permit, Receipt, Status
 
 log = logging.getLogger(__name__)
@@ -83,14 +83,16 @@ class Hearth:
         self.manifest = manifest
         self.w3 = w3 or connect(manifest.rpc_url)
         c = manifest.contracts
-        self.usd: Contract = self.w3.eth.contract(address=c["HearthUSD"].address, abi=c["HearthUSD"].abi)
-        self.hst: Contract = self.w3.eth.contract(address=c["HearthStake"].address, abi=c["HearthStake"].abi)
-        self.registry: Contract = self.w3.eth.contract(
-            address=c["ModelRegistry"].address, abi=c["ModelRegistry"].abi)
-        self.staking: Contract = self.w3.eth.contract(address=c["Staking"].address, abi=c["Staking"].abi)
-        self.market: Contract = self.w3.eth.contract(address=c["JobMarket"].address, abi=c["JobMarket"].abi)
+        self.usd: Contract = self._contract(c["HearthUSD"])
+        self.hst: Contract = self._contract(c["HearthStake"])
+        self.registry: Contract = self._contract(c["ModelRegistry"])
+        self.staking: Contract = self._contract(c["Staking"])
+        self.market: Contract = self._contract(c["JobMarket"])
         self.decoder = ErrorDecoder(d.abi for d in c.values())
         self._senders: dict[str, TxSender] = {}
+
+    def _contract(self, d: DeployedContract) -> Contract:
+        return self.w3.eth.contract(address=Web3.to_checksum_address(d.address), abi=d.abi)
 
     @property
     def chain_id(self) -> int:
@@ -109,7 +111,7 @@ class Hearth:
 
     # ------------------------------------------------------------ reading jobs
 
-    def job_events(self, job_id: int, to_block: int | str = "latest") -> list[JobEvent]:
+    def job_events(self, job_id: int, to_block: BlockIdentifier = "latest") -> list[JobEvent]:
         topics = [self.w3.keccak(text=_event_signature(self.market, n)).hex() for n in JOB_EVENTS]
         logs = self.w3.eth.get_logs({
             "address": self.market.address,
@@ -199,8 +201,12 @@ def vote_commitment(job_id: int, voter: str, output_hash: bytes, salt: bytes) ->
     return bytes(Web3.keccak(encode(["uint256", "address", "bytes32", "bytes32"], [job_id, voter, output_hash, salt])))
 
 
+def _abi(contract: Contract) -> list[dict[str, Any]]:
+    return cast(list[dict[str, Any]], contract.abi)
+
+
 def _event_signature(contract: Contract, name: str) -> str:
-    for item in contract.abi:
+    for item in _abi(contract):
         if item.get("type") == "event" and item["name"] == name:
             from contracts.chain import _abi_type
 
@@ -217,7 +223,7 @@ def decode_log(contract: Contract, lg: LogReceipt | dict[str, Any]) -> EventData
     table = _TOPIC_CACHE.get(key)
     if table is None:
         table = {}
-        for item in contract.abi:
+        for item in _abi(contract):
             if item.get("type") == "event":
                 topic = Web3.keccak(text=_event_signature(contract, item["name"]))
                 table[bytes(topic)] = contract.events[item["name"]]()

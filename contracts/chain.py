@@ -7,16 +7,16 @@ import logging
 import threading
 import time
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, cast
 
 from eth_abi import decode as abi_decode
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
 from eth_utils import keccak
 from web3 import Web3
-from web3.contract.contract import ContractFunction
+from web3.contract.contract import ContractConstructor, ContractFunction
 from web3.exceptions import ContractCustomError, ContractLogicError, TimeExhausted, Web3RPCError
-from web3.types import TxReceipt
+from web3.types import TxParams, TxReceipt
 
 from contracts.errors import ChainError
 
@@ -92,7 +92,7 @@ class TxSender:
     ) -> None:
         self.w3 = w3
         self.account: LocalAccount = Account.from_key(key)
-        self.address: str = self.account.address
+        self.address = self.account.address
         self.decoder = decoder
         self.receipt_timeout = receipt_timeout
         self.max_bumps = max_bumps
@@ -109,27 +109,29 @@ class TxSender:
         with self._lock:
             self._nonce = None
 
-    def estimate(self, fn: ContractFunction, value: int = 0) -> int:
+    def estimate(self, fn: ContractFunction | ContractConstructor, value: int = 0) -> int:
         try:
-            return int(fn.estimate_gas({"from": self.address, "value": value}))
+            return int(fn.estimate_gas(cast(TxParams, {"from": self.address, "value": value})))
         except (ContractCustomError, ContractLogicError, Web3RPCError, ValueError) as exc:
             raise self.decoder.from_exception(exc) from None
 
-    def send(self, fn: ContractFunction, *, gas: int | None = None, value: int = 0, wait: bool = True) -> TxReceipt:
+    def send(
+        self, fn: ContractFunction | ContractConstructor, *, gas: int | None = None, value: int = 0, wait: bool = True
+    ) -> TxReceipt:
         """Sends ``fn`` and (by default) waits for its receipt; raises ``ChainError`` on revert."""
         with self._lock:
             gas = gas or int(self.estimate(fn, value) * 1.2) + 10_000
             nonce = self._next_nonce()
-            tip = self.w3.to_wei(1, "gwei")
+            tip = int(self.w3.to_wei(1, "gwei"))
             base = int(self.w3.eth.get_block("latest").get("baseFeePerGas", 0) or 0)
             max_fee = base * 2 + tip
             tx_hash = None
             for attempt in range(self.max_bumps + 1):
-                tx = fn.build_transaction({
+                tx: Any = fn.build_transaction(cast(TxParams, {
                     "from": self.address, "nonce": nonce, "gas": gas, "value": value,
                     "maxFeePerGas": max_fee, "maxPriorityFeePerGas": tip,
                     "chainId": self.w3.eth.chain_id,
-                })
+                }))
                 signed = self.account.sign_transaction(tx)
                 try:
                     tx_hash = self.w3.eth.send_raw_transaction(signed.raw_transaction)

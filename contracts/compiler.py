@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import solcx
+import solcx.install
 from solcx.exceptions import SolcError
 
 from contracts.errors import CompileError, ToolchainError
@@ -63,7 +64,7 @@ def find_compiler() -> Compiler:
     if which := shutil.which("solc"):
         candidates.append((Path(which), True))
     with contextlib.suppress(Exception):  # py-solc-x raises its own types when nothing is installed
-        candidates.extend((Path(solcx.get_executable(v)), True) for v in solcx.get_installed_solc_versions())
+        candidates.extend((Path(solcx.install.get_executable(v)), True) for v in solcx.get_installed_solc_versions())
     for binary, native in candidates:
         if binary.exists():
             return Compiler(binary, _version_of(binary), native)

@@ -39,7 +39,7 @@ JAIL_PERIOD = 86400
 
 def get_create_address(sender: str, nonce: int) -> str:
     """The address a CREATE from ``sender`` at ``nonce`` deploys to."""
-    import rlp  # type: ignore[import-untyped]
+    import rlp
     from eth_utils import keccak
 
     return to_checksum_address(keccak(rlp.encode([bytes.fromhex(sender[2:]), nonce]))[12:])
@@ -124,7 +124,7 @@ def deploy_contracts(
     registry = _deploy(w3, sender, "ModelRegistry", owner)
     # Staking binds the market immutably, so the market's address is computed first: the
     # deployer's CREATE address one nonce after Staking's.
-    nonce = w3.eth.get_transaction_count(owner, "pending")
+    nonce = w3.eth.get_transaction_count(Web3.to_checksum_address(owner), "pending")
     market_addr = get_create_address(owner, nonce + 1)
     staking = _deploy(w3, sender, "Staking", owner, hst, market_addr, min_stake, unbonding_period, jail_period)
     p = params or MarketParams(treasury=treasury)

@@ -144,6 +144,29 @@ def typed_data(
                                 input_stored=stored)
 
 
+@router.get("/permit-typed-data", summary="The EIP-2612 permit to sign so the market may pull the escrow")
+def permit_typed_data(
+    ctx: CtxDep,
+    owner: Annotated[str, Query(description="the paying wallet")],
+    value: Annotated[int, Query(ge=1, le=schemas.UINT256, description="token wei the market may pull")],
+    deadline_s: Annotated[int, Query(ge=60, le=30 * 86400)] = 3600,
+) -> dict[str, object]:
+    """Send the signature's (v, r, s) as ``permit`` with the job; no approval transaction needed."""
+    addr = checksum_or_422(owner)
+    token_nonce = int(ctx.chain.call(lambda: ctx.chain.hearth.usd.functions.nonces(addr).call()))
+    return {"typed_data": {
+        "types": {
+            "EIP712Domain": eip712.EIP712_DOMAIN_TYPE,
+            "Permit": [{"name": "owner", "type": "address"}, {"name": "spender", "type": "address"},
+                       {"name": "value", "type": "uint256"}, {"name": "nonce", "type": "uint256"},
+                       {"name": "deadline", "type": "uint256"}],
+        },
+        "primaryType": "Permit", "domain": ctx.chain.token_domain(),
+        "message": {"owner": addr, "spender": ctx.chain.market, "value": str(value), "nonce": str(token_nonce),
+                    "deadline": str(ctx.chain.chain_now() + deadline_s)},
+    }}
+
+
 @router.get("", response_model=schemas.JobPage, summary="Jobs, newest first, filtered and paginated")
 def list_jobs(
     s: IndexDep,

@@ -1,0 +1,252 @@
+// Hearth dashboard: plain JS over the gateway's API, no build step.
+// Views: overview (#/), providers, live jobs, one job (#/jobs/<id>), submit (EIP-1193 wallet).
+"use strict";
+
+const $ = (sel) => document.querySelector(sel);
+const USD_DEC = 6n, HST_DEC = 18n;
+const STATE_ORDER = ["posted", "claimed", "delivered", "challenged", "finalized", "refunded"];
+
+function fmtUnits(value, decimals, shown = 2) {
+  if (value === null || value === undefined) return "–";
+  const v = BigInt(value), base = 10n ** decimals;
+  const whole = v / base, frac = (v % base).toString().padStart(Number(decimals), "0").slice(0, shown);
+  return `${whole.toLocaleString("en-US")}${shown ? "." + frac : ""}`;
+}
+const usd = (v) => fmtUnits(v, USD_DEC, 6);
+const hst = (v) => fmtUnits(v, HST_DEC, 2);
+const short = (a) => (a ? `${a.slice(0, 6)}…${a.slice(-4)}` : "–");
+const esc = (s) => String(s ?? "").replace(/[&<>"']/g, (c) => ({"&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;"}[c]));
+const badge = (s) => `<span class="badge s-${esc(s)}" data-status="${esc(s)}">${esc(s)}</span>`;
+const ago = (t) => (t ? new Date(t * 1000).toLocaleTimeString() : "");
+
+async function api(path, opts = {}) {
+  const resp = await fetch(path, {headers: {"content-type": "application/json"}, ...opts});
+  const text = await resp.text();
+  const body = text ? JSON.parse(text) : null;
+  if (!resp.ok) {
+    const e = body && body.error ? body.error : {reason: "http_" + resp.status, message: text};
+    const err = new Error(`${e.reason}: ${e.message}`);
+    err.reason = e.reason;
+    throw err;
+  }
+  return body;
+}
+
+// ------------------------------------------------------------------ live feed (one SSE stream)
+
+const feedListeners = new Set();
+let feedSource = null;
+function startFeed() {
+  if (feedSource) return;
+  feedSource = new EventSource("/v1/events/jobs");
+  feedSource.addEventListener("open", () => $("#live-dot").classList.add("on"));
+  feedSource.addEventListener("error", () => $("#live-dot").classList.remove("on"));
+  feedSource.addEventListener("job", (ev) => {
+    const u = JSON.parse(ev.data);
+    for (const fn of feedListeners) fn(u);
+  });
+}
+
+function feedItem(u) {
+  const li = document.createElement("li");
+  li.className = "fresh";
+  li.dataset.job = u.job_id;
+  li.innerHTML = `<a href="#/jobs/${u.job_id}">job ${u.job_id}</a> ${badge(u.status)}
+    <span class="mono muted">${esc(u.event)}</span><span class="when">block ${u.block} · ${ago(u.at)}</span>`;
+  return li;
+}
+function pushFeed(list, u, max = 50) {
+  list.prepend(feedItem(u));
+  while (list.children.length > max) list.lastChild.remove();
+}
+feedListeners.add((u) => { pushFeed($("#feed-mini"), u, 12); pushFeed($("#feed"), u); });
+feedListeners.add(() => { if (current === "overview") scheduleOverview(); if (current === "jobs") loadJobs(); });
+
+// ------------------------------------------------------------------ views
+
+let current = null, jobStream = null;
+
+async function loadChain() {
+  try {
+    const h = await api("/healthz");
+    $("#chain").textContent = `chain ${h.chain_id} · market ${short(h.market)} · block ${h.indexed_block ?? "–"}`;
+  } catch (e) { $("#chain").textContent = "gateway unreachable"; }
+}
+
+function providerRow(p, full) {
+  const cells = full
+    ? [`<td class="mono" title="${esc(p.address)}">${short(p.address)}</td>`, `<td>${badge(p.status)}</td>`,
+       `<td class="num">${hst(p.staked)}</td>`, `<td class="num">${hst(p.locked)}</td>`, `<td class="num">${hst(p.unbonding)}</td>`,
+       `<td>${esc(p.region)}</td>`, `<td>${esc(p.gpu_class)}</td>`, `<td class="num">${p.jobs_done}</td>`, `<td class="num">${p.slashes}</td>`]
+    : [`<td class="mono" title="${esc(p.address)}">${short(p.address)}</td>`, `<td>${badge(p.status)}</td>`,
+       `<td class="num">${hst(p.staked)}</td>`, `<td>${esc(p.gpu_class)}</td>`, `<td class="num">${p.jobs_done}</td>`];
+  return `<tr data-provider="${esc(p.address)}">${cells.join("")}</tr>`;
+}
+
+let overviewTimer = null;
+function scheduleOverview() { clearTimeout(overviewTimer); overviewTimer = setTimeout(loadOverview, 300); }
+async function loadOverview() {
+  const [stats, providers] = await Promise.all([api("/v1/stats"), api("/v1/providers")]);
+  const price = stats.prices[0];
+  const cards = [
+    ["Jobs", stats.jobs_total], ["Jobs / min", stats.jobs_per_minute],
+    ["Active providers", `${stats.providers_active} / ${stats.providers_total}`],
+    ["Active stake (HST)", hst(stats.active_stake)],
+    ["Median latency", stats.median_latency_s === null ? "–" : `${stats.median_latency_s.toFixed(1)} s`],
+    ["Price / 1M tokens", price ? `${usd(BigInt(price.price_per_unit) * 1000000n)} hUSD` : "–"],
+  ];
+  $("#stats").innerHTML = cards.map(([l, v]) => `<div class="card"><div class="label">${l}</div><div class="value">${esc(v)}</div></div>`).join("");
+  $("#providers-mini tbody").innerHTML = providers.map((p) => providerRow(p, false)).join("");
+}
+
+async function loadProviders() {
+  const [providers, models] = await Promise.all([api("/v1/providers"), api("/v1/models")]);
+  $("#providers tbody").innerHTML = providers.map((p) => providerRow(p, true)).join("");
+  $("#models tbody").innerHTML = models.data.map((m) => `<tr><td>${esc(m.name)}</td><td class="mono" title="${esc(m.model_id)}">${short(m.model_id)}</td>
+    <td class="num">${usd(m.price_per_unit)}</td><td class="num">${m.providers}</td><td>${m.active ? "yes" : "no"}</td></tr>`).join("");
+}
+
+async function loadJobs() {
+  const page = await api("/v1/jobs?limit=25");
+  $("#jobs tbody").innerHTML = page.items.map((j) => `<tr data-job="${j.job_id}"><td><a href="#/jobs/${j.job_id}">${j.job_id}</a></td>
+    <td>${badge(j.status)}</td><td class="mono">${short(j.client)}</td><td class="mono">${short(j.provider)}</td>
+    <td class="num">${usd(j.max_payment)}</td></tr>`).join("");
+}
+
+function renderJob(job) {
+  $("#job-id").textContent = job.job_id;
+  $("#job-status").className = `badge s-${job.status}`;
+  $("#job-status").textContent = job.status;
+  $("#job-status").dataset.status = job.status;
+  const kv = [
+    ["Client", job.client], ["Provider", job.provider || "–"], ["Model", job.model_id], ["Input", job.input_hash],
+    ["Max payment", `${usd(job.max_payment)} hUSD`], ["Payment", `${usd(job.payment)} hUSD`],
+    ["Units (tokens)", job.units], ["Deadline", new Date(job.deadline * 1000).toLocaleString()],
+  ];
+  $("#job-meta").innerHTML = kv.map(([k, v]) => `<div>${k}</div><div class="mono">${esc(v)}</div>`).join("");
+  $("#job-timeline").innerHTML = job.history.map((h) => `<li data-state="${h.status}">${badge(h.status)} block ${h.block} ·
+    <span class="mono" title="${esc(h.tx_hash)}">tx ${short(h.tx_hash)}</span> · ${ago(h.at)}</li>`).join("");
+}
+
+async function loadResult(jobId) {
+  try {
+    const r = await api(`/v1/jobs/${jobId}/result`);
+    const v = r.verification;
+    const box = $("#job-verification");
+    box.className = "verification " + (v.output_hash_matches_receipt ? "ok" : "bad");
+    box.dataset.verified = String(v.output_hash_matches_receipt);
+    box.textContent = (v.output_hash_matches_receipt ? "✔ " : "✘ ") + v.summary;
+    const rc = r.receipt;
+    $("#job-receipt").innerHTML = [
+      ["Output hash", rc.output_hash], ["Units", rc.units], ["Payment", `${usd(rc.payment)} hUSD`],
+      ["Model hash", rc.model_hash], ["Runtime hash", rc.runtime_hash], ["Receipt tx", rc.tx_hash],
+      ["Challenge window ends", new Date(rc.challenge_end * 1000).toLocaleString()],
+    ].map(([k, val]) => `<div>${k}</div><div class="mono">${esc(val)}</div>`).join("");
+    if (r.embeddings) {
+      $("#job-output").textContent = `${r.embeddings.length} embedding(s) × ${r.embeddings[0].length} floats; first values: ` +
+        r.embeddings[0].slice(0, 6).map((x) => x.toFixed(5)).join(", ") + " …";
+    }
+  } catch (e) {
+    if (e.reason !== "result_not_ready") $("#job-verification").textContent = e.message;
+  }
+}
+
+async function showJob(jobId) {
+  $("#job-verification").className = "verification muted";
+  $("#job-verification").textContent = "No receipt yet.";
+  $("#job-receipt").innerHTML = ""; $("#job-output").textContent = "";
+  $("#job-id").textContent = jobId;
+  try { renderJob(await api(`/v1/jobs/${jobId}`)); } catch (e) { $("#job-status").textContent = "not indexed yet"; }
+  loadResult(jobId);
+  if (jobStream) jobStream.close();
+  jobStream = new EventSource(`/v1/jobs/${jobId}/events`);
+  const onUpdate = (ev) => {
+    const u = JSON.parse(ev.data);
+    if (u.job) renderJob(u.job);
+    if (["delivered", "challenged", "finalized", "refunded"].includes(u.status)) loadResult(jobId);
+  };
+  jobStream.addEventListener("snapshot", onUpdate);
+  jobStream.addEventListener("job", onUpdate);
+}
+
+// ------------------------------------------------------------------ submit (EIP-1193 wallet)
+
+let account = null;
+function log(msg, cls = "") {
+  const div = document.createElement("div");
+  if (cls) div.className = cls;
+  div.textContent = msg;
+  $("#submit-log").appendChild(div);
+}
+
+async function connect() {
+  if (!window.ethereum) { log("no wallet found (window.ethereum)", "err"); return; }
+  const accounts = await window.ethereum.request({method: "eth_requestAccounts"});
+  account = accounts[0];
+  $("#account").textContent = account;
+  $("#submit").disabled = false;
+}
+
+function splitSig(sig) {
+  const h = sig.replace(/^0x/, "");
+  let v = parseInt(h.slice(128, 130), 16);
+  if (v < 27) v += 27;
+  return {r: "0x" + h.slice(0, 64), s: "0x" + h.slice(64, 128), v};
+}
+
+async function submitJob() {
+  $("#submit").disabled = true;
+  $("#submit-log").innerHTML = "";
+  try {
+    const texts = $("#texts").value.split("\n").map((t) => t.trim()).filter(Boolean);
+    if (!texts.length) throw new Error("enter at least one text");
+    const blob = JSON.stringify({texts});
+    const up = await api("/v1/blobs", {method: "POST", body: new TextEncoder().encode(blob), headers: {"content-type": "application/octet-stream"}});
+    log(`input stored: ${up.id} (${up.size} bytes)`);
+    const td = await api(`/v1/jobs/typed-data?client=${account}&input_hash=${up.id}`);
+    $("#price").textContent = `${td.units} tokens · ${usd(td.typed_data.message.maxPayment)} hUSD`;
+    const body = {request: td.typed_data.message, blob_id: up.id, chain_id: td.typed_data.domain.chainId,
+                  verifying_contract: td.typed_data.domain.verifyingContract};
+    const bal = await api(`/v1/balances/${account}`);
+    if (BigInt(bal.allowance_market ?? "0") < BigInt(td.typed_data.message.maxPayment)) {
+      log("the market may not pull the payment yet: signing an EIP-2612 permit");
+      const pt = await api(`/v1/jobs/permit-typed-data?owner=${account}&value=${td.typed_data.message.maxPayment}`);
+      const psig = await window.ethereum.request({method: "eth_signTypedData_v4", params: [account, JSON.stringify(pt.typed_data)]});
+      const {v, r, s} = splitSig(psig);
+      body.permit = {value: pt.typed_data.message.value, deadline: pt.typed_data.message.deadline, v, r, s};
+    }
+    log("signing the JobRequest in your wallet…");
+    body.signature = await window.ethereum.request({method: "eth_signTypedData_v4", params: [account, JSON.stringify(td.typed_data)]});
+    const posted = await api("/v1/jobs", {method: "POST", body: JSON.stringify(body)});
+    log(`job ${posted.job_id} posted in block ${posted.block_number}, tx ${posted.tx_hash}`, "ok");
+    location.hash = `#/jobs/${posted.job_id}`;
+  } catch (e) {
+    log(e.message, "err");
+  } finally {
+    $("#submit").disabled = !account;
+  }
+}
+
+// ------------------------------------------------------------------ routing
+
+function route() {
+  const hash = location.hash || "#/";
+  const m = hash.match(/^#\/jobs\/(\d+)/);
+  const view = m ? "job" : ({"#/": "overview", "#/providers": "providers", "#/jobs": "jobs", "#/submit": "submit"}[hash] || "overview");
+  current = view;
+  document.querySelectorAll(".view").forEach((v) => (v.hidden = v.id !== `view-${view}`));
+  document.querySelectorAll("nav a[data-nav]").forEach((a) => a.classList.toggle("active", a.dataset.nav === view || (view === "job" && a.dataset.nav === "jobs")));
+  if (view !== "job" && jobStream) { jobStream.close(); jobStream = null; }
+  if (view === "overview") loadOverview();
+  if (view === "providers") loadProviders();
+  if (view === "jobs") loadJobs();
+  if (view === "job") showJob(Number(m[1]));
+}
+
+$("#connect").addEventListener("click", () => connect().catch((e) => log(e.message, "err")));
+$("#submit").addEventListener("click", submitJob);
+window.addEventListener("hashchange", route);
+startFeed();
+loadChain();
+setInterval(loadChain, 5000);
+route();

@@ -1,0 +1,87 @@
+"""Verifier sampling with the protocol's randomness, and a dispute the provider wins."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Any
+
+import pytest
+from eth_hash.auto import keccak
+
+from contracts.types import MarketParams, Status
+from tests.worker_node.conftest import USD, job_logs
+from worker.node.state import CheckRow, DisputeRow, JobRow, Phase
+
+
+def _set_sample_rate(fresh: Any, rate_bps: int) -> None:
+    h = fresh.hearth
+    p = h.market.functions.params().call()
+    params = replace(MarketParams(*p), sample_rate_bps=rate_bps)
+    h.sender(fresh.accounts["deployer"].key).send(h.market.functions.setParams(params.as_tuple()))
+
+
+@pytest.mark.parametrize("rate_bps", [0, 10_000])
+def test_verifier_samples_receipts_by_the_hash_of_the_block_after_them(
+        fresh: Any, chain: Any, make_node: Any, post_job: Any, rate_bps: int) -> None:
+    _set_sample_rate(fresh, rate_bps)
+    h = fresh.hearth
+    cheater = make_node("cheater", cheat=True)
+    verifier = make_node("verifier", role="verifier")
+    job_id, _ = post_job(["sampled or not"])
+    assert cheater.tick().delivered == [job_id]
+
+    # The block after the receipt does not exist yet: the draw cannot be made, nothing happens.
+    rep = verifier.tick()
+    assert rep.verified == [] and rep.challenged == []
+    assert verifier.state.get(CheckRow, job_id).verdict == "pending"  # type: ignore[union-attr]
+
+    chain.mine()
+    rep = verifier.tick()
+    row = verifier.state.get(CheckRow, job_id)
+    assert row is not None
+    if rate_bps == 0:
+        assert row.verdict == "unsampled" and rep.challenged == []
+        assert h.status(job_id) == Status.DELIVERED
+    else:
+        assert rep.verified == [job_id] and rep.challenged == [job_id]
+        assert row.verdict == "challenged"
+        assert h.status(job_id) == Status.CHALLENGED
+
+
+def test_sample_draw_is_keccak_of_next_block_hash_and_job_id(fresh: Any, chain: Any, make_node: Any) -> None:
+    verifier = make_node("verifier", role="verifier")
+    chain.mine(3)
+    block = fresh.hearth.w3.eth.block_number - 2
+    nxt = bytes(fresh.hearth.w3.eth.get_block(block + 1)["hash"])
+    for job_id in range(1, 40):
+        draw = int.from_bytes(keccak(nxt + job_id.to_bytes(32, "big")), "big") % 10_000
+        assert verifier.sampled(job_id, block, 5000) == (draw < 5000)
+        assert verifier.sampled(job_id, block, draw + 1) and not verifier.sampled(job_id, block, draw)
+
+
+def test_wrong_challenge_is_voted_down_and_the_provider_gets_the_bond(
+        fresh: Any, chain: Any, make_node: Any, post_job: Any) -> None:
+    h, acc = fresh.hearth, fresh.accounts
+    honest = make_node("provider")
+    bad_verifier = make_node("verifier", role="verifier", sample_all=True, cheat=True)  # recomputes wrongly
+    others = [make_node("verifier2", role="verifier"), make_node("cheater")]  # honest committee members
+    job_id, _ = post_job(["an honest receipt"])
+    assert honest.tick().delivered == [job_id]
+    assert bad_verifier.tick().challenged == [job_id]
+    for n in (honest, *others):
+        n.tick()
+    chain.advance(300)
+    for n in (honest, *others):
+        n.tick()
+    chain.advance(300)
+    assert [j for n in (bad_verifier, honest, *others) for j in n.tick().resolved] == [job_id]
+    res = job_logs(h, "DisputeResolved", job_id)[0].args
+    assert res["providerWon"] is True and res["slashed"] == 0
+    # The receipt stood: the window closed at the resolution, so the provider finalizes now.
+    rep = honest.tick()
+    assert rep.finalized == [job_id]
+    pay = job_logs(h, "ReceiptSubmitted", job_id)[0].args["payment"]
+    assert rep.withdrawn == pay - pay * 500 // 10_000 + 5 * USD  # earnings + the challenger's bond
+    assert honest.state.get(JobRow, job_id).phase == Phase.FINALIZED  # type: ignore[union-attr]
+    assert bad_verifier.state.get(DisputeRow, job_id).outcome == "provider won"  # type: ignore[union-attr]
+    assert h.staking.functions.isActive(acc["provider"].address).call() is True
