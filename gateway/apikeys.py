@@ -80,7 +80,6 @@ from gateway.errors import (
     ResultTimeoutError,
     SpendingCapError,
     UnavailableError,
-    UnknownModelError,
     UpstreamError,
     WrongDomainError,
 )
@@ -217,14 +216,16 @@ async def embed(ctx: Context, key: store.ApiKey, body: schemas.EmbeddingsIn) -> 
     if not texts:
         raise BadRequestError("input is empty", reason="invalid_input")
     if len(texts) > ctx.settings.max_texts:
-        raise InputTooLargeError(f"{len(texts)} inputs; the limit is {ctx.settings.max_texts}", reason="too_many_inputs")
+        raise InputTooLargeError(f"{len(texts)} inputs; the limit is {ctx.settings.max_texts}",
+                                 reason="too_many_inputs")
     data = encode_input(texts)
     if len(data) > ctx.settings.max_blob_bytes:
         raise InputTooLargeError(f"input of {len(data)} bytes exceeds {ctx.settings.max_blob_bytes}")
     with Session(ctx.index_engine) as s:
         model = index.find_model(s, body.model)
     if model is None or not model.active:
-        raise UnknownModelError(f"model {body.model!r} is not registered or not active", reason="model_not_found")
+        # 404 model_not_found, as OpenAI answers (the openai client raises NotFoundError).
+        raise NotFoundError(f"model {body.model!r} is not registered or not active", reason="model_not_found")
     if body.dimensions is not None and body.dimensions != 384:
         raise BadRequestError("this model has 384 dimensions and cannot shorten them", reason="unsupported_dimensions")
     units = sum(await run_in_threadpool(ctx.tokenizer().count_tokens, texts))

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from gateway.errors import BlobCorruptError, BlobNotFoundError, BlobTooLargeError, MalformedRequestError
 from worker.blobs import (
     BlobIntegrityError,
     BlobStore,
@@ -22,8 +23,6 @@ from worker.blobs import (
 )
 from worker.blobs import BlobNotFoundError as _Missing
 from worker.blobs import BlobTooLargeError as _TooLarge
-
-from gateway.errors import BlobCorruptError, BlobNotFoundError, BlobTooLargeError, MalformedRequestError
 
 __all__ = ["BlobStore", "GatewayBlobs", "LocalBlobStore", "S3BlobStore", "blob_id", "parse_blob_id"]
 

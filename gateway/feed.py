@@ -30,7 +30,7 @@ EVENT_STATUS = {
 }
 
 
-@dataclass
+@dataclass(eq=False)
 class Subscription:
     job_id: int | None
     queue: asyncio.Queue[dict[str, Any] | None] = field(default_factory=lambda: asyncio.Queue(maxsize=1000))

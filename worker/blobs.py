@@ -162,8 +162,7 @@ class HttpBlobStore:
 
     def put(self, data: bytes) -> str:
         bid = blob_id(data)
-        resp = self._request("POST", self._url(), content=data,
-                             headers={"content-type": "application/octet-stream"})
+        resp = self._request("POST", self._url(), content=data, headers={"content-type": "application/octet-stream"})
         if resp.status_code == 413:
             raise BlobTooLargeError(f"gateway refused a {len(data)}-byte blob as too large")
         if resp.status_code >= 400:

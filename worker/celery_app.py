@@ -28,7 +28,7 @@ from worker.settings import WorkerSettings, default_broker_url
 def _ensure_sqlite_dir(url: str) -> None:
     for prefix in ("sqla+sqlite:///", "db+sqlite:///", "sqlite:///"):
         if url.startswith(prefix):
-            Path(url[len(prefix):]).parent.mkdir(parents=True, exist_ok=True)
+            Path(url[len(prefix) :]).parent.mkdir(parents=True, exist_ok=True)
 
 
 def make_app(settings: WorkerSettings | None = None) -> Celery:

@@ -15,7 +15,7 @@ import os
 import signal
 import stat
 import threading
-from enum import Enum
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -29,8 +29,9 @@ from worker.blobs import BlobError
 from worker.node.errors import NodeConfigError, NodeError
 from worker.settings import WorkerSettings
 
-app = typer.Typer(name="worker", help="Hearth worker node: provider and verifier.", no_args_is_help=True,
-                  add_completion=False)
+app = typer.Typer(
+    name="worker", help="Hearth worker node: provider and verifier.", no_args_is_help=True, add_completion=False
+)
 console = Console(stderr=True)
 
 #: Test-only fault injection: ``HEARTH_WORKER_CRASH_AT=after_claim`` (or after_compute,
@@ -39,16 +40,20 @@ console = Console(stderr=True)
 CRASH_ENV = "HEARTH_WORKER_CRASH_AT"
 
 
-class RoleName(str, Enum):
+class RoleName(StrEnum):
     provider = "provider"
     verifier = "verifier"
     both = "both"
 
 
 def setup_logging(level: str = "INFO") -> None:
-    logging.basicConfig(level=level.upper(), format="%(message)s", datefmt="[%X]", force=True,
-                        handlers=[RichHandler(console=console, show_path=False, rich_tracebacks=True,
-                                              markup=False)])
+    logging.basicConfig(
+        level=level.upper(),
+        format="%(message)s",
+        datefmt="[%X]",
+        force=True,
+        handlers=[RichHandler(console=console, show_path=False, rich_tracebacks=True, markup=False)],
+    )
     for noisy in ("web3", "urllib3", "httpx", "celery", "kombu"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLogger().level))
 
@@ -97,17 +102,27 @@ def _main() -> None:
 
 @app.command()
 def run(
-    role: Annotated[RoleName | None, typer.Option(help="provider: claim and run jobs; verifier: re-execute "
-                                                       "sampled receipts and challenge (both sit on committees)")] = None,
+    role: Annotated[
+        RoleName | None,
+        typer.Option(
+            help="provider: claim and run jobs; verifier: re-execute sampled receipts and challenge "
+            "(both sit on committees)"
+        ),
+    ] = None,
     key_env: Annotated[str, typer.Option(help="environment variable holding the operator key")] = "HEARTH_WORKER_KEY",
     key_file: Annotated[Path | None, typer.Option(help="file holding the operator key (hex)")] = None,
-    devnet_role: Annotated[str | None, typer.Option(help="use this devnet account's key (provider, "
-                                                         "verifier, verifier2, cheater...)")] = None,
+    devnet_role: Annotated[
+        str | None, typer.Option(help="use this devnet account's key (provider, verifier, verifier2, cheater...)")
+    ] = None,
     cheat: Annotated[bool, typer.Option("--cheat", help="demo/test: perturb every output")] = False,
     once: Annotated[bool, typer.Option("--once", help="process what is there now, then exit")] = False,
     sample_all: Annotated[bool, typer.Option("--sample-all", help="verifier: re-execute every receipt")] = False,
-    broker: Annotated[str | None, typer.Option(help="Celery broker: 'sqlite' or a redis:// / amqp:// URL "
-                                                    "(default: run the model in this process)")] = None,
+    broker: Annotated[
+        str | None,
+        typer.Option(
+            help="Celery broker: 'sqlite' or a redis:// / amqp:// URL (default: run the model in this process)"
+        ),
+    ] = None,
     data_dir: Annotated[Path | None, typer.Option(help="data directory (HEARTH_DATA_DIR)")] = None,
     manifest: Annotated[Path | None, typer.Option(help="deployment manifest (HEARTH_MANIFEST)")] = None,
     rpc_url: Annotated[str | None, typer.Option(help="RPC URL, overriding the manifest's")] = None,
@@ -117,14 +132,25 @@ def run(
 ) -> None:
     """Run a worker node until interrupted (or one pass with --once)."""
     setup_logging(log_level)
-    updates: dict[str, Any] = {k: v for k, v in {
-        "role": role.value if role else None, "broker_url": broker, "data_dir": data_dir, "manifest": manifest, "rpc_url": rpc_url,
-        "blob_url": blob_url, "poll_interval_s": poll_interval}.items() if v is not None}
+    updates: dict[str, Any] = {
+        k: v
+        for k, v in {
+            "role": role.value if role else None,
+            "broker_url": broker,
+            "data_dir": data_dir,
+            "manifest": manifest,
+            "rpc_url": rpc_url,
+            "blob_url": blob_url,
+            "node_name": devnet_role,
+            "poll_interval_s": poll_interval,
+        }.items()
+        if v is not None
+    }
     try:
         base = WorkerSettings()
-        settings = WorkerSettings.model_validate({**base.model_dump(), **updates,
-                                                  "cheat": cheat or base.cheat,
-                                                  "sample_all": sample_all or base.sample_all})
+        settings = WorkerSettings.model_validate(
+            {**base.model_dump(), **updates, "cheat": cheat or base.cheat, "sample_all": sample_all or base.sample_all}
+        )
         key = resolve_key(settings, key_env, key_file, devnet_role)
         from worker.node.service import build_node
 

@@ -38,6 +38,8 @@ class WorkerSettings(BaseSettings):
 
     # -- who and what
     worker_key: SecretStr | None = None
+    node_name: str | None = None
+    """A label for log lines (default: the start of the operator address)."""
     role: Role = "provider"
     cheat: bool = False
     """Demo/test only: perturb every output (a cheating node that verifiers must catch)."""

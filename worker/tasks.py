@@ -69,8 +69,9 @@ def _delivered(req: ComputeRequest, owner: str, store: BlobStore) -> ComputeResu
     out = "0x" + bytes(rec.args["outputHash"]).hex()
     if not store.has(out):
         return None
-    return ComputeResult(req.job_id, req.input_blob, out, bytes(rec.args["outputHash"]), int(rec.args["units"]),
-                         computed=False)
+    return ComputeResult(
+        req.job_id, req.input_blob, out, bytes(rec.args["outputHash"]), int(rec.args["units"]), computed=False
+    )
 
 
 @shared_task(  # type: ignore[untyped-decorator]
@@ -84,8 +85,9 @@ def _delivered(req: ComputeRequest, owner: str, store: BlobStore) -> ComputeResu
     retry_jitter=True,
     max_retries=6,
 )
-def embed_batch(self: Task, items: list[list[Any]], runtime_hash: str, perturb: bool = False,
-                owner: str | None = None) -> list[dict[str, Any]]:
+def embed_batch(
+    self: Task, items: list[list[Any]], runtime_hash: str, perturb: bool = False, owner: str | None = None
+) -> list[dict[str, Any]]:
     """Embeds the inputs of ``items`` (``[[job_id, input_blob_id], ...]``) in token-budgeted
     batches; returns one dict per item (``ComputeResult`` / ``ComputeFailure`` fields)."""
     s = _settings()
@@ -101,10 +103,22 @@ def embed_batch(self: Task, items: list[list[Any]], runtime_hash: str, perturb: 
             if (hit := _delivered(r, owner, store)) is not None:
                 done[i] = hit
     todo = [i for i in range(len(reqs)) if i not in done]
-    outs = compute_jobs([reqs[i] for i in todo], store, encoder, perturb=perturb, max_tokens=s.max_tokens,
-                        max_batch_size=s.max_batch_size, max_input_bytes=s.max_input_bytes, memo=_memo())
+    outs = compute_jobs(
+        [reqs[i] for i in todo],
+        store,
+        encoder,
+        perturb=perturb,
+        max_tokens=s.max_tokens,
+        max_batch_size=s.max_batch_size,
+        max_input_bytes=s.max_input_bytes,
+        memo=_memo(),
+    )
     done.update(zip(todo, outs, strict=True))
     result = [done[i].to_dict() for i in range(len(reqs))]
-    log.info("embed_batch task=%s jobs=%s computed=%d", self.request.id, [r.job_id for r in reqs],
-             sum(1 for d in result if d.get("computed")))
+    log.info(
+        "embed_batch task=%s jobs=%s computed=%d",
+        self.request.id,
+        [r.job_id for r in reqs],
+        sum(1 for d in result if d.get("computed")),
+    )
     return result

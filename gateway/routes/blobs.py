@@ -63,8 +63,10 @@ def download_blob(blob_id: BlobIdPath, ctx: CtxDep) -> Response:
                              "Cache-Control": "public, max-age=31536000, immutable"})
 
 
-@router.head("/{blob_id}", summary="Whether a blob is stored (200 or 404)", response_class=Response)
+@router.head("/{blob_id}", response_class=Response, include_in_schema=False)
 def head_blob(blob_id: BlobIdPath, ctx: CtxDep) -> Response:
+    """200 if stored, else 404, with no body (HEAD answers never carry one, so it stays out of
+    the schema, whose error responses all have JSON bodies)."""
     bid = parse_blob_id(blob_id)
     if not ctx.blobs.has(bid):
         return Response(status_code=404)

@@ -31,9 +31,11 @@ def _message(u: dict[str, Any], kind: str = "job") -> dict[str, str]:
 
 async def _stream(request: Request, ctx: Context, sub: Subscription,
                   first: list[dict[str, Any]], until_terminal: bool) -> AsyncIterator[dict[str, str]]:
+    seen_block, seen_rank = -1, -1
     try:
         for u in first:
             yield _message(u, "snapshot")
+            seen_block, seen_rank = u["block"], index.STATES.index(u["status"])
             if until_terminal and u["status"] in index.TERMINAL_STATES:
                 return
         while True:
@@ -41,6 +43,10 @@ async def _stream(request: Request, ctx: Context, sub: Subscription,
                 u = await sub.queue.get()
                 if u is None:
                     return
+                # The feed may still deliver events the snapshot already covers.
+                if u["block"] < seen_block or (u["block"] == seen_block and
+                                               index.STATES.index(u["status"]) <= seen_rank):
+                    continue
                 yield _message(u)
                 if until_terminal and u["status"] in index.TERMINAL_STATES:
                     return

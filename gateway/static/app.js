@@ -36,6 +36,19 @@ async function api(path, opts = {}) {
 
 const feedListeners = new Set();
 let feedSource = null;
+async function seedFeed() {
+  // Until live events arrive, show the latest state of the most recent jobs.
+  try {
+    const page = await api("/v1/jobs?limit=12");
+    for (const j of page.items.slice().reverse()) {
+      const last = j.history[j.history.length - 1] || {block: j.updated_block, at: 0};
+      const u = {job_id: j.job_id, status: j.status, event: "latest", block: last.block, at: last.at};
+      pushFeed($("#feed-mini"), u, 12); pushFeed($("#feed"), u);
+    }
+    document.querySelectorAll(".feed li.fresh").forEach((li) => li.classList.remove("fresh"));
+  } catch (e) { /* the index may not be up yet */ }
+}
+
 function startFeed() {
   if (feedSource) return;
   feedSource = new EventSource("/v1/events/jobs");
@@ -93,7 +106,7 @@ async function loadOverview() {
     ["Active providers", `${stats.providers_active} / ${stats.providers_total}`],
     ["Active stake (HST)", hst(stats.active_stake)],
     ["Median latency", stats.median_latency_s === null ? "–" : `${stats.median_latency_s.toFixed(1)} s`],
-    ["Price / 1M tokens", price ? `${usd(BigInt(price.price_per_unit) * 1000000n)} hUSD` : "–"],
+    ["Price / 1M tokens", price ? `${fmtUnits(BigInt(price.price_per_unit) * 1000000n, USD_DEC, 2)} hUSD` : "–"],
   ];
   $("#stats").innerHTML = cards.map(([l, v]) => `<div class="card"><div class="label">${l}</div><div class="value">${esc(v)}</div></div>`).join("");
   $("#providers-mini tbody").innerHTML = providers.map((p) => providerRow(p, false)).join("");
@@ -246,7 +259,7 @@ function route() {
 $("#connect").addEventListener("click", () => connect().catch((e) => log(e.message, "err")));
 $("#submit").addEventListener("click", submitJob);
 window.addEventListener("hashchange", route);
-startFeed();
+seedFeed().then(startFeed);
 loadChain();
 setInterval(loadChain, 5000);
 route();

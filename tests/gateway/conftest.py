@@ -78,7 +78,8 @@ class Stack:
         )
         sig = eip712.sign_job_request(self.key(role), req, chain_id or h.chain_id, market or h.market.address)
         return {
-            "request": {"client": client, "modelId": "0x" + req.model_id.hex(), "inputHash": "0x" + req.input_hash.hex(),
+            "request": {"client": client, "modelId": "0x" + req.model_id.hex(),
+                        "inputHash": "0x" + req.input_hash.hex(),
                         "maxPayment": str(req.max_payment), "deadline": req.deadline, "nonce": str(req.nonce)},
             "signature": "0x" + sig.hex(), "input": data.decode(),
         }
@@ -117,7 +118,7 @@ class _Server(threading.Thread):
         super().__init__(daemon=True, name="gateway-test-server")
         import uvicorn
 
-        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning",
+        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", ws="none",
                                                     lifespan="on"))
 
     def run(self) -> None:

@@ -55,7 +55,7 @@ def test_anvil_reorg_events_disappear(
     assert_index_matches_chain(ix)
 
 
-@pytest.mark.parametrize("depth", DEPTHS)
+@pytest.mark.parametrize("depth", [2, 3, 20, 25])  # depth 1 has no other block to move to
 def test_anvil_reorg_events_reappear_in_other_blocks_and_change(
     make_indexer: MakeIndexer, proto: Protocol, ichain: ReorgChain, depth: int,
 ) -> None:
@@ -100,11 +100,10 @@ def test_evm_revert_to_a_snapshot_then_other_actions(
     make_indexer: MakeIndexer, proto: Protocol, ichain: ReorgChain, depth: int,
 ) -> None:
     ix = make_indexer()
-    first = busy(proto, ichain, 3)
+    busy(proto, ichain, 3)
     snap = ichain.snapshot()
     ix.sync()
     busy(proto, ichain, depth)
-    proto.claim(first[0], provider="cheater") if len(first) else None
     ix.sync()
     ichain.revert(snap)
     proto.unbond("cheater")

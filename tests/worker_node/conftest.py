@@ -36,15 +36,22 @@ def executor(store: LocalBlobStore, encoder: Any) -> InProcessExecutor:
 
 
 @pytest.fixture
-def make_node(fresh: Any, store: LocalBlobStore, executor: InProcessExecutor,
-              tmp_path: Path) -> Iterator[Callable[..., Node]]:
+def make_node(
+    fresh: Any, store: LocalBlobStore, executor: InProcessExecutor, tmp_path: Path
+) -> Iterator[Callable[..., Node]]:
     """``make_node("provider", cheat=True, ...)``: a node for that devnet account."""
     made: list[Node] = []
 
     def make(who: str, **cfg: Any) -> Node:
         cfg.setdefault("withdraw_interval_s", 0)
-        n = Node(fresh.hearth, fresh.accounts[who].key, store, executor, NodeConfig(name=who, **cfg),
-                 state_dir=tmp_path / "state")
+        n = Node(
+            fresh.hearth,
+            fresh.accounts[who].key,
+            store,
+            executor,
+            NodeConfig(name=who, **cfg),
+            state_dir=tmp_path / "state",
+        )
         made.append(n)
         return n
 
@@ -64,7 +71,5 @@ def post_job(fresh: Any, store: LocalBlobStore) -> Callable[..., tuple[int, str]
 
 
 def job_logs(h: Any, event: str, job_id: int) -> list[Any]:
-    """Every ``event`` log of the market for ``job_id``."""
-    return [e for e in h.job_events(job_id) if e.name == event] if event in (
-        "JobPosted", "JobClaimed", "ReceiptSubmitted", "JobChallenged", "DisputeResolved", "JobFinalized",
-        "JobRefunded") else []
+    """Every ``event`` log of the market for ``job_id`` (a job lifecycle event)."""
+    return [e for e in h.job_events(job_id) if e.name == event]

@@ -50,9 +50,28 @@ def ensure_redis() -> None:
         pytest.fail("Redis is not running on 127.0.0.1:6379 and redis-server is not installed")
     for d in ("/var/lib/redis", "/var/log/redis"):
         Path(d).mkdir(parents=True, exist_ok=True)
-    subprocess.run([server, "--daemonize", "yes", "--bind", "127.0.0.1", "-::1", "--port", "6379", "--save", "",
-                    "--appendonly", "no", "--dir", "/var/lib/redis", "--logfile", "/var/log/redis/ci.log"],
-                   check=False, timeout=30)
+    subprocess.run(
+        [
+            server,
+            "--daemonize",
+            "yes",
+            "--bind",
+            "127.0.0.1",
+            "-::1",
+            "--port",
+            "6379",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            "/var/lib/redis",
+            "--logfile",
+            "/var/log/redis/ci.log",
+        ],
+        check=False,
+        timeout=30,
+    )
     for _ in range(50):
         if _redis_up():
             return
@@ -69,9 +88,10 @@ class CeleryEnv:
     log: Path
 
 
-@pytest.fixture(scope="module", params=["sqlite", "redis"])
-def celery_env(request: pytest.FixtureRequest, devnet: Any, tmp_path_factory: pytest.TempPathFactory,
-               encoder: Any) -> Iterator[CeleryEnv]:
+@pytest.fixture(scope="module", params=["sqlite", pytest.param("redis", marks=pytest.mark.redis)])
+def celery_env(
+    request: pytest.FixtureRequest, devnet: Any, tmp_path_factory: pytest.TempPathFactory, encoder: Any
+) -> Iterator[CeleryEnv]:
     """A real ``celery worker`` process (solo pool) on its own queue, sharing the data dir."""
     transport = request.param
     data = tmp_path_factory.mktemp(f"celery-{transport}")
@@ -83,13 +103,35 @@ def celery_env(request: pytest.FixtureRequest, devnet: Any, tmp_path_factory: py
         env |= {"HEARTH_BROKER_URL": REDIS_URL, "HEARTH_RESULT_BACKEND": REDIS_URL}
     else:
         env |= {"HEARTH_BROKER_URL": "sqlite"}
-    settings = WorkerSettings(data_dir=data, queue=queue, broker_url=env["HEARTH_BROKER_URL"],
-                              result_backend=env.get("HEARTH_RESULT_BACKEND"))
+    settings = WorkerSettings(
+        data_dir=data, queue=queue, broker_url=env["HEARTH_BROKER_URL"], result_backend=env.get("HEARTH_RESULT_BACKEND")
+    )
     log = data / "worker.log"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "celery", "-A", "worker.celery_app", "worker", "--pool=solo", "-c", "1", "-Q", queue,
-         "-n", f"{queue}@%h", "--loglevel=INFO", "--without-gossip", "--without-mingle", "--without-heartbeat"],
-        cwd=ROOT, env={**os.environ, **env}, stdout=log.open("wb"), stderr=subprocess.STDOUT)
+        [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "worker.celery_app",
+            "worker",
+            "--pool=solo",
+            "-c",
+            "1",
+            "-Q",
+            queue,
+            "-n",
+            f"{queue}@%h",
+            "--loglevel=INFO",
+            "--without-gossip",
+            "--without-mingle",
+            "--without-heartbeat",
+        ],
+        cwd=ROOT,
+        env={**os.environ, **env},
+        stdout=log.open("wb"),
+        stderr=subprocess.STDOUT,
+    )
     try:
         deadline = time.monotonic() + 60
         while b" ready." not in log.read_bytes():
@@ -140,7 +182,8 @@ def test_embed_batch_reports_a_tampered_input_as_a_permanent_failure(celery_env:
 
 
 def test_node_delivers_through_celery_and_a_delivered_job_is_not_recomputed(
-        celery_env: CeleryEnv, fresh: Any, encoder: Any, tmp_path: Path) -> None:
+    celery_env: CeleryEnv, fresh: Any, encoder: Any, tmp_path: Path
+) -> None:
     from worker.node.demo import post_embedding_job
     from worker.node.node import Node, NodeConfig
 

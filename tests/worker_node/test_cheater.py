@@ -19,14 +19,18 @@ def _snapshot(h: Any, acc: Any) -> dict[str, dict[str, int]]:
     out = {}
     for role in ("client", "provider", "cheater", "verifier", "verifier2", "treasury"):
         a = acc[role].address
-        out[role] = {"usd": h.usd.functions.balanceOf(a).call(), "hst": h.hst.functions.balanceOf(a).call(),
-                     "staked": h.staking.functions.getProvider(a).call()[0],
-                     "credit": h.market.functions.balanceOf(a).call()}
+        out[role] = {
+            "usd": h.usd.functions.balanceOf(a).call(),
+            "hst": h.hst.functions.balanceOf(a).call(),
+            "staked": h.staking.functions.getProvider(a).call()[0],
+            "credit": h.market.functions.balanceOf(a).call(),
+        }
     return out
 
 
 def test_cheater_is_caught_by_a_verifier_voted_down_slashed_and_jailed(
-        fresh: Any, chain: Any, make_node: Any, post_job: Any, encoder: Any) -> None:
+    fresh: Any, chain: Any, make_node: Any, post_job: Any, encoder: Any
+) -> None:
     h, acc = fresh.hearth, fresh.accounts
     honest = make_node("provider")
     cheater = make_node("cheater", cheat=True)
@@ -65,8 +69,10 @@ def test_cheater_is_caught_by_a_verifier_voted_down_slashed_and_jailed(
     assert revealed == {"provider": [job_b], "cheater": [], "verifier": [], "verifier2": [job_b]}
     # Both voted the honest output of job B, which is not the cheater's.
     honest_b = output_hash(encoder.encode(["A cheated answer."]))
-    reveals = {ev["args"]["voter"]: bytes(ev["args"]["outputHash"]) for ev in honest.reader.logs(
-        ["VoteRevealed"], h.manifest.deployment_block, h.w3.eth.block_number)}
+    reveals = {
+        ev["args"]["voter"]: bytes(ev["args"]["outputHash"])
+        for ev in honest.reader.logs(["VoteRevealed"], h.manifest.deployment_block, h.w3.eth.block_number)
+    }
     assert reveals == {acc["provider"].address: honest_b, acc["verifier2"].address: honest_b}
     assert h.job(job_b).output_hash != honest_b
 
@@ -117,4 +123,4 @@ def test_cheater_is_caught_by_a_verifier_voted_down_slashed_and_jailed(
     job_c, _ = post_job(["After the slash."])
     assert cheater.tick().claimed == []
     assert h.status(job_c) == Status.POSTED
-    assert BOND == h.market.functions.params().call()[2]
+    assert h.market.functions.params().call()[2] == BOND

@@ -29,8 +29,14 @@ def _node_process(data_dir: Path, *args: str, crash_at: str | None = None) -> su
     env.pop("HEARTH_BROKER_URL", None)
     if crash_at:
         env["HEARTH_WORKER_CRASH_AT"] = crash_at
-    return subprocess.run([sys.executable, "-m", "worker", "run", "--devnet-role", "provider", "--once", *args],
-                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "worker", "run", "--devnet-role", "provider", "--once", *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 @pytest.fixture
@@ -41,8 +47,11 @@ def data_dir(fresh: Any, tmp_path: Path) -> Path:
 
 
 def _counts(h: Any, job_id: int) -> tuple[int, int, int]:
-    return (len(job_logs(h, "JobClaimed", job_id)), len(job_logs(h, "ReceiptSubmitted", job_id)),
-            len(job_logs(h, "JobFinalized", job_id)))
+    return (
+        len(job_logs(h, "JobClaimed", job_id)),
+        len(job_logs(h, "ReceiptSubmitted", job_id)),
+        len(job_logs(h, "JobFinalized", job_id)),
+    )
 
 
 def test_node_killed_after_claim_resumes_and_claims_nothing_twice(fresh: Any, data_dir: Path, post_job: Any) -> None:
@@ -64,7 +73,8 @@ def test_node_killed_after_claim_resumes_and_claims_nothing_twice(fresh: Any, da
 
 
 def test_node_killed_after_receipt_restarts_without_resubmitting_and_finalizes(
-        fresh: Any, chain: Any, data_dir: Path, post_job: Any) -> None:
+    fresh: Any, chain: Any, data_dir: Path, post_job: Any
+) -> None:
     h = fresh.hearth
     provider = fresh.accounts["provider"].address
     jobs = [post_job([f"job {i}"])[0] for i in range(2)]
@@ -92,7 +102,8 @@ def test_node_killed_after_receipt_restarts_without_resubmitting_and_finalizes(
 
 @pytest.mark.parametrize("step", ["claim", "submit_receipt"])
 def test_crash_between_a_mined_transaction_and_its_state_write_is_recovered_from_the_chain(
-        fresh: Any, make_node: Any, post_job: Any, monkeypatch: pytest.MonkeyPatch, step: str) -> None:
+    fresh: Any, make_node: Any, post_job: Any, monkeypatch: pytest.MonkeyPatch, step: str
+) -> None:
     h = fresh.hearth
     provider = fresh.accounts["provider"].address
     job_id, _ = post_job(["crash in the window"])
@@ -118,3 +129,43 @@ def test_crash_between_a_mined_transaction_and_its_state_write_is_recovered_from
     assert _counts(h, job_id) == (1, 1, 0)
     assert h.w3.eth.get_transaction_count(provider) == nonce0 + 2
     assert restarted.state.get(JobRow, job_id).phase == Phase.DELIVERED  # type: ignore[union-attr]
+
+
+def test_committee_member_killed_after_its_commit_reveals_with_the_kept_salt(
+    fresh: Any, chain: Any, make_node: Any, post_job: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    h, acc = fresh.hearth, fresh.accounts
+    cheater = make_node("cheater", cheat=True)
+    verifier = make_node("verifier", role="verifier", sample_all=True)
+    job_id, _ = post_job(["disputed"])
+    cheater.tick()
+    assert verifier.tick().challenged == [job_id]
+    member = make_node("provider")
+    sender = h.sender(acc["provider"].key)
+    real_send = sender.send
+
+    def send_then_die(fn: Any, **kw: Any) -> Any:
+        rcpt = real_send(fn, **kw)
+        if fn.fn_name == "commitVote":
+            raise Crash
+        return rcpt
+
+    monkeypatch.setattr(sender, "send", send_then_die)
+    with pytest.raises(Crash):
+        member.tick()
+    monkeypatch.undo()
+    member.close()
+    nonce = h.w3.eth.get_transaction_count(acc["provider"].address)
+
+    restarted = make_node("provider")
+    assert restarted.tick().committed == []  # already on chain: not sent again
+    assert h.w3.eth.get_transaction_count(acc["provider"].address) == nonce
+    chain.advance(300)
+    assert restarted.tick().revealed == [job_id]  # the salt survived the crash
+    votes = list(
+        restarted.reader.logs(["VoteCommitted", "VoteRevealed"], h.manifest.deployment_block, h.w3.eth.block_number)
+    )
+    assert sorted(v["event"] for v in votes if v["args"]["voter"] == acc["provider"].address) == [
+        "VoteCommitted",
+        "VoteRevealed",
+    ]

@@ -22,7 +22,8 @@ def _set_sample_rate(fresh: Any, rate_bps: int) -> None:
 
 @pytest.mark.parametrize("rate_bps", [0, 10_000])
 def test_verifier_samples_receipts_by_the_hash_of_the_block_after_them(
-        fresh: Any, chain: Any, make_node: Any, post_job: Any, rate_bps: int) -> None:
+    fresh: Any, chain: Any, make_node: Any, post_job: Any, rate_bps: int
+) -> None:
     _set_sample_rate(fresh, rate_bps)
     h = fresh.hearth
     cheater = make_node("cheater", cheat=True)
@@ -60,7 +61,8 @@ def test_sample_draw_is_keccak_of_next_block_hash_and_job_id(fresh: Any, chain: 
 
 
 def test_wrong_challenge_is_voted_down_and_the_provider_gets_the_bond(
-        fresh: Any, chain: Any, make_node: Any, post_job: Any) -> None:
+    fresh: Any, chain: Any, make_node: Any, post_job: Any
+) -> None:
     h, acc = fresh.hearth, fresh.accounts
     honest = make_node("provider")
     bad_verifier = make_node("verifier", role="verifier", sample_all=True, cheat=True)  # recomputes wrongly
@@ -74,14 +76,17 @@ def test_wrong_challenge_is_voted_down_and_the_provider_gets_the_bond(
     for n in (honest, *others):
         n.tick()
     chain.advance(300)
-    assert [j for n in (bad_verifier, honest, *others) for j in n.tick().resolved] == [job_id]
+    reports = {n.config.name: n.tick() for n in (bad_verifier, honest, *others)}
+    assert [j for r in reports.values() for j in r.resolved] == [job_id]
     res = job_logs(h, "DisputeResolved", job_id)[0].args
     assert res["providerWon"] is True and res["slashed"] == 0
-    # The receipt stood: the window closed at the resolution, so the provider finalizes now.
-    rep = honest.tick()
+    # The receipt stood and its window closed at the resolution: the provider, looking after
+    # the verifier resolved it, finalizes in the same pass and withdraws.
+    rep = reports["provider"]
     assert rep.finalized == [job_id]
     pay = job_logs(h, "ReceiptSubmitted", job_id)[0].args["payment"]
     assert rep.withdrawn == pay - pay * 500 // 10_000 + 5 * USD  # earnings + the challenger's bond
+    assert h.status(job_id) == Status.FINALIZED
     assert honest.state.get(JobRow, job_id).phase == Phase.FINALIZED  # type: ignore[union-attr]
     assert bad_verifier.state.get(DisputeRow, job_id).outcome == "provider won"  # type: ignore[union-attr]
     assert h.staking.functions.isActive(acc["provider"].address).call() is True

@@ -39,7 +39,7 @@ logger = logging.getLogger(__name__)
 ROW_BLOCK = 64
 """Rows per GEMM call. Part of the numerics: changing it requires a new KERNEL_VERSION."""
 
-_SM_SCALE = HEAD_DIM**-0.5  # 0.125, a power of two: scaling q by it is exact
+_SM_SCALE = HEAD_DIM**-0.5  # head dim 32
 
 BlockFn = Callable[..., torch.Tensor]
 
@@ -79,13 +79,15 @@ def post_attention_block(
 
 
 def attention_one(qkv: torch.Tensor) -> torch.Tensor:
-    """Self-attention of one sequence over its own L tokens: `[L, 3*HIDDEN] -> [L, HIDDEN]`."""
+    """Self-attention of one sequence over its own L tokens: `[L, 3*HIDDEN] -> [L, HIDDEN]`.
+
+    One `scaled_dot_product_attention` call with no mask: its blocking and reduction order are
+    a function of L (and its result does not depend on the thread count, tested).
+    """
     length = qkv.shape[0]
-    heads = qkv.view(length, 3, NUM_HEADS, HEAD_DIM).permute(1, 2, 0, 3).contiguous()
-    q, k, v = heads[0] * _SM_SCALE, heads[1], heads[2]
-    probs = torch.softmax(torch.matmul(q.float(), k.float().transpose(1, 2)), dim=-1)
-    ctx = torch.matmul(probs.to(v.dtype), v)  # [H, L, D]
-    return ctx.transpose(0, 1).reshape(length, HIDDEN)
+    heads = qkv.view(length, 3, NUM_HEADS, HEAD_DIM).permute(1, 2, 0, 3).unsqueeze(1)
+    ctx = F.scaled_dot_product_attention(heads[0], heads[1], heads[2], scale=_SM_SCALE)
+    return ctx[0].transpose(0, 1).reshape(length, HIDDEN)
 
 
 def _embed(weights: MiniLMWeights, batch: PackedBatch, rows: int) -> torch.Tensor:

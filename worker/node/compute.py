@@ -48,13 +48,25 @@ class ComputeResult:
     """False when an earlier run's stored output was reused (idempotent re-delivery)."""
 
     def to_dict(self) -> dict[str, Any]:
-        return {"job_id": self.job_id, "input_blob": self.input_blob, "output_blob": self.output_blob,
-                "output_hash": "0x" + self.output_hash.hex(), "units": self.units, "computed": self.computed}
+        return {
+            "job_id": self.job_id,
+            "input_blob": self.input_blob,
+            "output_blob": self.output_blob,
+            "output_hash": "0x" + self.output_hash.hex(),
+            "units": self.units,
+            "computed": self.computed,
+        }
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> ComputeResult:
-        return cls(int(d["job_id"]), str(d["input_blob"]), str(d["output_blob"]),
-                   bytes.fromhex(str(d["output_hash"]).removeprefix("0x")), int(d["units"]), bool(d["computed"]))
+        return cls(
+            int(d["job_id"]),
+            str(d["input_blob"]),
+            str(d["output_blob"]),
+            bytes.fromhex(str(d["output_hash"]).removeprefix("0x")),
+            int(d["units"]),
+            bool(d["computed"]),
+        )
 
 
 @dataclass(frozen=True)
@@ -67,8 +79,7 @@ class ComputeFailure:
     permanent: bool
 
     def to_dict(self) -> dict[str, Any]:
-        return {"job_id": self.job_id, "input_blob": self.input_blob, "error": self.error,
-                "permanent": self.permanent}
+        return {"job_id": self.job_id, "input_blob": self.input_blob, "error": self.error, "permanent": self.permanent}
 
 
 Outcome = ComputeResult | ComputeFailure
@@ -99,20 +110,24 @@ class ResultMemo:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute(
             "CREATE TABLE IF NOT EXISTS memo (input_blob TEXT, runtime TEXT, perturbed INTEGER,"
-            " output_blob TEXT NOT NULL, units INTEGER NOT NULL, PRIMARY KEY (input_blob, runtime, perturbed))")
+            " output_blob TEXT NOT NULL, units INTEGER NOT NULL, PRIMARY KEY (input_blob, runtime, perturbed))"
+        )
         self._lock = threading.Lock()
 
     def get(self, input_blob: str, runtime: bytes, perturbed: bool) -> tuple[str, int] | None:
         with self._lock:
             row = self._db.execute(
                 "SELECT output_blob, units FROM memo WHERE input_blob=? AND runtime=? AND perturbed=?",
-                (input_blob, runtime.hex(), int(perturbed))).fetchone()
+                (input_blob, runtime.hex(), int(perturbed)),
+            ).fetchone()
         return (str(row[0]), int(row[1])) if row else None
 
     def put(self, input_blob: str, runtime: bytes, perturbed: bool, output_blob: str, units: int) -> None:
         with self._lock:
-            self._db.execute("INSERT OR REPLACE INTO memo VALUES (?, ?, ?, ?, ?)",
-                             (input_blob, runtime.hex(), int(perturbed), output_blob, units))
+            self._db.execute(
+                "INSERT OR REPLACE INTO memo VALUES (?, ?, ?, ?, ?)",
+                (input_blob, runtime.hex(), int(perturbed), output_blob, units),
+            )
 
     def close(self) -> None:
         self._db.close()
@@ -152,8 +167,11 @@ def compute_jobs(
         token_ids[i] = encoder.tokenize(texts)
 
     # One plan over every text of every job: batches are cut by padded-token budget.
-    items = [QueuedItem(f"{i:08d}:{k:05d}", "", len(ids))
-             for i, per_job in token_ids.items() for k, ids in enumerate(per_job)]
+    items = [
+        QueuedItem(f"{i:08d}:{k:05d}", "", len(ids))
+        for i, per_job in token_ids.items()
+        for k, ids in enumerate(per_job)
+    ]
     rows: dict[str, np.ndarray] = {}
     for batch in plan_batches(items, max_tokens=max_tokens, max_batch_size=max_batch_size):
         ids = [token_ids[int(it.id[:8])][int(it.id[9:])] for it in batch]

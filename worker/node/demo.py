@@ -21,8 +21,14 @@ from worker.node import jobio
 log = logging.getLogger(__name__)
 
 
-def post_embedding_job(h: Hearth, store: BlobStore, client_key: str, texts: str | Sequence[str],
-                       max_payment: int, deadline_in_s: int = 3600) -> tuple[int, str]:
+def post_embedding_job(
+    h: Hearth,
+    store: BlobStore,
+    client_key: str,
+    texts: str | Sequence[str],
+    max_payment: int,
+    deadline_in_s: int = 3600,
+) -> tuple[int, str]:
     """Uploads the input blob, approves the escrow if needed and posts the job from the
     client's wallet; returns (job id, input blob id)."""
     data = jobio.encode_input(texts)
@@ -63,8 +69,12 @@ def balances(h: Hearth, accounts: dict[str, Any]) -> dict[str, dict[str, int]]:
     for role in ("client", "provider", "cheater", "verifier", "verifier2", "treasury"):
         a = accounts[role].address
         info = h.staking.functions.getProvider(a).call()
-        out[role] = {"usd": h.usd.functions.balanceOf(a).call(), "hst": h.hst.functions.balanceOf(a).call(),
-                     "staked": int(info[0]), "credit": h.market.functions.balanceOf(a).call()}
+        out[role] = {
+            "usd": h.usd.functions.balanceOf(a).call(),
+            "hst": h.hst.functions.balanceOf(a).call(),
+            "staked": int(info[0]),
+            "credit": h.market.functions.balanceOf(a).call(),
+        }
     return out
 
 
@@ -83,8 +93,9 @@ def run_cheater_demo(work_dir: Path | None = None) -> DemoOutcome:
         ex = InProcessExecutor(store)
 
         def node(who: str, **cfg: Any) -> Node:
-            return Node(h, acc[who].key, store, ex, NodeConfig(name=who, withdraw_interval_s=0, **cfg),
-                        state_dir=root / "state")
+            return Node(
+                h, acc[who].key, store, ex, NodeConfig(name=who, withdraw_interval_s=0, **cfg), state_dir=root / "state"
+            )
 
         honest, cheater = node("provider"), node("cheater", cheat=True)
         verifier = node("verifier", role="verifier", sample_all=True)
@@ -95,8 +106,13 @@ def run_cheater_demo(work_dir: Path | None = None) -> DemoOutcome:
         before = balances(h, acc)
         client = acc["client"].key
         log.info("client posts job A; the honest node takes it")
-        job_a, _ = post_embedding_job(h, store, client, ["Hearth runs inference on GPUs anyone can contribute.",
-                                                          "Every result is bound to an on-chain receipt."], 10**6)
+        job_a, _ = post_embedding_job(
+            h,
+            store,
+            client,
+            ["Hearth runs inference on GPUs anyone can contribute.", "Every result is bound to an on-chain receipt."],
+            10**6,
+        )
         honest.tick()
         log.info("client posts job B; the cheating node takes it and delivers a perturbed embedding")
         job_b, _ = post_embedding_job(h, store, client, ["A cheater flips one bit of the output."], 10**6)
@@ -113,11 +129,11 @@ def run_cheater_demo(work_dir: Path | None = None) -> DemoOutcome:
         for n in everyone:
             n.tick()
         advance(h, int(p[8]))  # reveal period
-        log.info("dispute over: anyone resolves it")
+        log.info("reveal phase over: anyone resolves the dispute; job A's challenge window has passed too")
         for n in everyone:
             n.tick()
-        advance(h, int(p[6]))  # challenge window of job A
-        log.info("job A's window has passed: the honest node finalizes and everyone withdraws")
+        advance(h, int(p[6]))
+        log.info("everyone withdraws what is credited to them")
         for n in everyone:
             n.tick(final=True)
         info = h.staking.functions.getProvider(acc["cheater"].address).call()

@@ -166,7 +166,8 @@ class Node:
         self.state = NodeState(state_path(state_dir, hearth, self.address))
         self.reader = ChainReader(hearth, self.config.log_chunk_blocks)
         self.source: JobSource = job_source or ChainJobSource(
-            hearth, self.state, [self.model_id], self.config.log_chunk_blocks)
+            hearth, self.state, [self.model_id], self.config.log_chunk_blocks
+        )
         self._checkpoint = checkpoint
         self._reconciled = False
         self._last_withdraw = -math.inf
@@ -183,13 +184,25 @@ class Node:
         st = self.h.staking.functions
         active = st.isActive(self.address).call()
         serves = st.serves(self.address, self.model_id).call()
-        self.log.info("node %s role=%s model=%s runtime=%s gpu=%s source=%s active=%s serving=%s%s",
-                 self.address, self.config.role, _h(self.model_id)[:10], _h(self.runtime_hash)[:10],
-                 self.config.gpu_class, self.source.name, active, serves,
-                 " CHEATING (perturbed outputs)" if self.config.cheat else "")
+        self.log.info(
+            "node %s role=%s model=%s runtime=%s gpu=%s source=%s active=%s serving=%s%s",
+            self.address,
+            self.config.role,
+            _h(self.model_id)[:10],
+            _h(self.runtime_hash)[:10],
+            self.config.gpu_class,
+            self.source.name,
+            active,
+            serves,
+            " CHEATING (perturbed outputs)" if self.config.cheat else "",
+        )
         if not (active and serves):
-            self.log.warning("node %s is not an active staked provider serving model %s: it cannot claim, "
-                        "challenge or sit on committees", self.address, _h(self.model_id))
+            self.log.warning(
+                "node %s is not an active staked provider serving model %s: it cannot claim, "
+                "challenge or sit on committees",
+                self.address,
+                _h(self.model_id),
+            )
 
     def run(self, stop: threading.Event, *, once: bool = False) -> None:
         """Ticks every ``poll_interval_s`` until ``stop`` is set (one tick with ``once``)."""
@@ -203,8 +216,11 @@ class Node:
                 if once:
                     raise
                 self.consecutive_failures += 1
-                self.log.exception("tick failed (%d in a row); retrying in %.1fs",
-                              self.consecutive_failures, self.config.poll_interval_s)
+                self.log.exception(
+                    "tick failed (%d in a row); retrying in %.1fs",
+                    self.consecutive_failures,
+                    self.config.poll_interval_s,
+                )
             if once:
                 return
             stop.wait(self.config.poll_interval_s)
@@ -280,13 +296,15 @@ class Node:
             row.phase = Phase.REFUNDED
         if row.phase != before:
             self.state.upsert(row)
-            self.log.info("job %d: %s -> %s (from chain) %s", row.job_id, before, row.phase,
-                     _kv(job=row.job_id, note=row.note))
+            self.log.info(
+                "job %d: %s -> %s (from chain) %s", row.job_id, before, row.phase, _kv(job=row.job_id, note=row.note)
+            )
         return row
 
     def _reconcile(self) -> None:
-        rows = self.state.jobs(Phase.CLAIMING, Phase.CLAIMED, Phase.COMPUTED, Phase.SUBMITTING,
-                               Phase.DELIVERED, Phase.CHALLENGED)
+        rows = self.state.jobs(
+            Phase.CLAIMING, Phase.CLAIMED, Phase.COMPUTED, Phase.SUBMITTING, Phase.DELIVERED, Phase.CHALLENGED
+        )
         if rows:
             self.log.info("resuming %d open jobs from %s", len(rows), self.state.path)
         for row in rows:
@@ -301,7 +319,8 @@ class Node:
             found = self.source.poll(safe)
         for c in found:
             if self.state.get(JobRow, c.job_id) is None and self.state.insert_new(
-                    CandidateRow(c.job_id, _h(c.input_hash), c.deadline)):
+                CandidateRow(c.job_id, _h(c.input_hash), c.deadline)
+            ):
                 self.log.debug("found job %d", c.job_id)
 
     def _drop(self, c: CandidateRow, why: str) -> None:
@@ -326,8 +345,9 @@ class Node:
                 self._drop(c, status.label)
                 continue
             try:
-                jobio.decode_input(self.store.get(c.input_hash, max_bytes=self.config.max_input_bytes),
-                                   self.config.max_input_bytes)
+                jobio.decode_input(
+                    self.store.get(c.input_hash, max_bytes=self.config.max_input_bytes), self.config.max_input_bytes
+                )
             except (BlobNotFoundError, BlobUnavailableError) as exc:
                 c.attempts += 1
                 c.next_try = wall + self.config.input_retry_s
@@ -361,8 +381,11 @@ class Node:
             if rcpt is not None:
                 row.phase, row.claim_tx = Phase.CLAIMED, tx_hex(rcpt)
                 self.state.upsert(row)
-                self.log.info("claimed %s", _kv(job=c.job_id, block=rcpt["blockNumber"], tx=row.claim_tx),
-                         extra={"job_id": c.job_id, "block": rcpt["blockNumber"], "tx": row.claim_tx})
+                self.log.info(
+                    "claimed %s",
+                    _kv(job=c.job_id, block=rcpt["blockNumber"], tx=row.claim_tx),
+                    extra={"job_id": c.job_id, "block": rcpt["blockNumber"], "tx": row.claim_tx},
+                )
             c.state, c.note = "claimed", None
             self.state.upsert(c)
             rep.claimed.append(c.job_id)
@@ -381,8 +404,9 @@ class Node:
         if not rows:
             return
         t0 = time.monotonic()
-        outcomes = self.executor.run([ComputeRequest(r.job_id, r.input_hash) for r in rows],
-                                     perturb=self.config.cheat, owner=self.address)
+        outcomes = self.executor.run(
+            [ComputeRequest(r.job_id, r.input_hash) for r in rows], perturb=self.config.cheat, owner=self.address
+        )
         for r, o in zip(rows, outcomes, strict=True):
             if isinstance(o, ComputeResult):
                 r.phase, r.output_blob, r.output_hash = Phase.COMPUTED, o.output_blob, _h(o.output_hash)
@@ -399,8 +423,12 @@ class Node:
                     self.log.warning("job %d compute failed (will retry): %s", r.job_id, o.error)
                 self.state.upsert(r)
         if rep.computed:
-            self.log.info("computed %d jobs in %.2fs %s", len(rep.computed), time.monotonic() - t0,
-                     _kv(jobs=rep.computed, units=sum(r.units or 0 for r in rows if r.job_id in rep.computed)))
+            self.log.info(
+                "computed %d jobs in %.2fs %s",
+                len(rep.computed),
+                time.monotonic() - t0,
+                _kv(jobs=rep.computed, units=sum(r.units or 0 for r in rows if r.job_id in rep.computed)),
+            )
         self._checked("after_compute", rep.computed)
 
     def _deliver(self, now: int, rep: TickReport) -> None:
@@ -415,8 +443,9 @@ class Node:
             if job.status != Status.CLAIMED or not self._mine(job):
                 self._sync(r)
                 continue
-            receipt = Receipt(r.job_id, bytes.fromhex(r.output_hash[2:]), r.units, self.model_id,
-                              self.runtime_hash, self.gpu_class)
+            receipt = Receipt(
+                r.job_id, bytes.fromhex(r.output_hash[2:]), r.units, self.model_id, self.runtime_hash, self.gpu_class
+            )
             if r.signature is None:
                 r.signature = _h(self.h.sign_receipt(self.key, receipt))
             r.phase = Phase.SUBMITTING
@@ -432,9 +461,18 @@ class Node:
             r.challenge_end = int(ev["args"]["challengeEnd"])
             self.state.upsert(r)
             rep.delivered.append(r.job_id)
-            self.log.info("delivered %s", _kv(job=r.job_id, units=r.units, payment=ev["args"]["payment"],
-                                         output=r.output_hash[:18], block=rcpt["blockNumber"], tx=r.receipt_tx),
-                     extra={"job_id": r.job_id, "block": rcpt["blockNumber"], "tx": r.receipt_tx})
+            self.log.info(
+                "delivered %s",
+                _kv(
+                    job=r.job_id,
+                    units=r.units,
+                    payment=ev["args"]["payment"],
+                    output=r.output_hash[:18],
+                    block=rcpt["blockNumber"],
+                    tx=r.receipt_tx,
+                ),
+                extra={"job_id": r.job_id, "block": rcpt["blockNumber"], "tx": r.receipt_tx},
+            )
         self._checked("after_receipt", rep.delivered)
 
     def _settle(self, now: int, rep: TickReport) -> None:
@@ -457,9 +495,18 @@ class Node:
                 r.phase, r.finalize_tx = Phase.FINALIZED, tx_hex(rcpt)
                 self.state.upsert(r)
                 rep.finalized.append(r.job_id)
-                self.log.info("finalized %s", _kv(job=r.job_id, paid=a["providerAmount"], fee=a["fee"],
-                                             refund=a["clientRefund"], block=rcpt["blockNumber"], tx=r.finalize_tx),
-                         extra={"job_id": r.job_id, "block": rcpt["blockNumber"], "tx": r.finalize_tx})
+                self.log.info(
+                    "finalized %s",
+                    _kv(
+                        job=r.job_id,
+                        paid=a["providerAmount"],
+                        fee=a["fee"],
+                        refund=a["clientRefund"],
+                        block=rcpt["blockNumber"],
+                        tx=r.finalize_tx,
+                    ),
+                    extra={"job_id": r.job_id, "block": rcpt["blockNumber"], "tx": r.finalize_tx},
+                )
             elif job.status == Status.CHALLENGED:
                 if r.phase != Phase.CHALLENGED:
                     r.phase = Phase.CHALLENGED
@@ -468,8 +515,9 @@ class Node:
             else:
                 r = self._sync(r)
                 if r.phase == Phase.REFUNDED:
-                    self.log.error("job %d refunded to its client: this node lost the dispute and was slashed",
-                                   r.job_id)
+                    self.log.error(
+                        "job %d refunded to its client: this node lost the dispute and was slashed", r.job_id
+                    )
         self._checked("after_finalize", rep.finalized)
 
     # ------------------------------------------------------------------ verifier
@@ -483,9 +531,17 @@ class Node:
             a = ev["args"]
             if str(a["provider"]).lower() == me:
                 continue
-            self.state.insert_new(CheckRow(
-                int(a["jobId"]), str(a["provider"]), int(ev["blockNumber"]), _h(bytes(a["outputHash"])),
-                _h(bytes(a["runtimeHash"])), _h(bytes(a["gpuClass"])), int(a["challengeEnd"])))
+            self.state.insert_new(
+                CheckRow(
+                    int(a["jobId"]),
+                    str(a["provider"]),
+                    int(ev["blockNumber"]),
+                    _h(bytes(a["outputHash"])),
+                    _h(bytes(a["runtimeHash"])),
+                    _h(bytes(a["gpuClass"])),
+                    int(a["challengeEnd"]),
+                )
+            )
         self.state.set_cursor("receipts", safe + 1)
 
     def sampled(self, job_id: int, receipt_block: int, rate_bps: int) -> bool:
@@ -517,8 +573,12 @@ class Node:
                 if c.runtime_hash != _h(self.runtime_hash) or c.gpu_class != _h(self.gpu_class):
                     c.verdict, c.note = "incomparable", "receipt names another runtime or GPU class"
                     self.state.upsert(c)
-                    self.log.info("cannot check job %d: runtime %s gpu %s differ from this node's", c.job_id,
-                             c.runtime_hash[:10], c.gpu_class[:10])
+                    self.log.info(
+                        "cannot check job %d: runtime %s gpu %s differ from this node's",
+                        c.job_id,
+                        c.runtime_hash[:10],
+                        c.gpu_class[:10],
+                    )
                     continue
             job = self.h.job(c.job_id)
             if job.status != Status.DELIVERED:
@@ -529,8 +589,9 @@ class Node:
         if not todo:
             return
         fresh = [(c, j) for c, j in todo if c.verdict == "pending"]
-        outcomes = self.executor.run([ComputeRequest(c.job_id, _h(j.input_hash)) for c, j in fresh],
-                                     perturb=self.config.cheat)
+        outcomes = self.executor.run(
+            [ComputeRequest(c.job_id, _h(j.input_hash)) for c, j in fresh], perturb=self.config.cheat
+        )
         for (c, _), o in zip(fresh, outcomes, strict=True):
             if isinstance(o, ComputeFailure):
                 if o.permanent:
@@ -546,8 +607,12 @@ class Node:
             else:
                 c.verdict, c.note = "mismatch", f"re-executed {_h(o.output_hash)}"
                 self.state.upsert(c)
-                self.log.warning("MISMATCH %s", _kv(job=c.job_id, provider=c.provider, receipt=c.output_hash[:18],
-                                               reexecuted=_h(o.output_hash)[:18]))
+                self.log.warning(
+                    "MISMATCH %s",
+                    _kv(
+                        job=c.job_id, provider=c.provider, receipt=c.output_hash[:18], reexecuted=_h(o.output_hash)[:18]
+                    ),
+                )
         for c, job in todo:
             if c.verdict == "mismatch":
                 self._challenge(c, job, now, rep)
@@ -578,10 +643,18 @@ class Node:
         self.state.upsert(c)
         self.state.insert_new(DisputeRow(c.job_id, 0, int(a["commitEnd"]), int(a["revealEnd"])))
         rep.challenged.append(c.job_id)
-        self.log.warning("challenged %s", _kv(job=c.job_id, provider=c.provider, bond=a["bond"],
-                                         committee=",".join(m[:10] for m in a["committee"]),
-                                         block=rcpt["blockNumber"], tx=c.challenge_tx),
-                    extra={"job_id": c.job_id, "block": rcpt["blockNumber"], "tx": c.challenge_tx})
+        self.log.warning(
+            "challenged %s",
+            _kv(
+                job=c.job_id,
+                provider=c.provider,
+                bond=a["bond"],
+                committee=",".join(m[:10] for m in a["committee"]),
+                block=rcpt["blockNumber"],
+                tx=c.challenge_tx,
+            ),
+            extra={"job_id": c.job_id, "block": rcpt["blockNumber"], "tx": c.challenge_tx},
+        )
 
     # ------------------------------------------------------------------ disputes (every role)
 
@@ -597,10 +670,22 @@ class Node:
             party = str(a["challenger"]).lower() == me or self.state.get(JobRow, job_id) is not None
             if not (member or party):
                 continue
-            if self.state.insert_new(DisputeRow(job_id, int(member), int(a["commitEnd"]), int(a["revealEnd"]),
-                                                vote="pending" if member else "none")) and member:
-                self.log.info("on the committee %s", _kv(job=job_id, commit_end=a["commitEnd"],
-                                                    reveal_end=a["revealEnd"], block=ev["blockNumber"]))
+            if (
+                self.state.insert_new(
+                    DisputeRow(
+                        job_id,
+                        int(member),
+                        int(a["commitEnd"]),
+                        int(a["revealEnd"]),
+                        vote="pending" if member else "none",
+                    )
+                )
+                and member
+            ):
+                self.log.info(
+                    "on the committee %s",
+                    _kv(job=job_id, commit_end=a["commitEnd"], reveal_end=a["revealEnd"], block=ev["blockNumber"]),
+                )
         self.state.set_cursor("challenged", safe + 1)
 
     def _disputes(self, now: int, rep: TickReport) -> None:
@@ -626,8 +711,9 @@ class Node:
 
     def _voted(self, event: str, job_id: int) -> bool:
         head = self.h.w3.eth.block_number
-        logs = self.reader.logs([event], self.h.manifest.deployment_block, head,
-                                [topic_of(job_id), topic_of(self.address)])
+        logs = self.reader.logs(
+            [event], self.h.manifest.deployment_block, head, [topic_of(job_id), topic_of(self.address)]
+        )
         return any(True for _ in logs)
 
     def _commit(self, d: DisputeRow, rep: TickReport) -> None:
@@ -642,8 +728,9 @@ class Node:
                 self.state.upsert(d)
                 self.log.warning("abstaining on job %d: the receipt names another runtime or GPU class", d.job_id)
                 return
-            o = self.executor.run([ComputeRequest(d.job_id, _h(bytes(posted.args["inputHash"])))],
-                                  perturb=self.config.cheat)[0]
+            o = self.executor.run(
+                [ComputeRequest(d.job_id, _h(bytes(posted.args["inputHash"])))], perturb=self.config.cheat
+            )[0]
             if isinstance(o, ComputeFailure):
                 self.log.warning("cannot re-execute job %d for the committee: %s", d.job_id, o.error)
                 if o.permanent:
@@ -657,8 +744,9 @@ class Node:
             d.vote = "committed"
             self.state.upsert(d)
             return
-        commitment = vote_commitment(d.job_id, self.address, bytes.fromhex(d.output_hash[2:]),
-                                     bytes.fromhex(d.salt[2:]))
+        commitment = vote_commitment(
+            d.job_id, self.address, bytes.fromhex(d.output_hash[2:]), bytes.fromhex(d.salt[2:])
+        )
         try:
             rcpt = self.sender.send(self.h.market.functions.commitVote(d.job_id, commitment))
         except ChainError as exc:
@@ -667,8 +755,11 @@ class Node:
         d.vote, d.commit_tx = "committed", tx_hex(rcpt)
         self.state.upsert(d)
         rep.committed.append(d.job_id)
-        self.log.info("committed vote %s", _kv(job=d.job_id, block=rcpt["blockNumber"], tx=d.commit_tx),
-                 extra={"job_id": d.job_id, "block": rcpt["blockNumber"], "tx": d.commit_tx})
+        self.log.info(
+            "committed vote %s",
+            _kv(job=d.job_id, block=rcpt["blockNumber"], tx=d.commit_tx),
+            extra={"job_id": d.job_id, "block": rcpt["blockNumber"], "tx": d.commit_tx},
+        )
 
     def _reveal(self, d: DisputeRow, rep: TickReport) -> None:
         assert d.output_hash is not None and d.salt is not None
@@ -685,9 +776,11 @@ class Node:
         d.vote, d.reveal_tx = "revealed", tx_hex(rcpt)
         self.state.upsert(d)
         rep.revealed.append(d.job_id)
-        self.log.info("revealed vote %s", _kv(job=d.job_id, output=d.output_hash[:18], block=rcpt["blockNumber"],
-                                         tx=d.reveal_tx),
-                 extra={"job_id": d.job_id, "block": rcpt["blockNumber"], "tx": d.reveal_tx})
+        self.log.info(
+            "revealed vote %s",
+            _kv(job=d.job_id, output=d.output_hash[:18], block=rcpt["blockNumber"], tx=d.reveal_tx),
+            extra={"job_id": d.job_id, "block": rcpt["blockNumber"], "tx": d.reveal_tx},
+        )
 
     def _resolve(self, d: DisputeRow, rep: TickReport) -> None:
         status = Status(self.h.market.functions.jobStatus(d.job_id).call())
@@ -699,8 +792,11 @@ class Node:
         if status != Status.CHALLENGED:
             done = next((e for e in reversed(events) if e.name == "DisputeResolved"), None)
             d.resolved = 1
-            d.outcome = (("provider won" if done.args["providerWon"] else "provider slashed")
-                         if done is not None else status.label)
+            d.outcome = (
+                ("provider won" if done.args["providerWon"] else "provider slashed")
+                if done is not None
+                else status.label
+            )
             self.state.upsert(d)
             return
         try:
@@ -710,13 +806,18 @@ class Node:
             return
         a = _event(self.h, rcpt, "DisputeResolved")["args"]
         d.resolved = 1
-        d.outcome = ("escalated to governance" if a["escalated"]
-                     else "provider won" if a["providerWon"] else "provider slashed")
+        d.outcome = (
+            "escalated to governance" if a["escalated"] else "provider won" if a["providerWon"] else "provider slashed"
+        )
         self.state.upsert(d)
         rep.resolved.append(d.job_id)
-        self.log.warning("resolved dispute %s", _kv(job=d.job_id, outcome=repr(d.outcome), slashed=a["slashed"],
-                                               block=rcpt["blockNumber"], tx=tx_hex(rcpt)),
-                    extra={"job_id": d.job_id, "block": rcpt["blockNumber"], "tx": tx_hex(rcpt)})
+        self.log.warning(
+            "resolved dispute %s",
+            _kv(
+                job=d.job_id, outcome=repr(d.outcome), slashed=a["slashed"], block=rcpt["blockNumber"], tx=tx_hex(rcpt)
+            ),
+            extra={"job_id": d.job_id, "block": rcpt["blockNumber"], "tx": tx_hex(rcpt)},
+        )
 
     # ------------------------------------------------------------------ earnings
 
@@ -734,8 +835,11 @@ class Node:
             return
         self._last_withdraw = wall
         rep.withdrawn = balance
-        self.log.info("withdrew %s", _kv(amount=balance, block=rcpt["blockNumber"], tx=tx_hex(rcpt)),
-                 extra={"block": rcpt["blockNumber"], "tx": tx_hex(rcpt)})
+        self.log.info(
+            "withdrew %s",
+            _kv(amount=balance, block=rcpt["blockNumber"], tx=tx_hex(rcpt)),
+            extra={"block": rcpt["blockNumber"], "tx": tx_hex(rcpt)},
+        )
 
 
 def _event(h: Hearth, rcpt: Any, name: str) -> EventData:

@@ -63,21 +63,40 @@ def celery_app_for(settings: WorkerSettings) -> Celery:
 
 def build_executor(settings: WorkerSettings, store: BlobStore) -> Executor:
     if settings.broker():
-        return CeleryExecutor(celery_app_for(settings), queue=settings.queue, jobs_per_task=settings.jobs_per_task,
-                              timeout_s=settings.task_timeout_s, backend=settings.backend, dtype=settings.dtype)
-    return InProcessExecutor(store, backend=settings.backend, dtype=settings.dtype, device=settings.device,
-                             max_tokens=settings.max_tokens, max_batch_size=settings.max_batch_size,
-                             max_input_bytes=settings.max_input_bytes)
+        return CeleryExecutor(
+            celery_app_for(settings),
+            queue=settings.queue,
+            jobs_per_task=settings.jobs_per_task,
+            timeout_s=settings.task_timeout_s,
+            backend=settings.backend,
+            dtype=settings.dtype,
+        )
+    return InProcessExecutor(
+        store,
+        backend=settings.backend,
+        dtype=settings.dtype,
+        device=settings.device,
+        max_tokens=settings.max_tokens,
+        max_batch_size=settings.max_batch_size,
+        max_input_bytes=settings.max_input_bytes,
+    )
 
 
 def node_config(settings: WorkerSettings) -> NodeConfig:
     return NodeConfig(
-        role=settings.role, cheat=settings.cheat, sample_all=settings.sample_all,
+        role=settings.role,
+        cheat=settings.cheat,
+        sample_all=settings.sample_all,
         gpu_class=settings.gpu_class or default_gpu_class(settings.device),
-        confirmations=settings.confirmations, log_chunk_blocks=settings.log_chunk_blocks,
-        max_open_jobs=settings.max_open_jobs, min_deadline_margin_s=settings.min_deadline_margin_s,
-        withdraw_interval_s=settings.withdraw_interval_s, min_withdraw=settings.min_withdraw,
-        max_input_bytes=settings.max_input_bytes, poll_interval_s=settings.poll_interval_s,
+        confirmations=settings.confirmations,
+        log_chunk_blocks=settings.log_chunk_blocks,
+        max_open_jobs=settings.max_open_jobs,
+        min_deadline_margin_s=settings.min_deadline_margin_s,
+        withdraw_interval_s=settings.withdraw_interval_s,
+        min_withdraw=settings.min_withdraw,
+        max_input_bytes=settings.max_input_bytes,
+        poll_interval_s=settings.poll_interval_s,
+        name=settings.node_name,
     )
 
 
@@ -100,8 +119,16 @@ def build_node(
             source = IndexerJobSource(settings.indexer_database_url, h, [executor.model_hash])
         except JobSourceError as exc:
             log.warning("%s; reading JobPosted logs from the chain instead", exc)
-    return Node(h, key, store, executor, node_config(settings), state_dir=settings.data_dir / "worker",
-                job_source=source, checkpoint=checkpoint)
+    return Node(
+        h,
+        key,
+        store,
+        executor,
+        node_config(settings),
+        state_dir=settings.data_dir / "worker",
+        job_source=source,
+        checkpoint=checkpoint,
+    )
 
 
 class NodeService:
@@ -119,8 +146,9 @@ class NodeService:
         if self._thread and self._thread.is_alive():
             return
         self._stop.clear()
-        self._thread = threading.Thread(target=self.node.run, args=(self._stop,),
-                                        name=f"hearth-node-{self.node.address[:10]}", daemon=True)
+        self._thread = threading.Thread(
+            target=self.node.run, args=(self._stop,), name=f"hearth-node-{self.node.address[:10]}", daemon=True
+        )
         self._thread.start()
 
     def stop(self, timeout: float | None = 30.0) -> None:
@@ -133,8 +161,14 @@ class NodeService:
         return self._thread is not None and self._thread.is_alive() and self.node.healthy()
 
 
-def run_node(settings: WorkerSettings, key: str, stop: threading.Event, *, once: bool = False,
-             checkpoint: Checkpoint | None = None) -> None:
+def run_node(
+    settings: WorkerSettings,
+    key: str,
+    stop: threading.Event,
+    *,
+    once: bool = False,
+    checkpoint: Checkpoint | None = None,
+) -> None:
     """Builds a node from settings and runs it in this thread until ``stop`` is set."""
     node = build_node(settings, key, checkpoint=checkpoint)
     try:

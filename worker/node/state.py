@@ -26,19 +26,18 @@ T = TypeVar("T")
 class Phase(StrEnum):
     """Where one of this node's own jobs is."""
 
-    CLAIMING = "claiming"       # claim tx about to be / being sent
-    CLAIMED = "claimed"         # claimed on chain, output not computed yet
-    COMPUTED = "computed"       # output stored, receipt not sent
-    SUBMITTING = "submitting"   # receipt signed, tx about to be / being sent
-    DELIVERED = "delivered"     # receipt on chain, challenge window running
-    CHALLENGED = "challenged"   # a verifier challenged it
-    FINALIZED = "finalized"     # paid (terminal)
-    REFUNDED = "refunded"       # lost a dispute or refunded after its deadline (terminal)
-    ABANDONED = "abandoned"     # lost the claim race or ran out of time (terminal)
+    CLAIMING = "claiming"  # claim tx about to be / being sent
+    CLAIMED = "claimed"  # claimed on chain, output not computed yet
+    COMPUTED = "computed"  # output stored, receipt not sent
+    SUBMITTING = "submitting"  # receipt signed, tx about to be / being sent
+    DELIVERED = "delivered"  # receipt on chain, challenge window running
+    CHALLENGED = "challenged"  # a verifier challenged it
+    FINALIZED = "finalized"  # paid (terminal)
+    REFUNDED = "refunded"  # lost a dispute or refunded after its deadline (terminal)
+    ABANDONED = "abandoned"  # lost the claim race or ran out of time (terminal)
 
 
-OPEN_PHASES = (Phase.CLAIMING, Phase.CLAIMED, Phase.COMPUTED, Phase.SUBMITTING, Phase.DELIVERED,
-               Phase.CHALLENGED)
+OPEN_PHASES = (Phase.CLAIMING, Phase.CLAIMED, Phase.COMPUTED, Phase.SUBMITTING, Phase.DELIVERED, Phase.CHALLENGED)
 TERMINAL_PHASES = (Phase.FINALIZED, Phase.REFUNDED, Phase.ABANDONED)
 
 
@@ -66,7 +65,7 @@ class CandidateRow:
     job_id: int
     input_hash: str
     deadline: int
-    state: str = "open"         # open | gone
+    state: str = "open"  # open | gone
     attempts: int = 0
     next_try: float = 0.0
     note: str | None = None
@@ -83,7 +82,7 @@ class CheckRow:
     runtime_hash: str
     gpu_class: str
     challenge_end: int
-    verdict: str = "pending"    # pending | unsampled | match | mismatch | challenged | incomparable | moot
+    verdict: str = "pending"  # pending | unsampled | match | mismatch | challenged | incomparable | moot
     challenge_tx: str | None = None
     note: str | None = None
     updated_at: float = 0.0
@@ -97,7 +96,7 @@ class DisputeRow:
     member: int
     commit_end: int
     reveal_end: int
-    vote: str = "none"          # none | pending | committed | revealed | abstained | missed
+    vote: str = "none"  # none | pending | committed | revealed | abstained | missed
     output_hash: str | None = None
     salt: str | None = None
     commit_tx: str | None = None
@@ -113,6 +112,7 @@ _TABLES: dict[str, tuple[type[Any], str]] = {
     "checks": (CheckRow, "job_id"),
     "disputes": (DisputeRow, "job_id"),
 }
+
 
 def _ddl(name: str, cls: type[Any], key: str) -> str:
     cols = []
@@ -174,16 +174,20 @@ class NodeState:
         if hasattr(row, "updated_at"):
             row.updated_at = time.time()
         names = [f.name for f in fields(row)]
-        sql = (f"INSERT OR REPLACE INTO {self._table(type(row))} ({', '.join(names)}) "
-               f"VALUES ({', '.join('?' for _ in names)})")
+        sql = (
+            f"INSERT OR REPLACE INTO {self._table(type(row))} ({', '.join(names)}) "
+            f"VALUES ({', '.join('?' for _ in names)})"
+        )
         with self._lock:
             self._db.execute(sql, [getattr(row, n) for n in names])
 
     def insert_new(self, row: Any) -> bool:
         """Inserts ``row`` unless its key exists; returns whether it was inserted."""
         names = [f.name for f in fields(row)]
-        sql = (f"INSERT OR IGNORE INTO {self._table(type(row))} ({', '.join(names)}) "
-               f"VALUES ({', '.join('?' for _ in names)})")
+        sql = (
+            f"INSERT OR IGNORE INTO {self._table(type(row))} ({', '.join(names)}) "
+            f"VALUES ({', '.join('?' for _ in names)})"
+        )
         with self._lock:
             return self._db.execute(sql, [getattr(row, n) for n in names]).rowcount == 1
 

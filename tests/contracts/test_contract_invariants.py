@@ -1,0 +1,676 @@
+"""A Hypothesis state machine over random sequences of market and staking actions.
+
+Every rule predicts its outcome from a Python model of the market (the custom error and its
+arguments when it must revert, the new job record and every balance change when it must not),
+and checks the job's events against the model. After every step the invariants compare the
+chain with the model in one batched read:
+
+- the market's payment-token balance == escrow (maxPayment of open jobs + open challenge
+  bonds) + the sum of credited balances, and every credited balance is the model's;
+- nothing is paid twice: a finalized or refunded job cannot be settled again (a rule tries,
+  with its current and its stale record) and every job's status is the model's;
+- stake is conserved per provider: deposited == staked + unbonding + slashed + withdrawn, the
+  chain's staked, locked and unbonding are the model's (locked == the collateral of the
+  provider's open jobs), and Staking's token balance == the sum of staked + unbonding.
+
+Chain time is frozen (see ``Clock``) so boundaries are exact; rules warp onto them. Each
+example starts from the same snapshot. ``HEARTH_HYPOTHESIS_EXAMPLES`` sets the number of
+examples (default 200), ``HEARTH_HYPOTHESIS_SEED`` replays a run (the seed is printed).
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import hypothesis
+from contract_kit import GPU, HST, JAIL_PERIOD, MIN_STAKE, PARAMS, PRICE, UNBONDING_PERIOD, USD, Market, reverts
+from eth_abi import decode
+from eth_utils import keccak
+from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import (
+    RuleBasedStateMachine,
+    initialize,
+    invariant,
+    precondition,
+    rule,
+    run_state_machine_as_test,
+)
+from web3.contract.contract import ContractFunction
+from web3.types import TxReceipt
+
+from contracts import eip712
+from contracts.bindings import vote_commitment
+from contracts.types import Job, JobRequest, Permit, Receipt, Status
+
+EXAMPLES = int(os.environ.get("HEARTH_HYPOTHESIS_EXAMPLES", "200"))
+STEPS = 12
+CLIENTS = ("client", "client2")
+PROVIDERS = ("provider", "verifier", "verifier2", "cheater", "spare")  # spare starts unregistered
+ACCOUNTS = (*CLIENTS, *PROVIDERS, "treasury", "relayer", "deployer")
+OPEN = (Status.POSTED, Status.CLAIMED, Status.DELIVERED, Status.CHALLENGED)
+SETTLED = (Status.FINALIZED, Status.REFUNDED)
+COLLATERAL = PARAMS.claim_collateral
+PENALTY = COLLATERAL * PARAMS.refund_penalty_bps // 10_000
+ZERO = "0x" + "00" * 20
+
+
+@dataclass
+class StakeBook:
+    registered: bool
+    serving: bool
+    staked: int = 0
+    locked: int = 0
+    unbonding: int = 0
+    ready_at: int = 0
+    jailed_until: int = 0
+    deposited: int = 0
+    slashed: int = 0
+    withdrawn: int = 0
+
+
+@dataclass
+class Dispute:
+    challenger: str
+    bond: int
+    commit_end: int
+    reveal_end: int
+    committee: list[str]
+    receipt_output: bytes
+    commits: dict[str, tuple[bytes, bytes]] = field(default_factory=dict)
+    revealed: set[str] = field(default_factory=set)
+    agree: int = 0
+    disagree: int = 0
+    escalated: bool = False
+
+
+@dataclass
+class ModelJob:
+    job_id: int
+    client: str
+    record: Job
+    truth: bytes  # the output an honest provider would deliver
+    stale: list[Job] = field(default_factory=list)  # every earlier record
+    provider: str | None = None
+    dispute: Dispute | None = None
+
+    @property
+    def status(self) -> Status:
+        return self.record.status
+
+
+def setup_accounts(m: Market) -> None:
+    """Approvals for everyone, and HST and hUSD for `spare`: done once, before the snapshot."""
+    m.send("deployer", m.h.hst.functions.mint(m.addr("spare"), 1_000 * HST))
+    m.send("deployer", m.h.usd.functions.mint(m.addr("spare"), 100 * USD))
+    for role in (*CLIENTS, *PROVIDERS):
+        m.approve(role)
+    for role in PROVIDERS:
+        m.send(role, m.h.hst.functions.approve(m.staking.address, 2**256 - 1))
+
+
+class MarketMachine(RuleBasedStateMachine):
+    def __init__(self, m: Market, base: list[str], outcomes: Counter[str]) -> None:
+        super().__init__()
+        self.m = m
+        self.outcomes = outcomes
+        m.clock.revert(base[0])
+        base[0] = m.clock.snapshot()
+        for s in m.h._senders.values():
+            s.resync()
+        self.fn = m.market.functions
+        self.addr = {r: m.addr(r) for r in ACCOUNTS}
+        self.role_of = {a: r for r, a in self.addr.items()}
+        self.now = m.clock.now()
+        self.jobs: dict[int, ModelJob] = {}
+        self.credits = dict.fromkeys(ACCOUNTS, 0)
+        self.stakes = {r: StakeBook(registered=r != "spare", serving=r != "spare") for r in PROVIDERS}
+        self.provider_list = [r for r in PROVIDERS if r != "spare"]
+        self.nonces = dict.fromkeys(CLIENTS, 0)
+        reads = self._read([(m.h.hst.address, m.h.hst.encode_abi("balanceOf", args=[self.addr[r]])) for r in ACCOUNTS])
+        self.hst_wallet = {r: decode(["uint256"], raw)[0] for r, raw in zip(ACCOUNTS, reads, strict=True)}
+        for r in self.provider_list:
+            self.stakes[r].staked = self.stakes[r].deposited = 500 * HST
+
+    # ------------------------------------------------------------ helpers
+
+    def act(self, role: str, fn: ContractFunction, error: tuple[Any, ...] | None) -> TxReceipt | None:
+        """Sends ``fn``; asserts it reverts with ``error`` (name, *args) when one is predicted."""
+        self.outcomes[f"{fn.fn_name}: {error[0] if error else 'ok'}"] += 1
+        if error is None:
+            return self.m.send(role, fn)
+        with reverts(*error):
+            self.m.send(role, fn)
+        return None
+
+    def jobs_in(self, *statuses: Status) -> list[ModelJob]:
+        return [j for j in self.jobs.values() if j.status in statuses]
+
+    def pick(self, data: st.DataObject, jobs: list[ModelJob]) -> ModelJob:
+        return data.draw(st.sampled_from(jobs), label="job")
+
+    def update(self, j: ModelJob, new: Job, rcpt: TxReceipt) -> None:
+        """Moves the job to ``new`` and checks that its events say the same."""
+        assert self.m.fold(j.job_id, j.record, rcpt) == new
+        j.stale.append(j.record)
+        j.record = new
+
+    def active(self, role: str) -> bool:
+        p = self.stakes[role]
+        return p.registered and p.staked >= MIN_STAKE and self.now >= p.jailed_until
+
+    def free(self, role: str) -> int:
+        p = self.stakes[role]
+        return max(p.staked - p.locked, 0)
+
+    def slash(self, role: str, amount: int, recipient: str, jail: bool, rcpt: TxReceipt) -> None:
+        p = self.stakes[role]
+        from_staked = min(amount, p.staked)
+        from_unbonding = min(amount - from_staked, p.unbonding)
+        p.staked -= from_staked
+        p.unbonding -= from_unbonding
+        p.slashed += from_staked + from_unbonding
+        self.hst_wallet[recipient] += from_staked + from_unbonding
+        if jail:
+            p.jailed_until = self.now + JAIL_PERIOD
+        assert self.m.event(rcpt, "Slashed") == {
+            "provider": self.addr[role], "recipient": self.addr[recipient], "amount": from_staked + from_unbonding,
+            "fromStaked": from_staked, "jailedUntil": p.jailed_until,
+        }
+
+    def warp(self, timestamp: int) -> None:
+        if timestamp > self.now:
+            self.m.clock.warp(timestamp)
+            self.now = timestamp
+
+    def _read(self, calls: list[tuple[str, str]]) -> list[bytes]:
+        """eth_calls in one JSON-RPC batch."""
+        resps = self.m.w3.provider.make_batch_request(  # type: ignore[attr-defined]
+            [("eth_call", [{"to": to, "data": data}, "latest"]) for to, data in calls])
+        assert isinstance(resps, list), resps
+        return [bytes.fromhex(r["result"][2:]) for r in resps]
+
+    # ------------------------------------------------------------ jobs
+
+    @initialize(jobs=st.lists(st.tuples(
+        st.sampled_from(CLIENTS), st.integers(1, 5 * USD), st.sampled_from([300, 700, 3600]), st.booleans(),
+        st.sampled_from(["posted", "claimed", "delivered"]), st.sampled_from(PROVIDERS[:4]),
+        st.integers(1, 6 * USD), st.booleans(),
+    ), min_size=1, max_size=4))
+    def initial_jobs(self, jobs: list[tuple[str, int, int, bool, str, str, int, bool]]) -> None:
+        """A few jobs to start from, posted, claimed or delivered (through the same checks)."""
+        for client, max_payment, ttl, relayed, stage, provider, units, honest in jobs:
+            self.post(client, max_payment, ttl, relayed)
+            j = self.jobs[len(self.jobs)]
+            if stage != "posted":
+                self.claim_job(j, provider)
+            if stage == "delivered" and j.status == Status.CLAIMED:
+                self.deliver_job(j, units, honest, "self")
+
+    @precondition(lambda self: len(self.jobs_in(*OPEN)) < 6)
+    @rule(client=st.sampled_from(CLIENTS), max_payment=st.integers(1, 5 * USD),
+          ttl=st.sampled_from([1, 300, 700, 3600]), relayed=st.booleans())
+    def post(self, client: str, max_payment: int, ttl: int, relayed: bool) -> None:
+        deadline = self.now + ttl
+        input_hash = keccak(text=f"input {len(self.jobs)}")
+        self.outcomes[f"{'postJobWithSig' if relayed else 'postJob'}: ok"] += 1
+        if relayed:
+            req = JobRequest(self.addr[client], self.m.model_id, input_hash, max_payment, deadline, self.nonces[client])
+            sig = eip712.sign_job_request(self.m.key(client), req, self.m.h.chain_id, self.m.market.address)
+            rcpt = self.m.send("relayer", self.fn.postJobWithSig(req.as_tuple(), sig, Permit().as_tuple()))
+            self.nonces[client] += 1
+        else:
+            rcpt = self.m.send(client, self.fn.postJob(self.m.model_id, input_hash, max_payment, deadline))
+        job_id = len(self.jobs) + 1
+        record = Job(self.addr[client], ZERO, self.m.model_id, input_hash, max_payment, PRICE, 0, 0,
+                     deadline, 0, Status.POSTED, b"\x00" * 32)
+        assert self.m.fold(job_id, None, rcpt) == record
+        assert self.m.event(rcpt, "JobPosted")["relayer"] == self.addr["relayer" if relayed else client]
+        self.jobs[job_id] = ModelJob(job_id, client, record, truth=keccak(b"output:" + input_hash))
+
+    @precondition(lambda self: self.jobs_in(Status.POSTED))
+    @rule(data=st.data(), who=st.sampled_from(PROVIDERS))
+    def claim(self, data: st.DataObject, who: str) -> None:
+        self.claim_job(self.pick(data, self.jobs_in(Status.POSTED)), who)
+
+    def claim_job(self, j: ModelJob, who: str) -> None:
+        a = self.addr[who]
+        error: tuple[Any, ...] | None = None
+        if not self.now < j.record.deadline:
+            error = ("DeadlinePassed", j.record.deadline)
+        elif not self.active(who):
+            error = ("ProviderNotActive", a)
+        elif not self.stakes[who].serving:
+            error = ("ModelNotServed", a, self.m.model_id)
+        elif self.free(who) < COLLATERAL:
+            error = ("InsufficientFreeStake", a, COLLATERAL, self.free(who))
+        rcpt = self.act(who, self.fn.claimJob(j.job_id, j.record.as_tuple()), error)
+        if rcpt:
+            self.update(j, j.record.with_(provider=a, collateral=COLLATERAL, status=Status.CLAIMED), rcpt)
+            j.provider = who
+            self.stakes[who].locked += COLLATERAL
+
+    @precondition(lambda self: self.jobs_in(Status.CLAIMED))
+    @rule(data=st.data(), units=st.integers(0, 6 * USD), honest=st.booleans(),
+          relayer=st.sampled_from(["self", "relayer", "cheater"]))
+    def deliver(self, data: st.DataObject, units: int, honest: bool, relayer: str) -> None:
+        self.deliver_job(self.pick(data, self.jobs_in(Status.CLAIMED)), units, honest, relayer)
+
+    def deliver_job(self, j: ModelJob, units: int, honest: bool, relayer: str) -> None:
+        assert j.provider is not None
+        output = j.truth if honest else keccak(b"wrong:" + j.truth)
+        rec = Receipt(j.job_id, output, units, self.m.model_id, self.m.runtime_hash, GPU)
+        sig = eip712.sign_receipt(self.m.key(j.provider), rec, self.m.h.chain_id, self.m.market.address)
+        error: tuple[Any, ...] | None = None
+        if not self.now <= j.record.deadline:
+            error = ("DeadlinePassed", j.record.deadline)
+        elif units == 0:
+            error = ("ZeroUnits", j.job_id)
+        sender = j.provider if relayer == "self" else relayer
+        rcpt = self.act(sender, self.fn.submitReceipt(j.record.as_tuple(), rec.as_tuple(), sig), error)
+        if rcpt:
+            payment = min(j.record.max_payment, units * PRICE)
+            self.update(j, j.record.with_(payment=payment, output_hash=output, status=Status.DELIVERED,
+                                          challenge_end=self.now + PARAMS.challenge_window), rcpt)
+
+    @precondition(lambda self: self.jobs_in(Status.DELIVERED))
+    @rule(data=st.data(), who=st.sampled_from((*PROVIDERS, "client")))
+    def challenge(self, data: st.DataObject, who: str) -> None:
+        j = self.pick(data, self.jobs_in(Status.DELIVERED))
+        error: tuple[Any, ...] | None = None
+        if not self.now < j.record.challenge_end:
+            error = ("ChallengeWindowClosed", j.job_id)
+        elif who == j.provider or who not in self.stakes or not self.active(who) or not self.stakes[who].serving:
+            error = ("ChallengerNotEligible", self.addr[who])
+        rcpt = self.act(who, self.fn.challenge(j.job_id, j.record.as_tuple()), error)
+        if rcpt is None:
+            return
+        self.update(j, j.record.with_(status=Status.CHALLENGED), rcpt)
+        ev = self.m.event(rcpt, "JobChallenged")
+        committee = [self.role_of[a] for a in ev["committee"]]
+        eligible = [r for r in self.provider_list
+                    if r not in (j.provider, who) and self.active(r) and self.stakes[r].serving]
+        assert len(committee) == len(set(committee)) == min(PARAMS.committee_size, len(eligible))
+        assert set(committee) <= set(eligible)
+        j.dispute = Dispute(who, PARAMS.challenge_bond, self.now + PARAMS.commit_period,
+                            self.now + PARAMS.commit_period + PARAMS.reveal_period, committee,
+                            j.record.output_hash)
+        assert (ev["bond"], ev["commitEnd"], ev["revealEnd"]) == (
+            j.dispute.bond, j.dispute.commit_end, j.dispute.reveal_end)
+
+    def vote_output(self, j: ModelJob, agree: bool) -> bytes:
+        assert j.dispute is not None
+        if agree:
+            return j.dispute.receipt_output
+        return j.truth if j.dispute.receipt_output != j.truth else keccak(b"dissent")
+
+    def commit(self, j: ModelJob, who: str, agree: bool) -> None:
+        d = j.dispute
+        assert d is not None
+        output, salt = self.vote_output(j, agree), keccak(text=f"salt {j.job_id} {who}")
+        error: tuple[Any, ...] | None = None
+        if who not in d.committee:
+            error = ("NotCommitteeMember", j.job_id, self.addr[who])
+        elif not self.now < d.commit_end:
+            error = ("CommitPhaseOver", j.job_id)
+        elif who in d.commits:
+            error = ("AlreadyCommitted", j.job_id, self.addr[who])
+        commitment = vote_commitment(j.job_id, self.addr[who], output, salt)
+        rcpt = self.act(who, self.fn.commitVote(j.job_id, commitment), error)
+        if rcpt:
+            d.commits[who] = (output, salt)
+            assert self.m.event(rcpt, "VoteCommitted")["commitment"] == commitment
+
+    def reveal(self, j: ModelJob, who: str, tamper: bool) -> None:
+        d = j.dispute
+        assert d is not None
+        output, salt = d.commits.get(who, (keccak(b"never committed"), b"\x00" * 32))
+        if tamper:
+            salt = keccak(salt)
+        error: tuple[Any, ...] | None = None
+        if who not in d.committee:
+            error = ("NotCommitteeMember", j.job_id, self.addr[who])
+        elif not d.commit_end <= self.now < d.reveal_end:
+            error = ("RevealPhaseNotOpen", j.job_id)
+        elif who in d.revealed:
+            error = ("AlreadyRevealed", j.job_id, self.addr[who])
+        elif who not in d.commits or tamper:
+            error = ("RevealDoesNotMatchCommit", j.job_id, self.addr[who])
+        rcpt = self.act(who, self.fn.revealVote(j.job_id, output, salt), error)
+        if rcpt:
+            d.revealed.add(who)
+            if output == d.receipt_output:
+                d.agree += 1
+            else:
+                d.disagree += 1
+            assert self.m.event(rcpt, "VoteRevealed")["outputHash"] == output
+
+    def fresh_disputes(self) -> list[ModelJob]:
+        return [j for j in self.jobs_in(Status.CHALLENGED)
+                if j.dispute and not j.dispute.commits and self.now < j.dispute.commit_end]
+
+    @precondition(lambda self: self.fresh_disputes())
+    @rule(data=st.data(), votes=st.lists(st.sampled_from(["agree", "disagree", "abstain"]), min_size=3, max_size=3))
+    def vote(self, data: st.DataObject, votes: list[str]) -> None:
+        """The whole committee votes: commits, the reveal phase opens, reveals, it closes."""
+        j = self.pick(data, self.fresh_disputes())
+        d = j.dispute
+        assert d is not None
+        voting = [(who, v == "agree") for who, v in zip(d.committee, votes, strict=False) if v != "abstain"]
+        for who, agree in voting:
+            self.commit(j, who, agree)
+        self.warp(d.commit_end)
+        for who, _ in voting:
+            self.reveal(j, who, tamper=False)
+        self.warp(d.reveal_end)
+
+    @precondition(lambda self: any(j.dispute for j in self.jobs.values()))
+    @rule(data=st.data(), who=st.sampled_from((*PROVIDERS, "client")), reveal=st.booleans(),
+          agree=st.booleans(), tamper=st.booleans())
+    def vote_one(self, data: st.DataObject, who: str, reveal: bool, agree: bool, tamper: bool) -> None:
+        """One commit or reveal by anyone, in or out of phase, of a dispute open or settled."""
+        j = self.pick(data, [j for j in self.jobs.values() if j.dispute])
+        if reveal:
+            self.reveal(j, who, tamper)
+        else:
+            self.commit(j, who, agree)
+
+    @precondition(lambda self: self.jobs_in(Status.CHALLENGED))
+    @rule(data=st.data(), governance=st.booleans(), provider_won=st.booleans(),
+          caller=st.sampled_from(["deployer", "deployer", "client"]))
+    def resolve(self, data: st.DataObject, governance: bool, provider_won: bool, caller: str) -> None:
+        """resolveDispute by anyone; or, once escalated, resolveEscalated by the owner."""
+        j = self.pick(data, self.jobs_in(Status.CHALLENGED))
+        d = j.dispute
+        assert d is not None
+        if governance and d.escalated:
+            self.resolve_escalated(j, provider_won, caller)
+            return
+        error: tuple[Any, ...] | None = None
+        if not self.now >= d.reveal_end:
+            error = ("DisputeStillOpen", j.job_id)
+        elif d.escalated:
+            error = ("WrongStatus", j.job_id, Status.CHALLENGED)
+        rcpt = self.act("relayer", self.fn.resolveDispute(j.job_id, j.record.as_tuple()), error)
+        if rcpt is None:
+            return
+        if d.agree == d.disagree:
+            d.escalated = True
+            assert self.m.event(rcpt, "DisputeResolved") == {
+                "jobId": j.job_id, "providerWon": False, "escalated": True, "byGovernance": False,
+                "slashed": 0, "challengeEnd": 0,
+            }
+            assert self.m.fold(j.job_id, j.record, rcpt) == j.record
+        else:
+            self.settle(j, d.agree > d.disagree, False, rcpt)
+
+    def resolve_escalated(self, j: ModelJob, provider_won: bool, caller: str) -> None:
+        error = None if caller == "deployer" else ("OwnableUnauthorizedAccount", self.addr[caller])
+        rcpt = self.act(caller, self.fn.resolveEscalated(j.job_id, j.record.as_tuple(), provider_won), error)
+        if rcpt:
+            self.settle(j, provider_won, True, rcpt)
+
+    def settle(self, j: ModelJob, provider_won: bool, by_governance: bool, rcpt: TxReceipt) -> None:
+        d = j.dispute
+        assert d is not None and j.provider is not None
+        ev = self.m.event(rcpt, "DisputeResolved")
+        if provider_won:
+            self.update(j, j.record.with_(status=Status.DELIVERED, challenge_end=self.now), rcpt)
+            self.credits[j.provider] += d.bond
+            assert ev == {"jobId": j.job_id, "providerWon": True, "escalated": False,
+                          "byGovernance": by_governance, "slashed": 0, "challengeEnd": self.now}
+            return
+        self.update(j, j.record.with_(status=Status.REFUNDED), rcpt)
+        self.credits[j.client] += j.record.max_payment
+        self.credits[d.challenger] += d.bond
+        self.stakes[j.provider].locked -= j.record.collateral
+        assert ev == {"jobId": j.job_id, "providerWon": False, "escalated": False,
+                      "byGovernance": by_governance, "slashed": PARAMS.dispute_slash, "challengeEnd": 0}
+        self.slash(j.provider, PARAMS.dispute_slash, d.challenger, True, rcpt)
+
+    @precondition(lambda self: self.jobs_in(Status.DELIVERED))
+    @rule(data=st.data())
+    def finalize(self, data: st.DataObject) -> None:
+        j = self.pick(data, self.jobs_in(Status.DELIVERED))
+        r = j.record
+        error = None if self.now >= r.challenge_end else ("ChallengeWindowOpen", j.job_id, r.challenge_end)
+        rcpt = self.act("relayer", self.fn.finalize(j.job_id, r.as_tuple()), error)
+        if rcpt is None:
+            return
+        assert j.provider is not None
+        fee = r.payment * PARAMS.fee_bps // 10_000
+        self.update(j, r.with_(status=Status.FINALIZED), rcpt)
+        self.credits[j.provider] += r.payment - fee
+        self.credits["treasury"] += fee
+        self.credits[j.client] += r.max_payment - r.payment
+        self.stakes[j.provider].locked -= r.collateral
+        assert self.m.event(rcpt, "JobFinalized") == {
+            "jobId": j.job_id, "provider": r.provider, "client": r.client, "providerAmount": r.payment - fee,
+            "fee": fee, "clientRefund": r.max_payment - r.payment, "treasury": self.addr["treasury"],
+        }
+
+    @precondition(lambda self: self.jobs_in(Status.POSTED, Status.CLAIMED))
+    @rule(data=st.data())
+    def refund(self, data: st.DataObject) -> None:
+        j = self.pick(data, self.jobs_in(Status.POSTED, Status.CLAIMED))
+        r = j.record
+        error = None if self.now > r.deadline else ("DeadlineNotPassed", j.job_id, r.deadline)
+        rcpt = self.act("relayer", self.fn.refund(j.job_id, r.as_tuple()), error)
+        if rcpt is None:
+            return
+        claimed = r.status == Status.CLAIMED
+        self.update(j, r.with_(status=Status.REFUNDED), rcpt)
+        self.credits[j.client] += r.max_payment
+        assert self.m.event(rcpt, "JobRefunded") == {
+            "jobId": j.job_id, "client": r.client, "amount": r.max_payment, "penalty": PENALTY if claimed else 0,
+        }
+        if claimed:
+            assert j.provider is not None
+            self.stakes[j.provider].locked -= r.collateral
+            self.slash(j.provider, PENALTY, j.client, False, rcpt)
+
+    @precondition(lambda self: self.jobs_in(*SETTLED))
+    @rule(data=st.data(), call=st.sampled_from(["finalize", "refund"]), stale=st.booleans())
+    def settle_again(self, data: st.DataObject, call: str, stale: bool) -> None:
+        """Nothing is paid twice: a settled job cannot be finalized or refunded, whether the
+        caller passes its current record or any record it had before."""
+        j = self.pick(data, self.jobs_in(*SETTLED))
+        record = data.draw(st.sampled_from(j.stale), label="stale record") if stale else j.record
+        if call == "finalize":
+            if j.status == Status.FINALIZED:
+                error: tuple[Any, ...] = ("WrongStatus", j.job_id, Status.FINALIZED)
+            elif record == j.record:
+                error = ("WrongStatus", j.job_id, Status.REFUNDED)
+            else:
+                error = ("JobMismatch", j.job_id)
+            self.act("relayer", self.fn.finalize(j.job_id, record.as_tuple()), error)
+            return
+        if record.status not in (Status.POSTED, Status.CLAIMED):
+            error = ("WrongStatus", j.job_id, record.status)
+        elif j.status == Status.FINALIZED:
+            error = ("WrongStatus", j.job_id, Status.FINALIZED)
+        else:
+            error = ("JobMismatch", j.job_id)
+        self.act("relayer", self.fn.refund(j.job_id, record.as_tuple()), error)
+
+    @rule(who=st.sampled_from(ACCOUNTS))
+    def withdraw(self, who: str) -> None:
+        amount = self.credits[who]
+        error = None if amount else ("NothingToWithdraw", self.addr[who])
+        rcpt = self.act(who, self.fn.withdraw(self.addr[who]), error)
+        if rcpt:
+            assert self.m.event(rcpt, "Withdrawn") == {"account": self.addr[who], "to": self.addr[who], "amount": amount}
+            self.credits[who] = 0
+
+    # ------------------------------------------------------------ staking
+
+    @rule(who=st.sampled_from(PROVIDERS),
+          op=st.sampled_from(["stake", "stake", "unbond", "unbond", "withdraw", "register", "serve"]),
+          amount=st.sampled_from([0, 1, 10 * HST, 90 * HST, 400 * HST]),
+          share=st.sampled_from(["zero", "half", "all", "all+1"]), flag=st.booleans())
+    def staking(self, who: str, op: str, amount: int, share: str, flag: bool) -> None:
+        """stake, requestUnbond, withdraw, register or setServing by a provider (or `spare`)."""
+        if op == "stake":
+            self.stake(who, amount)
+        elif op == "unbond":
+            self.request_unbond(who, share)
+        elif op == "withdraw":
+            self.withdraw_stake(who)
+        elif op == "register":
+            self.register(who)
+        else:
+            self.set_serving(who, flag)
+
+    def stake(self, who: str, amount: int) -> None:
+        p = self.stakes[who]
+        error: tuple[Any, ...] | None = None
+        if not p.registered:
+            error = ("NotRegistered", self.addr[who])
+        elif amount == 0:
+            error = ("ZeroAmount",)
+        elif amount > self.hst_wallet[who]:
+            error = ("ERC20InsufficientBalance", self.addr[who], self.hst_wallet[who], amount)
+        rcpt = self.act(who, self.m.staking.functions.stake(amount), error)
+        if rcpt:
+            p.staked += amount
+            p.deposited += amount
+            self.hst_wallet[who] -= amount
+            assert self.m.event(rcpt, "Staked") == {"provider": self.addr[who], "amount": amount, "total": p.staked}
+
+    def register(self, who: str) -> None:
+        p = self.stakes[who]
+        error = ("AlreadyRegistered", self.addr[who]) if p.registered else None
+        if self.act(who, self.m.staking.functions.register("http://x", "local", "cpu"), error):
+            p.registered = True
+            self.provider_list.append(who)
+
+    def set_serving(self, who: str, serving: bool) -> None:
+        p = self.stakes[who]
+        error = None if p.registered else ("NotRegistered", self.addr[who])
+        if self.act(who, self.m.staking.functions.setServing(self.m.model_id, serving), error):
+            p.serving = serving
+
+    def request_unbond(self, who: str, share: str) -> None:
+        p, free = self.stakes[who], self.free(who)
+        amount = {"zero": 0, "half": free // 2, "all": free, "all+1": free + 1}[share]
+        error: tuple[Any, ...] | None = None
+        if amount == 0:
+            error = ("ZeroAmount",)
+        elif amount > free:
+            error = ("InsufficientFreeStake", self.addr[who], amount, free)
+        rcpt = self.act(who, self.m.staking.functions.requestUnbond(amount), error)
+        if rcpt:
+            p.staked -= amount
+            p.unbonding += amount
+            p.ready_at = self.now + UNBONDING_PERIOD
+            assert self.m.event(rcpt, "UnbondRequested") == {
+                "provider": self.addr[who], "amount": amount, "unbonding": p.unbonding, "readyAt": p.ready_at,
+            }
+
+    def withdraw_stake(self, who: str) -> None:
+        p = self.stakes[who]
+        error: tuple[Any, ...] | None = None
+        if p.unbonding == 0:
+            error = ("NothingUnbonding", self.addr[who])
+        elif self.now < p.ready_at:
+            error = ("UnbondingNotReady", self.addr[who], p.ready_at)
+        rcpt = self.act(who, self.m.staking.functions.withdraw(), error)
+        if rcpt:
+            assert self.m.event(rcpt, "StakeWithdrawn") == {"provider": self.addr[who], "amount": p.unbonding}
+            p.withdrawn += p.unbonding
+            self.hst_wallet[who] += p.unbonding
+            p.unbonding = 0
+
+    # ------------------------------------------------------------ time
+
+
+    def boundaries(self) -> list[int]:
+        out = []
+        for j in self.jobs.values():
+            if j.status in OPEN:
+                out += [j.record.deadline, j.record.challenge_end]
+            if j.dispute and j.status == Status.CHALLENGED:
+                out += [j.dispute.commit_end, j.dispute.reveal_end]
+        for p in self.stakes.values():
+            out += [p.ready_at, p.jailed_until]
+        return sorted({t for t in out if t > self.now})
+
+    @rule(data=st.data(), to_boundary=st.booleans(), offset=st.sampled_from([-1, 0, 1]),
+          seconds=st.sampled_from([1, 300, 600, 3600, JAIL_PERIOD]))
+    def time_passes(self, data: st.DataObject, to_boundary: bool, offset: int, seconds: int) -> None:
+        """Time moves on: by a period, or exactly onto (or one second either side of) a
+        deadline, window end, unbonding or jail end."""
+        boundaries = self.boundaries()
+        if to_boundary and boundaries:
+            self.warp(data.draw(st.sampled_from(boundaries), label="boundary") + offset)
+        else:
+            self.warp(self.now + seconds)
+
+    # ------------------------------------------------------------ invariants
+
+    @invariant()
+    def books_balance(self) -> None:
+        m = self.m
+        usd, hst, mk, sk = m.h.usd, m.h.hst, m.market, m.staking
+        calls = [(usd.address, usd.encode_abi("balanceOf", args=[mk.address])),
+                 (hst.address, hst.encode_abi("balanceOf", args=[sk.address]))]
+        calls += [(mk.address, mk.encode_abi("balanceOf", args=[self.addr[r]])) for r in ACCOUNTS]
+        calls += [(hst.address, hst.encode_abi("balanceOf", args=[self.addr[r]])) for r in ACCOUNTS]
+        calls += [(sk.address, sk.encode_abi("getProvider", args=[self.addr[r]])) for r in PROVIDERS]
+        calls += [(mk.address, mk.encode_abi("jobStatus", args=[i])) for i in self.jobs]
+        out = iter(self._read(calls))
+        uint: Callable[[bytes], int] = lambda raw: decode(["uint256"], raw)[0]  # noqa: E731
+        market_balance, staking_balance = uint(next(out)), uint(next(out))
+        credits = {r: uint(next(out)) for r in ACCOUNTS}
+        wallets = {r: uint(next(out)) for r in ACCOUNTS}
+        info = {r: decode(["(uint96,uint96,uint96,uint40,uint40,bool,string,string,string)"], next(out))[0]
+                for r in PROVIDERS}
+        statuses = {i: Status(uint(next(out))) for i in self.jobs}
+
+        escrow = sum(j.record.max_payment for j in self.jobs_in(*OPEN))
+        escrow += sum(j.dispute.bond for j in self.jobs_in(Status.CHALLENGED) if j.dispute)
+        assert credits == self.credits
+        assert market_balance == escrow + sum(self.credits.values())
+        assert statuses == {i: j.status for i, j in self.jobs.items()}
+        assert wallets == self.hst_wallet
+        total = 0
+        for r, p in self.stakes.items():
+            staked, locked, unbonding = info[r][0], info[r][1], info[r][2]
+            assert (staked, locked, unbonding) == (p.staked, p.locked, p.unbonding), r
+            assert p.deposited == staked + unbonding + p.slashed + p.withdrawn, r
+            assert p.locked == sum(j.record.collateral for j in self.jobs_in(Status.CLAIMED, Status.DELIVERED,
+                                                                             Status.CHALLENGED) if j.provider == r)
+            total += staked + unbonding
+        assert staking_balance == total
+
+
+def test_market_and_staking_invariants_hold_over_random_action_sequences(market: Market) -> None:
+    seed = int(os.environ.get("HEARTH_HYPOTHESIS_SEED") or random.randrange(2**32))
+    print(f"state machine: {EXAMPLES} examples of up to {STEPS} steps, seed {seed} "
+          f"(replay with HEARTH_HYPOTHESIS_SEED={seed})")
+    setup_accounts(market)
+    base = [market.clock.snapshot()]
+    outcomes: Counter[str] = Counter()
+    examples = 0
+
+    @hypothesis.seed(seed)
+    def machine() -> MarketMachine:
+        nonlocal examples
+        examples += 1
+        return MarketMachine(market, base, outcomes)
+
+    started = time.monotonic()
+    run_state_machine_as_test(machine, settings=settings(
+        max_examples=EXAMPLES, stateful_step_count=STEPS, deadline=None, database=None,
+        suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
+    ))
+    print(f"{examples} examples, {sum(outcomes.values())} transactions in {time.monotonic() - started:.0f}s; "
+          "outcomes by call:")
+    for name, count in sorted(outcomes.items()):
+        print(f"  {name:<45} {count}")

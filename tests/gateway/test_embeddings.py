@@ -1,0 +1,119 @@
+"""The official ``openai`` client against ``/v1/embeddings``, end to end: an API key granted by a
+wallet, the job posted on-chain, a real worker node (in-process, fetching the input and storing
+the output through the gateway's blob API) claiming and delivering it, and the gateway
+answering only with output that matches the on-chain receipt. The embeddings must equal the
+worker ``Encoder``'s, bit for bit; spending stays within the grant's cap and the allowance."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+import openai
+import pytest
+
+from tests.gateway.conftest import USD, Stack
+from tests.gateway.test_views_live_auth import grant
+
+TEXTS = ["Hearth runs inference on GPUs anyone can contribute.", "Receipts bind every result on-chain.", "短い文"]
+
+
+@pytest.fixture(scope="module")
+def worker(stack: Stack) -> Iterator[Any]:
+    from contracts.bindings import Hearth
+    from worker.node.service import NodeService, build_node
+    from worker.settings import WorkerSettings
+
+    settings = WorkerSettings(data_dir=stack.tmp / "worker", blob_url=stack.base_url, gpu_class="cpu",
+                              indexer_database_url=stack.settings.index_database_url(), poll_interval_s=0.2)
+    node = build_node(settings, stack.key("provider"), hearth=Hearth(stack.devnet.manifest))
+    svc = NodeService(node)
+    svc.start()
+    try:
+        yield svc
+    finally:
+        svc.stop()
+        node.close()
+
+
+def key_for(stack: Stack, role: str, cap: int) -> str:
+    api_key, body = grant(stack, role, cap=cap)
+    r = stack.http.post("/v1/api-keys", json=body)
+    assert r.status_code == 201, r.text
+    return api_key
+
+
+def client(stack: Stack, api_key: str) -> openai.OpenAI:
+    return openai.OpenAI(base_url=stack.base_url + "/v1", api_key=api_key, max_retries=0, timeout=120)
+
+
+def test_the_openai_client_gets_embeddings_equal_to_the_worker_encoders(stack: Stack, worker: Any) -> None:
+    from worker.model.encoder import Encoder
+    from worker.model.weights import MiniLMTokenizer
+
+    h = stack.hearth
+    wallet, relayer = stack.address("client"), stack.address("relayer")
+    stack.approve("client", 1 * USD, spender=relayer)
+    api_key = key_for(stack, "client", cap=1 * USD)
+    before = h.usd.functions.balanceOf(wallet).call()
+
+    res = client(stack, api_key).embeddings.create(model="all-MiniLM-L6-v2", input=TEXTS)
+
+    got = np.array([d.embedding for d in res.data], dtype=np.float32)
+    expected = Encoder(backend="torch", dtype="fp32").encode(TEXTS)
+    assert got.shape == (3, 384) and np.array_equal(got, expected)
+    units = sum(MiniLMTokenizer().count_tokens(TEXTS))
+    assert res.usage.prompt_tokens == res.usage.total_tokens == units
+    info = res.model_extra["hearth"] if res.model_extra else {}
+    assert info["verified"] is True and int(info["cost"]) == units  # price: 1 wei per token
+    assert h.usd.functions.balanceOf(wallet).call() == before - units
+
+    job = stack.http.get(f"/v1/jobs/{info['job_id']}").json()
+    assert job["status"] == "delivered" and job["client"] == relayer and job["provider"] == stack.address("provider")
+    result = stack.http.get(f"/v1/jobs/{info['job_id']}/result").json()
+    assert result["verification"]["output_hash_matches_receipt"]
+    assert result["receipt"]["output_hash"] == info["output_hash"]
+
+    single = client(stack, api_key).embeddings.create(model="all-MiniLM-L6-v2", input=TEXTS[0], encoding_format="float")
+    assert np.array_equal(np.array(single.data[0].embedding, dtype=np.float32), expected[0])
+
+    token = _session(stack)
+    keys = stack.http.get("/v1/api-keys", headers={"authorization": f"Bearer {token}"}).json()
+    mine = next(k for k in keys if int(k["spent"]) > 0)
+    assert int(mine["spent"]) == units + sum(MiniLMTokenizer().count_tokens(TEXTS[:1])) and mine["jobs"] == 2
+
+
+def test_the_gateway_never_spends_beyond_the_cap_or_the_allowance(stack: Stack, worker: Any) -> None:
+    h = stack.hearth
+    relayer = stack.address("relayer")
+    # Cap: 5 wei cannot pay for a 14-token request; nothing is pulled.
+    stack.approve("client", 1 * USD, spender=relayer)
+    tiny = key_for(stack, "client", cap=5)
+    before = h.usd.functions.balanceOf(stack.address("client")).call()
+    with pytest.raises(openai.APIStatusError) as exc:
+        client(stack, tiny).embeddings.create(model="all-MiniLM-L6-v2", input=TEXTS)
+    assert exc.value.status_code == 402 and exc.value.body["reason"] == "spending_cap_exceeded"  # type: ignore[index]
+    assert h.usd.functions.balanceOf(stack.address("client")).call() == before
+
+    # Allowance: client2 granted a large cap but never approved the relayer; the reservation is released.
+    rich = key_for(stack, "client2", cap=100 * USD)
+    with pytest.raises(openai.APIStatusError) as exc:
+        client(stack, rich).embeddings.create(model="all-MiniLM-L6-v2", input=TEXTS)
+    assert exc.value.status_code == 402 and exc.value.body["reason"] == "insufficient_allowance"  # type: ignore[index]
+    from sqlmodel import Session
+
+    from gateway import apikeys, store
+
+    with Session(stack.ctx.db_engine) as s:
+        row = s.get(store.ApiKey, apikeys.api_key_hash(rich))
+    assert row is not None and row.spent == 0
+
+    with pytest.raises(openai.NotFoundError):
+        client(stack, rich).embeddings.create(model="no-such-model", input="x")
+
+
+def _session(stack: Stack) -> str:
+    from tests.gateway.test_views_live_auth import sign_in
+
+    return sign_in(stack, "client")
