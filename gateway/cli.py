@@ -12,6 +12,11 @@ app = typer.Typer(help="The gateway: API, blobs, live updates and dashboard.", n
                   pretty_exceptions_enable=False)
 
 
+@app.callback()
+def _root() -> None:
+    """The gateway: API, blobs, live updates and dashboard."""
+
+
 class _Fields(logging.Formatter):
     """Appends the structured fields (job id, tx hash, wallet, ...) a record carries."""
 

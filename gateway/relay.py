@@ -22,7 +22,7 @@ from typing import Any, TypeVar
 
 from eth_account import Account
 from eth_account.messages import SignableMessage, encode_typed_data
-from eth_utils import keccak
+from eth_utils import keccak, to_checksum_address
 from hexbytes import HexBytes
 from pydantic import SecretStr
 from web3.exceptions import Web3Exception
@@ -161,7 +161,7 @@ class ChainAccess:
         """``signature`` of ``msg`` is by ``signer``: ecrecover for accounts, ERC-1271 for contracts."""
         code = self.call(lambda: self.w3.eth.get_code(signer))  # type: ignore[arg-type]
         if code:
-            wallet = self.w3.eth.contract(address=signer, abi=ERC1271_ABI)  # type: ignore[arg-type]
+            wallet = self.w3.eth.contract(address=to_checksum_address(signer), abi=ERC1271_ABI)
             try:
                 magic = wallet.functions.isValidSignature(signable_digest(msg), signature).call()
             except Exception:  # noqa: BLE001 - a reverting wallet says no

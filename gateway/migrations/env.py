@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from alembic import context
 
 from gateway.store import METADATA, VERSION_TABLE, make_engine
@@ -17,7 +19,7 @@ def _include(obj: object, name: str | None, type_: str, reflected: bool, compare
     return True
 
 
-def _run(conn: object) -> None:
+def _run(conn: Any) -> None:
     context.configure(
         connection=conn, target_metadata=target_metadata, version_table=VERSION_TABLE,
         include_object=_include, render_as_batch=True,

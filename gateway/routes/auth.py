@@ -67,8 +67,8 @@ def grant_typed_data(
     if ctx.chain.relayer_address is None:
         raise UnavailableError("this gateway has no relayer key", reason="relayer_unavailable")
     grant = schemas.ApiKeyGrantIn(
-        wallet=checksum_or_422(wallet), gateway=ctx.chain.relayer_address, api_key_hash=api_key_hash.lower(),
-        spending_cap=spending_cap, expiry=store.now() + ttl_s, nonce=secrets.randbits(128))
+        wallet=checksum_or_422(wallet), gateway=ctx.chain.relayer_address, apiKeyHash=api_key_hash.lower(),
+        spendingCap=spending_cap, expiry=store.now() + ttl_s, nonce=secrets.randbits(128))
     return {"typed_data": apikeys.grant_typed_data(grant, ctx.chain_id), "relayer": ctx.chain.relayer_address}
 
 

@@ -40,9 +40,10 @@ async def _stream(request: Request, ctx: Context, sub: Subscription,
                 return
         while True:
             with anyio.move_on_after(1.0):
-                u = await sub.queue.get()
-                if u is None:
+                got = await sub.queue.get()
+                if got is None:
                     return
+                u = got
                 # The feed may still deliver events the snapshot already covers.
                 if u["block"] < seen_block or (u["block"] == seen_block and
                                                index.STATES.index(u["status"]) <= seen_rank):

@@ -9,6 +9,8 @@ import time
 from typing import Annotated
 
 from fastapi import APIRouter, Path, Query, Response
+from sqlmodel import Session
+from starlette.concurrency import run_in_threadpool
 
 from contracts import eip712
 from contracts.types import JobRequest, Permit
@@ -185,8 +187,13 @@ def list_jobs(
 
 
 @router.get("/{job_id}", response_model=schemas.JobOut, summary="A job's state and history")
-def get_job(job_id: JobId, s: IndexDep) -> schemas.JobOut:
-    return index.job_out(index.get_job(s, job_id))
+async def get_job(job_id: JobId, ctx: CtxDep) -> schemas.JobOut:
+    # The hottest read: one thread hop for the whole query (a session dependency adds two).
+    def read() -> schemas.JobOut:
+        with Session(ctx.index_engine) as s:
+            return index.job_out(index.get_job(s, job_id))
+
+    return await run_in_threadpool(read)
 
 
 @router.get("/{job_id}/result", response_model=schemas.JobResultOut,

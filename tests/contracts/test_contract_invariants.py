@@ -25,12 +25,12 @@ import random
 import time
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import hypothesis
 from contract_kit import GPU, HST, JAIL_PERIOD, MIN_STAKE, PARAMS, PRICE, UNBONDING_PERIOD, USD, Market, reverts
-from eth_abi import decode
+from eth_abi import decode, encode
 from eth_utils import keccak
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
@@ -56,9 +56,24 @@ PROVIDERS = ("provider", "verifier", "verifier2", "cheater", "spare")  # spare s
 ACCOUNTS = (*CLIENTS, *PROVIDERS, "treasury", "relayer", "deployer")
 OPEN = (Status.POSTED, Status.CLAIMED, Status.DELIVERED, Status.CHALLENGED)
 SETTLED = (Status.FINALIZED, Status.REFUNDED)
-COLLATERAL = PARAMS.claim_collateral
-PENALTY = COLLATERAL * PARAMS.refund_penalty_bps // 10_000
+#: Market parameters per example. The first choice of each is the devnet's (Hypothesis tries it
+#: most); the others stress the edges: no fee or all of it, no bond, no penalty or all of the
+#: collateral, no collateral, and a dispute slash larger than any stake.
+PARAM_CHOICES = st.fixed_dictionaries({
+    "fee_bps": st.sampled_from([PARAMS.fee_bps, 0, 1, 3_333, 10_000]),
+    "challenge_bond": st.sampled_from([PARAMS.challenge_bond, 0, 1]),
+    "refund_penalty_bps": st.sampled_from([PARAMS.refund_penalty_bps, 0, 1, 10_000]),
+    "claim_collateral": st.sampled_from([PARAMS.claim_collateral, 0, 1, 250 * HST]),
+    "dispute_slash": st.sampled_from([PARAMS.dispute_slash, 0, 10**6 * HST]),
+})
 ZERO = "0x" + "00" * 20
+#: When a rule acts: now, or after time moves to one second before, onto, or one second past the
+#: boundary that decides its outcome (a deadline, a window's end). Rules carry their own waiting
+#: so that a 12-step example gets deep into a job's life.
+WHEN = st.sampled_from(["now", "before", "at", "after", "after"])
+#: A committee's votes, member by member (a committee has up to three): for the true output
+#: (an honest re-execution), for the receipt's, against it, or none.
+VOTES = st.lists(st.sampled_from(["truth", "agree", "disagree", "abstain", "truth"]), min_size=3, max_size=3)
 
 
 @dataclass
@@ -105,6 +120,12 @@ class ModelJob:
         return self.record.status
 
 
+def call(signature: str, arg: str | int) -> str:
+    """Calldata of a one-argument call (web3's encode_abi is too slow to run per step)."""
+    kind = "address" if isinstance(arg, str) else "uint256"
+    return "0x" + (keccak(text=signature)[:4] + encode([kind], [arg])).hex()
+
+
 def setup_accounts(m: Market) -> None:
     """Approvals for everyone, and HST and hUSD for `spare`: done once, before the snapshot."""
     m.send("deployer", m.h.hst.functions.mint(m.addr("spare"), 1_000 * HST))
@@ -128,12 +149,18 @@ class MarketMachine(RuleBasedStateMachine):
         self.addr = {r: m.addr(r) for r in ACCOUNTS}
         self.role_of = {a: r for r, a in self.addr.items()}
         self.now = m.clock.now()
+        self.params = replace(PARAMS, treasury=self.addr["treasury"])
         self.jobs: dict[int, ModelJob] = {}
         self.credits = dict.fromkeys(ACCOUNTS, 0)
         self.stakes = {r: StakeBook(registered=r != "spare", serving=r != "spare") for r in PROVIDERS}
         self.provider_list = [r for r in PROVIDERS if r != "spare"]
         self.nonces = dict.fromkeys(CLIENTS, 0)
-        reads = self._read([(m.h.hst.address, m.h.hst.encode_abi("balanceOf", args=[self.addr[r]])) for r in ACCOUNTS])
+        usd, hst, mk, sk = m.h.usd.address, m.h.hst.address, m.market.address, m.staking.address
+        self.book_calls = [(usd, call("balanceOf(address)", mk)), (hst, call("balanceOf(address)", sk))]
+        self.book_calls += [(mk, call("balanceOf(address)", self.addr[r])) for r in ACCOUNTS]
+        self.book_calls += [(hst, call("balanceOf(address)", self.addr[r])) for r in ACCOUNTS]
+        self.book_calls += [(sk, call("getProvider(address)", self.addr[r])) for r in PROVIDERS]
+        reads = self._read([(hst, call("balanceOf(address)", self.addr[r])) for r in ACCOUNTS])
         self.hst_wallet = {r: decode(["uint256"], raw)[0] for r, raw in zip(ACCOUNTS, reads, strict=True)}
         for r in self.provider_list:
             self.stakes[r].staked = self.stakes[r].deposited = 500 * HST
@@ -170,6 +197,7 @@ class MarketMachine(RuleBasedStateMachine):
         return max(p.staked - p.locked, 0)
 
     def slash(self, role: str, amount: int, recipient: str, jail: bool, rcpt: TxReceipt) -> None:
+        self.outcomes[f"(slash {'for a lost dispute' if jail else 'as a refund penalty'})"] += 1
         p = self.stakes[role]
         from_staked = min(amount, p.staked)
         from_unbonding = min(amount - from_staked, p.unbonding)
@@ -189,6 +217,15 @@ class MarketMachine(RuleBasedStateMachine):
             self.m.clock.warp(timestamp)
             self.now = timestamp
 
+    def wait(self, when: str, boundary: int) -> None:
+        """Time moves to ``boundary`` - 1, ``boundary`` or ``boundary`` + 1 (never back)."""
+        if when != "now":
+            self.warp(boundary + {"before": -1, "at": 0, "after": 1}[when])
+
+    @staticmethod
+    def job_status_call(job_id: int) -> str:
+        return call("jobStatus(uint256)", job_id)
+
     def _read(self, calls: list[tuple[str, str]]) -> list[bytes]:
         """eth_calls in one JSON-RPC batch."""
         resps = self.m.w3.provider.make_batch_request(  # type: ignore[attr-defined]
@@ -200,18 +237,24 @@ class MarketMachine(RuleBasedStateMachine):
 
     @initialize(jobs=st.lists(st.tuples(
         st.sampled_from(CLIENTS), st.integers(1, 5 * USD), st.sampled_from([300, 700, 3600]), st.booleans(),
-        st.sampled_from(["posted", "claimed", "delivered"]), st.sampled_from(PROVIDERS[:4]),
+        st.sampled_from(["posted", "claimed", "delivered", "challenged"]), st.integers(0, 3),
         st.integers(1, 6 * USD), st.booleans(),
-    ), min_size=1, max_size=4))
-    def initial_jobs(self, jobs: list[tuple[str, int, int, bool, str, str, int, bool]]) -> None:
-        """A few jobs to start from, posted, claimed or delivered (through the same checks)."""
+    ), min_size=1, max_size=4), params=PARAM_CHOICES)
+    def initial_jobs(self, jobs: list[tuple[str, int, int, bool, str, int, int, bool]], params: dict[str, int]) -> None:
+        """The example's market parameters, and a few jobs to start from, posted, claimed,
+        delivered or challenged (through the same rules and checks as later steps)."""
+        if replace(self.params, **params) != self.params:
+            self.params = replace(self.params, **params)
+            self.m.send("deployer", self.fn.setParams(self.params.as_tuple()))
         for client, max_payment, ttl, relayed, stage, provider, units, honest in jobs:
             self.post(client, max_payment, ttl, relayed)
             j = self.jobs[len(self.jobs)]
             if stage != "posted":
-                self.claim_job(j, provider)
-            if stage == "delivered" and j.status == Status.CLAIMED:
+                self.claim_job(j, PROVIDERS[provider])
+            if stage in ("delivered", "challenged") and j.status == Status.CLAIMED:
                 self.deliver_job(j, units, honest, "self")
+            if stage == "challenged" and j.status == Status.DELIVERED:
+                self.challenge_job(j, PROVIDERS[(provider + 1) % 4])
 
     @precondition(lambda self: len(self.jobs_in(*OPEN)) < 6)
     @rule(client=st.sampled_from(CLIENTS), max_payment=st.integers(1, 5 * USD),
@@ -235,9 +278,11 @@ class MarketMachine(RuleBasedStateMachine):
         self.jobs[job_id] = ModelJob(job_id, client, record, truth=keccak(b"output:" + input_hash))
 
     @precondition(lambda self: self.jobs_in(Status.POSTED))
-    @rule(data=st.data(), who=st.sampled_from(PROVIDERS))
-    def claim(self, data: st.DataObject, who: str) -> None:
-        self.claim_job(self.pick(data, self.jobs_in(Status.POSTED)), who)
+    @rule(data=st.data(), who=st.sampled_from(PROVIDERS), when=WHEN)
+    def claim(self, data: st.DataObject, who: str, when: str) -> None:
+        j = self.pick(data, self.jobs_in(Status.POSTED))
+        self.wait(when, j.record.deadline)
+        self.claim_job(j, who)
 
     def claim_job(self, j: ModelJob, who: str) -> None:
         a = self.addr[who]
@@ -248,19 +293,22 @@ class MarketMachine(RuleBasedStateMachine):
             error = ("ProviderNotActive", a)
         elif not self.stakes[who].serving:
             error = ("ModelNotServed", a, self.m.model_id)
-        elif self.free(who) < COLLATERAL:
-            error = ("InsufficientFreeStake", a, COLLATERAL, self.free(who))
+        elif self.free(who) < self.params.claim_collateral:
+            error = ("InsufficientFreeStake", a, self.params.claim_collateral, self.free(who))
         rcpt = self.act(who, self.fn.claimJob(j.job_id, j.record.as_tuple()), error)
         if rcpt:
-            self.update(j, j.record.with_(provider=a, collateral=COLLATERAL, status=Status.CLAIMED), rcpt)
+            collateral = self.params.claim_collateral
+            self.update(j, j.record.with_(provider=a, collateral=collateral, status=Status.CLAIMED), rcpt)
             j.provider = who
-            self.stakes[who].locked += COLLATERAL
+            self.stakes[who].locked += collateral
 
     @precondition(lambda self: self.jobs_in(Status.CLAIMED))
     @rule(data=st.data(), units=st.integers(0, 6 * USD), honest=st.booleans(),
-          relayer=st.sampled_from(["self", "relayer", "cheater"]))
-    def deliver(self, data: st.DataObject, units: int, honest: bool, relayer: str) -> None:
-        self.deliver_job(self.pick(data, self.jobs_in(Status.CLAIMED)), units, honest, relayer)
+          relayer=st.sampled_from(["self", "relayer", "cheater"]), when=WHEN)
+    def deliver(self, data: st.DataObject, units: int, honest: bool, relayer: str, when: str) -> None:
+        j = self.pick(data, self.jobs_in(Status.CLAIMED))
+        self.wait(when, j.record.deadline)
+        self.deliver_job(j, units, honest, relayer)
 
     def deliver_job(self, j: ModelJob, units: int, honest: bool, relayer: str) -> None:
         assert j.provider is not None
@@ -277,12 +325,23 @@ class MarketMachine(RuleBasedStateMachine):
         if rcpt:
             payment = min(j.record.max_payment, units * PRICE)
             self.update(j, j.record.with_(payment=payment, output_hash=output, status=Status.DELIVERED,
-                                          challenge_end=self.now + PARAMS.challenge_window), rcpt)
+                                          challenge_end=self.now + self.params.challenge_window), rcpt)
 
     @precondition(lambda self: self.jobs_in(Status.DELIVERED))
-    @rule(data=st.data(), who=st.sampled_from((*PROVIDERS, "client")))
-    def challenge(self, data: st.DataObject, who: str) -> None:
+    @rule(data=st.data(), who=st.sampled_from((*PROVIDERS, "client")),
+          when=st.sampled_from(["now", "now", "before", "at"]), votes=st.none() | VOTES, resolve=st.booleans())
+    def challenge(self, data: st.DataObject, who: str, when: str, votes: list[str] | None, resolve: bool) -> None:
+        """A challenge; with ``votes``, the committee then votes at once (see ``vote``), and the
+        dispute may be resolved right after."""
         j = self.pick(data, self.jobs_in(Status.DELIVERED))
+        self.wait(when, j.record.challenge_end)
+        self.challenge_job(j, who)
+        if votes is not None and j.status == Status.CHALLENGED:
+            self.committee_votes(j, votes)
+            if resolve:
+                self.resolve_job(j)
+
+    def challenge_job(self, j: ModelJob, who: str) -> None:
         error: tuple[Any, ...] | None = None
         if not self.now < j.record.challenge_end:
             error = ("ChallengeWindowClosed", j.job_id)
@@ -296,10 +355,11 @@ class MarketMachine(RuleBasedStateMachine):
         committee = [self.role_of[a] for a in ev["committee"]]
         eligible = [r for r in self.provider_list
                     if r not in (j.provider, who) and self.active(r) and self.stakes[r].serving]
-        assert len(committee) == len(set(committee)) == min(PARAMS.committee_size, len(eligible))
+        assert len(committee) == len(set(committee)) == min(self.params.committee_size, len(eligible))
         assert set(committee) <= set(eligible)
-        j.dispute = Dispute(who, PARAMS.challenge_bond, self.now + PARAMS.commit_period,
-                            self.now + PARAMS.commit_period + PARAMS.reveal_period, committee,
+        p = self.params
+        j.dispute = Dispute(who, p.challenge_bond, self.now + p.commit_period,
+                            self.now + p.commit_period + p.reveal_period, committee,
                             j.record.output_hash)
         assert (ev["bond"], ev["commitEnd"], ev["revealEnd"]) == (
             j.dispute.bond, j.dispute.commit_end, j.dispute.reveal_end)
@@ -356,13 +416,17 @@ class MarketMachine(RuleBasedStateMachine):
                 if j.dispute and not j.dispute.commits and self.now < j.dispute.commit_end]
 
     @precondition(lambda self: self.fresh_disputes())
-    @rule(data=st.data(), votes=st.lists(st.sampled_from(["agree", "disagree", "abstain"]), min_size=3, max_size=3))
+    @rule(data=st.data(), votes=VOTES)
     def vote(self, data: st.DataObject, votes: list[str]) -> None:
+        self.committee_votes(self.pick(data, self.fresh_disputes()), votes)
+
+    def committee_votes(self, j: ModelJob, votes: list[str]) -> None:
         """The whole committee votes: commits, the reveal phase opens, reveals, it closes."""
-        j = self.pick(data, self.fresh_disputes())
         d = j.dispute
         assert d is not None
-        voting = [(who, v == "agree") for who, v in zip(d.committee, votes, strict=False) if v != "abstain"]
+        honest = d.receipt_output == j.truth
+        voting = [(who, v == "agree" or (v == "truth" and honest))
+                  for who, v in zip(d.committee, votes, strict=False) if v != "abstain"]
         for who, agree in voting:
             self.commit(j, who, agree)
         self.warp(d.commit_end)
@@ -372,10 +436,13 @@ class MarketMachine(RuleBasedStateMachine):
 
     @precondition(lambda self: any(j.dispute for j in self.jobs.values()))
     @rule(data=st.data(), who=st.sampled_from((*PROVIDERS, "client")), reveal=st.booleans(),
-          agree=st.booleans(), tamper=st.booleans())
-    def vote_one(self, data: st.DataObject, who: str, reveal: bool, agree: bool, tamper: bool) -> None:
+          agree=st.booleans(), tamper=st.booleans(), when=WHEN, phase_end=st.booleans())
+    def vote_one(self, data: st.DataObject, who: str, reveal: bool, agree: bool, tamper: bool, when: str,
+                 phase_end: bool) -> None:
         """One commit or reveal by anyone, in or out of phase, of a dispute open or settled."""
         j = self.pick(data, [j for j in self.jobs.values() if j.dispute])
+        assert j.dispute is not None
+        self.wait(when, j.dispute.reveal_end if phase_end else j.dispute.commit_end)
         if reveal:
             self.reveal(j, who, tamper)
         else:
@@ -383,15 +450,21 @@ class MarketMachine(RuleBasedStateMachine):
 
     @precondition(lambda self: self.jobs_in(Status.CHALLENGED))
     @rule(data=st.data(), governance=st.booleans(), provider_won=st.booleans(),
-          caller=st.sampled_from(["deployer", "deployer", "client"]))
-    def resolve(self, data: st.DataObject, governance: bool, provider_won: bool, caller: str) -> None:
+          caller=st.sampled_from(["deployer", "deployer", "client"]), when=WHEN)
+    def resolve(self, data: st.DataObject, governance: bool, provider_won: bool, caller: str, when: str) -> None:
         """resolveDispute by anyone; or, once escalated, resolveEscalated by the owner."""
         j = self.pick(data, self.jobs_in(Status.CHALLENGED))
         d = j.dispute
         assert d is not None
+        self.wait(when, d.reveal_end)
         if governance and d.escalated:
             self.resolve_escalated(j, provider_won, caller)
-            return
+        else:
+            self.resolve_job(j)
+
+    def resolve_job(self, j: ModelJob) -> None:
+        d = j.dispute
+        assert d is not None
         error: tuple[Any, ...] | None = None
         if not self.now >= d.reveal_end:
             error = ("DisputeStillOpen", j.job_id)
@@ -431,20 +504,21 @@ class MarketMachine(RuleBasedStateMachine):
         self.credits[d.challenger] += d.bond
         self.stakes[j.provider].locked -= j.record.collateral
         assert ev == {"jobId": j.job_id, "providerWon": False, "escalated": False,
-                      "byGovernance": by_governance, "slashed": PARAMS.dispute_slash, "challengeEnd": 0}
-        self.slash(j.provider, PARAMS.dispute_slash, d.challenger, True, rcpt)
+                      "byGovernance": by_governance, "slashed": self.params.dispute_slash, "challengeEnd": 0}
+        self.slash(j.provider, self.params.dispute_slash, d.challenger, True, rcpt)
 
     @precondition(lambda self: self.jobs_in(Status.DELIVERED))
-    @rule(data=st.data())
-    def finalize(self, data: st.DataObject) -> None:
+    @rule(data=st.data(), when=WHEN)
+    def finalize(self, data: st.DataObject, when: str) -> None:
         j = self.pick(data, self.jobs_in(Status.DELIVERED))
+        self.wait(when, j.record.challenge_end)
         r = j.record
         error = None if self.now >= r.challenge_end else ("ChallengeWindowOpen", j.job_id, r.challenge_end)
         rcpt = self.act("relayer", self.fn.finalize(j.job_id, r.as_tuple()), error)
         if rcpt is None:
             return
         assert j.provider is not None
-        fee = r.payment * PARAMS.fee_bps // 10_000
+        fee = r.payment * self.params.fee_bps // 10_000
         self.update(j, r.with_(status=Status.FINALIZED), rcpt)
         self.credits[j.provider] += r.payment - fee
         self.credits["treasury"] += fee
@@ -456,24 +530,30 @@ class MarketMachine(RuleBasedStateMachine):
         }
 
     @precondition(lambda self: self.jobs_in(Status.POSTED, Status.CLAIMED))
-    @rule(data=st.data())
-    def refund(self, data: st.DataObject) -> None:
+    @rule(data=st.data(), when=WHEN)
+    def refund(self, data: st.DataObject, when: str) -> None:
         j = self.pick(data, self.jobs_in(Status.POSTED, Status.CLAIMED))
+        self.wait(when, j.record.deadline)
         r = j.record
         error = None if self.now > r.deadline else ("DeadlineNotPassed", j.job_id, r.deadline)
         rcpt = self.act("relayer", self.fn.refund(j.job_id, r.as_tuple()), error)
         if rcpt is None:
             return
         claimed = r.status == Status.CLAIMED
+        penalty = r.collateral * self.params.refund_penalty_bps // 10_000
         self.update(j, r.with_(status=Status.REFUNDED), rcpt)
         self.credits[j.client] += r.max_payment
         assert self.m.event(rcpt, "JobRefunded") == {
-            "jobId": j.job_id, "client": r.client, "amount": r.max_payment, "penalty": PENALTY if claimed else 0,
+            "jobId": j.job_id, "client": r.client, "amount": r.max_payment, "penalty": penalty,
         }
         if claimed:
             assert j.provider is not None
             self.stakes[j.provider].locked -= r.collateral
-            self.slash(j.provider, PENALTY, j.client, False, rcpt)
+        if penalty:
+            assert j.provider is not None
+            self.slash(j.provider, penalty, j.client, False, rcpt)
+        else:
+            assert self.m.events(rcpt, "Slashed") == []
 
     @precondition(lambda self: self.jobs_in(*SETTLED))
     @rule(data=st.data(), call=st.sampled_from(["finalize", "refund"]), stale=st.booleans())
@@ -499,8 +579,11 @@ class MarketMachine(RuleBasedStateMachine):
             error = ("JobMismatch", j.job_id)
         self.act("relayer", self.fn.refund(j.job_id, record.as_tuple()), error)
 
-    @rule(who=st.sampled_from(ACCOUNTS))
-    def withdraw(self, who: str) -> None:
+    @rule(data=st.data(), anyone=st.sampled_from([False, False, True]))
+    def withdraw(self, data: st.DataObject, anyone: bool) -> None:
+        """withdraw by an account with a credit, or by anyone."""
+        holders = [r for r in ACCOUNTS if self.credits[r]]
+        who = data.draw(st.sampled_from(ACCOUNTS if anyone or not holders else holders), label="who")
         amount = self.credits[who]
         error = None if amount else ("NothingToWithdraw", self.addr[who])
         rcpt = self.act(who, self.fn.withdraw(self.addr[who]), error)
@@ -513,14 +596,17 @@ class MarketMachine(RuleBasedStateMachine):
     @rule(who=st.sampled_from(PROVIDERS),
           op=st.sampled_from(["stake", "stake", "unbond", "unbond", "withdraw", "register", "serve"]),
           amount=st.sampled_from([0, 1, 10 * HST, 90 * HST, 400 * HST]),
-          share=st.sampled_from(["zero", "half", "all", "all+1"]), flag=st.booleans())
-    def staking(self, who: str, op: str, amount: int, share: str, flag: bool) -> None:
-        """stake, requestUnbond, withdraw, register or setServing by a provider (or `spare`)."""
+          share=st.sampled_from(["zero", "half", "all", "all+1"]), flag=st.booleans(), when=WHEN)
+    def staking(self, who: str, op: str, amount: int, share: str, flag: bool, when: str) -> None:
+        """stake, requestUnbond, withdraw (once unbonded), register or setServing by a provider
+        (or `spare`)."""
         if op == "stake":
             self.stake(who, amount)
         elif op == "unbond":
             self.request_unbond(who, share)
         elif op == "withdraw":
+            if self.stakes[who].unbonding:
+                self.wait(when, self.stakes[who].ready_at)
             self.withdraw_stake(who)
         elif op == "register":
             self.register(who)
@@ -616,15 +702,7 @@ class MarketMachine(RuleBasedStateMachine):
 
     @invariant()
     def books_balance(self) -> None:
-        m = self.m
-        usd, hst, mk, sk = m.h.usd, m.h.hst, m.market, m.staking
-        calls = [(usd.address, usd.encode_abi("balanceOf", args=[mk.address])),
-                 (hst.address, hst.encode_abi("balanceOf", args=[sk.address]))]
-        calls += [(mk.address, mk.encode_abi("balanceOf", args=[self.addr[r]])) for r in ACCOUNTS]
-        calls += [(hst.address, hst.encode_abi("balanceOf", args=[self.addr[r]])) for r in ACCOUNTS]
-        calls += [(sk.address, sk.encode_abi("getProvider", args=[self.addr[r]])) for r in PROVIDERS]
-        calls += [(mk.address, mk.encode_abi("jobStatus", args=[i])) for i in self.jobs]
-        out = iter(self._read(calls))
+        out = iter(self._read(self.book_calls + [(self.m.market.address, self.job_status_call(i)) for i in self.jobs]))
         uint: Callable[[bytes], int] = lambda raw: decode(["uint256"], raw)[0]  # noqa: E731
         market_balance, staking_balance = uint(next(out)), uint(next(out))
         credits = {r: uint(next(out)) for r in ACCOUNTS}

@@ -8,7 +8,6 @@ Create Date: 2026-11-24
 from __future__ import annotations
 
 import sqlalchemy as sa
-import sqlmodel
 from alembic import op
 
 revision = '0001'
@@ -19,14 +18,14 @@ depends_on = None
 
 def upgrade() -> None:
     op.create_table('gw_api_keys',
-    sa.Column('key_hash', sqlmodel.sql.sqltypes.AutoString(length=66), nullable=False),
-    sa.Column('wallet', sqlmodel.sql.sqltypes.AutoString(length=42), nullable=False),
-    sa.Column('gateway', sqlmodel.sql.sqltypes.AutoString(length=42), nullable=False),
+    sa.Column('key_hash', sa.String(length=66), nullable=False),
+    sa.Column('wallet', sa.String(length=42), nullable=False),
+    sa.Column('gateway', sa.String(length=42), nullable=False),
     sa.Column('spending_cap', sa.BigInteger(), nullable=False),
     sa.Column('spent', sa.BigInteger(), nullable=False),
     sa.Column('expiry', sa.BigInteger(), nullable=False),
-    sa.Column('nonce', sqlmodel.sql.sqltypes.AutoString(length=78), nullable=False),
-    sa.Column('signature', sqlmodel.sql.sqltypes.AutoString(length=4098), nullable=False),
+    sa.Column('nonce', sa.String(length=78), nullable=False),
+    sa.Column('signature', sa.String(length=4098), nullable=False),
     sa.Column('created_at', sa.BigInteger(), nullable=False),
     sa.Column('revoked_at', sa.BigInteger(), nullable=True),
     sa.PrimaryKeyConstraint('key_hash'),
@@ -37,12 +36,12 @@ def upgrade() -> None:
 
     op.create_table('gw_charges',
     sa.Column('id', sa.Integer(), nullable=False),
-    sa.Column('key_hash', sqlmodel.sql.sqltypes.AutoString(length=66), nullable=False),
+    sa.Column('key_hash', sa.String(length=66), nullable=False),
     sa.Column('amount', sa.BigInteger(), nullable=False),
-    sa.Column('status', sqlmodel.sql.sqltypes.AutoString(length=16), nullable=False),
+    sa.Column('status', sa.String(length=16), nullable=False),
     sa.Column('job_id', sa.BigInteger(), nullable=True),
-    sa.Column('pull_tx', sqlmodel.sql.sqltypes.AutoString(length=66), nullable=True),
-    sa.Column('post_tx', sqlmodel.sql.sqltypes.AutoString(length=66), nullable=True),
+    sa.Column('pull_tx', sa.String(length=66), nullable=True),
+    sa.Column('post_tx', sa.String(length=66), nullable=True),
     sa.Column('created_at', sa.BigInteger(), nullable=False),
     sa.PrimaryKeyConstraint('id')
     )
@@ -51,8 +50,8 @@ def upgrade() -> None:
         batch_op.create_index(batch_op.f('ix_gw_charges_key_hash'), ['key_hash'], unique=False)
 
     op.create_table('gw_sessions',
-    sa.Column('token_hash', sqlmodel.sql.sqltypes.AutoString(length=64), nullable=False),
-    sa.Column('address', sqlmodel.sql.sqltypes.AutoString(length=42), nullable=False),
+    sa.Column('token_hash', sa.String(length=64), nullable=False),
+    sa.Column('address', sa.String(length=42), nullable=False),
     sa.Column('created_at', sa.BigInteger(), nullable=False),
     sa.Column('expires_at', sa.BigInteger(), nullable=False),
     sa.PrimaryKeyConstraint('token_hash')
@@ -61,7 +60,7 @@ def upgrade() -> None:
         batch_op.create_index(batch_op.f('ix_gw_sessions_address'), ['address'], unique=False)
 
     op.create_table('gw_siwe_nonces',
-    sa.Column('nonce', sqlmodel.sql.sqltypes.AutoString(length=64), nullable=False),
+    sa.Column('nonce', sa.String(length=64), nullable=False),
     sa.Column('expires_at', sa.BigInteger(), nullable=False),
     sa.PrimaryKeyConstraint('nonce')
     )

@@ -3,13 +3,10 @@ limits and metrics, against the real devnet and indexer."""
 
 from __future__ import annotations
 
-import json
 import os
 import secrets
 import threading
 import time
-from collections.abc import Iterator
-from datetime import UTC, datetime
 from typing import Any
 
 import httpx
@@ -17,9 +14,7 @@ import pytest
 from eth_account import Account
 from eth_account.messages import encode_defunct
 from eth_utils import keccak
-
-from tests.gateway.conftest import USD, Stack, sign_typed
-from tests.gateway.test_jobs_api import deliver
+from gateway_stack import USD, Stack, deliver, grant, sign_in, siwe_message, sse_events
 
 # ---------------------------------------------------------------------------- blobs
 
@@ -147,18 +142,6 @@ def test_job_listing_paginates_with_a_cursor(stack: Stack) -> None:
 # ---------------------------------------------------------------------------- live updates
 
 
-def sse_events(resp: httpx.Response) -> Iterator[tuple[str, dict[str, Any]]]:
-    event, data = "message", []
-    for line in resp.iter_lines():
-        if line.startswith("event:"):
-            event = line[6:].strip()
-        elif line.startswith("data:"):
-            data.append(line[5:].strip())
-        elif not line and data:
-            yield event, json.loads("\n".join(data))
-            event, data = "message", []
-
-
 def test_one_jobs_stream_starts_with_a_snapshot_and_follows_it_to_the_end(stack: Stack) -> None:
     stack.approve("client")
     posted = stack.http.post("/v1/jobs", json=stack.signed_job(texts=["stream me"])).json()
@@ -194,33 +177,9 @@ def test_the_all_jobs_stream_carries_every_new_job(stack: Stack) -> None:
 # ---------------------------------------------------------------------------- SIWE
 
 
-def siwe_message(stack: Stack, role: str, nonce: str, domain: str, chain_id: int | None = None) -> tuple[str, str]:
-    import warnings
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        from siwe import SiweMessage
-
-    msg = SiweMessage(
-        domain=domain, address=stack.address(role), statement="Sign in to the Hearth gateway.",
-        uri=stack.base_url, version="1", chain_id=chain_id or stack.hearth.chain_id, nonce=nonce,
-        issued_at=datetime.now(UTC).isoformat().replace("+00:00", "Z"),
-    ).prepare_message()
-    sig = Account.sign_message(encode_defunct(text=msg), stack.key(role)).signature
-    return msg, "0x" + bytes(sig).hex()
-
-
-def sign_in(stack: Stack, role: str) -> str:
-    n = stack.http.get("/v1/auth/nonce").json()
-    msg, sig = siwe_message(stack, role, n["nonce"], n["domain"])
-    r = stack.http.post("/v1/auth/verify", json={"message": msg, "signature": sig})
-    assert r.status_code == 200, r.text
-    assert r.json()["address"] == stack.address(role)
-    return str(r.json()["token"])
-
-
 def test_sign_in_with_ethereum_opens_a_per_wallet_session(stack: Stack) -> None:
-    assert stack.http.get("/v1/me/jobs").json()["error"]["reason"] == "not_signed_in"
+    with httpx.Client(base_url=stack.base_url) as anonymous:
+        assert anonymous.get("/v1/me/jobs").json()["error"]["reason"] == "not_signed_in"
     n = stack.http.get("/v1/auth/nonce").json()
     assert n["chain_id"] == stack.hearth.chain_id and n["domain"] == f"127.0.0.1:{stack.base_url.rsplit(':', 1)[1]}"
     msg, sig = siwe_message(stack, "client", n["nonce"], n["domain"])
@@ -260,16 +219,6 @@ def test_bad_sign_ins_are_refused(stack: Stack, attack: str) -> None:
 
 
 # ---------------------------------------------------------------------------- API key grants
-
-
-def grant(stack: Stack, role: str = "client", cap: int = 10 * USD, signer: str | None = None,
-          **override: Any) -> tuple[str, dict[str, Any]]:
-    api_key = "hk-" + secrets.token_hex(16)
-    td = stack.http.get("/v1/api-keys/typed-data", params={
-        "wallet": stack.address(role), "api_key_hash": "0x" + keccak(text=api_key).hex(), "spending_cap": cap,
-    }).json()["typed_data"]
-    td["message"].update(override)
-    return api_key, {"grant": td["message"], "signature": sign_typed(stack.key(signer or role), td)}
 
 
 def test_an_api_key_grant_is_registered_once_and_listed_for_its_wallet(stack: Stack) -> None:

@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 import schemathesis
+from gateway_stack import Stack
 from hypothesis import HealthCheck, given, settings
 from schemathesis.checks import (
     content_type_conformance,
@@ -18,8 +19,6 @@ from schemathesis.checks import (
     response_schema_conformance,
     status_code_conformance,
 )
-
-from tests.gateway.conftest import Stack
 
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance]
 
@@ -45,17 +44,20 @@ def test_the_api_never_fails_on_any_input_and_conforms_to_its_schema(api_schema:
     calls: dict[str, int] = {}
     for result in api_schema.get_all_operations():
         op = result.ok()
-
-        @given(case=op.as_strategy())
-        @settings(max_examples=6, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True,
-                  database=None)
-        def run(case: Any, label: str = op.label) -> None:
-            calls[label] = calls.get(label, 0) + 1
-            case.call_and_validate(checks=CHECKS)
-
         try:
-            run()
+            _property_test(op, calls)()
         except Exception as exc:  # noqa: BLE001 - collect every operation's failure, then report
             failures.append(f"{op.label}: {exc}")
     assert not failures, "\n\n".join(failures)
     assert len(calls) >= 20 and sum(calls.values()) >= 80, calls
+
+
+def _property_test(op: Any, calls: dict[str, int]) -> Any:
+    @given(case=op.as_strategy())
+    @settings(max_examples=6, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True,
+              database=None)
+    def run(case: Any) -> None:
+        calls[op.label] = calls.get(op.label, 0) + 1
+        case.call_and_validate(checks=CHECKS)
+
+    return run

@@ -12,31 +12,13 @@ from typing import Any
 
 import pytest
 from eth_utils import keccak
+from gateway_stack import PROVIDER, USD, Stack, deliver
 
 from contracts import eip712
-from contracts.types import Receipt, gpu_class_bytes
-from tests.gateway.conftest import USD, Stack
-
-PROVIDER = "verifier2"  # a staked provider that no worker runs for in these tests
 
 
 def relayer_tx_count(stack: Stack) -> int:
     return int(stack.hearth.w3.eth.get_transaction_count(stack.address("relayer")))
-
-
-def deliver(stack: Stack, job_id: int, output: bytes, *, upload: bool = True) -> str:
-    """Claims and delivers ``job_id`` as a provider would, storing the output via the blob API."""
-    h = stack.hearth
-    key = stack.key(PROVIDER)
-    h.claim(key, job_id)
-    if upload:
-        r = stack.http.post("/v1/blobs", content=output, headers={"content-type": "application/octet-stream"})
-        assert r.status_code == 201, r.text
-    model = bytes.fromhex(stack.model_id[2:])
-    rec = Receipt(job_id, keccak(output), 7, model, bytes.fromhex(stack.devnet.manifest.models[0].runtime_hash[2:]),
-                  gpu_class_bytes("cpu"))
-    rcpt = h.submit_receipt(key, rec, h.sign_receipt(key, rec))
-    return "0x" + bytes(rcpt["transactionHash"]).hex()
 
 
 @pytest.fixture(scope="module")
@@ -142,7 +124,7 @@ def test_a_permit_lets_a_wallet_without_allowance_post(stack: Stack) -> None:
 
 
 def test_typed_data_prices_a_stored_input_and_signs_into_a_postable_job(approved: Stack) -> None:
-    from tests.gateway.conftest import sign_typed
+    from gateway_stack import sign_typed
 
     stack = approved
     data = b'{"texts":["priced by the gateway"]}'

@@ -12,9 +12,7 @@ from typing import Any
 import numpy as np
 import openai
 import pytest
-
-from tests.gateway.conftest import USD, Stack
-from tests.gateway.test_views_live_auth import grant
+from gateway_stack import USD, Stack, grant, sign_in
 
 TEXTS = ["Hearth runs inference on GPUs anyone can contribute.", "Receipts bind every result on-chain.", "短い文"]
 
@@ -114,6 +112,4 @@ def test_the_gateway_never_spends_beyond_the_cap_or_the_allowance(stack: Stack, 
 
 
 def _session(stack: Stack) -> str:
-    from tests.gateway.test_views_live_auth import sign_in
-
     return sign_in(stack, "client")

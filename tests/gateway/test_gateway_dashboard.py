@@ -14,9 +14,9 @@ from typing import Any
 
 import pytest
 from eth_utils import keccak
+from gateway_stack import Stack, sign_typed
 
 from contracts.types import Receipt, gpu_class_bytes
-from tests.gateway.conftest import Stack, sign_typed
 
 CHROMIUM = "/usr/bin/chromium"
 SCREENSHOT = Path(__file__).resolve().parents[2] / "docs" / "dashboard.png"
