@@ -30,8 +30,9 @@ log = logging.getLogger(__name__)
 ANVIL = NODE_MODULES / "@foundry-rs" / "anvil-linux-amd64" / "bin" / "anvil"
 USD = 10**6
 HST = 10**18
-#: MiniLM price: 1 hUSD per million tokens, in 6-decimal wei per token.
-DEFAULT_PRICE_PER_UNIT = 1
+#: MiniLM's devnet price: 100 hUSD per million tokens (100 wei of a 6-decimal token per
+#: token), high enough that the protocol fee on a one-sentence demo job is visible.
+DEFAULT_PRICE_PER_UNIT = 100
 MIN_STAKE = 100 * HST
 UNBONDING_PERIOD = 3600
 JAIL_PERIOD = 86400
