@@ -19,7 +19,10 @@ tokens coincide. Timings are end to end from Python strings to a float32 numpy a
 of objects with `impl, dtype, batch, seq, sentences_per_s, tokens_per_s`, plus
 `ratio_vs_st` (throughput over sentence-transformers fp32 of the same cell; fp16 rows over
 sentence-transformers fp16 where measured), `ratio_vs_autotuned` on fixed-tile Triton rows,
-`reps`, `device`, and `skipped` (the reason) on rows that could not run.
+`reps`, `device`, `threads` (torch intra-op threads), and `skipped` (the reason) on rows that
+could not run. On a shared CPU, `--threads 1` gives the stable numbers: with several threads
+any other process on the cores stalls every OpenMP barrier, and the batch-invariant torch path
+(many fixed-size ops) suffers from that far more than the reference (few large ops).
 """
 
 from __future__ import annotations
@@ -82,6 +85,7 @@ class Row:
     tokens_per_s: float | None
     reps: int = 0
     device: str = "cpu"
+    threads: int = 1
     ratio_vs_st: float | None = None
     ratio_vs_autotuned: float | None = None
     skipped: str | None = None
@@ -179,14 +183,16 @@ def plan(device: str, compile_on: bool) -> list[tuple[str, str, Callable[[], Enc
     return impls
 
 
-def run(reps: int, budget_s: float, compile_on: bool, console: Console) -> list[Row]:
+def run(reps: int, budget_s: float, compile_on: bool, console: Console, deadline_s: float = 1e9) -> list[Row]:
     """Measure every implementation on every (batch, seq) cell.
 
     The implementations take turns within each cell, rep by rep, and each keeps its best
     time: on a shared machine interference only ever adds time, and taking turns spreads it
-    over all of them, which keeps the ratios fair.
+    over all of them, which keeps the ratios fair. Past `deadline_s` each cell runs once.
     """
+    t_start = time.perf_counter()
     device = device_label()
+    threads = torch.get_num_threads()
     tokenizer = MiniLMTokenizer()
     cells = [(b, s, make_texts(tokenizer, b, s)) for s in SEQS for b in BATCHES]
     rows: list[Row] = []
@@ -199,7 +205,9 @@ def run(reps: int, budget_s: float, compile_on: bool, console: Console) -> list[
         except Exception as exc:  # recorded, the bench goes on
             reason = f"{type(exc).__name__}: {str(exc).splitlines()[0][:300] if str(exc) else ''}"
             console.print(f"  skipped: {reason}")
-            rows += [Row(impl, dtype, b, s, None, None, device=device, skipped=reason) for b, s, _ in cells]
+            rows += [
+                Row(impl, dtype, b, s, None, None, device=device, threads=threads, skipped=reason) for b, s, _ in cells
+            ]
             continue
         ready.append((impl, dtype, fn))
     for b, s, texts in cells:
@@ -207,14 +215,15 @@ def run(reps: int, budget_s: float, compile_on: bool, console: Console) -> list[
         best = [float("inf")] * len(ready)
         runs = [0] * len(ready)
         start = time.perf_counter()
+        cell_reps = reps if start - t_start < deadline_s else 1
         for _, _, fn in ready:
             fn(warm)
-        while min(runs, default=reps) < reps and (not any(runs) or time.perf_counter() - start < budget_s):
+        while min(runs, default=cell_reps) < cell_reps and (not any(runs) or time.perf_counter() - start < budget_s):
             for i, (_, _, fn) in enumerate(ready):
                 best[i] = min(best[i], _timed(fn, texts))
                 runs[i] += 1
         for (impl, dtype, _), sec, n in zip(ready, best, runs, strict=True):
-            rows.append(Row(impl, dtype, b, s, b / sec, b * s / sec, reps=n, device=device))
+            rows.append(Row(impl, dtype, b, s, b / sec, b * s / sec, reps=n, device=device, threads=threads))
             console.print(f"  {impl:<24} {dtype} batch {b:>3} seq {s:>3}: {b / sec:9.1f} sentences/s")
     _add_ratios(rows)
     return rows
@@ -265,12 +274,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--reps", type=int, default=3, help="timed calls per cell (best of)")
     parser.add_argument("--budget", type=float, default=20.0, help="seconds per cell (all impls) before stopping reps")
     parser.add_argument("--no-compile", action="store_true", help="skip torch.compile")
+    parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
+    parser.add_argument(
+        "--deadline", type=float, default=180.0, help="seconds after which every remaining cell runs once"
+    )
     parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     console = Console(width=max(Console().width, 132))
     t0 = time.perf_counter()
-    rows = run(args.reps, args.budget, not args.no_compile, console)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    rows = run(args.reps, args.budget, not args.no_compile, console, args.deadline)
     print_table(rows, console)
     args.out.mkdir(parents=True, exist_ok=True)
     path = args.out / f"kernels-{device_label()}.json"

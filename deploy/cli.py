@@ -477,6 +477,49 @@ def balances(
     console.print(t)
 
 
+api_key_app = typer.Typer(help="Gateway API keys bound to a wallet.", no_args_is_help=True)
+app.add_typer(api_key_app, name="api-key")
+
+
+@api_key_app.command("create")
+@friendly
+def api_key_create(
+    cap: str = typer.Option("1", help="Spending cap in hUSD: the most the gateway may ever spend for this key."),
+    gateway: str = typer.Option("http://127.0.0.1:8000", help="Gateway base URL."),
+    ttl: int = typer.Option(30 * 86400, help="Seconds until the key expires."),
+    as_: RoleOpt = None,
+) -> None:
+    """Sign an ApiKeyGrant with your wallet, allow the gateway's relayer up to the cap, print the key."""
+    import secrets
+
+    import httpx
+    from eth_account import Account
+
+    h = hearth()
+    key = key_for(as_)
+    s = h.sender(key)
+    wei = parse_amount(cap, USD_DECIMALS)
+    api_key = "hk-" + secrets.token_hex(16)
+    try:
+        with httpx.Client(base_url=gateway, timeout=30) as http:
+            health = http.get("/healthz").json()
+            td = http.get("/v1/api-keys/typed-data", params={
+                "wallet": s.address, "api_key_hash": "0x" + keccak(text=api_key).hex(),
+                "spending_cap": wei, "ttl_s": ttl}).json()["typed_data"]
+            msg = {f["name"]: (int(td["message"][f["name"]]) if f["type"].startswith("uint")
+                               else td["message"][f["name"]]) for f in td["types"][td["primaryType"]]}
+            sig = Account.sign_typed_data(key, full_message={**td, "message": msg}).signature
+            # The allowance to the relayer is the on-chain bound on what the gateway can pull.
+            s.send(h.usd.functions.approve(health["relayer"], wei))
+            r = http.post("/v1/api-keys", json={"grant": td["message"], "signature": "0x" + bytes(sig).hex()})
+    except httpx.HTTPError as exc:
+        raise CliError(f"cannot reach the gateway at {gateway}: {exc}") from None
+    if r.status_code != 201:
+        raise CliError(f"gateway refused the grant: {r.text}")
+    console.print(f"API key for {s.address}, cap {cap} hUSD (relayer allowance set to the cap):")
+    print(api_key)
+
+
 @app.command("up")
 @friendly
 def up(

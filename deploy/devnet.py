@@ -78,6 +78,8 @@ class Anvil:
                "--mnemonic", self.mnemonic, "--accounts", str(len(accts.ROLES)), "--balance", "10000"]
         if self.block_time:
             cmd += ["--block-time", str(self.block_time)]
+        if self.log_path:
+            self.log_path.parent.mkdir(parents=True, exist_ok=True)
         out = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL  # noqa: SIM115
         self.proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
         try:

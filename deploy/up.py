@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from importlib.util import find_spec
 
 from rich.console import Console
+from rich.text import Text
 
 from contracts.manifest import data_dir
 from deploy.devnet import bring_up
@@ -40,7 +41,7 @@ class Child:
     def _pump(self) -> None:
         assert self.proc and self.proc.stdout
         for line in self.proc.stdout:
-            console.print(f"[cyan]{self.name:>8}[/] | {line.rstrip()}", highlight=False, markup=False)
+            console.print(Text.assemble((f"{self.name:>8}", "cyan"), " | ", line.rstrip()), soft_wrap=True)
 
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
