@@ -245,6 +245,10 @@ def _add_ratios(rows: Sequence[Row]) -> None:
                 r.ratio_vs_autotuned = r.sentences_per_s / tuned.sentences_per_s
 
 
+def _round(v: Any) -> Any:
+    return float(f"{v:.4g}") if isinstance(v, float) else v
+
+
 def _fmt(x: float | None, digits: int = 1) -> str:
     return "-" if x is None else f"{x:,.{digits}f}"
 
@@ -289,7 +293,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print_table(rows, console)
     args.out.mkdir(parents=True, exist_ok=True)
     path = args.out / f"kernels-{device_label()}.json"
-    data = [{k: v for k, v in asdict(r).items() if v is not None or k in _REQUIRED} for r in rows]
+    data = [{k: _round(v) for k, v in asdict(r).items() if v is not None or k in _REQUIRED} for r in rows]
     path.write_text(json.dumps(data, indent=2) + "\n")
     console.print(f"wrote {path} in {time.perf_counter() - t0:.0f} s")
     return 0

@@ -19,6 +19,7 @@ from eth_abi import decode as abi_decode
 from eth_utils import keccak, to_checksum_address
 
 from contracts.manifest import Manifest
+from indexer.errors import IndexerError
 
 #: The protocol contracts the indexer mirrors. The tokens are left out on purpose: on a real
 #: chain the payment token is a shared ERC-20 whose transfers are the whole world's, and every
@@ -62,6 +63,23 @@ def _normalizer(inp: dict[str, Any]) -> Any:
     return None  # ints, bools, strings: as they are
 
 
+def _word_decoder(t: str) -> Any:
+    """For a static elementary type, a function from its 64-hex-digit ABI word straight to the
+    normalized value (no bytes, no eth_abi): several times faster on the backfill path."""
+    if t.startswith("uint"):
+        return lambda w: int(w, 16)
+    if t.startswith("int"):
+        return lambda w: (v - (1 << 256)) if (v := int(w, 16)) >> 255 else v
+    if t == "address":
+        return lambda w: checksum("0x" + w[24:])
+    if t == "bool":
+        return lambda w: int(w, 16) != 0
+    if t.startswith("bytes") and t != "bytes":
+        n = 2 * int(t[5:])
+        return lambda w: "0x" + w[:n].lower()
+    return None
+
+
 @dataclass(frozen=True, slots=True)
 class EventSpec:
     contract: str
@@ -71,6 +89,10 @@ class EventSpec:
     data_types: tuple[str, ...]
     data_norms: tuple[Any, ...]
     order: tuple[str, ...]  # argument names in ABI order
+    #: word decoders for the data when every data type is static and elementary, else None
+    fast_data: tuple[Any, ...] | None = None
+    #: word decoders for the indexed topics (None where the topic is a hash of a dynamic value)
+    fast_topics: tuple[Any, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,7 +109,8 @@ class DecodedEvent:
     args: dict[str, Any]
 
 
-_STATIC_INDEXED = ("uint", "int", "address", "bool", "bytes")
+class DecodeError(IndexerError, ValueError):
+    """A log does not fit its event's ABI."""
 
 
 class EventDecoder:
@@ -114,9 +137,12 @@ class EventDecoder:
                         dn.append(inp["name"])
                         dt.append(_abi_type(inp))
                         dnorm.append(_normalizer(inp))
+                words = tuple(_word_decoder(t) for t in dt)
                 self._specs[(addr, topic)] = EventSpec(
                     name, item["name"], tuple(indexed), tuple(dn), tuple(dt), tuple(dnorm),
                     tuple(i["name"] for i in item["inputs"]),
+                    words if all(w is not None for w in words) else None,
+                    tuple(_word_decoder(t) for _, t, _ in indexed),
                 )
 
     def address_list(self) -> list[str]:
@@ -139,14 +165,18 @@ class EventDecoder:
         if spec is None:
             return DecodedEvent(*common, UNKNOWN_EVENT, {"topics": topics, "data": lg["data"]})
         args: dict[str, Any] = {}
-        for (name, typ, norm), topic in zip(spec.indexed, topics[1:], strict=True):
-            if typ.startswith(_STATIC_INDEXED) and not typ.endswith("]") and typ != "bytes":
-                v = abi_decode([typ], bytes.fromhex(topic[2:]))[0]
-                args[name] = norm(v) if norm else v
-            else:  # dynamic indexed values are only their hash
-                args[name] = topic.lower()
-        if spec.data_types:
-            values = abi_decode(list(spec.data_types), bytes.fromhex(lg["data"][2:]))
+        if len(topics) != len(spec.indexed) + 1:
+            raise DecodeError(f"{spec.name}: {len(topics)} topics, expected {len(spec.indexed) + 1}")
+        for (name, _typ, _norm), word, topic in zip(spec.indexed, spec.fast_topics, topics[1:],
+                                                    strict=True):
+            # dynamic indexed values (strings, arrays) are only their hash
+            args[name] = word(topic[2:]) if word is not None else topic.lower()
+        data: str = lg["data"]
+        if spec.fast_data is not None and len(data) == 2 + 64 * len(spec.fast_data):
+            for i, (name, word) in enumerate(zip(spec.data_names, spec.fast_data, strict=True)):
+                args[name] = word(data[2 + 64 * i:66 + 64 * i])
+        elif spec.data_types:
+            values = abi_decode(list(spec.data_types), bytes.fromhex(data[2:]))
             for name, norm, v in zip(spec.data_names, spec.data_norms, values, strict=True):
                 args[name] = norm(v) if norm else v
         ordered = {n: args[n] for n in spec.order}

@@ -23,17 +23,28 @@ ZERO_ADDRESS = "0x0000000000000000000000000000000000000000"
 Key = tuple[Any, ...]
 
 #: table name -> primary key column names, in order
+def _table_of(model: type[SQLModel]) -> Any:
+    return model.__table__  # type: ignore[attr-defined]
+
+
 PRIMARY_KEYS: dict[str, tuple[str, ...]] = {
-    m.__tablename__: tuple(c.name for c in m.__table__.primary_key.columns)  # type: ignore[attr-defined]
+    _table_of(m).name: tuple(c.name for c in _table_of(m).primary_key.columns)
     for m in PROJECTION_TABLES
 }
-_MODELS: dict[str, type[SQLModel]] = {m.__tablename__: m for m in PROJECTION_TABLES}  # type: ignore[misc]
+_MODELS: dict[str, type[SQLModel]] = {_table_of(m).name: m for m in PROJECTION_TABLES}
+
+
+_DEFAULTS: dict[str, dict[str, Any]] = {}
 
 
 def new_row(table: str, **values: Any) -> dict[str, Any]:
     """A full row of ``table`` with the model's defaults, overridden by ``values``."""
-    fields = _MODELS[table].model_fields
-    row = {n: f.get_default(call_default_factory=True) for n, f in fields.items()}
+    defaults = _DEFAULTS.get(table)
+    if defaults is None:
+        fields = _MODELS[table].model_fields
+        defaults = _DEFAULTS[table] = {
+            n: f.get_default(call_default_factory=True) for n, f in fields.items()}
+    row = {k: (list(v) if isinstance(v, list) else v) for k, v in defaults.items()}
     row.update(values)
     return row
 
@@ -65,8 +76,12 @@ def touches(ev: DecodedEvent) -> list[tuple[str, Key]]:
     a = ev.args
     if ev.contract == "JobMarket":
         jid = a.get("jobId")
-        if ev.name in ("JobClaimed", "ReceiptSubmitted"):
+        if ev.name == "JobPosted":
+            return [("jobs", (jid,))]
+        if ev.name == "JobClaimed":
             return [("jobs", (jid,)), ("providers", (a["provider"],))]
+        if ev.name == "ReceiptSubmitted":
+            return [("jobs", (jid,)), ("receipts", (jid,))]
         if ev.name == "JobFinalized":
             return [("jobs", (jid,)), ("providers", (a["provider"],)), ("balances", (a["provider"],)),
                     ("balances", (a["treasury"],)), ("balances", (a["client"],))]
@@ -89,7 +104,7 @@ def touches(ev: DecodedEvent) -> list[tuple[str, Key]]:
         return []
     if ev.contract == "ModelRegistry" and "modelId" in a:
         return [("models", (a["modelId"],))]
-    return []
+    return []  # the rest (parameters, pauses) are rare: loaded when touched
 
 
 class Projector:

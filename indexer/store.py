@@ -22,14 +22,13 @@ from sqlmodel import SQLModel
 from indexer.models import PROJECTION_TABLES, UndoEntry
 from indexer.projector import PRIMARY_KEYS, Key
 
-TABLES: dict[str, sa.Table] = {
-    m.__tablename__: m.__table__ for m in PROJECTION_TABLES  # type: ignore[attr-defined,misc]
-}
-_CHUNK = 500
-
 
 def _table(model: type[SQLModel]) -> sa.Table:
     return model.__table__  # type: ignore[attr-defined,no-any-return]
+
+
+TABLES: dict[str, sa.Table] = {_table(m).name: _table(m) for m in PROJECTION_TABLES}
+_CHUNK = 500
 
 
 def upsert(conn: Connection, table: sa.Table, rows: list[dict[str, Any]]) -> None:

@@ -113,7 +113,7 @@ contract Staking is IStaking, Ownable2Step, ReentrancyGuardTransient {
     function requestUnbond(uint256 amount) external {
         Provider storage p = _providers[msg.sender];
         require(amount != 0, ZeroAmount());
-        uint256 free = p.staked - p.locked;
+        uint256 free = _free(p);
         require(amount <= free, InsufficientFreeStake(msg.sender, amount, free));
         // Cannot underflow: amount <= staked - locked <= staked.
         unchecked {
@@ -141,7 +141,7 @@ contract Staking is IStaking, Ownable2Step, ReentrancyGuardTransient {
         Provider storage p = _providers[provider];
         require(_isActive(p), ProviderNotActive(provider));
         require(_serves[provider][modelId], ModelNotServed(provider, modelId));
-        uint256 free = p.staked - p.locked;
+        uint256 free = _free(p);
         require(amount <= free, InsufficientFreeStake(provider, amount, free));
         // Cannot overflow: locked + amount <= staked, a uint96.
         unchecked {
@@ -175,8 +175,10 @@ contract Staking is IStaking, Ownable2Step, ReentrancyGuardTransient {
             p.staked -= uint96(fromStaked);
             p.unbonding -= uint96(fromUnbonding);
         }
-        // Locked collateral can never exceed what is staked.
-        if (p.locked > p.staked) p.locked = p.staked;
+        // `locked` is left alone: it is exactly the collateral of the provider's open jobs, and
+        // each of them unlocks its own share when it ends. Capping it here at what is left staked
+        // made those unlocks underflow and stranded the jobs (their escrow could never be paid out
+        // or refunded). Until they end, a slash that cut into collateral leaves no free stake.
         slashed = fromStaked + fromUnbonding;
         uint256 jailedUntil = p.jailedUntil;
         if (jail) {
@@ -245,6 +247,13 @@ contract Staking is IStaking, Ownable2Step, ReentrancyGuardTransient {
         require(minStake_ != 0 && unbondingPeriod_ != 0, InvalidParameter());
         _config = Config(minStake_.toUint96(), unbondingPeriod_.toUint40(), jailPeriod_.toUint40());
         emit ParametersSet(minStake_, unbondingPeriod_, jailPeriod_);
+    }
+
+    /// @dev Stake that backs no open job. `locked` exceeds `staked` after a slash that cut into
+    /// collateral (see `slash`); nothing is free then.
+    function _free(Provider storage p) internal view returns (uint256) {
+        (uint256 staked, uint256 locked) = (p.staked, p.locked);
+        return staked > locked ? staked - locked : 0;
     }
 
     function _isActive(Provider storage p) internal view returns (bool) {

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from alembic import context
+from sqlalchemy.engine import Connection
 from sqlmodel import SQLModel
 
 import indexer.models  # noqa: F401 - registers the tables
@@ -44,7 +45,7 @@ def run_online() -> None:
     _run(conn)
 
 
-def _run(conn: object) -> None:
+def _run(conn: Connection) -> None:
     context.configure(
         connection=conn, target_metadata=target_metadata, version_table=VERSION_TABLE,
         include_object=_include, render_as_batch=True,

@@ -20,11 +20,11 @@ from web3 import Web3
 from web3.contract import Contract
 from web3.contract.contract import ContractFunction
 from web3.exceptions import ContractCustomError, ContractLogicError, Web3RPCError
-from web3.types import TxReceipt
+from web3.types import EventData, TxReceipt
 
 from contracts import eip712
 from contracts.artifacts import load_test_artifacts
-from contracts.bindings import Hearth, apply_job_event, decode_log, vote_commitment
+from contracts.bindings import Hearth, apply_job_event, vote_commitment
 from contracts.chain import ErrorDecoder
 from contracts.errors import ChainError
 from contracts.manifest import DeployedContract, Manifest
@@ -35,12 +35,6 @@ from deploy.devnet import get_create_address
 USD = 10**6
 HST = 10**18
 BPS = 10_000
-PRICE = 1  # the devnet's MiniLM price: payment-token wei per unit
-PARAMS = MarketParams()  # the devnet's market parameters (treasury filled in at deployment)
-MIN_STAKE = 100 * HST
-UNBONDING_PERIOD = 3600
-JAIL_PERIOD = 86400
-DEVNET_STAKE = 500 * HST  # what bring_up stakes for each of the four providers
 PROVIDERS = ("provider", "verifier", "verifier2", "cheater")
 INPUT = keccak(b"hearth test input")
 OUTPUT = keccak(b"hearth test output")
@@ -135,7 +129,11 @@ class Posted:
 
 
 class Market:
-    """One deployment of registry, staking and market, driven by named devnet accounts."""
+    """One deployment of registry, staking and market, driven by named devnet accounts.
+
+    Its configuration is read from the chain, never assumed: the model's ``price``, the
+    market's ``params``, the staking periods and ``min_stake``, and ``stake0``, what the
+    `provider` account has staked when the test starts."""
 
     def __init__(self, h: Hearth, accounts: dict[str, DevAccount], model_id: bytes,
                  runtime_hash: bytes, clock: Clock) -> None:
@@ -148,6 +146,28 @@ class Market:
         self._by_address: dict[str, Contract] = {
             c.address.lower(): c for c in (h.market, h.staking, h.registry, h.usd, h.hst)
         }
+        self.reload()
+
+    def reload(self) -> None:
+        """Reads the deployment's configuration (after a test changed it)."""
+        s = self.h.staking.functions
+        self.params = MarketParams(*self.h.market.functions.params().call())
+        self.min_stake = int(s.minStake().call())
+        self.unbonding_period = int(s.unbondingPeriod().call())
+        self.jail_period = int(s.jailPeriod().call())
+        self.stake0 = int(s.getProvider(self.accounts["provider"].address).call()[0])
+        try:
+            self.price = int(self.h.registry.functions.priceOf(self.model_id).call())
+        except (ContractCustomError, ContractLogicError):
+            self.price = 0  # a fresh deployment registers the model after construction
+
+    def fee(self, payment: int) -> int:
+        """The protocol fee on ``payment`` under the current parameters."""
+        return payment * self.params.fee_bps // BPS
+
+    def due(self, units: int, max_payment: int) -> int:
+        """What a receipt for ``units`` pays: min(max payment, units x price)."""
+        return min(max_payment, units * self.price)
 
     @classmethod
     def from_devnet(cls, devnet: Any) -> Market:
@@ -213,7 +233,7 @@ class Market:
         for lg in rcpt["logs"]:
             contract = self._by_address.get(lg["address"].lower())
             if contract is not None:
-                ev = decode_log(contract, lg)
+                ev = decode_event(contract, lg)
                 out.append(Event(ev["event"], lg["address"], dict(ev["args"])))
         return out
 
@@ -309,7 +329,7 @@ class Market:
 
     def challenge(self, job_id: int, job: Job, role: str = "verifier", approve: bool = True) -> Step:
         if approve:
-            self.approve(role, PARAMS.challenge_bond)
+            self.approve(role, self.params.challenge_bond)
         rcpt = self.send(role, self.market.functions.challenge(job_id, job.as_tuple()))
         return Step(self.fold(job_id, job, rcpt), rcpt)
 
@@ -366,10 +386,35 @@ def events_of(contract: Contract, rcpt: TxReceipt, name: str) -> list[dict[str, 
     out = []
     for lg in rcpt["logs"]:
         if lg["address"].lower() == contract.address.lower():
-            ev = decode_log(contract, lg)
+            ev = decode_event(contract, lg)
             if ev["event"] == name:
                 out.append(dict(ev["args"]))
     return out
+
+
+_EVENT_TABLES: dict[tuple[str, ...], dict[bytes, Any]] = {}
+
+
+def decode_event(contract: Contract, lg: Any) -> EventData:
+    """Decodes a log of ``contract``. Unlike ``bindings.decode_log``, whose cache is keyed by
+    address alone, the table is keyed by the contract's event signatures: the tests deploy
+    different contracts at the same address (a snapshot revert rewinds the deployer's nonce)."""
+    sigs = tuple(sorted(
+        f"{item['name']}({','.join(_abi_type(i) for i in item['inputs'])})"
+        for item in contract.abi if item.get("type") == "event"
+    ))
+    table = _EVENT_TABLES.get(sigs)
+    if table is None:
+        table = {keccak(text=sig): sig.split("(")[0] for sig in sigs}
+        _EVENT_TABLES[sigs] = table
+    name = table[bytes(lg["topics"][0])]
+    return contract.events[name]().process_log(lg)  # type: ignore[no-any-return]
+
+
+def _abi_type(inp: dict[str, Any]) -> str:
+    if inp["type"].startswith("tuple"):
+        return f"({','.join(_abi_type(c) for c in inp['components'])}){inp['type'][5:]}"
+    return str(inp["type"])
 
 
 def _salt(role: str) -> bytes:
@@ -397,16 +442,17 @@ def deploy(m: Market, name: str, *args: Any, role: str = "deployer") -> Contract
 def deploy_market(m: Market, payment: Contract, stake: Contract | None = None,
                   params: MarketParams | None = None, owner: str = "deployer") -> Market:
     """A second deployment (registry, staking, market) on the same chain, paying in ``payment``
-    and staking ``stake`` (the devnet's HST by default), with the devnet's model registered.
-    Staking binds the market immutably, so the market's CREATE address is computed first."""
+    and staking ``stake`` (the devnet's HST by default), with the devnet's model registered at
+    its price and ``m``'s parameters. Staking binds the market immutably, so the market's
+    CREATE address is computed first."""
     stake = stake or m.h.hst
     start = m.w3.eth.block_number
     registry = deploy(m, "ModelRegistry", m.addr(owner), role=owner)
     nonce = m.w3.eth.get_transaction_count(m.addr(owner), "pending")
     predicted = get_create_address(m.addr(owner), nonce + 1)
-    staking = deploy(m, "Staking", m.addr(owner), stake.address, predicted, MIN_STAKE,
-                     UNBONDING_PERIOD, JAIL_PERIOD, role=owner)
-    p = params or MarketParams(treasury=m.addr("treasury"))
+    staking = deploy(m, "Staking", m.addr(owner), stake.address, predicted, m.min_stake,
+                     m.unbonding_period, m.jail_period, role=owner)
+    p = params or m.params
     market = deploy(m, "JobMarket", m.addr(owner), payment.address, staking.address,
                     registry.address, p.as_tuple(), role=owner)
     assert market.address == predicted
@@ -421,11 +467,12 @@ def deploy_market(m: Market, payment: Contract, stake: Contract | None = None,
     h = Hearth(manifest, m.w3)
     h.decoder = all_errors_decoder()
     other = Market(h, m.accounts, m.model_id, m.runtime_hash, m.clock)
-    other.send(owner, registry.functions.registerModel(m.model_id, m.runtime_hash, PRICE, "all-MiniLM-L6-v2"))
+    other.send(owner, registry.functions.registerModel(m.model_id, m.runtime_hash, m.price, "all-MiniLM-L6-v2"))
+    other.reload()
     return other
 
 
-def stake(m: Market, role: str, amount: int = DEVNET_STAKE, serve: bool = True, mint: bool = False) -> None:
+def stake(m: Market, role: str, amount: int, serve: bool = True, mint: bool = False) -> None:
     """Registers ``role`` on ``m``'s staking, stakes ``amount`` and serves the model."""
     if mint:
         m.send("deployer", m.h.hst.functions.mint(m.addr(role), amount))

@@ -9,13 +9,8 @@ from typing import Any
 import pytest
 from contract_kit import (
     BPS,
-    DEVNET_STAKE,
     HST,
-    JAIL_PERIOD,
     OUTPUT,
-    PARAMS,
-    PRICE,
-    UNBONDING_PERIOD,
     USD,
     WRONG_OUTPUT,
     Market,
@@ -112,7 +107,7 @@ def test_a_job_request_signed_for_one_chain_is_rejected_on_another(market: Marke
         manifest = deploy_contracts(anvil.rpc_url, market.key("deployer"), market.addr("treasury"))
         assert manifest.address("JobMarket") == market.market.address
         h = Hearth(manifest)
-        register_model(h, market.key("deployer"), market.model_id, market.runtime_hash, PRICE, "all-MiniLM-L6-v2")
+        register_model(h, market.key("deployer"), market.model_id, market.runtime_hash, market.price, "all-MiniLM-L6-v2")
         h.sender(market.key("deployer")).send(h.usd.functions.mint(market.addr("client"), 10 * USD))
         h.approve_usd(market.key("client"), 10 * USD)
         deadline = max(market.clock.now(), int(h.w3.eth.get_block("latest")["timestamp"])) + 3600
@@ -133,7 +128,7 @@ def test_a_job_request_signed_for_one_market_is_rejected_by_another(market: Mark
     """A second market on the same chain (same token, registry and staking). Vulnerable
     version: a domain without `verifyingContract`, or a digest without the domain at all:
     a request signed for market A is replayable on market B."""
-    p = replace(PARAMS, treasury=market.addr("treasury"))
+    p = replace(market.params, treasury=market.addr("treasury"))
     b = deploy(market, "JobMarket", market.addr("deployer"), market.h.usd.address, market.staking.address,
                market.h.registry.address, p.as_tuple())
     market.send("client", market.h.usd.functions.approve(b.address, USD))
@@ -172,7 +167,8 @@ def test_a_copied_receipt_still_pays_the_provider_and_a_forged_one_is_rejected(m
     assert market.event(step.rcpt, "ReceiptSubmitted")["provider"] == market.addr("provider")
     market.clock.warp(step.job.challenge_end)
     market.finalize(p.job_id, step.job)
-    assert market.credit("provider") == 1000 - 1000 * PARAMS.fee_bps // BPS
+    payment = market.due(1000, USD)
+    assert market.credit("provider") == payment - market.fee(payment)
     assert market.credit("cheater") == 0
 
 
@@ -211,13 +207,13 @@ def test_a_claimer_that_never_delivers_loses_its_penalty_to_the_client(market: M
         market.submit(claimed, rec, market.sign_receipt("provider", rec))
     hst_before = market.hst("client")
     step = market.refund(p.job_id, claimed, role="spare")
-    penalty = PARAMS.claim_collateral * PARAMS.refund_penalty_bps // BPS
+    penalty = market.params.claim_collateral * market.params.refund_penalty_bps // BPS
     assert penalty > 0
     assert market.event(step.rcpt, "JobRefunded")["penalty"] == penalty
     assert market.hst("client") == hst_before + penalty
     assert market.credit("client") == USD
     info = market.provider_info("provider")
-    assert (info["staked"], info["locked"]) == (DEVNET_STAKE - penalty, 0)
+    assert (info["staked"], info["locked"]) == (market.stake0 - penalty, 0)
 
 
 # ---------------------------------------------------------------- slash vs. withdraw
@@ -234,8 +230,8 @@ def test_a_provider_cannot_unbond_collateral_that_backs_an_open_job(market: Mark
     everything and walk away from the penalty."""
     p = market.post()
     market.claim(p.job_id, p.job)
-    with reverts("InsufficientFreeStake", market.addr("provider"), DEVNET_STAKE, DEVNET_STAKE - PARAMS.claim_collateral):
-        market.send("provider", market.staking.functions.requestUnbond(DEVNET_STAKE))
+    with reverts("InsufficientFreeStake", market.addr("provider"), market.stake0, market.stake0 - market.params.claim_collateral):
+        market.send("provider", market.staking.functions.requestUnbond(market.stake0))
 
 
 def test_unbonding_stake_stays_slashable_until_it_is_withdrawn(market: Market) -> None:
@@ -243,17 +239,17 @@ def test_unbonding_stake_stays_slashable_until_it_is_withdrawn(market: Market) -
     the dispute. Vulnerable version: slash taking only `staked`; the provider would lose
     10 HST (its collateral) instead of the 50 HST dispute slash."""
     job_id, job = market.delivered(output=WRONG_OUTPUT)
-    free = DEVNET_STAKE - PARAMS.claim_collateral
+    free = market.stake0 - market.params.claim_collateral
     market.send("provider", market.staking.functions.requestUnbond(free))
     step = lose_dispute(market, job_id, job)
     assert market.event(step.rcpt, "Slashed") == {
         "provider": market.addr("provider"), "recipient": market.addr("verifier"),
-        "amount": PARAMS.dispute_slash, "fromStaked": PARAMS.claim_collateral,
-        "jailedUntil": market.clock.now() + JAIL_PERIOD,
+        "amount": market.params.dispute_slash, "fromStaked": market.params.claim_collateral,
+        "jailedUntil": market.clock.now() + market.jail_period,
     }
-    market.clock.advance(UNBONDING_PERIOD)
+    market.clock.advance(market.unbonding_period)
     rcpt = market.send("provider", market.staking.functions.withdraw())
-    assert market.event(rcpt, "StakeWithdrawn")["amount"] == free - (PARAMS.dispute_slash - PARAMS.claim_collateral)
+    assert market.event(rcpt, "StakeWithdrawn")["amount"] == free - (market.params.dispute_slash - market.params.claim_collateral)
 
 
 def test_a_slash_that_cuts_into_locked_collateral_leaves_the_other_jobs_settleable(market: Market) -> None:
@@ -266,11 +262,11 @@ def test_a_slash_that_cuts_into_locked_collateral_leaves_the_other_jobs_settleab
     b = market.post(ttl=5000)
     job_a = market.claim(a.job_id, a.job).job
     job_b = market.claim(b.job_id, b.job).job
-    market.send("provider", market.staking.functions.requestUnbond(DEVNET_STAKE - 2 * PARAMS.claim_collateral))
+    market.send("provider", market.staking.functions.requestUnbond(market.stake0 - 2 * market.params.claim_collateral))
     job_b = market.deliver(b.job_id, job_b, output=WRONG_OUTPUT).job
     lose_dispute(market, b.job_id, job_b)
     info = market.provider_info("provider")
-    assert (info["staked"], info["locked"]) == (0, PARAMS.claim_collateral)  # job A's collateral
+    assert (info["staked"], info["locked"]) == (0, market.params.claim_collateral)  # job A's collateral
     assert not market.staking.functions.isActive(market.addr("provider")).call()
     with reverts("InsufficientFreeStake", market.addr("provider"), 1, 0):
         market.send("provider", market.staking.functions.requestUnbond(1))
@@ -287,11 +283,11 @@ def test_a_refund_after_a_slash_that_cut_into_collateral_still_pays_the_client(m
     b = market.post(ttl=5000)
     job_a = market.claim(a.job_id, a.job).job
     job_b = market.claim(b.job_id, b.job).job
-    market.send("provider", market.staking.functions.requestUnbond(DEVNET_STAKE - 2 * PARAMS.claim_collateral))
+    market.send("provider", market.staking.functions.requestUnbond(market.stake0 - 2 * market.params.claim_collateral))
     lose_dispute(market, b.job_id, market.deliver(b.job_id, job_b, output=WRONG_OUTPUT).job)
     market.clock.warp(a.job.deadline + 1)
     step = market.refund(a.job_id, job_a)
-    penalty = PARAMS.claim_collateral * PARAMS.refund_penalty_bps // BPS
+    penalty = market.params.claim_collateral * market.params.refund_penalty_bps // BPS
     assert market.event(step.rcpt, "Slashed")["amount"] == penalty
     assert market.event(step.rcpt, "Slashed")["fromStaked"] == 0
     assert market.credit("client") == 2 * USD
@@ -313,7 +309,7 @@ def test_fee_split_adds_up_to_max_payment_exactly(market: Market, max_payment: i
     matches the credits."""
     snap = market.clock.snapshot()
     try:
-        params = replace(PARAMS, treasury=market.addr("treasury"), fee_bps=fee_bps)
+        params = replace(market.params, treasury=market.addr("treasury"), fee_bps=fee_bps)
         market.send("deployer", market.market.functions.setParams(params.as_tuple()))
         market.send("deployer", market.h.registry.functions.updateModel(market.model_id, market.runtime_hash, price, True))
         market.send("deployer", market.h.usd.functions.mint(market.addr("client"), max_payment))
@@ -375,17 +371,17 @@ def test_a_token_without_return_values_works_through_safe_erc20(market: Market) 
     claimed = m.claim(lapsed.job_id, lapsed.job).job
     m.clock.warp(lapsed.job.deadline + 1)
     m.refund(lapsed.job_id, claimed)  # the penalty goes out through Staking's safeTransfer
-    fee = 1000 * PARAMS.fee_bps // BPS
+    payment = m.due(1000, USD)
     before = {r: token.functions.balanceOf(m.addr(r)).call() for r in ("client", "provider", "treasury")}
     for role in ("client", "provider", "treasury"):
         m.withdraw(role)
     after = {r: token.functions.balanceOf(m.addr(r)).call() for r in ("client", "provider", "treasury")}
-    assert after["provider"] - before["provider"] == 1000 - fee
-    assert after["treasury"] - before["treasury"] == fee
-    assert after["client"] - before["client"] == (USD - 1000) + USD
+    assert after["provider"] - before["provider"] == payment - m.fee(payment)
+    assert after["treasury"] - before["treasury"] == m.fee(payment)
+    assert after["client"] - before["client"] == (USD - payment) + USD
     assert token.functions.balanceOf(m.market.address).call() == 0
     m.send("provider", m.staking.functions.requestUnbond(100 * HST))
-    m.clock.advance(UNBONDING_PERIOD)
+    m.clock.advance(market.unbonding_period)
     m.send("provider", m.staking.functions.withdraw())
     assert m.provider_info("provider")["unbonding"] == 0
 

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 import hypothesis
-from contract_kit import GPU, HST, JAIL_PERIOD, MIN_STAKE, PARAMS, PRICE, UNBONDING_PERIOD, USD, Market, reverts
+from contract_kit import GPU, HST, USD, Market, reverts
 from eth_abi import decode, encode
 from eth_utils import keccak
 from hypothesis import HealthCheck, settings
@@ -56,17 +56,18 @@ PROVIDERS = ("provider", "verifier", "verifier2", "cheater", "spare")  # spare s
 ACCOUNTS = (*CLIENTS, *PROVIDERS, "treasury", "relayer", "deployer")
 OPEN = (Status.POSTED, Status.CLAIMED, Status.DELIVERED, Status.CHALLENGED)
 SETTLED = (Status.FINALIZED, Status.REFUNDED)
-#: Market parameters per example. The first choice of each is the devnet's (Hypothesis tries it
-#: most); the others stress the edges: no fee or all of it, no bond, no penalty or all of the
-#: collateral, no collateral, and a dispute slash larger than any stake.
+#: Market parameters per example. The first choice of each (None) keeps the devnet's, which
+#: Hypothesis tries most; the others stress the edges: no fee or all of it, no bond, no penalty
+#: or all of the collateral, no collateral, and a dispute slash larger than any stake.
 PARAM_CHOICES = st.fixed_dictionaries({
-    "fee_bps": st.sampled_from([PARAMS.fee_bps, 0, 1, 3_333, 10_000]),
-    "challenge_bond": st.sampled_from([PARAMS.challenge_bond, 0, 1]),
-    "refund_penalty_bps": st.sampled_from([PARAMS.refund_penalty_bps, 0, 1, 10_000]),
-    "claim_collateral": st.sampled_from([PARAMS.claim_collateral, 0, 1, 250 * HST]),
-    "dispute_slash": st.sampled_from([PARAMS.dispute_slash, 0, 10**6 * HST]),
+    "fee_bps": st.sampled_from([None, 0, 1, 3_333, 10_000]),
+    "challenge_bond": st.sampled_from([None, 0, 1]),
+    "refund_penalty_bps": st.sampled_from([None, 0, 1, 10_000]),
+    "claim_collateral": st.sampled_from([None, 0, 1, 250 * HST]),
+    "dispute_slash": st.sampled_from([None, 0, 10**6 * HST]),
 })
 ZERO = "0x" + "00" * 20
+PROVIDER_INFO = "(uint96,uint96,uint96,uint40,uint40,bool,string,string,string)"  # IStaking.ProviderInfo
 #: When a rule acts: now, or after time moves to one second before, onto, or one second past the
 #: boundary that decides its outcome (a deadline, a window's end). Rules carry their own waiting
 #: so that a 12-step example gets deep into a job's life.
@@ -119,6 +120,9 @@ class ModelJob:
     def status(self) -> Status:
         return self.record.status
 
+    def __repr__(self) -> str:  # what a failing example prints for a drawn job
+        return f"job {self.job_id} ({self.status.label}, provider {self.provider})"
+
 
 def call(signature: str, arg: str | int) -> str:
     """Calldata of a one-argument call (web3's encode_abi is too slow to run per step)."""
@@ -149,7 +153,7 @@ class MarketMachine(RuleBasedStateMachine):
         self.addr = {r: m.addr(r) for r in ACCOUNTS}
         self.role_of = {a: r for r, a in self.addr.items()}
         self.now = m.clock.now()
-        self.params = replace(PARAMS, treasury=self.addr["treasury"])
+        self.params = m.params
         self.jobs: dict[int, ModelJob] = {}
         self.credits = dict.fromkeys(ACCOUNTS, 0)
         self.stakes = {r: StakeBook(registered=r != "spare", serving=r != "spare") for r in PROVIDERS}
@@ -160,10 +164,11 @@ class MarketMachine(RuleBasedStateMachine):
         self.book_calls += [(mk, call("balanceOf(address)", self.addr[r])) for r in ACCOUNTS]
         self.book_calls += [(hst, call("balanceOf(address)", self.addr[r])) for r in ACCOUNTS]
         self.book_calls += [(sk, call("getProvider(address)", self.addr[r])) for r in PROVIDERS]
-        reads = self._read([(hst, call("balanceOf(address)", self.addr[r])) for r in ACCOUNTS])
-        self.hst_wallet = {r: decode(["uint256"], raw)[0] for r, raw in zip(ACCOUNTS, reads, strict=True)}
-        for r in self.provider_list:
-            self.stakes[r].staked = self.stakes[r].deposited = 500 * HST
+        reads = iter(self._read([(hst, call("balanceOf(address)", self.addr[r])) for r in ACCOUNTS]
+                                + [(sk, call("getProvider(address)", self.addr[r])) for r in self.provider_list]))
+        self.hst_wallet = {r: decode(["uint256"], next(reads))[0] for r in ACCOUNTS}
+        for r in self.provider_list:  # what bring_up staked: the deposits this example starts from
+            self.stakes[r].staked = self.stakes[r].deposited = decode([PROVIDER_INFO], next(reads))[0][0]
 
     # ------------------------------------------------------------ helpers
 
@@ -190,7 +195,7 @@ class MarketMachine(RuleBasedStateMachine):
 
     def active(self, role: str) -> bool:
         p = self.stakes[role]
-        return p.registered and p.staked >= MIN_STAKE and self.now >= p.jailed_until
+        return p.registered and p.staked >= self.m.min_stake and self.now >= p.jailed_until
 
     def free(self, role: str) -> int:
         p = self.stakes[role]
@@ -206,7 +211,7 @@ class MarketMachine(RuleBasedStateMachine):
         p.slashed += from_staked + from_unbonding
         self.hst_wallet[recipient] += from_staked + from_unbonding
         if jail:
-            p.jailed_until = self.now + JAIL_PERIOD
+            p.jailed_until = self.now + self.m.jail_period
         assert self.m.event(rcpt, "Slashed") == {
             "provider": self.addr[role], "recipient": self.addr[recipient], "amount": from_staked + from_unbonding,
             "fromStaked": from_staked, "jailedUntil": p.jailed_until,
@@ -240,11 +245,13 @@ class MarketMachine(RuleBasedStateMachine):
         st.sampled_from(["posted", "claimed", "delivered", "challenged"]), st.integers(0, 3),
         st.integers(1, 6 * USD), st.booleans(),
     ), min_size=1, max_size=4), params=PARAM_CHOICES)
-    def initial_jobs(self, jobs: list[tuple[str, int, int, bool, str, int, int, bool]], params: dict[str, int]) -> None:
+    def initial_jobs(self, jobs: list[tuple[str, int, int, bool, str, int, int, bool]],
+                     params: dict[str, int | None]) -> None:
         """The example's market parameters, and a few jobs to start from, posted, claimed,
         delivered or challenged (through the same rules and checks as later steps)."""
-        if replace(self.params, **params) != self.params:
-            self.params = replace(self.params, **params)
+        changes = {k: v for k, v in params.items() if v is not None}
+        if changes:
+            self.params = replace(self.params, **changes)
             self.m.send("deployer", self.fn.setParams(self.params.as_tuple()))
         for client, max_payment, ttl, relayed, stage, provider, units, honest in jobs:
             self.post(client, max_payment, ttl, relayed)
@@ -271,7 +278,7 @@ class MarketMachine(RuleBasedStateMachine):
         else:
             rcpt = self.m.send(client, self.fn.postJob(self.m.model_id, input_hash, max_payment, deadline))
         job_id = len(self.jobs) + 1
-        record = Job(self.addr[client], ZERO, self.m.model_id, input_hash, max_payment, PRICE, 0, 0,
+        record = Job(self.addr[client], ZERO, self.m.model_id, input_hash, max_payment, self.m.price, 0, 0,
                      deadline, 0, Status.POSTED, b"\x00" * 32)
         assert self.m.fold(job_id, None, rcpt) == record
         assert self.m.event(rcpt, "JobPosted")["relayer"] == self.addr["relayer" if relayed else client]
@@ -323,7 +330,7 @@ class MarketMachine(RuleBasedStateMachine):
         sender = j.provider if relayer == "self" else relayer
         rcpt = self.act(sender, self.fn.submitReceipt(j.record.as_tuple(), rec.as_tuple(), sig), error)
         if rcpt:
-            payment = min(j.record.max_payment, units * PRICE)
+            payment = self.m.due(units, j.record.max_payment)
             self.update(j, j.record.with_(payment=payment, output_hash=output, status=Status.DELIVERED,
                                           challenge_end=self.now + self.params.challenge_window), rcpt)
 
@@ -654,7 +661,7 @@ class MarketMachine(RuleBasedStateMachine):
         if rcpt:
             p.staked -= amount
             p.unbonding += amount
-            p.ready_at = self.now + UNBONDING_PERIOD
+            p.ready_at = self.now + self.m.unbonding_period
             assert self.m.event(rcpt, "UnbondRequested") == {
                 "provider": self.addr[who], "amount": amount, "unbonding": p.unbonding, "readyAt": p.ready_at,
             }
@@ -688,7 +695,7 @@ class MarketMachine(RuleBasedStateMachine):
         return sorted({t for t in out if t > self.now})
 
     @rule(data=st.data(), to_boundary=st.booleans(), offset=st.sampled_from([-1, 0, 1]),
-          seconds=st.sampled_from([1, 300, 600, 3600, JAIL_PERIOD]))
+          seconds=st.sampled_from([1, 300, 600, 3600, -1]))
     def time_passes(self, data: st.DataObject, to_boundary: bool, offset: int, seconds: int) -> None:
         """Time moves on: by a period, or exactly onto (or one second either side of) a
         deadline, window end, unbonding or jail end."""
@@ -696,7 +703,7 @@ class MarketMachine(RuleBasedStateMachine):
         if to_boundary and boundaries:
             self.warp(data.draw(st.sampled_from(boundaries), label="boundary") + offset)
         else:
-            self.warp(self.now + seconds)
+            self.warp(self.now + (seconds if seconds > 0 else self.m.jail_period))
 
     # ------------------------------------------------------------ invariants
 
@@ -707,8 +714,7 @@ class MarketMachine(RuleBasedStateMachine):
         market_balance, staking_balance = uint(next(out)), uint(next(out))
         credits = {r: uint(next(out)) for r in ACCOUNTS}
         wallets = {r: uint(next(out)) for r in ACCOUNTS}
-        info = {r: decode(["(uint96,uint96,uint96,uint40,uint40,bool,string,string,string)"], next(out))[0]
-                for r in PROVIDERS}
+        info = {r: decode([PROVIDER_INFO], next(out))[0] for r in PROVIDERS}
         statuses = {i: Status(uint(next(out))) for i in self.jobs}
 
         escrow = sum(j.record.max_payment for j in self.jobs_in(*OPEN))

@@ -6,11 +6,8 @@ from dataclasses import replace
 
 from contract_kit import (
     BPS,
-    DEVNET_STAKE,
     HST,
     OUTPUT,
-    PARAMS,
-    PRICE,
     USD,
     Market,
     reverts,
@@ -25,12 +22,12 @@ def test_claim_locks_collateral_and_emits_job_claimed(market: Market) -> None:
     p = market.post()
     step = market.claim(p.job_id, p.job)
     assert market.event(step.rcpt, "JobClaimed") == {
-        "jobId": p.job_id, "provider": market.addr("provider"), "collateral": PARAMS.claim_collateral,
+        "jobId": p.job_id, "provider": market.addr("provider"), "collateral": market.params.claim_collateral,
     }
-    assert step.job == p.job.with_(provider=market.addr("provider"), collateral=PARAMS.claim_collateral,
+    assert step.job == p.job.with_(provider=market.addr("provider"), collateral=market.params.claim_collateral,
                                    status=Status.CLAIMED)
     assert market.status(p.job_id) == Status.CLAIMED
-    assert market.provider_info("provider")["locked"] == PARAMS.claim_collateral
+    assert market.provider_info("provider")["locked"] == market.params.claim_collateral
     assert market.h.job(p.job_id) == step.job
 
 
@@ -75,7 +72,7 @@ def test_claim_reverts_when_the_caller_is_not_a_registered_provider(market: Mark
 
 
 def test_claim_reverts_when_the_provider_is_below_the_minimum_stake(market: Market) -> None:
-    market.send("provider", market.staking.functions.requestUnbond(DEVNET_STAKE - 99 * HST))
+    market.send("provider", market.staking.functions.requestUnbond(market.stake0 - 99 * HST))
     p = market.post()
     with reverts("ProviderNotActive", market.addr("provider")):
         market.claim(p.job_id, p.job)
@@ -89,10 +86,10 @@ def test_claim_reverts_when_the_provider_does_not_serve_the_model(market: Market
 
 
 def test_claim_reverts_when_free_stake_is_below_the_collateral(market: Market) -> None:
-    params = replace(PARAMS, treasury=market.addr("treasury"), claim_collateral=DEVNET_STAKE + 1)
+    params = replace(market.params, treasury=market.addr("treasury"), claim_collateral=market.stake0 + 1)
     market.send("deployer", market.market.functions.setParams(params.as_tuple()))
     p = market.post()
-    with reverts("InsufficientFreeStake", market.addr("provider"), DEVNET_STAKE + 1, DEVNET_STAKE):
+    with reverts("InsufficientFreeStake", market.addr("provider"), market.stake0 + 1, market.stake0):
         market.claim(p.job_id, p.job)
 
 
@@ -108,10 +105,10 @@ def test_receipt_records_payment_and_opens_the_challenge_window(market: Market) 
     assert market.event(step.rcpt, "ReceiptSubmitted") == {
         "jobId": p.job_id, "provider": market.addr("provider"), "outputHash": OUTPUT, "units": 1234,
         "modelHash": market.model_id, "runtimeHash": market.runtime_hash, "gpuClass": rec.gpu_class,
-        "payment": 1234 * PRICE, "challengeEnd": now + PARAMS.challenge_window,
+        "payment": 1234 * market.price, "challengeEnd": now + market.params.challenge_window,
     }
     assert step.job.status == Status.DELIVERED
-    assert step.job.payment == 1234 * PRICE
+    assert step.job.payment == 1234 * market.price
     assert market.h.job(p.job_id) == step.job
 
 
@@ -172,18 +169,20 @@ def test_receipt_reverts_when_signed_by_anyone_but_the_job_provider(market: Mark
 
 
 def test_finalize_credits_provider_treasury_and_client_and_releases_collateral(market: Market) -> None:
-    job_id, job = market.delivered(units=400_000, max_payment=USD)
+    job_id, job = market.delivered(units=4000, max_payment=USD)
+    payment = market.due(4000, USD)
+    assert 0 < payment < USD
     market.clock.warp(job.challenge_end)
     step = market.finalize(job_id, job)
-    fee = 400_000 * PARAMS.fee_bps // BPS
+    fee = market.fee(payment)
     assert market.event(step.rcpt, "JobFinalized") == {
         "jobId": job_id, "provider": market.addr("provider"), "client": market.addr("client"),
-        "providerAmount": 400_000 - fee, "fee": fee, "clientRefund": USD - 400_000,
+        "providerAmount": payment - fee, "fee": fee, "clientRefund": USD - payment,
         "treasury": market.addr("treasury"),
     }
-    assert market.credit("provider") == 400_000 - fee
+    assert market.credit("provider") == payment - fee
     assert market.credit("treasury") == fee
-    assert market.credit("client") == USD - 400_000
+    assert market.credit("client") == USD - payment
     assert market.provider_info("provider")["locked"] == 0
     assert market.status(job_id) == Status.FINALIZED
     assert step.job.status == Status.FINALIZED
@@ -234,14 +233,14 @@ def test_refund_of_a_claimed_job_slashes_the_penalty_to_the_client(market: Marke
     hst_before = market.hst("client")
     market.clock.warp(p.job.deadline + 1)
     step = market.refund(p.job_id, claimed)
-    penalty = PARAMS.claim_collateral * PARAMS.refund_penalty_bps // BPS
+    penalty = market.params.claim_collateral * market.params.refund_penalty_bps // BPS
     assert market.event(step.rcpt, "JobRefunded")["penalty"] == penalty
     assert market.event(step.rcpt, "Slashed") == {
         "provider": market.addr("provider"), "recipient": market.addr("client"), "amount": penalty,
         "fromStaked": penalty, "jailedUntil": 0,
     }
     info = market.provider_info("provider")
-    assert (info["staked"], info["locked"], info["jailed_until"]) == (DEVNET_STAKE - penalty, 0, 0)
+    assert (info["staked"], info["locked"], info["jailed_until"]) == (market.stake0 - penalty, 0, 0)
     assert market.hst("client") == hst_before + penalty
     assert market.credit("client") == USD
 

@@ -6,10 +6,7 @@ challenging, the committee is `verifier2` and `cheater` (the other two active pr
 from __future__ import annotations
 
 from contract_kit import (
-    DEVNET_STAKE,
-    JAIL_PERIOD,
     OUTPUT,
-    PARAMS,
     USD,
     WRONG_OUTPUT,
     Market,
@@ -38,12 +35,12 @@ def test_challenge_takes_the_bond_and_draws_a_committee_of_other_providers(marke
     ev = market.event(step.rcpt, "JobChallenged")
     assert sorted(ev.pop("committee")) == sorted([market.addr("verifier2"), market.addr("cheater")])
     assert ev == {
-        "jobId": job_id, "challenger": market.addr("verifier"), "bond": PARAMS.challenge_bond,
-        "commitEnd": now + PARAMS.commit_period,
-        "revealEnd": now + PARAMS.commit_period + PARAMS.reveal_period,
+        "jobId": job_id, "challenger": market.addr("verifier"), "bond": market.params.challenge_bond,
+        "commitEnd": now + market.params.commit_period,
+        "revealEnd": now + market.params.commit_period + market.params.reveal_period,
     }
     assert sorted(market.committee_roles(job_id)) == ["cheater", "verifier2"]
-    assert market.usd("verifier") == before - PARAMS.challenge_bond
+    assert market.usd("verifier") == before - market.params.challenge_bond
     assert step.job.status == Status.CHALLENGED
     assert market.status(job_id) == Status.CHALLENGED
 
@@ -177,13 +174,13 @@ def test_resolve_when_the_provider_wins_pays_it_the_bond_and_allows_finalizing_n
         "slashed": 0, "challengeEnd": now,
     }
     assert market.event(step.rcpt, "BalanceCredited") == {
-        "account": market.addr("provider"), "amount": PARAMS.challenge_bond, "jobId": job_id,
+        "account": market.addr("provider"), "amount": market.params.challenge_bond, "jobId": job_id,
     }
     assert step.job.status == Status.DELIVERED
     assert step.job.challenge_end == now
     market.finalize(job_id, step.job)
-    fee = 1000 * PARAMS.fee_bps // 10_000
-    assert market.credit("provider") == PARAMS.challenge_bond + 1000 - fee
+    payment = market.due(1000, USD)
+    assert market.credit("provider") == market.params.challenge_bond + payment - market.fee(payment)
     assert market.provider_info("provider")["locked"] == 0
 
 
@@ -195,24 +192,24 @@ def test_resolve_when_the_provider_loses_refunds_the_client_and_slashes_and_jail
     now = market.clock.now()
     assert market.event(step.rcpt, "DisputeResolved") == {
         "jobId": job_id, "providerWon": False, "escalated": False, "byGovernance": False,
-        "slashed": PARAMS.dispute_slash, "challengeEnd": 0,
+        "slashed": market.params.dispute_slash, "challengeEnd": 0,
     }
     assert market.event(step.rcpt, "JobRefunded") == {
         "jobId": job_id, "client": market.addr("client"), "amount": USD, "penalty": 0,
     }
     assert market.event(step.rcpt, "BalanceCredited") == {
-        "account": market.addr("verifier"), "amount": PARAMS.challenge_bond, "jobId": job_id,
+        "account": market.addr("verifier"), "amount": market.params.challenge_bond, "jobId": job_id,
     }
     assert market.event(step.rcpt, "Slashed") == {
         "provider": market.addr("provider"), "recipient": market.addr("verifier"),
-        "amount": PARAMS.dispute_slash, "fromStaked": PARAMS.dispute_slash, "jailedUntil": now + JAIL_PERIOD,
+        "amount": market.params.dispute_slash, "fromStaked": market.params.dispute_slash, "jailedUntil": now + market.jail_period,
     }
     assert step.job.status == Status.REFUNDED
     assert market.credit("client") == USD
-    assert market.credit("verifier") == PARAMS.challenge_bond
-    assert market.hst("verifier") == hst_before + PARAMS.dispute_slash
+    assert market.credit("verifier") == market.params.challenge_bond
+    assert market.hst("verifier") == hst_before + market.params.dispute_slash
     info = market.provider_info("provider")
-    assert (info["staked"], info["locked"]) == (DEVNET_STAKE - PARAMS.dispute_slash, 0)
+    assert (info["staked"], info["locked"]) == (market.stake0 - market.params.dispute_slash, 0)
     assert not market.staking.functions.isActive(market.addr("provider")).call()
 
 
@@ -260,9 +257,9 @@ def test_resolve_escalated_by_the_owner_can_reject_the_receipt(market: Market) -
     step = market.resolve_escalated(job_id, job, False)
     assert market.event(step.rcpt, "DisputeResolved") == {
         "jobId": job_id, "providerWon": False, "escalated": False, "byGovernance": True,
-        "slashed": PARAMS.dispute_slash, "challengeEnd": 0,
+        "slashed": market.params.dispute_slash, "challengeEnd": 0,
     }
-    assert market.event(step.rcpt, "Slashed")["amount"] == PARAMS.dispute_slash
+    assert market.event(step.rcpt, "Slashed")["amount"] == market.params.dispute_slash
     assert step.job.status == Status.REFUNDED
     assert market.credit("client") == USD
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 import pytest
-from contract_kit import OUTPUT, PARAMS, USD, Market, reverts
+from contract_kit import OUTPUT, USD, Market, reverts
 from eth_abi import encode
 from eth_utils import keccak
 
@@ -77,14 +77,15 @@ def test_pause_and_unpause_are_owner_only_and_not_repeatable(market: Market) -> 
 
 
 def test_set_params_stores_and_emits_the_parameters(market: Market) -> None:
-    params = replace(PARAMS, treasury=market.addr("spare"), fee_bps=250, challenge_window=1200)
+    params = replace(market.params, treasury=market.addr("spare"), fee_bps=250, challenge_window=1200)
     rcpt = market.send("deployer", market.market.functions.setParams(params.as_tuple()))
     assert tuple(market.event(rcpt, "ParamsSet")["params"].values()) == params.as_tuple()
     assert tuple(market.market.functions.params().call()) == params.as_tuple()
     job_id, job = market.delivered(units=1000)
     assert job.challenge_end == market.clock.now() + 1200
     market.clock.warp(job.challenge_end)
-    assert market.event(market.finalize(job_id, job).rcpt, "JobFinalized")["fee"] == 25
+    payment = market.due(1000, USD)
+    assert market.event(market.finalize(job_id, job).rcpt, "JobFinalized")["fee"] == payment * 250 // 10_000
 
 
 @pytest.mark.parametrize("change", [
@@ -93,13 +94,13 @@ def test_set_params_stores_and_emits_the_parameters(market: Market) -> None:
     {"reveal_period": 0}, {"committee_size": 0},
 ])
 def test_set_params_reverts_on_an_invalid_parameter(market: Market, change: dict[str, object]) -> None:
-    params = replace(PARAMS, **{"treasury": market.addr("treasury"), **change})
+    params = replace(market.params, **{"treasury": market.addr("treasury"), **change})
     with reverts("InvalidParameter"):
         market.send("deployer", market.market.functions.setParams(params.as_tuple()))
 
 
 def test_set_params_is_owner_only(market: Market) -> None:
-    params = replace(PARAMS, treasury=market.addr("client"), fee_bps=10_000)
+    params = replace(market.params, treasury=market.addr("client"), fee_bps=10_000)
     with reverts("OwnableUnauthorizedAccount", market.addr("client")):
         market.send("client", market.market.functions.setParams(params.as_tuple()))
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from contract_kit import INPUT, PRICE, USD, Market, reverts
+from contract_kit import INPUT, USD, Market, reverts
 
 from contracts.types import Job, Permit, Status
 
@@ -15,13 +15,13 @@ def test_post_job_escrows_max_payment_and_emits_job_posted(market: Market) -> No
     deadline = market.clock.now() + 3600
     assert market.event(p.rcpt, "JobPosted") == {
         "jobId": p.job_id, "client": market.addr("client"), "modelId": market.model_id,
-        "inputHash": INPUT, "maxPayment": 3 * USD, "pricePerUnit": PRICE, "deadline": deadline,
+        "inputHash": INPUT, "maxPayment": 3 * USD, "pricePerUnit": market.price, "deadline": deadline,
         "relayer": market.addr("client"),
     }
     assert p.job_id == market.market.functions.jobCount().call() == 1
     assert p.job == Job(
         client=market.addr("client"), provider="0x" + "00" * 20, model_id=market.model_id,
-        input_hash=INPUT, max_payment=3 * USD, price_per_unit=PRICE, payment=0, collateral=0,
+        input_hash=INPUT, max_payment=3 * USD, price_per_unit=market.price, payment=0, collateral=0,
         deadline=deadline, challenge_end=0, status=Status.POSTED, output_hash=b"\x00" * 32,
     )
     assert market.status(p.job_id) == Status.POSTED
@@ -59,7 +59,7 @@ def test_post_job_reverts_for_an_unknown_model(market: Market) -> None:
 
 def test_post_job_reverts_for_a_deactivated_model(market: Market) -> None:
     market.send("deployer", market.h.registry.functions.updateModel(
-        market.model_id, market.runtime_hash, PRICE, False))
+        market.model_id, market.runtime_hash, market.price, False))
     with reverts("UnknownModel", market.model_id):
         market.post()
 

@@ -3,7 +3,7 @@ status changes reach jobs already in the market."""
 
 from __future__ import annotations
 
-from contract_kit import PRICE, USD, Market, reverts
+from contract_kit import USD, Market, reverts
 
 from contracts.types import Status
 
@@ -72,14 +72,14 @@ def test_a_job_keeps_the_price_it_was_posted_at(market: Market) -> None:
     p = market.post(max_payment=USD)
     market.send("deployer", market.h.registry.functions.updateModel(market.model_id, market.runtime_hash, 50, True))
     claimed = market.claim(p.job_id, p.job).job
-    assert market.deliver(p.job_id, claimed, units=1000).job.payment == 1000 * PRICE
+    assert market.deliver(p.job_id, claimed, units=1000).job.payment == 1000 * market.price
     assert market.post(max_payment=USD).job.price_per_unit == 50
 
 
 def test_deactivating_a_model_does_not_strand_a_claimed_job(market: Market) -> None:
     p = market.post()
     claimed = market.claim(p.job_id, p.job).job
-    market.send("deployer", market.h.registry.functions.updateModel(market.model_id, market.runtime_hash, PRICE, False))
+    market.send("deployer", market.h.registry.functions.updateModel(market.model_id, market.runtime_hash, market.price, False))
     delivered = market.deliver(p.job_id, claimed).job
     market.clock.warp(delivered.challenge_end)
     assert market.finalize(p.job_id, delivered).job.status == Status.FINALIZED

@@ -10,12 +10,7 @@ from collections.abc import Iterator
 
 import pytest
 from contract_kit import (
-    DEVNET_STAKE,
     HST,
-    JAIL_PERIOD,
-    MIN_STAKE,
-    PARAMS,
-    UNBONDING_PERIOD,
     Market,
     deploy,
     events_of,
@@ -30,7 +25,7 @@ ZERO = "0x" + "00" * 20
 def harness(market: Market) -> Iterator[Contract]:
     """A Staking whose market is the `spare` EOA, with `provider` staked 200 HST and serving."""
     staking = deploy(market, "Staking", market.addr("deployer"), market.h.hst.address,
-                     market.addr("spare"), MIN_STAKE, UNBONDING_PERIOD, JAIL_PERIOD)
+                     market.addr("spare"), market.min_stake, market.unbonding_period, market.jail_period)
     market.send("provider", staking.functions.register("http://p", "eu", "h100"))
     market.send("provider", market.h.hst.functions.approve(staking.address, 200 * HST))
     market.send("provider", staking.functions.stake(200 * HST))
@@ -101,10 +96,10 @@ def test_stake_adds_to_the_stake_and_pulls_the_tokens(market: Market) -> None:
     market.send("provider", market.h.hst.functions.approve(market.staking.address, 50 * HST))
     rcpt = market.send("provider", market.staking.functions.stake(50 * HST))
     assert market.event(rcpt, "Staked") == {
-        "provider": market.addr("provider"), "amount": 50 * HST, "total": DEVNET_STAKE + 50 * HST,
+        "provider": market.addr("provider"), "amount": 50 * HST, "total": market.stake0 + 50 * HST,
     }
     assert market.hst("provider") == before - 50 * HST
-    assert market.provider_info("provider")["staked"] == DEVNET_STAKE + 50 * HST
+    assert market.provider_info("provider")["staked"] == market.stake0 + 50 * HST
 
 
 def test_stake_and_unbond_revert_on_zero(market: Market) -> None:
@@ -120,29 +115,29 @@ def test_request_unbond_moves_stake_to_unbonding_and_restarts_the_clock(market: 
     rcpt = market.send("provider", s.requestUnbond(100 * HST))
     assert market.event(rcpt, "UnbondRequested") == {
         "provider": market.addr("provider"), "amount": 100 * HST, "unbonding": 100 * HST,
-        "readyAt": t0 + UNBONDING_PERIOD,
+        "readyAt": t0 + market.unbonding_period,
     }
     market.clock.advance(1000)
     rcpt = market.send("provider", s.requestUnbond(50 * HST))
-    assert market.event(rcpt, "UnbondRequested")["readyAt"] == t0 + 1000 + UNBONDING_PERIOD
+    assert market.event(rcpt, "UnbondRequested")["readyAt"] == t0 + 1000 + market.unbonding_period
     p = market.provider_info("provider")
     assert (p["staked"], p["unbonding"], p["unbond_ready_at"]) == (
-        DEVNET_STAKE - 150 * HST, 150 * HST, t0 + 1000 + UNBONDING_PERIOD)
+        market.stake0 - 150 * HST, 150 * HST, t0 + 1000 + market.unbonding_period)
 
 
 def test_request_unbond_reverts_on_collateral_locked_by_a_claim(market: Market) -> None:
     p = market.post()
     market.claim(p.job_id, p.job)
-    free = DEVNET_STAKE - PARAMS.claim_collateral
+    free = market.stake0 - market.params.claim_collateral
     with reverts("InsufficientFreeStake", market.addr("provider"), free + 1, free):
         market.send("provider", market.staking.functions.requestUnbond(free + 1))
     market.send("provider", market.staking.functions.requestUnbond(free))
-    assert market.provider_info("provider")["staked"] == PARAMS.claim_collateral
+    assert market.provider_info("provider")["staked"] == market.params.claim_collateral
 
 
 def test_unbonding_below_the_minimum_stake_makes_the_provider_inactive(market: Market) -> None:
     s = market.staking.functions
-    market.send("provider", s.requestUnbond(DEVNET_STAKE - MIN_STAKE))
+    market.send("provider", s.requestUnbond(market.stake0 - market.min_stake))
     assert s.isActive(market.addr("provider")).call()
     market.send("provider", s.requestUnbond(1))
     assert not s.isActive(market.addr("provider")).call()
@@ -213,11 +208,11 @@ def test_slash_takes_staked_first_then_unbonding_and_jails(market: Market, harne
     rcpt = market.send("spare", f.slash(provider, 80 * HST, recipient, True))
     assert events_of(harness, rcpt, "Slashed") == [{
         "provider": provider, "recipient": recipient, "amount": 80 * HST, "fromStaked": 50 * HST,
-        "jailedUntil": now + JAIL_PERIOD,
+        "jailedUntil": now + market.jail_period,
     }]
     assert info(market, harness, "provider") == (0, 0, 120 * HST)  # 50 from staked, 30 from unbonding
     assert market.hst("client2") == before + 80 * HST
-    assert harness.functions.getProvider(provider).call()[4] == now + JAIL_PERIOD
+    assert harness.functions.getProvider(provider).call()[4] == now + market.jail_period
 
 
 def test_slash_is_capped_at_what_the_provider_has(market: Market, harness: Contract) -> None:
@@ -268,4 +263,4 @@ def test_set_parameters_is_owner_only(market: Market) -> None:
 def test_staking_cannot_be_deployed_without_a_market(market: Market) -> None:
     with reverts("InvalidParameter"):
         deploy(market, "Staking", market.addr("deployer"), market.h.hst.address, ZERO,
-               MIN_STAKE, UNBONDING_PERIOD, JAIL_PERIOD)
+               market.min_stake, market.unbonding_period, market.jail_period)

@@ -22,7 +22,7 @@ from hypothesis.stateful import (
     run_state_machine_as_test,
 )
 from indexer_checks import assert_index_matches_chain
-from indexer_protocol import HST, Protocol, ReorgChain
+from indexer_protocol import HST, AnvilStateLost, Protocol, ReorgChain
 
 from contracts.errors import ChainError
 from contracts.types import Status
@@ -92,6 +92,8 @@ class IndexerMachine(RuleBasedStateMachine):
     # ---------------------------------------------------------------- chain state
 
     def _jobs(self, *statuses: Status) -> list[int]:
+        if self.chain.state_lost:
+            return []
         m = self.proto.h.market.functions
         return [i for i in range(1, m.jobCount().call() + 1)
                 if Status(m.jobStatus(i).call()) in statuses]
@@ -103,6 +105,8 @@ class IndexerMachine(RuleBasedStateMachine):
             STATS["protocol actions"] += 1
         except ChainError:
             self.chain.resync()  # a reverted action is fine; the index is what is tested
+        except AnvilStateLost:
+            STATS["actions skipped: anvil lost its state"] += 1
 
     # ---------------------------------------------------------------- protocol actions
 

@@ -91,9 +91,7 @@ def _attention_kernel(
     tl.store(o_ptrs, acc.to(out_ptr.dtype.element_ty), mask=mask_m[:, None])
 
 
-def attention_varlen(
-    qkv: torch.Tensor, cu_seqlens: torch.Tensor, max_len: int, num_heads: int
-) -> torch.Tensor:
+def attention_varlen(qkv: torch.Tensor, cu_seqlens: torch.Tensor, max_len: int, num_heads: int) -> torch.Tensor:
     """Softmax(q k^T / sqrt(d)) v per sequence and head: `[T, 3*H] -> [T, H]`.
 
     `qkv` rows hold [query | key | value] of each packed token; `cu_seqlens` is int32 `[B+1]`.

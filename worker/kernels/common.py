@@ -11,7 +11,6 @@ import torch
 import triton
 import triton.language as tl
 
-
 FP_FUSION = True
 """Let the compiler contract a*b+c into FMA. Pinned explicitly on every launch because
 Triton's default is changing (3.10); it is part of the numerics behind KERNEL_VERSION."""
@@ -25,9 +24,7 @@ def interpreting() -> bool:
 def check_device(t: torch.Tensor) -> None:
     """Kernels run on CUDA, or on CPU tensors under the interpreter."""
     if t.device.type != "cuda" and not interpreting():
-        raise ValueError(
-            f"Triton kernels need CUDA tensors (or TRITON_INTERPRET=1); got {t.device}"
-        )
+        raise ValueError(f"Triton kernels need CUDA tensors (or TRITON_INTERPRET=1); got {t.device}")
 
 
 @triton.jit

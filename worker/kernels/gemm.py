@@ -110,9 +110,7 @@ _TUNE_CONFIGS = [
         (128, 256, 64, 8, 3),
     )
 ]
-_gemm_bias_tuned_kernel = triton.autotune(configs=_TUNE_CONFIGS, key=["M", "N", "K"])(
-    triton.jit(_gemm_bias_body)
-)
+_gemm_bias_tuned_kernel = triton.autotune(configs=_TUNE_CONFIGS, key=["M", "N", "K"])(triton.jit(_gemm_bias_body))
 
 
 def _input_precision(dtype: torch.dtype) -> str:
@@ -169,9 +167,7 @@ def gemm_bias(
     return c
 
 
-def gemm_bias_autotuned(
-    a: torch.Tensor, w: torch.Tensor, bias: torch.Tensor, *, gelu: bool = False
-) -> torch.Tensor:
+def gemm_bias_autotuned(a: torch.Tensor, w: torch.Tensor, bias: torch.Tensor, *, gelu: bool = False) -> torch.Tensor:
     """Like `gemm_bias` with tiles autotuned per (M, N, K): NOT batch-invariant (benchmarks)."""
     m, n, k = _check(a, w, bias)
     c = torch.empty((m, n), dtype=a.dtype, device=a.device)

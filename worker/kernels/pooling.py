@@ -38,9 +38,7 @@ def _mean_pool_l2_kernel(
     for t0 in range(start, end, BLOCK_T):
         rows = t0 + offs_t
         mask = (rows < end)[:, None] & mask_h[None, :]
-        x = tl.load(
-            h_ptr + rows.to(tl.int64)[:, None] * stride_h + offs_h[None, :], mask=mask, other=0.0
-        )
+        x = tl.load(h_ptr + rows.to(tl.int64)[:, None] * stride_h + offs_h[None, :], mask=mask, other=0.0)
         acc += tl.sum(x.to(tl.float32), axis=0)
     mean = acc / (end - start).to(tl.float32)
     norm = tl.sqrt_rn(tl.sum(mean * mean, axis=0))

@@ -51,9 +51,7 @@ def padded_tokens(items: Sequence[QueuedItem]) -> int:
     return len(items) * max((i.n_tokens for i in items), default=0)
 
 
-def plan_batches(
-    items: Sequence[QueuedItem], *, max_tokens: int, max_batch_size: int
-) -> list[list[QueuedItem]]:
+def plan_batches(items: Sequence[QueuedItem], *, max_tokens: int, max_batch_size: int) -> list[list[QueuedItem]]:
     """Split `items` into batches sorted by length, each within both limits.
 
     Items are ordered by (n_tokens, id) and cut greedily, so the plan is deterministic. An
@@ -65,9 +63,7 @@ def plan_batches(
     current: list[QueuedItem] = []
     for item in sorted(items, key=lambda i: (i.n_tokens, i.id)):
         # Sorted ascending, so `item` is the longest of current + [item].
-        if current and (
-            len(current) >= max_batch_size or (len(current) + 1) * item.n_tokens > max_tokens
-        ):
+        if current and (len(current) >= max_batch_size or (len(current) + 1) * item.n_tokens > max_tokens):
             batches.append(current)
             current = []
         current.append(item)
@@ -229,9 +225,7 @@ class DynamicBatcher(Generic[R]):
         )
 
 
-def embedding_batcher(
-    encoder: TextEncoder, **limits: Any
-) -> DynamicBatcher[npt.NDArray[np.float32]]:
+def embedding_batcher(encoder: TextEncoder, **limits: Any) -> DynamicBatcher[npt.NDArray[np.float32]]:
     """A `DynamicBatcher` whose results are each item's embedding row (`[384]` float32)."""
 
     def process(items: list[QueuedItem]) -> list[npt.NDArray[np.float32]]:

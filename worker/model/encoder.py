@@ -112,18 +112,14 @@ class Encoder:
         )
 
     @staticmethod
-    def _build(
-        backend: Backend, dtype: DType, dev: torch.device
-    ) -> Callable[[PackedBatch], torch.Tensor]:
+    def _build(backend: Backend, dtype: DType, dev: torch.device) -> Callable[[PackedBatch], torch.Tensor]:
         if dtype == "bf16" and dev.type != "cuda":
             raise UnsupportedConfigError("bf16 is supported on CUDA devices only")
         if backend == "triton":
             from worker.kernels import TritonForward, interpreting
 
             if dev.type != "cuda" and not (dev.type == "cpu" and interpreting()):
-                raise UnsupportedConfigError(
-                    "the triton backend needs a CUDA device (or TRITON_INTERPRET=1 on CPU)"
-                )
+                raise UnsupportedConfigError("the triton backend needs a CUDA device (or TRITON_INTERPRET=1 on CPU)")
             return TritonForward(load_weights(torch_dtype(dtype), dev))
         return TorchForward(load_weights(torch_dtype(dtype), dev))
 

