@@ -5,8 +5,8 @@
    deliver (EIP-712 receipts) and get finalized; late jobs are refunded (with a collateral slash
    when they were claimed); everyone withdraws; the rest is ``setServing`` calls. Transactions
    go out as JSON-RPC batches of ``eth_sendTransaction`` from impersonated accounts with
-   automine off, about ``--block-txs`` per block (``anvil_mine``), so building is bounded by
-   Anvil's execution rather than by Python signing.
+   automine off, ``--block-txs`` per block (``anvil_mine``; default 100, a busy but plausible
+   block), so building is bounded by Anvil's execution rather than by Python signing.
 2. Backfills a fresh database of each kind from the deployment block to the head and reports
    events per second (wall time of ``Indexer.sync``, including RPC, decoding and writes).
 3. Switches Anvil to one block per second, keeps posting jobs, runs the indexer service
@@ -40,8 +40,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 RESULTS = ROOT / "bench" / "results" / "indexer.json"
 
-from eth_abi import encode  # noqa: E402
-from eth_utils import keccak, to_checksum_address  # noqa: E402
+from eth_abi.abi import encode  # noqa: E402
+from eth_utils.address import to_checksum_address  # noqa: E402
+from eth_utils.crypto import keccak  # noqa: E402
 
 HST = 10**18
 MAX_UINT = 2**256 - 1
@@ -72,11 +73,11 @@ def job_tuple(j: dict[str, Any], status: int) -> tuple[Any, ...]:
 
 
 def _sign(args: tuple[bytes, bytes]) -> bytes:
-    from eth_keys import keys
+    from eth_keys.datatypes import PrivateKey
 
     key, digest = args
-    sig = keys.PrivateKey(key).sign_msg_hash(digest)
-    return sig.r.to_bytes(32, "big") + sig.s.to_bytes(32, "big") + bytes([sig.v + 27])
+    sig = PrivateKey(key).sign_msg_hash(digest)
+    return bytes(sig.r.to_bytes(32, "big") + sig.s.to_bytes(32, "big") + bytes([sig.v + 27]))
 
 
 class ChainBuilder:
@@ -165,9 +166,9 @@ def build_chain(dn: Any, target_events: int, block_txs: int, providers: int = 16
     b.setup_node()
     owner = dn.accounts["deployer"].address
     pkeys = [keccak(text=f"hearth bench provider {i}") for i in range(providers)]
-    from eth_keys import keys
+    from eth_keys.datatypes import PrivateKey
 
-    paddrs = [to_checksum_address(keys.PrivateKey(k).public_key.to_address()) for k in pkeys]
+    paddrs = [to_checksum_address(PrivateKey(k).public_key.to_address()) for k in pkeys]
     caddrs = [to_checksum_address(keccak(text=f"hearth bench client {i}")[12:]) for i in range(clients)]
     b.fund(paddrs + caddrs + [owner])
 
@@ -197,7 +198,7 @@ def build_chain(dn: Any, target_events: int, block_txs: int, providers: int = 16
     total = full + refunded_claimed + refunded_posted
     jobs: list[dict[str, Any]] = []
     for i in range(total):
-        j = {"client": caddrs[i % clients], "model": b.model, "input": keccak(text=f"input {i}"),
+        j: dict[str, Any] = {"client": caddrs[i % clients], "model": b.model, "input": keccak(text=f"input {i}"),
              "max": 1_000 + i % 997, "deadline": now + (30 * 86_400 if i < full else 3_600)}
         jobs.append(j)
         b.tx(j["client"], b.market, call("postJob(bytes32,bytes32,uint96,uint40)",
@@ -251,8 +252,9 @@ def build_chain(dn: Any, target_events: int, block_txs: int, providers: int = 16
                                            [JOB_TYPE, RECEIPT_TYPE, "bytes"],
                                            [job_tuple(j, 2), receipt, sig]), 300_000)
     b.flush()
-    delivered = b.logs(b.market, keccak(text="ReceiptSubmitted(uint256,address,bytes32,uint64,bytes32,bytes32,bytes32,uint96,uint40)"),
-                       first_block)
+    receipt_topic = keccak(
+        text="ReceiptSubmitted(uint256,address,bytes32,uint64,bytes32,bytes32,bytes32,uint96,uint40)")
+    delivered = b.logs(b.market, receipt_topic, first_block)
     by_id = {int(lg["topics"][1], 16): lg for lg in delivered}
     if len(by_id) != full:
         j = next(j for j in jobs[:full] if j["id"] not in by_id)
@@ -420,7 +422,7 @@ def pg_database(host: str, port: int) -> tuple[str, Any]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--events", type=int, default=100_000)
-    ap.add_argument("--block-txs", type=int, default=1_000)
+    ap.add_argument("--block-txs", type=int, default=100)
     ap.add_argument("--realtime-seconds", type=float, default=30.0)
     ap.add_argument("--pg-host", default="127.0.0.1")
     ap.add_argument("--pg-port", type=int, default=5432)
@@ -428,7 +430,7 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=RESULTS)
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    for noisy in ("httpx", "indexer", "deploy", "contracts"):
+    for noisy in ("httpx", "indexer", "deploy", "contracts", "alembic"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
     from rich.console import Console
@@ -462,7 +464,7 @@ def main() -> None:
             dn.anvil.stop()
 
     result = {
-        "command": "python bench/indexer.py " + " ".join(sys.argv[1:]),
+        "command": " ".join(["python bench/indexer.py", *sys.argv[1:]]),
         "event_count": built["events"],
         "chain": built,
         "backfill_events_per_s": {k: v["events_per_s"] for k, v in rates.items()},
@@ -473,7 +475,8 @@ def main() -> None:
                  "backfill = Indexer.sync from the deployment block into an empty database, "
                  "default settings (adaptive eth_getLogs ranges, target 10k logs per batch); "
                  "realtime = IndexerService (poll 0.25 s, SQLite) on interval mining 1 s with ~10 "
-                 "postJob per block",
+                 "postJob per block; lag = head - indexed block sampled every 50 ms; latency = from "
+                 "the sampler first seeing a block to the index including it",
         "machine": {"python": platform.python_version(), "cpus": os.cpu_count(),
                     "platform": platform.platform()},
         "date": time.strftime("%Y-%m-%d"),

@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import hashlib
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +21,8 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import registry
 from sqlmodel import Field, Session, SQLModel, col, select
+
+from indexer.db import session as index_session
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 VERSION_TABLE = "gateway_alembic_version"
@@ -105,15 +105,9 @@ def migrate(engine: Engine, revision: str = "head") -> None:
         command.upgrade(cfg, revision)
 
 
-@contextmanager
-def session(engine: Engine) -> Iterator[Session]:
-    with Session(engine, expire_on_commit=False) as s:
-        try:
-            yield s
-            s.commit()
-        except BaseException:
-            s.rollback()
-            raise
+
+
+session = index_session  # one commit-or-rollback session helper for both databases
 
 
 def token_hash(token: str) -> str:

@@ -14,6 +14,7 @@ import logging
 import random
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -52,7 +53,9 @@ class Rpc:
         self._client = httpx.Client(timeout=timeout, headers={"Content-Type": "application/json"})
         self._ids = itertools.count(1)
         self._lock = threading.Lock()
-        self.errors = 0  # retried failures, for metrics
+        self.errors = 0  # retried failures
+        #: called on every retried failure (the indexer counts them in its metrics)
+        self.on_error: Callable[[], None] | None = None
 
     def close(self) -> None:
         self._client.close()
@@ -76,6 +79,8 @@ class Rpc:
                         and exc.response.status_code != 429:
                     raise RpcError(f"RPC {self.url}: {exc}") from None
                 self.errors += 1
+                if self.on_error is not None:
+                    self.on_error()
                 if attempt == self.retries:
                     raise RpcError(f"RPC {self.url} failed after {attempt + 1} attempts: {exc}") \
                         from None

@@ -77,9 +77,9 @@ class IndexerService:
         is set) and the sync thread. Chain errors are retried in the thread, not raised here."""
         if self.running:
             return
-        migrate(self.engine)
         self._lock.acquire()
         try:
+            migrate(self.engine)
             if self.settings.metrics_port is not None:
                 self.metrics.serve(self.settings.metrics_port, self.settings.metrics_host)
         except BaseException:

@@ -11,6 +11,7 @@ which leaves every row as it was at the end of the common ancestor.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable
 from typing import Any
 
@@ -41,6 +42,27 @@ def upsert(conn: Connection, table: sa.Table, rows: list[dict[str, Any]]) -> Non
     cols = [c.name for c in table.columns if c.name not in pk]
     stmt = stmt.on_conflict_do_update(index_elements=pk, set_={c: stmt.excluded[c] for c in cols})
     conn.execute(stmt, rows)
+
+
+def bulk_insert(conn: Connection, table: sa.Table, rows: list[dict[str, Any]]) -> None:
+    """Plain INSERT of many rows; on PostgreSQL through COPY (several times faster than an
+    executemany of INSERTs), inside the caller's transaction."""
+    if not rows:
+        return
+    if conn.dialect.name != "postgresql" or len(rows) < 64:
+        conn.execute(sa.insert(table), rows)
+        return
+    cols = list(rows[0])
+    quote = conn.dialect.identifier_preparer.quote
+    json_cols = {c.name for c in table.columns if isinstance(c.type, sa.JSON)}
+    raw = conn.connection.driver_connection
+    assert raw is not None
+    with raw.cursor() as cur, cur.copy(
+        f"COPY {quote(table.name)} ({', '.join(quote(c) for c in cols)}) FROM STDIN"
+    ) as copy:
+        for r in rows:
+            copy.write_row([json.dumps(r[c]) if c in json_cols and r[c] is not None else r[c]
+                            for c in cols])
 
 
 def delete_keys(conn: Connection, table: sa.Table, keys: list[Key]) -> None:
@@ -145,7 +167,7 @@ class BatchStore:
             n += len(keys)
             keys.clear()
         if self._undo:
-            self.conn.execute(sa.insert(_table(UndoEntry)), self._undo)
+            bulk_insert(self.conn, _table(UndoEntry), self._undo)
             self._undo = []
         return n
 

@@ -39,6 +39,7 @@ from indexer.errors import (
     DeploymentMismatchError,
     IndexerError,
     ReorgTooDeepError,
+    RpcError,
     TooManyResultsError,
 )
 from indexer.metrics import IndexerMetrics
@@ -46,7 +47,7 @@ from indexer.models import Block, Checkpoint, RawEvent, UndoEntry
 from indexer.projector import Projector, touches
 from indexer.rpc import Header, Rpc
 from indexer.settings import IndexerSettings
-from indexer.store import BatchStore, clear_projections, revert_to, upsert
+from indexer.store import BatchStore, bulk_insert, clear_projections, revert_to, upsert
 
 log = logging.getLogger(__name__)
 
@@ -96,6 +97,7 @@ class Indexer:
         self.chain_id = self.manifest.chain_id
         self.deployment = self.manifest.address("JobMarket")
         self.metrics = metrics or IndexerMetrics()
+        self.rpc.on_error = self.metrics.rpc_errors.inc
         self.range = min(max(settings.initial_range, settings.min_range), settings.max_range)
         self.head = 0
         self.reorgs = 0
@@ -192,6 +194,7 @@ class Indexer:
                 if tip is None or tip.hash != cp.block_hash:
                     return self._rollback(head)
             self._set_lag()
+            self.metrics.add_events(0)
             return StepResult(head, cp.block_number, caught_up=True)
 
         frm = cp.block_number + 1
@@ -217,6 +220,11 @@ class Indexer:
             self.range = max(self.settings.min_range, (to - frm + 1) // 2)
             log.info("eth_getLogs %d-%d refused (%s): range now %d blocks", frm, to, exc, self.range)
             return StepResult(head, cp.block_number)
+        except RpcError:
+            # still failing after the client's retries: a large range may be the cause (node
+            # timeouts); ask for less next time, and let the caller back off
+            self.range = max(self.settings.min_range, (to - frm + 1) // 2)
+            raise
         after = self.rpc.header(to)
         if after is None or after.hash != hs[to].hash:
             raise ChainInconsistentError(f"block {to} changed while reading logs")
@@ -265,8 +273,7 @@ class Indexer:
             if row is None or (row[0], row[1]) != (self.cp.block_number, self.cp.block_hash):
                 raise IndexerError("the checkpoint moved under this indexer: is another one "
                                    "writing the same database?")
-            if events:
-                conn.execute(sa.insert(RAW), [self._raw_row(e) for e in events])
+            bulk_insert(conn, RAW, [self._raw_row(e) for e in events])
             self._fault("after_raw_events")
             store = BatchStore(conn, undo_from=keep_from)
             store.prefetch(k for e in events for k in touches(e))

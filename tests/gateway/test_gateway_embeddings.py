@@ -64,8 +64,9 @@ def test_the_openai_client_gets_embeddings_equal_to_the_worker_encoders(stack: S
     units = sum(MiniLMTokenizer().count_tokens(TEXTS))
     assert res.usage.prompt_tokens == res.usage.total_tokens == units
     info = res.model_extra["hearth"] if res.model_extra else {}
-    assert info["verified"] is True and int(info["cost"]) == units  # price: 1 wei per token
-    assert h.usd.functions.balanceOf(wallet).call() == before - units
+    price = stack.devnet.manifest.models[0].price_per_unit
+    assert info["verified"] is True and int(info["cost"]) == units * price
+    assert h.usd.functions.balanceOf(wallet).call() == before - units * price
 
     job = stack.http.get(f"/v1/jobs/{info['job_id']}").json()
     assert job["status"] == "delivered" and job["client"] == relayer and job["provider"] == stack.address("provider")
@@ -79,7 +80,8 @@ def test_the_openai_client_gets_embeddings_equal_to_the_worker_encoders(stack: S
     token = _session(stack)
     keys = stack.http.get("/v1/api-keys", headers={"authorization": f"Bearer {token}"}).json()
     mine = next(k for k in keys if int(k["spent"]) > 0)
-    assert int(mine["spent"]) == units + sum(MiniLMTokenizer().count_tokens(TEXTS[:1])) and mine["jobs"] == 2
+    assert int(mine["spent"]) == (units + sum(MiniLMTokenizer().count_tokens(TEXTS[:1]))) * price
+    assert mine["jobs"] == 2
 
 
 def test_the_gateway_never_spends_beyond_the_cap_or_the_allowance(stack: Stack, worker: Any) -> None:

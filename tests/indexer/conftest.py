@@ -13,7 +13,6 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
-
 from indexer_protocol import AnvilStateLost, Protocol, ReorgChain
 
 PG_HOST = os.environ.get("HEARTH_TEST_PG_HOST", "127.0.0.1")

@@ -158,7 +158,7 @@ class Protocol:
         return list(self.h.market.functions.committee(job_id).call())
 
     def role_of(self, address: str) -> str:
-        return next(r for r, a in self.acc.items() if a.address == address)
+        return str(next(r for r, a in self.acc.items() if a.address == address))
 
     def dispute(self, job_id: int, provider_right: bool, receipt_output: bytes = b"\x02" * 32) -> None:
         """Challenge by the verifier, committee votes, resolution (the job was delivered)."""

@@ -19,8 +19,8 @@ def test_migrations_build_exactly_the_models_and_downgrade_cleanly(db_url: str) 
     migrate(engine)  # idempotent
     with engine.connect() as conn:
         ctx = MigrationContext.configure(conn, opts={"version_table": VERSION_TABLE})
-        indexer_tables = set(m.PROJECTION_TABLES) | {m.RawEvent, m.Block, m.Checkpoint, m.UndoEntry}
-        names = {t.__tablename__ for t in indexer_tables}  # type: ignore[attr-defined]
+        indexer_tables = [*m.PROJECTION_TABLES, m.RawEvent, m.Block, m.Checkpoint, m.UndoEntry]
+        names = {t.__table__.name for t in indexer_tables}  # type: ignore[attr-defined]
         diffs = [d for d in compare_metadata(ctx, SQLModel.metadata)
                  if not (d[0] == "remove_table" and d[1].name not in names)
                  and not (d[0] == "add_table" and d[1].name not in names)]
@@ -39,7 +39,7 @@ def test_u256_round_trips_exactly(db_url: str, value: int) -> None:
     with session(engine) as s:
         row = s.exec(select(m.Balance)).one()
         assert row.credited == value and isinstance(row.credited, int)
-        assert s.exec(select(m.Balance).where(m.Balance.balance == value)).one()  # type: ignore[arg-type]
+        assert s.exec(select(m.Balance).where(m.Balance.balance == value)).one()
     engine.dispose()
 
 
@@ -51,8 +51,10 @@ def test_u256_orders_and_filters_numerically(db_url: str) -> None:
         for i, v in enumerate(values):
             s.add(m.Balance(account=f"0x{i:040x}", credited=v, withdrawn=0, balance=v))
     with session(engine) as s:
-        ordered = [b.balance for b in s.exec(select(m.Balance).order_by(m.Balance.balance))]  # type: ignore[arg-type]
-        big = [b.balance for b in s.exec(select(m.Balance).where(m.Balance.balance > 1000))]  # type: ignore[arg-type,operator]
+        by_balance = select(m.Balance).order_by(m.Balance.balance)  # type: ignore[arg-type]
+        ordered = [b.balance for b in s.exec(by_balance)]
+        over = select(m.Balance).where(m.Balance.balance > 1000)
+        big = [b.balance for b in s.exec(over)]
     assert ordered == sorted(values)
     assert sorted(big) == [10**20, 2**200]
     engine.dispose()

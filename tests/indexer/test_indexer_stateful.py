@@ -32,8 +32,8 @@ from indexer.sync import Indexer
 
 STAGES = ["after_raw_events", "after_projections", "before_commit", "reorg_before_commit"]
 MAX_REORG = 25
-EXAMPLES = int(os.environ.get("HEARTH_INDEXER_STATEFUL_EXAMPLES", "8"))
-STEPS = int(os.environ.get("HEARTH_INDEXER_STATEFUL_STEPS", "25"))
+EXAMPLES = int(os.environ.get("HEARTH_INDEXER_STATEFUL_EXAMPLES", "15"))
+STEPS = int(os.environ.get("HEARTH_INDEXER_STATEFUL_STEPS", "30"))
 #: what the runs did, so the test can insist that reorgs, crashes and checks really happened
 STATS: Counter[str] = Counter()
 TRACE = bool(os.environ.get("HEARTH_INDEXER_STATEFUL_TRACE"))
@@ -45,7 +45,7 @@ class Crash(Exception):
 
 class IndexerMachine(RuleBasedStateMachine):
     devnet: Any = None
-    new_db: Callable[[], str] = staticmethod(lambda: "")  # type: ignore[assignment]
+    new_db: Callable[[], str] = staticmethod(lambda: "")
 
     def __init__(self) -> None:
         super().__init__()
@@ -275,7 +275,7 @@ def test_the_index_always_equals_a_fresh_index_of_the_canonical_chain(
         return db_url
 
     IndexerMachine.devnet = idevnet
-    IndexerMachine.new_db = staticmethod(new_db)  # type: ignore[method-assign]
+    IndexerMachine.new_db = staticmethod(new_db)
     run_state_machine_as_test(IndexerMachine, settings=settings(
         max_examples=EXAMPLES, stateful_step_count=STEPS, deadline=None, derandomize=False,
         suppress_health_check=list(HealthCheck), database=None,

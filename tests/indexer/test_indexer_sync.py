@@ -12,7 +12,7 @@ import sqlalchemy as sa
 from indexer_checks import assert_index_matches_chain, db_tables, raw_events
 from indexer_protocol import HST, Protocol, ReorgChain
 
-from indexer.errors import TooManyResultsError
+from indexer.errors import RpcError, TooManyResultsError
 from indexer.sync import Indexer
 
 MakeIndexer = Callable[..., Indexer]
@@ -39,9 +39,12 @@ def test_job_lifecycle_states_carry_block_tx_and_time(
     make_indexer: MakeIndexer, proto: Protocol, ichain: ReorgChain,
 ) -> None:
     ix = make_indexer()
-    job_id, posted = proto.post(max_payment=50_000)
+    price = proto.dn.manifest.models[0].price_per_unit
+    units = 1_000
+    payment = units * price
+    job_id, posted = proto.post(max_payment=3 * payment)
     claimed = proto.claim(job_id)
-    delivered = proto.deliver(job_id, units=1_000)
+    delivered = proto.deliver(job_id, units=units)
     ichain.advance(601)
     finalized = proto.finalize(job_id)
     ix.sync()
@@ -52,12 +55,13 @@ def test_job_lifecycle_states_carry_block_tx_and_time(
         assert job[f"{state}_tx"] == "0x" + bytes(rcpt["transactionHash"]).hex()
         assert job[f"{state}_at"] == ichain.w3.eth.get_block(rcpt["blockNumber"])["timestamp"]
     assert job["status"] == "finalized"
+    fee = payment * 500 // 10_000
     assert (job["payment"], job["fee"], job["provider_amount"], job["client_refund"]) == (
-        1_000, 50, 950, 49_000)
+        payment, fee, payment - fee, 2 * payment)
     assert job["relayer"] == proto.address("client")
     rows = db_tables(ix.engine)
-    assert rows["receipts"][(job_id,)]["units"] == 1_000
-    assert rows["balances"][(proto.address("provider"),)]["balance"] == 950
+    assert rows["receipts"][(job_id,)]["units"] == units
+    assert rows["balances"][(proto.address("provider"),)]["balance"] == payment - fee
     assert rows["providers"][(proto.address("provider"),)]["jobs_done"] == 1
     assert rows["providers"][(proto.address("provider"),)]["locked"] == 0
     assert_index_matches_chain(ix)
@@ -178,10 +182,39 @@ def test_log_ranges_shrink_on_too_many_results_and_grow_back(
     monkeypatch.setattr(ix.rpc, "get_logs", limited)
     ix.sync()
     assert spans[:3] == [64, 32, 16]
-    monkeypatch.setattr(ix.rpc, "get_logs", lambda a, f, t: spans.append(t - f + 1) or real(a, f, t))
+    def recording(addresses: list[str], frm: int, to: int) -> list[dict[str, Any]]:
+        spans.append(to - frm + 1)
+        return real(addresses, frm, to)
+
+    monkeypatch.setattr(ix.rpc, "get_logs", recording)
     ichain.mine(300)
     ix.sync()
     assert max(spans[-3:]) > 16  # grew again once answers were small
+    assert_index_matches_chain(ix)
+
+
+def test_log_ranges_shrink_when_the_node_keeps_failing(
+    make_indexer: MakeIndexer, ichain: ReorgChain, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    ichain.mine(100)
+    ix = make_indexer(initial_range=64)
+    real = ix.rpc.get_logs
+    spans: list[int] = []
+
+    def timing_out(addresses: list[str], frm: int, to: int) -> list[dict[str, Any]]:
+        spans.append(to - frm + 1)
+        if to - frm + 1 > 8:
+            raise RpcError("eth_getLogs: request timed out")
+        return real(addresses, frm, to)
+
+    monkeypatch.setattr(ix.rpc, "get_logs", timing_out)
+    for _ in range(10):
+        try:
+            ix.sync()
+            break
+        except RpcError:
+            continue
+    assert spans[:4] == [64, 32, 16, 8]
     assert_index_matches_chain(ix)
 
 
@@ -202,6 +235,7 @@ def test_transport_errors_are_retried_with_backoff(
     monkeypatch.setattr(ix.rpc._client, "post", flaky)
     ix.sync()
     assert ix.rpc.errors > 0
+    assert ix.metrics.registry.get_sample_value("hearth_indexer_rpc_errors_total") == ix.rpc.errors
     assert_index_matches_chain(ix)
 
 
