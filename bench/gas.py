@@ -128,7 +128,8 @@ class Bench:
         return job_id, self.fold(job_id, None, rcpt)
 
     def claim(self, job_id: int, job: Job, step: str | None, provider: str = "provider") -> Job:
-        return self.fold(job_id, job, self.send(provider, self.h.market.functions.claimJob(job_id, job.as_tuple()), step))
+        fn = self.h.market.functions.claimJob(job_id, job.as_tuple())
+        return self.fold(job_id, job, self.send(provider, fn, step))
 
     def deliver(self, job_id: int, job: Job, step: str | None, output: bytes | None = None,
                 provider: str = "provider") -> Job:
@@ -138,7 +139,8 @@ class Bench:
         return self.fold(job_id, job, self.send(provider, fn, step))
 
     def finalize(self, job_id: int, job: Job, step: str | None) -> Job:
-        return self.fold(job_id, job, self.send("relayer", self.h.market.functions.finalize(job_id, job.as_tuple()), step))
+        fn = self.h.market.functions.finalize(job_id, job.as_tuple())
+        return self.fold(job_id, job, self.send("relayer", fn, step))
 
     def lifecycle(self, post: Callable[[str | None], tuple[int, Job]], prefix: str | None) -> int:
         """Posts (with ``post``), claims, delivers and finalizes one job; returns the total gas."""
@@ -175,7 +177,8 @@ def measure(b: Bench, n_jobs: int) -> dict[str, Any]:
     # Steady state: the second and later jobs, exact maxPayment.
     runs = [b.lifecycle(lambda s, i=i: b.post(exact, s, input_tag=f"steady {i}"), "steady") for i in range(n_jobs)]
     out["per_job_lifecycle_gas"] = int(statistics.median(runs))
-    sig_runs = [b.lifecycle(lambda s, i=i: b.post_with_sig(exact, s, input_tag=f"sig {i}"), "sig") for i in range(n_jobs)]
+    sig_runs = [b.lifecycle(lambda s, i=i: b.post_with_sig(exact, s, input_tag=f"sig {i}"), "sig")
+                for i in range(n_jobs)]
     out["per_job_lifecycle_with_sig_gas"] = int(statistics.median(sig_runs))
 
     # Unused escrow goes back to the client: its credit starts at zero, then is non-zero.
@@ -225,7 +228,8 @@ def measure(b: Bench, n_jobs: int) -> dict[str, Any]:
         return job_id, job
 
     job_id, job = dispute("wins", {"verifier2": True, "cheater": True})
-    job = b.fold(job_id, job, b.send("relayer", m.resolveDispute(job_id, job.as_tuple()), "resolveDispute (provider wins)"))
+    rcpt = b.send("relayer", m.resolveDispute(job_id, job.as_tuple()), "resolveDispute (provider wins)")
+    job = b.fold(job_id, job, rcpt)
     b.finalize(job_id, job, "finalize (after a won dispute)")
     job_id, job = dispute("tie", {"verifier2": True, "cheater": False})
     b.send("relayer", m.resolveDispute(job_id, job.as_tuple()), "resolveDispute (tie, escalated)")

@@ -68,7 +68,8 @@ def test_withdraw_cannot_be_reentered_from_a_token_callback_to_pay_twice(
     client's escrow. With only the zeroing (no guard) the inner call fails differently and the
     assertion on the guard's error catches that the guard is gone."""
     m, token, attacker = hooked
-    m.send("client2", attacker.functions.arm(m.market.address, m.market.encode_abi("withdraw", args=[attacker.address])))
+    reentry = m.market.encode_abi("withdraw", args=[attacker.address])
+    m.send("client2", attacker.functions.arm(m.market.address, reentry))
     rcpt = as_attacker(m, attacker, m.market, "withdraw", attacker.address)
     reentered, succeeded, error = attacker.functions.outcome().call()
     assert (reentered, succeeded, error) == (True, False, selector("ReentrancyGuardReentrantCall()"))
@@ -86,7 +87,8 @@ def test_finalize_cannot_be_reentered_from_a_payout_callback(hooked: tuple[Marke
     m, _, attacker = hooked
     job_id, job = m.delivered(units=1000, max_payment=2 * USD)
     m.clock.warp(job.challenge_end)
-    m.send("client2", attacker.functions.arm(m.market.address, m.market.encode_abi("finalize", args=[job_id, job.as_tuple()])))
+    reentry = m.market.encode_abi("finalize", args=[job_id, job.as_tuple()])
+    m.send("client2", attacker.functions.arm(m.market.address, reentry))
     as_attacker(m, attacker, m.market, "withdraw", attacker.address)
     assert attacker.functions.outcome().call() == [True, False, selector("ReentrancyGuardReentrantCall()")]
     assert m.status(job_id) == Status.DELIVERED
@@ -107,7 +109,7 @@ def test_a_job_request_signed_for_one_chain_is_rejected_on_another(market: Marke
         manifest = deploy_contracts(anvil.rpc_url, market.key("deployer"), market.addr("treasury"))
         assert manifest.address("JobMarket") == market.market.address
         h = Hearth(manifest)
-        register_model(h, market.key("deployer"), market.model_id, market.runtime_hash, market.price, "all-MiniLM-L6-v2")
+        register_model(h, market.key("deployer"), market.model_id, market.runtime_hash, market.price, "MiniLM")
         h.sender(market.key("deployer")).send(h.usd.functions.mint(market.addr("client"), 10 * USD))
         h.approve_usd(market.key("client"), 10 * USD)
         deadline = max(market.clock.now(), int(h.w3.eth.get_block("latest")["timestamp"])) + 3600
@@ -116,7 +118,8 @@ def test_a_job_request_signed_for_one_chain_is_rejected_on_another(market: Marke
         for_a = market.sign_request("client", req)
         with reverts("InvalidSignature"):
             h.post_job_with_sig(market.key("relayer"), req, for_a)
-        job_id, _ = h.post_job_with_sig(market.key("relayer"), req, market.sign_request("client", req, chain_id=other_chain))
+        for_b = market.sign_request("client", req, chain_id=other_chain)
+        job_id, _ = h.post_job_with_sig(market.key("relayer"), req, for_b)
         assert h.status(job_id) == Status.POSTED
         market.approve("client", USD)
         assert market.post_with_sig(req, for_a).job.status == Status.POSTED  # valid where it was signed
@@ -128,9 +131,8 @@ def test_a_job_request_signed_for_one_market_is_rejected_by_another(market: Mark
     """A second market on the same chain (same token, registry and staking). Vulnerable
     version: a domain without `verifyingContract`, or a digest without the domain at all:
     a request signed for market A is replayable on market B."""
-    p = replace(market.params, treasury=market.addr("treasury"))
     b = deploy(market, "JobMarket", market.addr("deployer"), market.h.usd.address, market.staking.address,
-               market.h.registry.address, p.as_tuple())
+               market.h.registry.address, market.params.as_tuple())
     market.send("client", market.h.usd.functions.approve(b.address, USD))
     market.approve("client", USD)
     req = market.job_request("client")
@@ -230,7 +232,8 @@ def test_a_provider_cannot_unbond_collateral_that_backs_an_open_job(market: Mark
     everything and walk away from the penalty."""
     p = market.post()
     market.claim(p.job_id, p.job)
-    with reverts("InsufficientFreeStake", market.addr("provider"), market.stake0, market.stake0 - market.params.claim_collateral):
+    free = market.stake0 - market.params.claim_collateral
+    with reverts("InsufficientFreeStake", market.addr("provider"), market.stake0, free):
         market.send("provider", market.staking.functions.requestUnbond(market.stake0))
 
 
@@ -249,7 +252,8 @@ def test_unbonding_stake_stays_slashable_until_it_is_withdrawn(market: Market) -
     }
     market.clock.advance(market.unbonding_period)
     rcpt = market.send("provider", market.staking.functions.withdraw())
-    assert market.event(rcpt, "StakeWithdrawn")["amount"] == free - (market.params.dispute_slash - market.params.claim_collateral)
+    from_unbonding = market.params.dispute_slash - market.params.claim_collateral
+    assert market.event(rcpt, "StakeWithdrawn")["amount"] == free - from_unbonding
 
 
 def test_a_slash_that_cuts_into_locked_collateral_leaves_the_other_jobs_settleable(market: Market) -> None:
@@ -303,7 +307,9 @@ def test_a_refund_after_a_slash_that_cut_into_collateral_still_pays_the_client(m
     units=st.integers(1, 2**40),
     fee_bps=st.one_of(st.sampled_from([0, 1, 9_999, 10_000]), st.integers(0, BPS)),
 )
-def test_fee_split_adds_up_to_max_payment_exactly(market: Market, max_payment: int, price: int, units: int, fee_bps: int) -> None:
+def test_fee_split_adds_up_to_max_payment_exactly(
+    market: Market, max_payment: int, price: int, units: int, fee_bps: int,
+) -> None:
     """Vulnerable version: provider and fee rounded separately (e.g. provider =
     payment * (10000 - bps) / 10000): a wei is created or lost, and the escrow no longer
     matches the credits."""
@@ -311,7 +317,8 @@ def test_fee_split_adds_up_to_max_payment_exactly(market: Market, max_payment: i
     try:
         params = replace(market.params, treasury=market.addr("treasury"), fee_bps=fee_bps)
         market.send("deployer", market.market.functions.setParams(params.as_tuple()))
-        market.send("deployer", market.h.registry.functions.updateModel(market.model_id, market.runtime_hash, price, True))
+        update = market.h.registry.functions.updateModel(market.model_id, market.runtime_hash, price, True)
+        market.send("deployer", update)
         market.send("deployer", market.h.usd.functions.mint(market.addr("client"), max_payment))
         p = market.post(max_payment=max_payment)
         claimed = market.claim(p.job_id, p.job).job
@@ -359,7 +366,8 @@ def test_a_token_without_return_values_works_through_safe_erc20(market: Market) 
     Vulnerable version: `require(token.transfer(...))` through the plain IERC20 interface,
     which reverts decoding the missing return value: nothing could be posted or paid out."""
     token = deploy(market, "NoReturnToken")
-    assert market.w3.eth.call({"to": token.address, "data": token.encode_abi("approve", args=[market.addr("client"), 1])}) == b""
+    approve = token.encode_abi("approve", args=[market.addr("client"), 1])
+    assert market.w3.eth.call({"to": token.address, "data": approve}) == b""  # really returns nothing
     m = deploy_market(market, token, stake=token)
     for role in ("client", "provider"):
         market.send(role, token.functions.mint(market.addr(role), 1000 * HST))

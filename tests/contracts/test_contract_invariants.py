@@ -210,6 +210,8 @@ class MarketMachine(RuleBasedStateMachine):
         p.unbonding -= from_unbonding
         p.slashed += from_staked + from_unbonding
         self.hst_wallet[recipient] += from_staked + from_unbonding
+        if p.locked > p.staked:
+            self.outcomes["(slash cut into the collateral of open jobs)"] += 1
         if jail:
             p.jailed_until = self.now + self.m.jail_period
         assert self.m.event(rcpt, "Slashed") == {
@@ -242,13 +244,14 @@ class MarketMachine(RuleBasedStateMachine):
 
     @initialize(jobs=st.lists(st.tuples(
         st.sampled_from(CLIENTS), st.integers(1, 5 * USD), st.sampled_from([300, 700, 3600]), st.booleans(),
-        st.sampled_from(["posted", "claimed", "delivered", "challenged"]), st.integers(0, 3),
+        st.sampled_from(["posted", "claimed", "delivered", "challenged", "disputed"]), st.integers(0, 3),
         st.integers(1, 6 * USD), st.booleans(),
     ), min_size=1, max_size=4), params=PARAM_CHOICES)
     def initial_jobs(self, jobs: list[tuple[str, int, int, bool, str, int, int, bool]],
                      params: dict[str, int | None]) -> None:
-        """The example's market parameters, and a few jobs to start from, posted, claimed,
-        delivered or challenged (through the same rules and checks as later steps)."""
+        """The example's market parameters, and a few jobs to start from: posted, claimed,
+        delivered, challenged, or disputed (challenged and voted on by an honest committee,
+        ready to resolve), through the same rules and checks as later steps."""
         changes = {k: v for k, v in params.items() if v is not None}
         if changes:
             self.params = replace(self.params, **changes)
@@ -258,10 +261,12 @@ class MarketMachine(RuleBasedStateMachine):
             j = self.jobs[len(self.jobs)]
             if stage != "posted":
                 self.claim_job(j, PROVIDERS[provider])
-            if stage in ("delivered", "challenged") and j.status == Status.CLAIMED:
+            if stage in ("delivered", "challenged", "disputed") and j.status == Status.CLAIMED:
                 self.deliver_job(j, units, honest, "self")
-            if stage == "challenged" and j.status == Status.DELIVERED:
+            if stage in ("challenged", "disputed") and j.status == Status.DELIVERED:
                 self.challenge_job(j, PROVIDERS[(provider + 1) % 4])
+            if stage == "disputed" and j.status == Status.CHALLENGED:
+                self.committee_votes(j, ["truth"] * 3)
 
     @precondition(lambda self: len(self.jobs_in(*OPEN)) < 6)
     @rule(client=st.sampled_from(CLIENTS), max_payment=st.integers(1, 5 * USD),
@@ -595,7 +600,8 @@ class MarketMachine(RuleBasedStateMachine):
         error = None if amount else ("NothingToWithdraw", self.addr[who])
         rcpt = self.act(who, self.fn.withdraw(self.addr[who]), error)
         if rcpt:
-            assert self.m.event(rcpt, "Withdrawn") == {"account": self.addr[who], "to": self.addr[who], "amount": amount}
+            assert self.m.event(rcpt, "Withdrawn") == {
+                "account": self.addr[who], "to": self.addr[who], "amount": amount}
             self.credits[who] = 0
 
     # ------------------------------------------------------------ staking

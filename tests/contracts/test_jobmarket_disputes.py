@@ -202,7 +202,8 @@ def test_resolve_when_the_provider_loses_refunds_the_client_and_slashes_and_jail
     }
     assert market.event(step.rcpt, "Slashed") == {
         "provider": market.addr("provider"), "recipient": market.addr("verifier"),
-        "amount": market.params.dispute_slash, "fromStaked": market.params.dispute_slash, "jailedUntil": now + market.jail_period,
+        "amount": market.params.dispute_slash, "fromStaked": market.params.dispute_slash,
+        "jailedUntil": now + market.jail_period,
     }
     assert step.job.status == Status.REFUNDED
     assert market.credit("client") == USD

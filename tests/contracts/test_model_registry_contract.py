@@ -79,7 +79,8 @@ def test_a_job_keeps_the_price_it_was_posted_at(market: Market) -> None:
 def test_deactivating_a_model_does_not_strand_a_claimed_job(market: Market) -> None:
     p = market.post()
     claimed = market.claim(p.job_id, p.job).job
-    market.send("deployer", market.h.registry.functions.updateModel(market.model_id, market.runtime_hash, market.price, False))
+    deactivate = market.h.registry.functions.updateModel(market.model_id, market.runtime_hash, market.price, False)
+    market.send("deployer", deactivate)
     delivered = market.deliver(p.job_id, claimed).job
     market.clock.warp(delivered.challenge_end)
     assert market.finalize(p.job_id, delivered).job.status == Status.FINALIZED

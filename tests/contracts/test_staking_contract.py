@@ -49,7 +49,8 @@ def test_register_records_the_provider_and_its_metadata(market: Market) -> None:
         "gpuClass": "h100",
     }
     p = market.provider_info("spare")
-    assert (p["registered"], p["endpoint"], p["region"], p["gpu_class"]) == (True, "https://gpu.example", "eu-west", "h100")
+    assert (p["registered"], p["endpoint"], p["region"], p["gpu_class"]) == (
+        True, "https://gpu.example", "eu-west", "h100")
     assert s.functions.providerCount().call() == 5
     assert s.functions.providerAt(4).call() == market.addr("spare")
     assert not s.functions.isActive(market.addr("spare")).call()  # nothing staked yet
@@ -250,7 +251,9 @@ def test_set_parameters_stores_and_emits_them(market: Market) -> None:
 
 
 @pytest.mark.parametrize("args", [(0, 60, 120), (HST, 0, 120)])
-def test_set_parameters_reverts_on_zero_minimum_stake_or_unbonding_period(market: Market, args: tuple[int, int, int]) -> None:
+def test_set_parameters_reverts_on_zero_minimum_stake_or_unbonding_period(
+    market: Market, args: tuple[int, int, int],
+) -> None:
     with reverts("InvalidParameter"):
         market.send("deployer", market.staking.functions.setParameters(*args))
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import os
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -41,6 +41,20 @@ TRACE = bool(os.environ.get("HEARTH_INDEXER_STATEFUL_TRACE"))
 
 class Crash(Exception):
     pass
+
+
+@pytest.fixture(scope="module")
+def idevnet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """An Anvil for this module alone: hundreds of random rewinds wear Anvil's state history
+    (see AnvilStateLost), and the other modules should not inherit that."""
+    from deploy.devnet import bring_up, free_port
+
+    dn = bring_up(port=free_port(), write=False,
+                  anvil_log=tmp_path_factory.mktemp("anvil-stateful") / "anvil.log")
+    try:
+        yield dn
+    finally:
+        dn.anvil.stop()
 
 
 class IndexerMachine(RuleBasedStateMachine):
