@@ -43,6 +43,7 @@ from pathlib import Path
 from typing import Any
 
 from eth_hash.auto import keccak
+from web3.exceptions import TransactionNotFound
 from web3.types import EventData
 
 from contracts.bindings import Hearth, decode_log, vote_commitment
@@ -284,6 +285,9 @@ class Node:
         elif job.status == Status.CLAIMED:
             if row.phase == Phase.CLAIMING:
                 row.phase = Phase.CLAIMED
+            elif row.phase in (Phase.SUBMITTING, Phase.DELIVERED) and row.output_hash and row.units is not None:
+                # Our receipt is not on the canonical chain (a reorg dropped it): send it again.
+                row.phase, row.note = Phase.COMPUTED, "receipt not on chain"
         elif job.status == Status.DELIVERED:
             row.phase = Phase.DELIVERED
             row.challenge_end = job.challenge_end
@@ -475,8 +479,21 @@ class Node:
             )
         self._checked("after_receipt", rep.delivered)
 
+    def _receipt_dropped(self, r: JobRow) -> bool:
+        """Whether the receipt transaction we sent is no longer on the chain (reorged out)."""
+        if r.receipt_tx is None:
+            return False
+        try:
+            self.h.w3.eth.get_transaction_receipt(r.receipt_tx)  # type: ignore[arg-type]
+        except TransactionNotFound:
+            return True
+        return False
+
     def _settle(self, now: int, rep: TickReport) -> None:
         for r in self.state.jobs(Phase.DELIVERED, Phase.CHALLENGED):
+            if r.phase == Phase.DELIVERED and self._receipt_dropped(r):
+                self._sync(r)
+                continue
             if r.phase == Phase.DELIVERED and r.challenge_end is not None and now < r.challenge_end:
                 continue
             job = self.h.job(r.job_id)
