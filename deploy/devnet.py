@@ -188,7 +188,9 @@ def bring_up(
     anvil_log: Path | None = None, write: bool = True, params: MarketParams | None = None,
 ) -> Devnet:
     """Starts Anvil and deploys a funded, staked devnet; writes manifest and accounts."""
-    anvil = Anvil(port=port, chain_id=chain_id, block_time=block_time, log_path=anvil_log).start()
+    # Deploy on automine (a block per transaction: seconds, not a block time per transaction),
+    # then switch to interval mining when a block time is asked for.
+    anvil = Anvil(port=port, chain_id=chain_id, log_path=anvil_log).start()
     try:
         acc = accts.derive(anvil.mnemonic)
         manifest = deploy_contracts(anvil.rpc_url, acc["deployer"].key, acc["treasury"].address, params=params)
@@ -201,6 +203,9 @@ def bring_up(
         for role in ("provider", "verifier", "verifier2", "cheater"):
             fund(h, owner, acc[role].address, usd=100 * USD, hst=1_000 * HST)
             stake_provider(h, acc[role].key, 500 * HST, [model_id])
+        if block_time:
+            h.w3.provider.make_request("evm_setIntervalMining", [int(block_time)])  # type: ignore[arg-type]
+            anvil.block_time = block_time
         if write:
             manifest.save()
             accts.save(acc)
@@ -210,10 +215,22 @@ def bring_up(
         raise
 
 
+def stop_on_signals() -> None:
+    """SIGTERM and SIGHUP (a closed terminal) stop the foreground devnet or stack like Ctrl-C,
+    so that Anvil and the services are always stopped cleanly."""
+
+    def _raise(signum: int, _frame: object) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, _raise)
+
+
 def run_foreground(port: int, chain_id: int, block_time: float | None) -> None:
     """``python -m deploy devnet``: bring the devnet up and keep it until Ctrl-C."""
     from rich.console import Console
 
+    stop_on_signals()
     console = Console()
     with console.status("starting Anvil, compiling and deploying..."):
         dn = bring_up(port=port, chain_id=chain_id, block_time=block_time)

@@ -19,7 +19,7 @@ from rich.console import Console
 from rich.text import Text
 
 from contracts.manifest import data_dir
-from deploy.devnet import bring_up
+from deploy.devnet import bring_up, stop_on_signals
 
 log = logging.getLogger(__name__)
 console = Console()
@@ -69,6 +69,7 @@ def services(gateway_port: int) -> list[Child]:
 
 
 def run_stack(port: int, chain_id: int, block_time: float | None, gateway_port: int) -> None:
+    stop_on_signals()
     with console.status("starting Anvil, compiling, deploying, funding and staking..."):
         dn = bring_up(port=port, chain_id=chain_id, block_time=block_time, anvil_log=data_dir() / "anvil.log")
     console.print(f"[green]devnet up[/] at {dn.anvil.rpc_url} (chain id {chain_id}); manifest in {data_dir()}")
