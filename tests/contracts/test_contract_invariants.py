@@ -246,12 +246,15 @@ class MarketMachine(RuleBasedStateMachine):
         st.sampled_from(CLIENTS), st.integers(1, 5 * USD), st.sampled_from([300, 700, 3600]), st.booleans(),
         st.sampled_from(["posted", "claimed", "delivered", "challenged", "disputed"]), st.integers(0, 3),
         st.integers(1, 6 * USD), st.booleans(),
-    ), min_size=1, max_size=4), params=PARAM_CHOICES)
+    ), min_size=1, max_size=4), params=PARAM_CHOICES,
+        unbond=st.lists(st.tuples(st.integers(0, 3), st.sampled_from(["half", "all"])), max_size=2))
     def initial_jobs(self, jobs: list[tuple[str, int, int, bool, str, int, int, bool]],
-                     params: dict[str, int | None]) -> None:
+                     params: dict[str, int | None], unbond: list[tuple[int, str]]) -> None:
         """The example's market parameters, and a few jobs to start from: posted, claimed,
         delivered, challenged, or disputed (challenged and voted on by an honest committee,
-        ready to resolve), through the same rules and checks as later steps."""
+        ready to resolve), through the same rules and checks as later steps. Then some
+        providers unbond half or all of their free stake, so that slashes meet stake that is
+        unbonding and collateral that is all the provider has left."""
         changes = {k: v for k, v in params.items() if v is not None}
         if changes:
             self.params = replace(self.params, **changes)
@@ -267,6 +270,8 @@ class MarketMachine(RuleBasedStateMachine):
                 self.challenge_job(j, PROVIDERS[(provider + 1) % 4])
             if stage == "disputed" and j.status == Status.CHALLENGED:
                 self.committee_votes(j, ["truth"] * 3)
+        for provider, share in unbond:
+            self.request_unbond(PROVIDERS[provider], share)
 
     @precondition(lambda self: len(self.jobs_in(*OPEN)) < 6)
     @rule(client=st.sampled_from(CLIENTS), max_payment=st.integers(1, 5 * USD),
