@@ -244,7 +244,7 @@ class MarketMachine(RuleBasedStateMachine):
 
     @initialize(jobs=st.lists(st.tuples(
         st.sampled_from(CLIENTS), st.integers(1, 5 * USD), st.sampled_from([300, 700, 3600]), st.booleans(),
-        st.sampled_from(["posted", "claimed", "delivered", "challenged", "disputed"]), st.integers(0, 3),
+        st.sampled_from(["posted", "claimed", "delivered", "challenged", "disputed"]), st.sampled_from([0, 0, 1, 2, 3]),
         st.integers(1, 6 * USD), st.booleans(),
     ), min_size=1, max_size=4), params=PARAM_CHOICES,
         unbond=st.lists(st.tuples(st.integers(0, 3), st.sampled_from(["half", "all"])), max_size=2))
@@ -253,8 +253,8 @@ class MarketMachine(RuleBasedStateMachine):
         """The example's market parameters, and a few jobs to start from: posted, claimed,
         delivered, challenged, or disputed (challenged and voted on by an honest committee,
         ready to resolve), through the same rules and checks as later steps. Then some
-        providers unbond half or all of their free stake, so that slashes meet stake that is
-        unbonding and collateral that is all the provider has left."""
+        providers of these jobs unbond half or all of their free stake, so that slashes meet
+        stake that is unbonding and collateral that is all the provider has left."""
         changes = {k: v for k, v in params.items() if v is not None}
         if changes:
             self.params = replace(self.params, **changes)
@@ -270,8 +270,10 @@ class MarketMachine(RuleBasedStateMachine):
                 self.challenge_job(j, PROVIDERS[(provider + 1) % 4])
             if stage == "disputed" and j.status == Status.CHALLENGED:
                 self.committee_votes(j, ["truth"] * 3)
-        for provider, share in unbond:
-            self.request_unbond(PROVIDERS[provider], share)
+        for index, share in unbond:
+            provider = self.jobs[index % len(jobs) + 1].provider
+            if provider:
+                self.request_unbond(provider, share)
 
     @precondition(lambda self: len(self.jobs_in(*OPEN)) < 6)
     @rule(client=st.sampled_from(CLIENTS), max_payment=st.integers(1, 5 * USD),
