@@ -18,6 +18,7 @@ from web3.types import BlockIdentifier, EventData, LogReceipt, TxReceipt
 from contracts import eip712
 from contracts.chain import ErrorDecoder, TxSender, connect
 from contracts.errors import ChainError, ContractsError
+from contracts.logs import scan_logs
 from contracts.manifest import DeployedContract, Manifest
 from contracts.types import ZERO32, ZERO_ADDRESS, Job, JobRequest, Permit, Receipt, Status
 
@@ -113,12 +114,11 @@ class Hearth:
 
     def job_events(self, job_id: int, to_block: BlockIdentifier = "latest") -> list[JobEvent]:
         topics = [self.w3.keccak(text=_event_signature(self.market, n)).hex() for n in JOB_EVENTS]
-        logs = self.w3.eth.get_logs({
+        last = to_block if isinstance(to_block, int) else int(self.w3.eth.get_block(to_block)["number"])
+        logs = scan_logs(self.w3, {
             "address": self.market.address,
-            "fromBlock": self.manifest.deployment_block,
-            "toBlock": to_block,
             "topics": [["0x" + t.removeprefix("0x") for t in topics], "0x" + job_id.to_bytes(32, "big").hex()],
-        })
+        }, self.manifest.deployment_block, last)
         return [self._decode(lg) for lg in logs]
 
     def _decode(self, lg: LogReceipt) -> JobEvent:

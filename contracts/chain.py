@@ -1,5 +1,5 @@
 """Talking to the chain: connections, custom-error decoding and a transaction sender with
-nonce management, retries and fee bumping (one sender per key)."""
+many transactions in flight per key, nonce management, retries and fee bumping."""
 
 from __future__ import annotations
 
@@ -7,15 +7,17 @@ import logging
 import threading
 import time
 from collections.abc import Iterable
+from dataclasses import dataclass, field
 from typing import Any, cast
 
 from eth_abi import decode as abi_decode
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
 from eth_utils import keccak
+from hexbytes import HexBytes
 from web3 import Web3
 from web3.contract.contract import ContractConstructor, ContractFunction
-from web3.exceptions import ContractCustomError, ContractLogicError, TimeExhausted, Web3RPCError
+from web3.exceptions import ContractCustomError, ContractLogicError, TransactionNotFound, Web3RPCError
 from web3.types import TxParams, TxReceipt
 
 from contracts.errors import ChainError
@@ -81,14 +83,37 @@ def _show(v: Any) -> str:
     return str(v)
 
 
+@dataclass
+class PendingTx:
+    """A transaction broadcast for one nonce; every fee bump adds a hash (newest last), and
+    whichever of them is mined settles it."""
+
+    nonce: int
+    hashes: list[HexBytes]
+    params: dict[str, Any]
+    """The last transaction sent for this nonce, unsigned (rebuilt with higher fees on a bump)."""
+    sent_at: float = field(default_factory=time.monotonic)
+
+    @property
+    def tx_hash(self) -> HexBytes:
+        return self.hashes[-1]
+
+
 class TxSender:
-    """Sends transactions for one key: local nonce tracking, gas estimation (which surfaces
-    reverts as decoded custom errors), EIP-1559 fees, and fee bumping when a transaction is
-    not mined in time. Thread-safe; one instance per key per process."""
+    """Sends transactions for one key with many in flight at once.
+
+    ``submit`` estimates, assigns the next nonce, signs and broadcasts under the lock and returns
+    at once; ``wait`` polls for whichever broadcast of that nonce is mined, outside the lock, so
+    other threads keep sending meanwhile. A transaction not mined within ``receipt_timeout`` is
+    replaced with the same nonce and fees at least 12.5% higher (``max_bumps`` times), and one the
+    node no longer knows (dropped by a reorg or a node restart) is broadcast again. After a
+    process restart the next nonce comes from the node's pending count. Estimates run against
+    the pending block, so a transaction may depend on earlier ones that are not mined yet.
+    Thread-safe; one instance per key per process."""
 
     def __init__(
         self, w3: Web3, key: str | bytes, decoder: ErrorDecoder, *,
-        receipt_timeout: float = 30, max_bumps: int = 3,
+        receipt_timeout: float = 30, max_bumps: int = 3, poll: float = 0.05,
     ) -> None:
         self.w3 = w3
         self.account: LocalAccount = Account.from_key(key)
@@ -96,8 +121,11 @@ class TxSender:
         self.decoder = decoder
         self.receipt_timeout = receipt_timeout
         self.max_bumps = max_bumps
+        self.poll = poll
         self._lock = threading.Lock()
         self._nonce: int | None = None
+        self._pending: dict[int, PendingTx] = {}
+        self._chain_id: int | None = None
 
     def _next_nonce(self) -> int:
         chain = self.w3.eth.get_transaction_count(self.address, "pending")
@@ -106,12 +134,20 @@ class TxSender:
         return self._nonce
 
     def resync(self) -> None:
+        """Forgets the local nonce and what is in flight (after the chain was reset or rewound)."""
         with self._lock:
             self._nonce = None
+            self._pending.clear()
+
+    @property
+    def in_flight(self) -> int:
+        """Transactions broadcast and not yet seen mined."""
+        with self._lock:
+            return len(self._pending)
 
     def estimate(self, fn: ContractFunction | ContractConstructor, value: int = 0) -> int:
         try:
-            return int(fn.estimate_gas(cast(TxParams, {"from": self.address, "value": value})))
+            return int(fn.estimate_gas(cast(TxParams, {"from": self.address, "value": value}), "pending"))
         except (ContractCustomError, ContractLogicError, Web3RPCError, ValueError) as exc:
             raise self.decoder.from_exception(exc) from None
 
@@ -119,51 +155,117 @@ class TxSender:
         self, fn: ContractFunction | ContractConstructor, *, gas: int | None = None, value: int = 0, wait: bool = True
     ) -> TxReceipt:
         """Sends ``fn`` and (by default) waits for its receipt; raises ``ChainError`` on revert."""
+        pending = self.submit(fn, gas=gas, value=value)
+        if not wait:
+            return {"transactionHash": pending.tx_hash}  # type: ignore[typeddict-item]
+        return self.wait(pending)
+
+    def submit(
+        self, fn: ContractFunction | ContractConstructor, *, gas: int | None = None, value: int = 0,
+    ) -> PendingTx:
+        """Broadcasts ``fn`` with the next nonce and returns without waiting for it to be mined.
+        A revert found by the estimate raises ``ChainError`` and uses no nonce."""
         with self._lock:
             gas = gas or int(self.estimate(fn, value) * 1.2) + 10_000
-            nonce = self._next_nonce()
+            if self._chain_id is None:
+                self._chain_id = int(self.w3.eth.chain_id)
             tip = int(self.w3.to_wei(1, "gwei"))
             base = int(self.w3.eth.get_block("latest").get("baseFeePerGas", 0) or 0)
-            max_fee = base * 2 + tip
-            tx_hash = None
-            for attempt in range(self.max_bumps + 1):
-                tx: Any = fn.build_transaction(cast(TxParams, {
-                    "from": self.address, "nonce": nonce, "gas": gas, "value": value,
-                    "maxFeePerGas": max_fee, "maxPriorityFeePerGas": tip,
-                    "chainId": self.w3.eth.chain_id,
-                }))
-                signed = self.account.sign_transaction(tx)
+            base_params: dict[str, Any] = {
+                "from": self.address, "gas": gas, "value": value, "maxFeePerGas": base * 2 + tip,
+                "maxPriorityFeePerGas": tip, "chainId": self._chain_id,
+            }
+            for _ in range(3):
+                nonce = self._next_nonce()
+                params = dict(fn.build_transaction(cast(TxParams, {**base_params, "nonce": nonce})))
                 try:
-                    tx_hash = self.w3.eth.send_raw_transaction(signed.raw_transaction)
-                except Web3RPCError as exc:
-                    msg = str(exc).lower()
-                    if "nonce too low" in msg or "already known" in msg:
-                        self._nonce = None
-                        nonce = self._next_nonce()
-                        continue
-                    raise self.decoder.from_exception(exc) from None
+                    tx_hash = self._broadcast(params)
+                except _NonceTaken:
+                    self._nonce = None  # another process used it: ask the node again
+                    continue
                 self._nonce = nonce + 1
-                if not wait:
-                    return {"transactionHash": tx_hash}  # type: ignore[typeddict-item]
-                try:
-                    rcpt = self.w3.eth.wait_for_transaction_receipt(
-                        tx_hash, timeout=self.receipt_timeout, poll_latency=0.05
-                    )
-                    break
-                except TimeExhausted:
-                    # Not mined: replace it with the same nonce and 12.5%+ higher fees.
-                    log.warning("tx %s not mined after %.0fs; bumping fees (attempt %d)",
-                                tx_hash.hex(), self.receipt_timeout, attempt + 1)
-                    tip = tip * 9 // 8 + 1
-                    max_fee = max_fee * 9 // 8 + 1
-                    self._nonce = nonce
-            else:
-                raise ChainError(f"transaction not mined after {self.max_bumps} fee bumps")
+                pending = PendingTx(nonce, [tx_hash], params)
+                self._pending[nonce] = pending
+                log.debug("tx %s sent nonce %d from %s", tx_hash.hex(), nonce, self.address)
+                return pending
+            raise ChainError(f"could not find a free nonce for {self.address}")
+
+    def wait(self, pending: PendingTx, timeout: float | None = None) -> TxReceipt:
+        """Waits until a broadcast of ``pending`` is mined (bumping fees when it is slow) and
+        returns its receipt; raises ``ChainError`` when it reverted or was never mined."""
+        per_try = self.receipt_timeout if timeout is None else timeout
+        for attempt in range(self.max_bumps + 1):
+            deadline = time.monotonic() + per_try
+            while time.monotonic() < deadline:
+                rcpt = self._mined(pending)
+                if rcpt is not None:
+                    return self._settled(pending, rcpt)
+                time.sleep(self.poll)
+            if attempt < self.max_bumps:
+                self._bump(pending, attempt)
+        with self._lock:
+            self._pending.pop(pending.nonce, None)
+        raise ChainError(f"transaction {pending.tx_hash.hex()} (nonce {pending.nonce}) not mined after "
+                         f"{self.max_bumps} fee bumps")
+
+    def _mined(self, pending: PendingTx) -> TxReceipt | None:
+        for h in reversed(pending.hashes):
+            try:
+                return self.w3.eth.get_transaction_receipt(h)
+            except TransactionNotFound:
+                continue
+        return None
+
+    def _settled(self, pending: PendingTx, rcpt: TxReceipt) -> TxReceipt:
+        with self._lock:
+            self._pending.pop(pending.nonce, None)
         if rcpt["status"] != 1:
             raise ChainError(f"transaction {rcpt['transactionHash'].hex()} reverted")
         log.debug("tx %s mined in block %s gas %s", rcpt["transactionHash"].hex(),
                   rcpt["blockNumber"], rcpt["gasUsed"])
         return rcpt
+
+    def _bump(self, pending: PendingTx, attempt: int) -> None:
+        """Replaces a slow transaction with the same nonce and higher fees, or broadcasts it again
+        when the node has forgotten it."""
+        with self._lock:
+            known = any(self._known(h) for h in pending.hashes)
+            params = dict(pending.params)
+            if known:
+                params["maxPriorityFeePerGas"] = params["maxPriorityFeePerGas"] * 9 // 8 + 1
+                params["maxFeePerGas"] = params["maxFeePerGas"] * 9 // 8 + 1
+            try:
+                tx_hash = self._broadcast(params)
+            except _NonceTaken:
+                return  # one of our broadcasts was mined meanwhile; the next poll finds it
+            pending.params = params
+            if tx_hash not in pending.hashes:
+                pending.hashes.append(tx_hash)
+            log.warning("tx %s (nonce %d) not mined after %.0fs; %s (attempt %d)", tx_hash.hex(), pending.nonce,
+                        self.receipt_timeout, "bumped fees" if known else "sent again", attempt + 1)
+
+    def _known(self, tx_hash: HexBytes) -> bool:
+        try:
+            self.w3.eth.get_transaction(tx_hash)
+            return True
+        except TransactionNotFound:
+            return False
+
+    def _broadcast(self, params: dict[str, Any]) -> HexBytes:
+        signed = self.account.sign_transaction(params)
+        try:
+            return HexBytes(self.w3.eth.send_raw_transaction(signed.raw_transaction))
+        except Web3RPCError as exc:
+            msg = str(exc).lower()
+            if "already known" in msg:
+                return HexBytes(signed.hash)
+            if "nonce too low" in msg:
+                raise _NonceTaken from None
+            raise self.decoder.from_exception(exc) from None
+
+
+class _NonceTaken(Exception):
+    """The node says the nonce is used already."""
 
 
 def wait_for_rpc(w3: Web3, timeout: float = 30) -> None:
