@@ -4,6 +4,7 @@ nonce management, retries and fee bumping (one sender per key)."""
 from __future__ import annotations
 
 import logging
+import re
 import threading
 import time
 from collections.abc import Iterable
@@ -12,13 +13,13 @@ from typing import Any, cast
 from eth_abi import decode as abi_decode
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
-from eth_utils import keccak
+from eth_utils import keccak, to_checksum_address
 from web3 import Web3
 from web3.contract.contract import ContractConstructor, ContractFunction
 from web3.exceptions import ContractCustomError, ContractLogicError, TimeExhausted, Web3RPCError
 from web3.types import TxParams, TxReceipt
 
-from contracts.errors import ChainError
+from contracts.errors import ChainError, RevertContext, explain_revert
 
 log = logging.getLogger(__name__)
 
@@ -29,43 +30,87 @@ def connect(rpc_url: str, timeout: float = 30) -> Web3:
 
 
 class ErrorDecoder:
-    """Maps revert data to ``Name(args)`` using every custom error in the given ABIs."""
+    """Maps revert data to the custom error it encodes, using every custom error in the given
+    ABIs, and explains it as a sentence (``contracts.errors.explain_revert``).
 
-    def __init__(self, abis: Iterable[list[dict[str, Any]]]) -> None:
-        self._errors: dict[bytes, tuple[str, list[str]]] = {}
+    ``contracts`` names the contracts by address (manifest names), so an explanation can say in
+    which token an amount is."""
+
+    def __init__(self, abis: Iterable[list[dict[str, Any]]], contracts: dict[str, str] | None = None) -> None:
+        self._errors: dict[bytes, tuple[str, list[str], tuple[str, ...]]] = {}
+        self._contracts = {a.lower(): n for a, n in (contracts or {}).items()}
         for abi in abis:
             for item in abi:
                 if item.get("type") != "error":
                     continue
                 types = [_abi_type(i) for i in item["inputs"]]
                 sig = f"{item['name']}({','.join(types)})"
-                self._errors[keccak(text=sig)[:4]] = (item["name"], types)
+                self._errors[keccak(text=sig)[:4]] = (item["name"], types,
+                                                      tuple(str(i.get("name", "")) for i in item["inputs"]))
 
     def decode(self, data: bytes | str | None) -> tuple[str, tuple[Any, ...]] | None:
+        found = self._decode(data)
+        return (found[0], found[1]) if found else None
+
+    def _decode(self, data: bytes | str | None) -> tuple[str, tuple[Any, ...], tuple[str, ...]] | None:
         if data is None:
             return None
-        raw = bytes.fromhex(data[2:] if data.startswith("0x") else data) if isinstance(data, str) else data
+        try:
+            raw = bytes.fromhex(data[2:] if data.startswith("0x") else data) if isinstance(data, str) else data
+        except ValueError:
+            return None
         if len(raw) < 4 or raw[:4] not in self._errors:
             return None
-        name, types = self._errors[raw[:4]]
+        name, types, names = self._errors[raw[:4]]
         try:
-            return name, tuple(abi_decode(types, raw[4:]))
+            values = abi_decode(types, raw[4:])
         except Exception:  # noqa: BLE001 - malformed data: report the name alone
-            return name, ()
+            return name, (), ()
+        return name, tuple(to_checksum_address(v) if t == "address" else v
+                           for t, v in zip(types, values, strict=True)), names
 
-    def from_exception(self, exc: Exception) -> ChainError:
+    def context(self, fn: ContractFunction | ContractConstructor | None, sender: str | None = None,
+                arg_names: tuple[str, ...] = ()) -> RevertContext:
+        action = getattr(fn, "fn_name", None) if fn is not None else None
+        address = getattr(fn, "address", None) if fn is not None else None
+        contract = self._contracts.get(str(address).lower()) if address else None
+        return RevertContext(action=action, contract=contract, sender=sender, arg_names=arg_names)
+
+    def from_exception(self, exc: Exception, fn: ContractFunction | ContractConstructor | None = None,
+                       sender: str | None = None) -> ChainError:
+        """The ``ChainError`` for a failed call or estimate: a decoded custom error explained as a
+        sentence, a revert without data said as such, anything else with the node's message."""
         data: Any = getattr(exc, "data", None)
         if isinstance(data, dict):
             data = data.get("data")
         if data is None and exc.args:
             a = exc.args[-1] if isinstance(exc.args[-1], str) else None
             data = a if a and a.startswith("0x") else None
-        decoded = self.decode(data) if isinstance(data, (str, bytes)) else None
+        decoded = self._decode(data) if isinstance(data, (str, bytes)) else None
+        action = getattr(fn, "fn_name", None) if fn is not None else None
         if decoded:
-            name, args = decoded
-            shown = ", ".join(_show(a) for a in args)
-            return ChainError(f"{name}({shown})", name, args)
-        return ChainError(str(exc))
+            name, args, names = decoded
+            ctx = self.context(fn, sender, names)
+            return ChainError(explain_revert(name, args, ctx), name, args, action=action)
+        text = str(exc)
+        if "revert" in text.lower():
+            doing = f"`{action}`" if action else "the call"
+            reason = _revert_reason(text)
+            if reason:
+                return ChainError(f"the contract refused {doing}: {reason}", action=action)
+            return ChainError(f"the contract refused {doing} without giving a reason (a revert with no error data: "
+                              f"the function may not exist on this contract, or a token refused a transfer)",
+                              action=action)
+        return ChainError(text, action=action)
+
+
+def _revert_reason(text: str) -> str | None:
+    """A revert string from a node message (``execution reverted: reason``), if it carries one."""
+    m = re.search(r"reverted:?\s*(?:reason string\s*)?'?([^'\n]+?)'?\s*$", text.strip("'\"()"))
+    if not m:
+        return None
+    reason = m.group(1).strip()
+    return reason if reason and not reason.startswith("0x") and reason.lower() != "execution reverted" else None
 
 
 def _abi_type(inp: dict[str, Any]) -> str:
@@ -113,7 +158,7 @@ class TxSender:
         try:
             return int(fn.estimate_gas(cast(TxParams, {"from": self.address, "value": value})))
         except (ContractCustomError, ContractLogicError, Web3RPCError, ValueError) as exc:
-            raise self.decoder.from_exception(exc) from None
+            raise self.decoder.from_exception(exc, fn, self.address) from None
 
     def send(
         self, fn: ContractFunction | ContractConstructor, *, gas: int | None = None, value: int = 0, wait: bool = True
@@ -141,7 +186,7 @@ class TxSender:
                         self._nonce = None
                         nonce = self._next_nonce()
                         continue
-                    raise self.decoder.from_exception(exc) from None
+                    raise self.decoder.from_exception(exc, fn, self.address) from None
                 self._nonce = nonce + 1
                 if not wait:
                     return {"transactionHash": tx_hash}  # type: ignore[typeddict-item]
@@ -160,10 +205,34 @@ class TxSender:
             else:
                 raise ChainError(f"transaction not mined after {self.max_bumps} fee bumps")
         if rcpt["status"] != 1:
-            raise ChainError(f"transaction {rcpt['transactionHash'].hex()} reverted")
+            raise self._why_reverted(fn, value, gas, rcpt)
         log.debug("tx %s mined in block %s gas %s", rcpt["transactionHash"].hex(),
                   rcpt["blockNumber"], rcpt["gasUsed"])
         return rcpt
+
+
+    def _why_reverted(self, fn: ContractFunction | ContractConstructor, value: int, gas: int,
+                      rcpt: TxReceipt) -> ChainError:
+        """A mined transaction reverted although its gas estimate passed: the state changed in
+        between (another party acted first) or it ran out of gas. Receipts carry no revert data,
+        so the call is replayed on the state of its block to find the contract's reason."""
+        tx = "0x" + bytes(rcpt["transactionHash"]).hex().removeprefix("0x")
+        action = getattr(fn, "fn_name", None)
+        doing = f"`{action}`" if action else "it"
+        where = f"transaction {tx} was mined in block {rcpt['blockNumber']} but reverted"
+        if int(rcpt["gasUsed"]) >= gas:
+            return ChainError(f"{where}: it ran out of gas ({gas} given)", action=action)
+        try:
+            if isinstance(fn, ContractFunction):
+                fn.call(cast(TxParams, {"from": self.address, "value": value}), block_identifier=rcpt["blockNumber"])
+        except (ContractCustomError, ContractLogicError, Web3RPCError, ValueError) as exc:
+            err = self.decoder.from_exception(exc, fn, self.address)
+            if err.error_name:
+                return ChainError(f"{where} (the chain changed after it was checked): {err}", err.error_name,
+                                  err.error_args, action=action)
+        return ChainError(f"{where} without a reason: the chain's state changed between the check and the "
+                          f"inclusion (another party acted first?); check the current state and retry {doing}",
+                          action=action)
 
 
 def wait_for_rpc(w3: Web3, timeout: float = 30) -> None:
