@@ -11,6 +11,7 @@ import functools
 import json
 import logging
 import os
+import re
 from collections.abc import Callable
 from decimal import Decimal, InvalidOperation
 from typing import Annotated, Any, TypeVar
@@ -19,6 +20,7 @@ import typer
 from eth_utils import is_address, keccak, to_checksum_address
 from rich.console import Console
 from rich.table import Table
+from typer.core import TyperCommand
 
 from contracts.bindings import Hearth, UnknownJobError, decode_log
 from contracts.errors import ChainError, ContractsError
@@ -45,6 +47,50 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 class CliError(Exception):
     """A problem the user can fix; printed as one line."""
+
+
+#: A negative (or signed non-finite) number: Click would read it as an unknown option.
+NEGATIVE_NUMBER = re.compile(r"^-(?:(?:\d[\d_]*(?:\.\d*)?|\.\d+)(?:[eE][-+]?\d+)?|inf|infinity|nan)$", re.IGNORECASE)
+
+
+class HearthCommand(TyperCommand):
+    """A command whose positional arguments may be negative numbers.
+
+    Click reads ``hearth provider stake -1`` as an unknown option ("No such option: -1"). Here a
+    negative number in an argument's place is passed to the argument, whose own check then says
+    what is wrong ("amount must be positive: -1"). Options and their values are left in place
+    and the positionals moved after ``--``, which Click parses identically."""
+
+    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
+        takes_value: set[str] = set()
+        for p in self.get_params(ctx):  # typer's own (vendored) Click: duck-typed
+            if getattr(p, "param_type_name", "") == "option" and not getattr(p, "is_flag", False) \
+                    and not getattr(p, "count", False):
+                takes_value.update(p.opts)
+        options: list[str] = []
+        positionals: list[str] = []
+        moved = False
+        i = 0
+        while i < len(args):
+            tok = args[i]
+            if tok == "--":
+                positionals += args[i + 1:]
+                break
+            if tok in takes_value:
+                options += args[i:i + 2]
+                i += 2
+                continue
+            if NEGATIVE_NUMBER.match(tok):
+                moved = True
+                positionals.append(tok)
+            elif tok.startswith("-") and tok != "-":
+                options.append(tok)
+            else:
+                positionals.append(tok)
+            i += 1
+        if moved:
+            args = [*options, "--", *positionals]
+        return super().parse_args(ctx, args)
 
 
 def friendly(fn: F) -> F:
@@ -101,16 +147,29 @@ def address_arg(value: str) -> str:
     return to_checksum_address(value)
 
 
-def parse_amount(value: str, decimals: int) -> int:
+UINT256_MAX = 2**256 - 1
+UINT96_MAX = 2**96 - 1
+UINT40_MAX = 2**40 - 1
+
+
+def parse_amount(value: str, decimals: int, most: int = UINT256_MAX, what: str = "amount") -> int:
+    """A positive decimal token amount in its smallest unit; NaN, infinities, negative, zero,
+    over-precise and out-of-range amounts are refused with a message saying which."""
     try:
-        d = Decimal(value)
+        d = Decimal(value.replace("_", ""))
     except InvalidOperation:
-        raise CliError(f"not an amount: {value!r}") from None
+        raise CliError(f"not an amount: {value!r} (write a number such as 1.5)") from None
+    if not d.is_finite():
+        raise CliError(f"{what} must be a finite number, not {value!r}")
     if d <= 0:
-        raise CliError(f"amount must be positive: {value}")
-    wei = d * (10**decimals)
+        raise CliError(f"{what} must be positive: {value}")
+    if d.adjusted() + decimals > len(str(most)):
+        raise CliError(f"{what} {value} is too large: at most {fmt(most, decimals)}")
+    wei = d.scaleb(decimals)
     if wei != wei.to_integral_value():
-        raise CliError(f"amount {value} has more than {decimals} decimals")
+        raise CliError(f"{what} {value} has more than {decimals} decimals")
+    if int(wei) > most:
+        raise CliError(f"{what} {value} is too large: at most {fmt(most, decimals)}")
     return int(wei)
 
 
@@ -180,7 +239,7 @@ def market_holdings(h: Hearth) -> dict[str, str]:
 
 # ---------------------------------------------------------------- devnet
 
-@devnet_app.command("up")
+@devnet_app.command("up", cls=HearthCommand)
 @friendly
 def devnet_up(
     port: int = typer.Option(8545, help="RPC port."),
@@ -193,19 +252,28 @@ def devnet_up(
     run_foreground(port, chain_id, block_time or None)
 
 
-@devnet_app.command("advance")
+@devnet_app.command("advance", cls=HearthCommand)
 @friendly
-def devnet_advance(seconds: int = typer.Argument(..., help="Seconds to move the devnet clock forward.")) -> None:
+def devnet_advance(
+    seconds: int = typer.Argument(..., min=1, help="Seconds to move the devnet clock forward."),
+) -> None:
     """Move the devnet's clock forward (to close a challenge window in a demo)."""
     h = hearth()
-    h.w3.provider.make_request("evm_increaseTime", [seconds])  # type: ignore[arg-type]
-    h.w3.provider.make_request("evm_mine", [])  # type: ignore[arg-type]
-    console.print(f"devnet clock moved {seconds}s; block {h.w3.eth.block_number}")
+    before = int(h.w3.eth.get_block("latest")["timestamp"])
+    for method, params in (("evm_increaseTime", [seconds]), ("evm_mine", [])):
+        resp = h.w3.provider.make_request(method, params)  # type: ignore[arg-type]
+        if "error" in resp:
+            err = resp["error"]
+            msg = err.get("message", err) if isinstance(err, dict) else err
+            raise CliError(f"the devnet refused to move its clock by {seconds}s ({method}): {msg}")
+    block = h.w3.eth.get_block("latest")
+    console.print(f"devnet clock moved {int(block['timestamp']) - before}s to {block['timestamp']}; "
+                  f"block {block['number']}")
 
 
 # ---------------------------------------------------------------- models
 
-@model_app.command("list")
+@model_app.command("list", cls=HearthCommand)
 @friendly
 def model_list() -> None:
     """Models registered on-chain."""
@@ -221,7 +289,7 @@ def model_list() -> None:
 
 # ---------------------------------------------------------------- providers
 
-@provider_app.command("register")
+@provider_app.command("register", cls=HearthCommand)
 @friendly
 def provider_register(
     endpoint: str = typer.Option(..., help="Public URL of the node."),
@@ -239,13 +307,13 @@ def provider_register(
     console.print(f"registered {s.address} serving 0x{mid.hex()}")
 
 
-@provider_app.command("stake")
+@provider_app.command("stake", cls=HearthCommand)
 @friendly
 def provider_stake(amount: str = typer.Argument(..., help="HST to stake, e.g. 100"), as_: RoleOpt = None) -> None:
     """Stake (or add stake)."""
+    wei = parse_amount(amount, HST_DECIMALS)
     h = hearth()
     s = h.sender(key_for(as_))
-    wei = parse_amount(amount, HST_DECIMALS)
     bal = h.hst.functions.balanceOf(s.address).call()
     if bal < wei:
         raise CliError(f"insufficient HST balance: {fmt(bal, HST_DECIMALS)} < {amount}")
@@ -256,19 +324,20 @@ def provider_stake(amount: str = typer.Argument(..., help="HST to stake, e.g. 10
     print_moves(before, snapshot_balances(h, {"you": s.address}))
 
 
-@provider_app.command("unbond")
+@provider_app.command("unbond", cls=HearthCommand)
 @friendly
-def provider_unbond(amount: str = typer.Argument(...), as_: RoleOpt = None) -> None:
+def provider_unbond(amount: str = typer.Argument(..., help="HST to unbond, e.g. 100"), as_: RoleOpt = None) -> None:
     """Request unbonding of free stake."""
+    wei = parse_amount(amount, HST_DECIMALS)
     h = hearth()
     s = h.sender(key_for(as_))
-    rcpt = s.send(h.staking.functions.requestUnbond(parse_amount(amount, HST_DECIMALS)))
+    rcpt = s.send(h.staking.functions.requestUnbond(wei))
     ev = decode_log(h.staking, rcpt["logs"][-1])
     args = ev["args"]
     console.print(f"unbonding {fmt(args['unbonding'], HST_DECIMALS)} HST, withdrawable at {args['readyAt']}")
 
 
-@provider_app.command("withdraw")
+@provider_app.command("withdraw", cls=HearthCommand)
 @friendly
 def provider_withdraw(as_: RoleOpt = None) -> None:
     """Withdraw stake whose unbonding period has passed."""
@@ -279,7 +348,7 @@ def provider_withdraw(as_: RoleOpt = None) -> None:
     console.print(f"withdrew {fmt(ev['args']['amount'], HST_DECIMALS)} HST")
 
 
-@provider_app.command("info")
+@provider_app.command("info", cls=HearthCommand)
 @friendly
 def provider_info(address: str = typer.Argument(...)) -> None:
     """A provider's stake and status."""
@@ -311,46 +380,61 @@ def _blob_store() -> Any:
         raise CliError("worker.blobs is not installed") from None
 
 
-@job_app.command("post")
+@job_app.command("post", cls=HearthCommand)
 @friendly
 def job_post(
     text: Annotated[list[str], typer.Option("--text", "-t", help="Text to embed; repeat for several.")],
     max_payment: str | None = typer.Option(None, help="hUSD cap; default: exactly tokens x price."),
-    deadline: int = typer.Option(3600, help="Seconds from now until the job may be refunded."),
+    deadline: int = typer.Option(3600, help="Seconds from now until the job may be refunded (at least 1)."),
     model: str | None = typer.Option(None, help="Model id (default: the manifest's first)."),
     approve: bool = typer.Option(False, help="Approve the market for the payment if needed."),
     as_: RoleOpt = None,
 ) -> None:
-    """Post an embedding job, escrowing its payment."""
+    """Post an embedding job, escrowing its payment.
+
+    Every argument and every precondition (model, balance, allowance, deadline) is checked before
+    the first transaction, so a refused post leaves no approval behind."""
+    # 1. The arguments alone.
+    if deadline < 1:
+        raise CliError(f"--deadline must be a positive number of seconds from now, not {deadline}")
+    if any(not t.strip() for t in text):
+        raise CliError("--text is empty: give the text to embed")
+    cap = parse_amount(max_payment, USD_DECIMALS, UINT96_MAX, "--max-payment") if max_payment is not None else None
+    mid_arg = bytes32_arg(model, "model id") if model else None
+    # 2. Against the chain, still without sending anything.
     h = hearth()
-    s = h.sender(key_for(as_))
-    mid = bytes32_arg(model, "model id") if model else default_model(h)
+    key = key_for(as_)
+    s = h.sender(key)
+    mid = mid_arg or default_model(h)
     try:
         price = h.registry.functions.activePrice(mid).call()
     except Exception:  # noqa: BLE001 - reverts with UnknownModel
-        raise CliError(f"unknown model 0x{mid.hex()}") from None
+        raise CliError(f"unknown model 0x{mid.hex()}: `hearth model list` shows the registered ones") from None
     blob = _input_blob(list(text))
-    if max_payment is None:
+    if cap is None:
         from worker.model.weights import MiniLMTokenizer
 
         units = sum(MiniLMTokenizer().count_tokens(list(text)))
         pay = units * price
     else:
-        pay = parse_amount(max_payment, USD_DECIMALS)
+        pay = cap
+    dl = int(h.w3.eth.get_block("latest")["timestamp"]) + deadline
+    if dl > UINT40_MAX:
+        raise CliError(f"--deadline {deadline} is too far: the deadline must be before {UINT40_MAX} (uint40)")
     bal = h.usd.functions.balanceOf(s.address).call()
     if bal < pay:
         raise CliError(f"insufficient hUSD balance: {fmt(bal, USD_DECIMALS)} < {fmt(pay, USD_DECIMALS)}")
     allowance = h.usd.functions.allowance(s.address, h.market.address).call()
+    if allowance < pay and not approve:
+        raise CliError(f"insufficient allowance for the market: {fmt(allowance, USD_DECIMALS)} < "
+                       f"{fmt(pay, USD_DECIMALS)} hUSD; rerun with --approve")
+    # 3. Only now: transactions.
     if allowance < pay:
-        if not approve:
-            raise CliError(f"insufficient allowance for the market: {fmt(allowance, USD_DECIMALS)} < "
-                           f"{fmt(pay, USD_DECIMALS)} hUSD; rerun with --approve")
         s.send(h.usd.functions.approve(h.market.address, pay))
     blob_id = _blob_store().put(blob)
     who = {"client": s.address, **market_holdings(h)}
     before = snapshot_balances(h, who)
-    dl = int(h.w3.eth.get_block("latest")["timestamp"]) + deadline
-    job_id, rcpt = h.post_job(key_for(as_), mid, keccak(blob), pay, dl)
+    job_id, rcpt = h.post_job(key, mid, keccak(blob), pay, dl)
     console.print(f"posted job [bold]{job_id}[/] input {blob_id} max payment {fmt(pay, USD_DECIMALS)} hUSD "
                   f"block {rcpt['blockNumber']} tx 0x{rcpt['transactionHash'].hex().removeprefix('0x')}")
     print_moves(before, snapshot_balances(h, who))
@@ -363,9 +447,9 @@ def _job_or_fail(h: Hearth, job_id: int) -> Any:
         raise CliError(f"unknown job {job_id}") from None
 
 
-@job_app.command("status")
+@job_app.command("status", cls=HearthCommand)
 @friendly
-def job_status(job_id: int = typer.Argument(...)) -> None:
+def job_status(job_id: int = typer.Argument(..., min=1)) -> None:
     """A job's state and history, from its events."""
     h = hearth()
     job = _job_or_fail(h, job_id)
@@ -375,9 +459,9 @@ def job_status(job_id: int = typer.Argument(...)) -> None:
         console.print(f"  block {ev.block_number:>6}  {ev.name:<17} tx 0x{ev.tx_hash.removeprefix('0x')}")
 
 
-@job_app.command("claim")
+@job_app.command("claim", cls=HearthCommand)
 @friendly
-def job_claim(job_id: int = typer.Argument(...), as_: RoleOpt = None) -> None:
+def job_claim(job_id: int = typer.Argument(..., min=1), as_: RoleOpt = None) -> None:
     """Claim a posted job as a provider (locks collateral)."""
     h = hearth()
     key = key_for(as_)
@@ -391,9 +475,9 @@ def job_claim(job_id: int = typer.Argument(...), as_: RoleOpt = None) -> None:
     print_moves(before, snapshot_balances(h, who))
 
 
-@job_app.command("deliver")
+@job_app.command("deliver", cls=HearthCommand)
 @friendly
-def job_deliver(job_id: int = typer.Argument(...), as_: RoleOpt = None) -> None:
+def job_deliver(job_id: int = typer.Argument(..., min=1), as_: RoleOpt = None) -> None:
     """Run the model on a claimed job's input and post the signed receipt."""
     from worker.model.encoder import Encoder, output_bytes, runtime_hash
 
@@ -416,9 +500,9 @@ def job_deliver(job_id: int = typer.Argument(...), as_: RoleOpt = None) -> None:
     console.print(f"delivered job {job_id}: output {out_id} units {units} block {rcpt['blockNumber']}")
 
 
-@job_app.command("finalize")
+@job_app.command("finalize", cls=HearthCommand)
 @friendly
-def job_finalize(job_id: int = typer.Argument(...), as_: RoleOpt = None) -> None:
+def job_finalize(job_id: int = typer.Argument(..., min=1), as_: RoleOpt = None) -> None:
     """Settle a delivered job after its challenge window."""
     h = hearth()
     key = key_for(as_)
@@ -435,9 +519,9 @@ def job_finalize(job_id: int = typer.Argument(...), as_: RoleOpt = None) -> None
     print_moves(before, snapshot_balances(h, who))
 
 
-@job_app.command("refund")
+@job_app.command("refund", cls=HearthCommand)
 @friendly
-def job_refund(job_id: int = typer.Argument(...), as_: RoleOpt = None) -> None:
+def job_refund(job_id: int = typer.Argument(..., min=1), as_: RoleOpt = None) -> None:
     """Refund an undelivered job after its deadline."""
     h = hearth()
     key = key_for(as_)
@@ -449,7 +533,7 @@ def job_refund(job_id: int = typer.Argument(...), as_: RoleOpt = None) -> None:
     print_moves(before, snapshot_balances(h, who))
 
 
-@app.command("withdraw")
+@app.command("withdraw", cls=HearthCommand)
 @friendly
 def withdraw(as_: RoleOpt = None) -> None:
     """Withdraw your credited market balance to your wallet."""
@@ -461,7 +545,7 @@ def withdraw(as_: RoleOpt = None) -> None:
     print_moves(before, snapshot_balances(h, who))
 
 
-@app.command("balances")
+@app.command("balances", cls=HearthCommand)
 @friendly
 def balances(
     addresses: Annotated[list[str] | None, typer.Argument(help="Addresses (default: devnet roles).")] = None,
@@ -481,7 +565,7 @@ api_key_app = typer.Typer(help="Gateway API keys bound to a wallet.", no_args_is
 app.add_typer(api_key_app, name="api-key")
 
 
-@api_key_app.command("create")
+@api_key_app.command("create", cls=HearthCommand)
 @friendly
 def api_key_create(
     cap: str = typer.Option("1", help="Spending cap in hUSD: the most the gateway may ever spend for this key."),
@@ -520,7 +604,7 @@ def api_key_create(
     print(api_key)
 
 
-@app.command("up")
+@app.command("up", cls=HearthCommand)
 @friendly
 def up(
     port: int = typer.Option(8545), chain_id: int = typer.Option(31337),
