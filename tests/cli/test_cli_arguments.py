@@ -50,7 +50,8 @@ def refused(args: list[str], code: int = 1) -> str:
         (["job", "post", "--text", "x", "--deadline", "-100", "--approve", "--as", "client"],
          "--deadline must be a positive number of seconds from now, not -100"),
         (["job", "post", "--text", " ", "--as", "client"], "--text is empty"),
-        (["devnet", "advance", "99999999999999999999"], "the devnet refused to move its clock by 99999999999999999999s"),
+        (["devnet", "advance", "99999999999999999999"],
+         "the devnet refused to move its clock by 99999999999999999999s"),
     ],
 )
 def test_bad_numbers_get_one_line_saying_what_is_wrong(cli_env: Any, args: list[str], message: str) -> None:
