@@ -12,12 +12,15 @@ import json
 import logging
 import os
 import re
+import time
 from collections.abc import Callable
+from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 from typing import Annotated, Any, TypeVar
 
 import typer
 from eth_utils import is_address, keccak, to_checksum_address
+from rich import box
 from rich.console import Console
 from rich.table import Table
 from typer.core import TyperCommand
@@ -565,43 +568,161 @@ api_key_app = typer.Typer(help="Gateway API keys bound to a wallet.", no_args_is
 app.add_typer(api_key_app, name="api-key")
 
 
+GatewayOpt = Annotated[str, typer.Option("--gateway", envvar="HEARTH_GATEWAY_URL", help="Gateway base URL.")]
+
+
+def _gateway(url: str) -> Any:
+    from deploy.gateway_client import GatewayClient
+
+    return GatewayClient(url)
+
+
+def _live(keys: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    now = time.time()
+    return [k for k in keys if not k["revoked"] and int(k["expiry"]) > now]
+
+
+def _sync_allowance(h: Hearth, key: str, relayer: str, keys: list[dict[str, Any]]) -> tuple[int, int]:
+    """Sets the wallet's allowance to the relayer to the sum of its live keys' remaining caps
+    (see the README: the allowance is the on-chain bound of all keys together). Returns (before, after)."""
+    s = h.sender(key)
+    target = sum(int(k["remaining"]) for k in _live(keys))
+    before = int(h.usd.functions.allowance(s.address, relayer).call())
+    if before != target:
+        s.send(h.usd.functions.approve(relayer, target))
+    return before, target
+
+
+def _allowance_line(relayer: str, keys: list[dict[str, Any]], before: int, after: int) -> str:
+    n = len(_live(keys))
+    change = "unchanged" if before == after else f"was {fmt(before, USD_DECIMALS)}"
+    return (f"relayer {relayer} may pull {fmt(after, USD_DECIMALS)} hUSD from your wallet: the remaining caps of "
+            f"your {n} live key{'s' if n != 1 else ''} ({change})")
+
+
+def _gateway_errors(fn: F) -> F:
+    """The gateway's refusals as CLI errors (one line, exit 1)."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        from deploy.gateway_client import GatewayRefused
+
+        try:
+            return fn(*args, **kwargs)
+        except GatewayRefused as exc:
+            raise CliError(str(exc)) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
 @api_key_app.command("create", cls=HearthCommand)
 @friendly
+@_gateway_errors
 def api_key_create(
     cap: str = typer.Option("1", help="Spending cap in hUSD: the most the gateway may ever spend for this key."),
-    gateway: str = typer.Option("http://127.0.0.1:8000", help="Gateway base URL."),
+    gateway: GatewayOpt = "http://127.0.0.1:8000",
     ttl: int = typer.Option(30 * 86400, help="Seconds until the key expires."),
     as_: RoleOpt = None,
 ) -> None:
-    """Sign an ApiKeyGrant with your wallet, allow the gateway's relayer up to the cap, print the key."""
+    """Sign an ApiKeyGrant with your wallet, register it, and set the relayer's allowance to the
+    remaining caps of all your live keys (this one included); print the key last."""
     import secrets
 
-    import httpx
     from eth_account import Account
 
+    wei = parse_amount(cap, USD_DECIMALS, what="--cap")
+    if ttl < 1:
+        raise CliError(f"--ttl must be a positive number of seconds, not {ttl}")
     h = hearth()
     key = key_for(as_)
-    s = h.sender(key)
-    wei = parse_amount(cap, USD_DECIMALS)
+    wallet = h.sender(key).address
     api_key = "hk-" + secrets.token_hex(16)
+    with _gateway(gateway) as gw:
+        health = gw.call("GET", "/healthz", "a health check")
+        if int(health.get("chain_id", h.chain_id)) != h.chain_id:
+            raise CliError(f"the gateway at {gateway} is on chain {health['chain_id']}, the manifest on {h.chain_id}")
+        typed = gw.call("GET", "/v1/api-keys/typed-data", "the grant", params={
+            "wallet": wallet, "api_key_hash": "0x" + keccak(text=api_key).hex(), "spending_cap": wei, "ttl_s": ttl})
+        td = typed["typed_data"]
+        relayer = str(typed.get("relayer") or health["relayer"])
+        msg = {f["name"]: (int(td["message"][f["name"]]) if f["type"].startswith("uint")
+                           else td["message"][f["name"]]) for f in td["types"][td["primaryType"]]}
+        sig = Account.sign_typed_data(key, full_message={**td, "message": msg}).signature
+        # Register first, then allow: a refused grant changes nothing on-chain.
+        gw.call("POST", "/v1/api-keys", "the grant",
+                json={"grant": td["message"], "signature": "0x" + bytes(sig).hex()})
+        gw.sign_in(key)
+        keys = gw.api_keys()
     try:
-        with httpx.Client(base_url=gateway, timeout=30) as http:
-            health = http.get("/healthz").json()
-            td = http.get("/v1/api-keys/typed-data", params={
-                "wallet": s.address, "api_key_hash": "0x" + keccak(text=api_key).hex(),
-                "spending_cap": wei, "ttl_s": ttl}).json()["typed_data"]
-            msg = {f["name"]: (int(td["message"][f["name"]]) if f["type"].startswith("uint")
-                               else td["message"][f["name"]]) for f in td["types"][td["primaryType"]]}
-            sig = Account.sign_typed_data(key, full_message={**td, "message": msg}).signature
-            # The allowance to the relayer is the on-chain bound on what the gateway can pull.
-            s.send(h.usd.functions.approve(health["relayer"], wei))
-            r = http.post("/v1/api-keys", json={"grant": td["message"], "signature": "0x" + bytes(sig).hex()})
-    except httpx.HTTPError as exc:
-        raise CliError(f"cannot reach the gateway at {gateway}: {exc}") from None
-    if r.status_code != 201:
-        raise CliError(f"gateway refused the grant: {r.text}")
-    console.print(f"API key for {s.address}, cap {cap} hUSD (relayer allowance set to the cap):")
+        before, after = _sync_allowance(h, key, relayer, keys)
+    except ContractsError as exc:
+        raise CliError(f"the key was registered but the relayer's allowance could not be set: {exc}; "
+                       f"`hearth api-key list` shows what it should be") from None
+    console.print(f"API key for {wallet}, cap {cap} hUSD, expires "
+                  f"{datetime.fromtimestamp(int(td['message']['expiry']), UTC):%Y-%m-%d %H:%M} UTC")
+    console.print(_allowance_line(relayer, keys, before, after), soft_wrap=True)
     print(api_key)
+
+
+@api_key_app.command("list", cls=HearthCommand)
+@friendly
+@_gateway_errors
+def api_key_list(gateway: GatewayOpt = "http://127.0.0.1:8000", as_: RoleOpt = None) -> None:
+    """Your API keys at a gateway (signs in with your wallet): cap, spend, state, and the
+    relayer's allowance next to the remaining caps of the live keys."""
+    h = hearth()
+    key = key_for(as_)
+    wallet = h.sender(key).address
+    with _gateway(gateway) as gw:
+        relayer = gw.call("GET", "/healthz", "a health check").get("relayer")
+        gw.sign_in(key)
+        keys = gw.api_keys()
+    now = time.time()
+    t = Table(title=f"API keys of {wallet} (amounts in hUSD)", box=box.SIMPLE)
+    for col in ("key hash", "cap", "spent", "left", "jobs", "refunds", "expires (UTC)", "state"):
+        t.add_column(col, justify="left" if col in ("key hash", "expires (UTC)", "state") else "right", no_wrap=True)
+
+    def short(wei: str) -> str:
+        return f"{Decimal(int(wei)).scaleb(-USD_DECIMALS).normalize():f}"
+
+    for k in keys:
+        state = "revoked" if k["revoked"] else ("expired" if int(k["expiry"]) <= now else "live")
+        t.add_row(k["api_key_hash"][:10] + "…", short(k["spending_cap"]), short(k["spent"]), short(k["remaining"]),
+                  str(k["jobs"]), short(k["refunds_owed"]), f"{datetime.fromtimestamp(int(k['expiry']), UTC):%Y-%m-%d}",
+                  state)
+    console.print(t)
+    if relayer:
+        allowance = int(h.usd.functions.allowance(wallet, relayer).call())
+        live = sum(int(k["remaining"]) for k in _live(keys))
+        console.print(f"relayer {relayer} allowance {fmt(allowance, USD_DECIMALS)} hUSD; live keys' remaining caps "
+                      f"{fmt(live, USD_DECIMALS)} hUSD", soft_wrap=True)
+
+
+@api_key_app.command("revoke", cls=HearthCommand)
+@friendly
+@_gateway_errors
+def api_key_revoke(
+    key_or_hash: str = typer.Argument(..., help="The API key (hk-...) or its keccak256 hash (0x + 64 hex)."),
+    gateway: GatewayOpt = "http://127.0.0.1:8000",
+    as_: RoleOpt = None,
+) -> None:
+    """Revoke one of your API keys and lower the relayer's allowance by what it had left."""
+    if re.fullmatch(r"0x[0-9a-fA-F]{64}", key_or_hash):
+        key_hash = key_or_hash.lower()
+    elif key_or_hash.startswith("hk-"):
+        key_hash = "0x" + keccak(text=key_or_hash).hex().removeprefix("0x")
+    else:
+        raise CliError(f"not an API key or key hash: {key_or_hash[:12]!r}… (give hk-... or 0x + 64 hex)")
+    h = hearth()
+    key = key_for(as_)
+    with _gateway(gateway) as gw:
+        relayer = str(gw.call("GET", "/healthz", "a health check")["relayer"])
+        gw.sign_in(key)
+        gw.call("DELETE", f"/v1/api-keys/{key_hash}", "the revocation")
+        keys = gw.api_keys()
+    before, after = _sync_allowance(h, key, relayer, keys)
+    console.print(f"revoked API key {key_hash[:18]}…")
+    console.print(_allowance_line(relayer, keys, before, after), soft_wrap=True)
 
 
 @app.command("up", cls=HearthCommand)
