@@ -731,11 +731,15 @@ def up(
     port: int = typer.Option(8545), chain_id: int = typer.Option(31337),
     block_time: float = typer.Option(1.0, help="Seconds per block."),
     gateway_port: int = typer.Option(8000),
+    restart: bool = typer.Option(False, "--restart/--no-restart", envvar="HEARTH_UP_RESTART",
+                                 help="Restart a crashed service with backoff instead of stopping the stack."),
+    stop_timeout: float = typer.Option(10.0, min=0.0, help="Seconds a service gets after SIGTERM before SIGKILL."),
 ) -> None:
-    """The whole stack: devnet, indexer, one CPU worker and the gateway, until Ctrl-C."""
+    """The whole stack: devnet, indexer, one CPU worker and the gateway, until Ctrl-C or SIGTERM."""
     from deploy.up import run_stack
 
-    run_stack(port=port, chain_id=chain_id, block_time=block_time or None, gateway_port=gateway_port)
+    run_stack(port=port, chain_id=chain_id, block_time=block_time or None, gateway_port=gateway_port,
+              restart=restart, stop_timeout=stop_timeout)
 
 
 def _mount_services() -> None:

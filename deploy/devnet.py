@@ -216,13 +216,13 @@ def bring_up(
 
 
 def stop_on_signals() -> None:
-    """SIGTERM and SIGHUP (a closed terminal) stop the foreground devnet or stack like Ctrl-C,
-    so that Anvil and the services are always stopped cleanly."""
+    """SIGTERM, SIGHUP (a closed terminal) and SIGINT stop the foreground devnet like Ctrl-C, so
+    that Anvil is always stopped cleanly; SIGINT explicitly, in case it was inherited ignored."""
 
     def _raise(signum: int, _frame: object) -> None:
         raise KeyboardInterrupt(f"signal {signum}")
 
-    for sig in (signal.SIGTERM, signal.SIGHUP):
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, _raise)
 
 
