@@ -164,3 +164,23 @@ def test_make_up_started_with_sigint_ignored_stops_every_child_within_5s_of_sigt
         assert s.connect_ex(("127.0.0.1", rpc)) != 0, "anvil still listening"
     assert "alembic.runtime.plugins" not in text
     assert f"  manifest       {data / 'manifest.json'}\n" in text
+
+
+def test_sigint_stops_a_supervisor_that_was_started_with_sigint_ignored() -> None:
+    code = textwrap.dedent("""
+        import time
+        from deploy.up import StopRequested, install_stop_signals
+        install_stop_signals()
+        print("ready", flush=True)
+        try:
+            time.sleep(30)
+        except StopRequested as exc:
+            print(f"stopping on {exc}", flush=True)
+    """)
+    p = subprocess.Popen([sys.executable, "-c", code], cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)},
+                         stdout=subprocess.PIPE, text=True,
+                         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
+    assert p.stdout and p.stdout.readline().strip() == "ready"
+    p.send_signal(signal.SIGINT)
+    out, _ = p.communicate(timeout=10)
+    assert "stopping on signal SIGINT" in out and p.returncode == 0
