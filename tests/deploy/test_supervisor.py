@@ -171,8 +171,8 @@ def test_sigint_stops_a_supervisor_that_was_started_with_sigint_ignored() -> Non
         import time
         from deploy.up import StopRequested, install_stop_signals
         install_stop_signals()
-        print("ready", flush=True)
         try:
+            print("ready", flush=True)
             time.sleep(30)
         except StopRequested as exc:
             print(f"stopping on {exc}", flush=True)
