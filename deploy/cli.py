@@ -31,7 +31,7 @@ from contracts.manifest import Manifest
 from contracts.types import Receipt, Status, gpu_class_bytes
 
 console = Console()
-err_console = Console(stderr=True)
+err_console = Console(stderr=True, soft_wrap=True)  # an error is one line, however long
 app = typer.Typer(help="Hearth: a compute network for AI inference.", no_args_is_help=True,
                   pretty_exceptions_enable=False)
 devnet_app = typer.Typer(help="The local devnet.", no_args_is_help=True)
@@ -262,7 +262,6 @@ def devnet_advance(
 ) -> None:
     """Move the devnet's clock forward (to close a challenge window in a demo)."""
     h = hearth()
-    before = int(h.w3.eth.get_block("latest")["timestamp"])
     for method, params in (("evm_increaseTime", [seconds]), ("evm_mine", [])):
         resp = h.w3.provider.make_request(method, params)  # type: ignore[arg-type]
         if "error" in resp:
@@ -270,8 +269,10 @@ def devnet_advance(
             msg = err.get("message", err) if isinstance(err, dict) else err
             raise CliError(f"the devnet refused to move its clock by {seconds}s ({method}): {msg}")
     block = h.w3.eth.get_block("latest")
-    console.print(f"devnet clock moved {int(block['timestamp']) - before}s to {block['timestamp']}; "
-                  f"block {block['number']}")
+    now = int(block["timestamp"])
+    console.print(f"devnet clock moved {seconds}s forward: chain time {now} "
+                  f"({datetime.fromtimestamp(now, UTC):%Y-%m-%d %H:%M:%S} UTC), block {block['number']}",
+                  soft_wrap=True)
 
 
 # ---------------------------------------------------------------- models
@@ -439,7 +440,8 @@ def job_post(
     before = snapshot_balances(h, who)
     job_id, rcpt = h.post_job(key, mid, keccak(blob), pay, dl)
     console.print(f"posted job [bold]{job_id}[/] input {blob_id} max payment {fmt(pay, USD_DECIMALS)} hUSD "
-                  f"block {rcpt['blockNumber']} tx 0x{rcpt['transactionHash'].hex().removeprefix('0x')}")
+                  f"block {rcpt['blockNumber']} tx 0x{rcpt['transactionHash'].hex().removeprefix('0x')}",
+                  soft_wrap=True)
     print_moves(before, snapshot_balances(h, who))
 
 
@@ -457,9 +459,11 @@ def job_status(job_id: int = typer.Argument(..., min=1)) -> None:
     h = hearth()
     job = _job_or_fail(h, job_id)
     console.print(f"job {job_id}: [bold]{job.status.label}[/] client {job.client} provider {job.provider} "
-                  f"max {fmt(job.max_payment, USD_DECIMALS)} paid {fmt(job.payment, USD_DECIMALS)} hUSD")
+                  f"max {fmt(job.max_payment, USD_DECIMALS)} paid {fmt(job.payment, USD_DECIMALS)} hUSD",
+                  soft_wrap=True)
     for ev in h.job_events(job_id):
-        console.print(f"  block {ev.block_number:>6}  {ev.name:<17} tx 0x{ev.tx_hash.removeprefix('0x')}")
+        console.print(f"  block {ev.block_number:>6}  {ev.name:<17} tx 0x{ev.tx_hash.removeprefix('0x')}",
+                      soft_wrap=True)
 
 
 @job_app.command("claim", cls=HearthCommand)
@@ -500,7 +504,7 @@ def job_deliver(job_id: int = typer.Argument(..., min=1), as_: RoleOpt = None) -
     units = sum(MiniLMTokenizer().count_tokens(texts))
     rec = Receipt(job_id, keccak(out), units, job.model_id, runtime_hash("torch", "fp32"), gpu_class_bytes("cpu"))
     rcpt = h.submit_receipt(key, rec, h.sign_receipt(key, rec), job)
-    console.print(f"delivered job {job_id}: output {out_id} units {units} block {rcpt['blockNumber']}")
+    console.print(f"delivered job {job_id}: output {out_id} units {units} block {rcpt['blockNumber']}", soft_wrap=True)
 
 
 @job_app.command("finalize", cls=HearthCommand)
@@ -544,8 +548,11 @@ def withdraw(as_: RoleOpt = None) -> None:
     key = key_for(as_)
     who = {"you": h.sender(key).address}
     before = snapshot_balances(h, who)
-    h.withdraw(key)
-    print_moves(before, snapshot_balances(h, who))
+    rcpt = h.withdraw(key)
+    after = snapshot_balances(h, who)
+    console.print(f"withdrew {fmt(after['you'][0] - before['you'][0], USD_DECIMALS)} hUSD of market credit to "
+                  f"{who['you']} in block {rcpt['blockNumber']}", soft_wrap=True)
+    print_moves(before, after)
 
 
 @app.command("balances", cls=HearthCommand)

@@ -231,7 +231,9 @@ def run_foreground(port: int, chain_id: int, block_time: float | None) -> None:
     from rich.console import Console
 
     stop_on_signals()
-    console = Console()
+    console = Console(soft_wrap=True)  # a log: paths are never wrapped
+    console.print("The chain alone: no indexer, worker or gateway (`make up` runs those). Jobs wait for you to "
+                  "claim and deliver them with `hearth job ...`.")
     with console.status("starting Anvil, compiling and deploying..."):
         dn = bring_up(port=port, chain_id=chain_id, block_time=block_time)
     console.print(f"[green]devnet up[/] at {dn.anvil.rpc_url}, chain id {chain_id}")
