@@ -89,7 +89,7 @@ class Hearth:
         self.registry: Contract = self._contract(c["ModelRegistry"])
         self.staking: Contract = self._contract(c["Staking"])
         self.market: Contract = self._contract(c["JobMarket"])
-        self.decoder = ErrorDecoder(d.abi for d in c.values())
+        self.decoder = ErrorDecoder((d.abi for d in c.values()), {d.address: n for n, d in c.items()})
         self._senders: dict[str, TxSender] = {}
 
     def _contract(self, d: DeployedContract) -> Contract:

@@ -4,6 +4,7 @@ many transactions in flight per key, nonce management, retries and fee bumping."
 from __future__ import annotations
 
 import logging
+import re
 import threading
 import time
 from collections.abc import Iterable
@@ -13,14 +14,14 @@ from typing import Any, cast
 from eth_abi import decode as abi_decode
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
-from eth_utils import keccak
+from eth_utils import keccak, to_checksum_address
 from hexbytes import HexBytes
 from web3 import Web3
 from web3.contract.contract import ContractConstructor, ContractFunction
 from web3.exceptions import ContractCustomError, ContractLogicError, TransactionNotFound, Web3RPCError
 from web3.types import TxParams, TxReceipt
 
-from contracts.errors import ChainError
+from contracts.errors import ChainError, RevertContext, explain_revert
 
 log = logging.getLogger(__name__)
 
@@ -31,43 +32,87 @@ def connect(rpc_url: str, timeout: float = 30) -> Web3:
 
 
 class ErrorDecoder:
-    """Maps revert data to ``Name(args)`` using every custom error in the given ABIs."""
+    """Maps revert data to the custom error it encodes, using every custom error in the given
+    ABIs, and explains it as a sentence (``contracts.errors.explain_revert``).
 
-    def __init__(self, abis: Iterable[list[dict[str, Any]]]) -> None:
-        self._errors: dict[bytes, tuple[str, list[str]]] = {}
+    ``contracts`` names the contracts by address (manifest names), so an explanation can say in
+    which token an amount is."""
+
+    def __init__(self, abis: Iterable[list[dict[str, Any]]], contracts: dict[str, str] | None = None) -> None:
+        self._errors: dict[bytes, tuple[str, list[str], tuple[str, ...]]] = {}
+        self._contracts = {a.lower(): n for a, n in (contracts or {}).items()}
         for abi in abis:
             for item in abi:
                 if item.get("type") != "error":
                     continue
                 types = [_abi_type(i) for i in item["inputs"]]
                 sig = f"{item['name']}({','.join(types)})"
-                self._errors[keccak(text=sig)[:4]] = (item["name"], types)
+                self._errors[keccak(text=sig)[:4]] = (item["name"], types,
+                                                      tuple(str(i.get("name", "")) for i in item["inputs"]))
 
     def decode(self, data: bytes | str | None) -> tuple[str, tuple[Any, ...]] | None:
+        found = self._decode(data)
+        return (found[0], found[1]) if found else None
+
+    def _decode(self, data: bytes | str | None) -> tuple[str, tuple[Any, ...], tuple[str, ...]] | None:
         if data is None:
             return None
-        raw = bytes.fromhex(data[2:] if data.startswith("0x") else data) if isinstance(data, str) else data
+        try:
+            raw = bytes.fromhex(data[2:] if data.startswith("0x") else data) if isinstance(data, str) else data
+        except ValueError:
+            return None
         if len(raw) < 4 or raw[:4] not in self._errors:
             return None
-        name, types = self._errors[raw[:4]]
+        name, types, names = self._errors[raw[:4]]
         try:
-            return name, tuple(abi_decode(types, raw[4:]))
+            values = abi_decode(types, raw[4:])
         except Exception:  # noqa: BLE001 - malformed data: report the name alone
-            return name, ()
+            return name, (), ()
+        return name, tuple(to_checksum_address(v) if t == "address" else v
+                           for t, v in zip(types, values, strict=True)), names
 
-    def from_exception(self, exc: Exception) -> ChainError:
+    def context(self, fn: ContractFunction | ContractConstructor | None, sender: str | None = None,
+                arg_names: tuple[str, ...] = ()) -> RevertContext:
+        action = getattr(fn, "fn_name", None) if fn is not None else None
+        address = getattr(fn, "address", None) if fn is not None else None
+        contract = self._contracts.get(str(address).lower()) if address else None
+        return RevertContext(action=action, contract=contract, sender=sender, arg_names=arg_names)
+
+    def from_exception(self, exc: Exception, fn: ContractFunction | ContractConstructor | None = None,
+                       sender: str | None = None) -> ChainError:
+        """The ``ChainError`` for a failed call or estimate: a decoded custom error explained as a
+        sentence, a revert without data said as such, anything else with the node's message."""
         data: Any = getattr(exc, "data", None)
         if isinstance(data, dict):
             data = data.get("data")
         if data is None and exc.args:
             a = exc.args[-1] if isinstance(exc.args[-1], str) else None
             data = a if a and a.startswith("0x") else None
-        decoded = self.decode(data) if isinstance(data, (str, bytes)) else None
+        decoded = self._decode(data) if isinstance(data, (str, bytes)) else None
+        action = getattr(fn, "fn_name", None) if fn is not None else None
         if decoded:
-            name, args = decoded
-            shown = ", ".join(_show(a) for a in args)
-            return ChainError(f"{name}({shown})", name, args)
-        return ChainError(str(exc))
+            name, args, names = decoded
+            ctx = self.context(fn, sender, names)
+            return ChainError(explain_revert(name, args, ctx), name, args, action=action)
+        text = str(exc)
+        if "revert" in text.lower():
+            doing = f"`{action}`" if action else "the call"
+            reason = _revert_reason(text)
+            if reason:
+                return ChainError(f"the contract refused {doing}: {reason}", action=action)
+            return ChainError(f"the contract refused {doing} without giving a reason (a revert with no error data: "
+                              f"the function may not exist on this contract, or a token refused a transfer)",
+                              action=action)
+        return ChainError(text, action=action)
+
+
+def _revert_reason(text: str) -> str | None:
+    """A revert string from a node message (``execution reverted: reason``), if it carries one."""
+    m = re.search(r"reverted:?\s*(?:reason string\s*)?'?([^'\n]+?)'?\s*$", text.strip("'\"()"))
+    if not m:
+        return None
+    reason = m.group(1).strip()
+    return reason if reason and not reason.startswith("0x") and reason.lower() != "execution reverted" else None
 
 
 def _abi_type(inp: dict[str, Any]) -> str:
@@ -92,6 +137,8 @@ class PendingTx:
     hashes: list[HexBytes]
     params: dict[str, Any]
     """The last transaction sent for this nonce, unsigned (rebuilt with higher fees on a bump)."""
+    fn: ContractFunction | ContractConstructor
+    """The call, replayed to explain a revert."""
     sent_at: float = field(default_factory=time.monotonic)
 
     @property
@@ -149,7 +196,7 @@ class TxSender:
         try:
             return int(fn.estimate_gas(cast(TxParams, {"from": self.address, "value": value}), "pending"))
         except (ContractCustomError, ContractLogicError, Web3RPCError, ValueError) as exc:
-            raise self.decoder.from_exception(exc) from None
+            raise self.decoder.from_exception(exc, fn, self.address) from None
 
     def send(
         self, fn: ContractFunction | ContractConstructor, *, gas: int | None = None, value: int = 0, wait: bool = True
@@ -179,12 +226,12 @@ class TxSender:
                 nonce = self._next_nonce()
                 params = dict(fn.build_transaction(cast(TxParams, {**base_params, "nonce": nonce})))
                 try:
-                    tx_hash = self._broadcast(params)
+                    tx_hash = self._broadcast(params, fn)
                 except _NonceTaken:
                     self._nonce = None  # another process used it: ask the node again
                     continue
                 self._nonce = nonce + 1
-                pending = PendingTx(nonce, [tx_hash], params)
+                pending = PendingTx(nonce, [tx_hash], params, fn)
                 self._pending[nonce] = pending
                 log.debug("tx %s sent nonce %d from %s", tx_hash.hex(), nonce, self.address)
                 return pending
@@ -220,7 +267,7 @@ class TxSender:
         with self._lock:
             self._pending.pop(pending.nonce, None)
         if rcpt["status"] != 1:
-            raise ChainError(f"transaction {rcpt['transactionHash'].hex()} reverted")
+            raise self._why_reverted(pending.fn, int(pending.params.get("value", 0)), int(pending.params["gas"]), rcpt)
         log.debug("tx %s mined in block %s gas %s", rcpt["transactionHash"].hex(),
                   rcpt["blockNumber"], rcpt["gasUsed"])
         return rcpt
@@ -235,7 +282,7 @@ class TxSender:
                 params["maxPriorityFeePerGas"] = params["maxPriorityFeePerGas"] * 9 // 8 + 1
                 params["maxFeePerGas"] = params["maxFeePerGas"] * 9 // 8 + 1
             try:
-                tx_hash = self._broadcast(params)
+                tx_hash = self._broadcast(params, pending.fn)
             except _NonceTaken:
                 return  # one of our broadcasts was mined meanwhile; the next poll finds it
             pending.params = params
@@ -244,6 +291,29 @@ class TxSender:
             log.warning("tx %s (nonce %d) not mined after %.0fs; %s (attempt %d)", tx_hash.hex(), pending.nonce,
                         self.receipt_timeout, "bumped fees" if known else "sent again", attempt + 1)
 
+    def _why_reverted(self, fn: ContractFunction | ContractConstructor, value: int, gas: int,
+                      rcpt: TxReceipt) -> ChainError:
+        """A mined transaction reverted although its gas estimate passed: the state changed in
+        between (another party acted first) or it ran out of gas. Receipts carry no revert data,
+        so the call is replayed on the state of its block to find the contract's reason."""
+        tx = "0x" + bytes(rcpt["transactionHash"]).hex().removeprefix("0x")
+        action = getattr(fn, "fn_name", None)
+        doing = f"`{action}`" if action else "it"
+        where = f"transaction {tx} was mined in block {rcpt['blockNumber']} but reverted"
+        if int(rcpt["gasUsed"]) >= gas:
+            return ChainError(f"{where}: it ran out of gas ({gas} given)", action=action)
+        try:
+            if isinstance(fn, ContractFunction):
+                fn.call(cast(TxParams, {"from": self.address, "value": value}), block_identifier=rcpt["blockNumber"])
+        except (ContractCustomError, ContractLogicError, Web3RPCError, ValueError) as exc:
+            err = self.decoder.from_exception(exc, fn, self.address)
+            if err.error_name:
+                return ChainError(f"{where} (the chain changed after it was checked): {err}", err.error_name,
+                                  err.error_args, action=action)
+        return ChainError(f"{where} without a reason: the chain's state changed between the check and the "
+                          f"inclusion (another party acted first?); check the current state and retry {doing}",
+                          action=action)
+
     def _known(self, tx_hash: HexBytes) -> bool:
         try:
             self.w3.eth.get_transaction(tx_hash)
@@ -251,7 +321,7 @@ class TxSender:
         except TransactionNotFound:
             return False
 
-    def _broadcast(self, params: dict[str, Any]) -> HexBytes:
+    def _broadcast(self, params: dict[str, Any], fn: ContractFunction | ContractConstructor) -> HexBytes:
         signed = self.account.sign_transaction(params)
         try:
             return HexBytes(self.w3.eth.send_raw_transaction(signed.raw_transaction))
@@ -261,7 +331,7 @@ class TxSender:
                 return HexBytes(signed.hash)
             if "nonce too low" in msg:
                 raise _NonceTaken from None
-            raise self.decoder.from_exception(exc) from None
+            raise self.decoder.from_exception(exc, fn, self.address) from None
 
 
 class _NonceTaken(Exception):

@@ -11,14 +11,19 @@ import functools
 import json
 import logging
 import os
+import re
+import time
 from collections.abc import Callable
+from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 from typing import Annotated, Any, TypeVar
 
 import typer
 from eth_utils import is_address, keccak, to_checksum_address
+from rich import box
 from rich.console import Console
 from rich.table import Table
+from typer.core import TyperCommand
 
 from contracts.bindings import Hearth, UnknownJobError, decode_log
 from contracts.errors import ChainError, ContractsError
@@ -26,7 +31,7 @@ from contracts.manifest import Manifest
 from contracts.types import Receipt, Status, gpu_class_bytes
 
 console = Console()
-err_console = Console(stderr=True)
+err_console = Console(stderr=True, soft_wrap=True)  # an error is one line, however long
 app = typer.Typer(help="Hearth: a compute network for AI inference.", no_args_is_help=True,
                   pretty_exceptions_enable=False)
 devnet_app = typer.Typer(help="The local devnet.", no_args_is_help=True)
@@ -45,6 +50,50 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 class CliError(Exception):
     """A problem the user can fix; printed as one line."""
+
+
+#: A negative (or signed non-finite) number: Click would read it as an unknown option.
+NEGATIVE_NUMBER = re.compile(r"^-(?:(?:\d[\d_]*(?:\.\d*)?|\.\d+)(?:[eE][-+]?\d+)?|inf|infinity|nan)$", re.IGNORECASE)
+
+
+class HearthCommand(TyperCommand):
+    """A command whose positional arguments may be negative numbers.
+
+    Click reads ``hearth provider stake -1`` as an unknown option ("No such option: -1"). Here a
+    negative number in an argument's place is passed to the argument, whose own check then says
+    what is wrong ("amount must be positive: -1"). Options and their values are left in place
+    and the positionals moved after ``--``, which Click parses identically."""
+
+    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
+        takes_value: set[str] = set()
+        for p in self.get_params(ctx):  # typer's own (vendored) Click: duck-typed
+            if getattr(p, "param_type_name", "") == "option" and not getattr(p, "is_flag", False) \
+                    and not getattr(p, "count", False):
+                takes_value.update(p.opts)
+        options: list[str] = []
+        positionals: list[str] = []
+        moved = False
+        i = 0
+        while i < len(args):
+            tok = args[i]
+            if tok == "--":
+                positionals += args[i + 1:]
+                break
+            if tok in takes_value:
+                options += args[i:i + 2]
+                i += 2
+                continue
+            if NEGATIVE_NUMBER.match(tok):
+                moved = True
+                positionals.append(tok)
+            elif tok.startswith("-") and tok != "-":
+                options.append(tok)
+            else:
+                positionals.append(tok)
+            i += 1
+        if moved:
+            args = [*options, "--", *positionals]
+        return super().parse_args(ctx, args)
 
 
 def friendly(fn: F) -> F:
@@ -101,16 +150,29 @@ def address_arg(value: str) -> str:
     return to_checksum_address(value)
 
 
-def parse_amount(value: str, decimals: int) -> int:
+UINT256_MAX = 2**256 - 1
+UINT96_MAX = 2**96 - 1
+UINT40_MAX = 2**40 - 1
+
+
+def parse_amount(value: str, decimals: int, most: int = UINT256_MAX, what: str = "amount") -> int:
+    """A positive decimal token amount in its smallest unit; NaN, infinities, negative, zero,
+    over-precise and out-of-range amounts are refused with a message saying which."""
     try:
-        d = Decimal(value)
+        d = Decimal(value.replace("_", ""))
     except InvalidOperation:
-        raise CliError(f"not an amount: {value!r}") from None
+        raise CliError(f"not an amount: {value!r} (write a number such as 1.5)") from None
+    if not d.is_finite():
+        raise CliError(f"{what} must be a finite number, not {value!r}")
     if d <= 0:
-        raise CliError(f"amount must be positive: {value}")
-    wei = d * (10**decimals)
+        raise CliError(f"{what} must be positive: {value}")
+    if d.adjusted() + decimals > len(str(most)):
+        raise CliError(f"{what} {value} is too large: at most {fmt(most, decimals)}")
+    wei = d.scaleb(decimals)
     if wei != wei.to_integral_value():
-        raise CliError(f"amount {value} has more than {decimals} decimals")
+        raise CliError(f"{what} {value} has more than {decimals} decimals")
+    if int(wei) > most:
+        raise CliError(f"{what} {value} is too large: at most {fmt(most, decimals)}")
     return int(wei)
 
 
@@ -180,7 +242,7 @@ def market_holdings(h: Hearth) -> dict[str, str]:
 
 # ---------------------------------------------------------------- devnet
 
-@devnet_app.command("up")
+@devnet_app.command("up", cls=HearthCommand)
 @friendly
 def devnet_up(
     port: int = typer.Option(8545, help="RPC port."),
@@ -193,19 +255,29 @@ def devnet_up(
     run_foreground(port, chain_id, block_time or None)
 
 
-@devnet_app.command("advance")
+@devnet_app.command("advance", cls=HearthCommand)
 @friendly
-def devnet_advance(seconds: int = typer.Argument(..., help="Seconds to move the devnet clock forward.")) -> None:
+def devnet_advance(
+    seconds: int = typer.Argument(..., min=1, help="Seconds to move the devnet clock forward."),
+) -> None:
     """Move the devnet's clock forward (to close a challenge window in a demo)."""
     h = hearth()
-    h.w3.provider.make_request("evm_increaseTime", [seconds])  # type: ignore[arg-type]
-    h.w3.provider.make_request("evm_mine", [])  # type: ignore[arg-type]
-    console.print(f"devnet clock moved {seconds}s; block {h.w3.eth.block_number}")
+    for method, params in (("evm_increaseTime", [seconds]), ("evm_mine", [])):
+        resp = h.w3.provider.make_request(method, params)  # type: ignore[arg-type]
+        if "error" in resp:
+            err = resp["error"]
+            msg = err.get("message", err) if isinstance(err, dict) else err
+            raise CliError(f"the devnet refused to move its clock by {seconds}s ({method}): {msg}")
+    block = h.w3.eth.get_block("latest")
+    now = int(block["timestamp"])
+    console.print(f"devnet clock moved {seconds}s forward: chain time {now} "
+                  f"({datetime.fromtimestamp(now, UTC):%Y-%m-%d %H:%M:%S} UTC), block {block['number']}",
+                  soft_wrap=True)
 
 
 # ---------------------------------------------------------------- models
 
-@model_app.command("list")
+@model_app.command("list", cls=HearthCommand)
 @friendly
 def model_list() -> None:
     """Models registered on-chain."""
@@ -221,7 +293,7 @@ def model_list() -> None:
 
 # ---------------------------------------------------------------- providers
 
-@provider_app.command("register")
+@provider_app.command("register", cls=HearthCommand)
 @friendly
 def provider_register(
     endpoint: str = typer.Option(..., help="Public URL of the node."),
@@ -239,13 +311,13 @@ def provider_register(
     console.print(f"registered {s.address} serving 0x{mid.hex()}")
 
 
-@provider_app.command("stake")
+@provider_app.command("stake", cls=HearthCommand)
 @friendly
 def provider_stake(amount: str = typer.Argument(..., help="HST to stake, e.g. 100"), as_: RoleOpt = None) -> None:
     """Stake (or add stake)."""
+    wei = parse_amount(amount, HST_DECIMALS)
     h = hearth()
     s = h.sender(key_for(as_))
-    wei = parse_amount(amount, HST_DECIMALS)
     bal = h.hst.functions.balanceOf(s.address).call()
     if bal < wei:
         raise CliError(f"insufficient HST balance: {fmt(bal, HST_DECIMALS)} < {amount}")
@@ -256,19 +328,20 @@ def provider_stake(amount: str = typer.Argument(..., help="HST to stake, e.g. 10
     print_moves(before, snapshot_balances(h, {"you": s.address}))
 
 
-@provider_app.command("unbond")
+@provider_app.command("unbond", cls=HearthCommand)
 @friendly
-def provider_unbond(amount: str = typer.Argument(...), as_: RoleOpt = None) -> None:
+def provider_unbond(amount: str = typer.Argument(..., help="HST to unbond, e.g. 100"), as_: RoleOpt = None) -> None:
     """Request unbonding of free stake."""
+    wei = parse_amount(amount, HST_DECIMALS)
     h = hearth()
     s = h.sender(key_for(as_))
-    rcpt = s.send(h.staking.functions.requestUnbond(parse_amount(amount, HST_DECIMALS)))
+    rcpt = s.send(h.staking.functions.requestUnbond(wei))
     ev = decode_log(h.staking, rcpt["logs"][-1])
     args = ev["args"]
     console.print(f"unbonding {fmt(args['unbonding'], HST_DECIMALS)} HST, withdrawable at {args['readyAt']}")
 
 
-@provider_app.command("withdraw")
+@provider_app.command("withdraw", cls=HearthCommand)
 @friendly
 def provider_withdraw(as_: RoleOpt = None) -> None:
     """Withdraw stake whose unbonding period has passed."""
@@ -279,7 +352,7 @@ def provider_withdraw(as_: RoleOpt = None) -> None:
     console.print(f"withdrew {fmt(ev['args']['amount'], HST_DECIMALS)} HST")
 
 
-@provider_app.command("info")
+@provider_app.command("info", cls=HearthCommand)
 @friendly
 def provider_info(address: str = typer.Argument(...)) -> None:
     """A provider's stake and status."""
@@ -311,48 +384,64 @@ def _blob_store() -> Any:
         raise CliError("worker.blobs is not installed") from None
 
 
-@job_app.command("post")
+@job_app.command("post", cls=HearthCommand)
 @friendly
 def job_post(
     text: Annotated[list[str], typer.Option("--text", "-t", help="Text to embed; repeat for several.")],
     max_payment: str | None = typer.Option(None, help="hUSD cap; default: exactly tokens x price."),
-    deadline: int = typer.Option(3600, help="Seconds from now until the job may be refunded."),
+    deadline: int = typer.Option(3600, help="Seconds from now until the job may be refunded (at least 1)."),
     model: str | None = typer.Option(None, help="Model id (default: the manifest's first)."),
     approve: bool = typer.Option(False, help="Approve the market for the payment if needed."),
     as_: RoleOpt = None,
 ) -> None:
-    """Post an embedding job, escrowing its payment."""
+    """Post an embedding job, escrowing its payment.
+
+    Every argument and every precondition (model, balance, allowance, deadline) is checked before
+    the first transaction, so a refused post leaves no approval behind."""
+    # 1. The arguments alone.
+    if deadline < 1:
+        raise CliError(f"--deadline must be a positive number of seconds from now, not {deadline}")
+    if any(not t.strip() for t in text):
+        raise CliError("--text is empty: give the text to embed")
+    cap = parse_amount(max_payment, USD_DECIMALS, UINT96_MAX, "--max-payment") if max_payment is not None else None
+    mid_arg = bytes32_arg(model, "model id") if model else None
+    # 2. Against the chain, still without sending anything.
     h = hearth()
-    s = h.sender(key_for(as_))
-    mid = bytes32_arg(model, "model id") if model else default_model(h)
+    key = key_for(as_)
+    s = h.sender(key)
+    mid = mid_arg or default_model(h)
     try:
         price = h.registry.functions.activePrice(mid).call()
     except Exception:  # noqa: BLE001 - reverts with UnknownModel
-        raise CliError(f"unknown model 0x{mid.hex()}") from None
+        raise CliError(f"unknown model 0x{mid.hex()}: `hearth model list` shows the registered ones") from None
     blob = _input_blob(list(text))
-    if max_payment is None:
+    if cap is None:
         from worker.model.weights import MiniLMTokenizer
 
         units = sum(MiniLMTokenizer().count_tokens(list(text)))
         pay = units * price
     else:
-        pay = parse_amount(max_payment, USD_DECIMALS)
+        pay = cap
+    dl = int(h.w3.eth.get_block("latest")["timestamp"]) + deadline
+    if dl > UINT40_MAX:
+        raise CliError(f"--deadline {deadline} is too far: the deadline must be before {UINT40_MAX} (uint40)")
     bal = h.usd.functions.balanceOf(s.address).call()
     if bal < pay:
         raise CliError(f"insufficient hUSD balance: {fmt(bal, USD_DECIMALS)} < {fmt(pay, USD_DECIMALS)}")
     allowance = h.usd.functions.allowance(s.address, h.market.address).call()
+    if allowance < pay and not approve:
+        raise CliError(f"insufficient allowance for the market: {fmt(allowance, USD_DECIMALS)} < "
+                       f"{fmt(pay, USD_DECIMALS)} hUSD; rerun with --approve")
+    # 3. Only now: transactions.
     if allowance < pay:
-        if not approve:
-            raise CliError(f"insufficient allowance for the market: {fmt(allowance, USD_DECIMALS)} < "
-                           f"{fmt(pay, USD_DECIMALS)} hUSD; rerun with --approve")
         s.send(h.usd.functions.approve(h.market.address, pay))
     blob_id = _blob_store().put(blob)
     who = {"client": s.address, **market_holdings(h)}
     before = snapshot_balances(h, who)
-    dl = int(h.w3.eth.get_block("latest")["timestamp"]) + deadline
-    job_id, rcpt = h.post_job(key_for(as_), mid, keccak(blob), pay, dl)
+    job_id, rcpt = h.post_job(key, mid, keccak(blob), pay, dl)
     console.print(f"posted job [bold]{job_id}[/] input {blob_id} max payment {fmt(pay, USD_DECIMALS)} hUSD "
-                  f"block {rcpt['blockNumber']} tx 0x{rcpt['transactionHash'].hex().removeprefix('0x')}")
+                  f"block {rcpt['blockNumber']} tx 0x{rcpt['transactionHash'].hex().removeprefix('0x')}",
+                  soft_wrap=True)
     print_moves(before, snapshot_balances(h, who))
 
 
@@ -363,21 +452,23 @@ def _job_or_fail(h: Hearth, job_id: int) -> Any:
         raise CliError(f"unknown job {job_id}") from None
 
 
-@job_app.command("status")
+@job_app.command("status", cls=HearthCommand)
 @friendly
-def job_status(job_id: int = typer.Argument(...)) -> None:
+def job_status(job_id: int = typer.Argument(..., min=1)) -> None:
     """A job's state and history, from its events."""
     h = hearth()
     job = _job_or_fail(h, job_id)
     console.print(f"job {job_id}: [bold]{job.status.label}[/] client {job.client} provider {job.provider} "
-                  f"max {fmt(job.max_payment, USD_DECIMALS)} paid {fmt(job.payment, USD_DECIMALS)} hUSD")
+                  f"max {fmt(job.max_payment, USD_DECIMALS)} paid {fmt(job.payment, USD_DECIMALS)} hUSD",
+                  soft_wrap=True)
     for ev in h.job_events(job_id):
-        console.print(f"  block {ev.block_number:>6}  {ev.name:<17} tx 0x{ev.tx_hash.removeprefix('0x')}")
+        console.print(f"  block {ev.block_number:>6}  {ev.name:<17} tx 0x{ev.tx_hash.removeprefix('0x')}",
+                      soft_wrap=True)
 
 
-@job_app.command("claim")
+@job_app.command("claim", cls=HearthCommand)
 @friendly
-def job_claim(job_id: int = typer.Argument(...), as_: RoleOpt = None) -> None:
+def job_claim(job_id: int = typer.Argument(..., min=1), as_: RoleOpt = None) -> None:
     """Claim a posted job as a provider (locks collateral)."""
     h = hearth()
     key = key_for(as_)
@@ -391,9 +482,9 @@ def job_claim(job_id: int = typer.Argument(...), as_: RoleOpt = None) -> None:
     print_moves(before, snapshot_balances(h, who))
 
 
-@job_app.command("deliver")
+@job_app.command("deliver", cls=HearthCommand)
 @friendly
-def job_deliver(job_id: int = typer.Argument(...), as_: RoleOpt = None) -> None:
+def job_deliver(job_id: int = typer.Argument(..., min=1), as_: RoleOpt = None) -> None:
     """Run the model on a claimed job's input and post the signed receipt."""
     from worker.model.encoder import Encoder, output_bytes, runtime_hash
 
@@ -413,12 +504,12 @@ def job_deliver(job_id: int = typer.Argument(...), as_: RoleOpt = None) -> None:
     units = sum(MiniLMTokenizer().count_tokens(texts))
     rec = Receipt(job_id, keccak(out), units, job.model_id, runtime_hash("torch", "fp32"), gpu_class_bytes("cpu"))
     rcpt = h.submit_receipt(key, rec, h.sign_receipt(key, rec), job)
-    console.print(f"delivered job {job_id}: output {out_id} units {units} block {rcpt['blockNumber']}")
+    console.print(f"delivered job {job_id}: output {out_id} units {units} block {rcpt['blockNumber']}", soft_wrap=True)
 
 
-@job_app.command("finalize")
+@job_app.command("finalize", cls=HearthCommand)
 @friendly
-def job_finalize(job_id: int = typer.Argument(...), as_: RoleOpt = None) -> None:
+def job_finalize(job_id: int = typer.Argument(..., min=1), as_: RoleOpt = None) -> None:
     """Settle a delivered job after its challenge window."""
     h = hearth()
     key = key_for(as_)
@@ -435,9 +526,9 @@ def job_finalize(job_id: int = typer.Argument(...), as_: RoleOpt = None) -> None
     print_moves(before, snapshot_balances(h, who))
 
 
-@job_app.command("refund")
+@job_app.command("refund", cls=HearthCommand)
 @friendly
-def job_refund(job_id: int = typer.Argument(...), as_: RoleOpt = None) -> None:
+def job_refund(job_id: int = typer.Argument(..., min=1), as_: RoleOpt = None) -> None:
     """Refund an undelivered job after its deadline."""
     h = hearth()
     key = key_for(as_)
@@ -449,7 +540,7 @@ def job_refund(job_id: int = typer.Argument(...), as_: RoleOpt = None) -> None:
     print_moves(before, snapshot_balances(h, who))
 
 
-@app.command("withdraw")
+@app.command("withdraw", cls=HearthCommand)
 @friendly
 def withdraw(as_: RoleOpt = None) -> None:
     """Withdraw your credited market balance to your wallet."""
@@ -457,11 +548,14 @@ def withdraw(as_: RoleOpt = None) -> None:
     key = key_for(as_)
     who = {"you": h.sender(key).address}
     before = snapshot_balances(h, who)
-    h.withdraw(key)
-    print_moves(before, snapshot_balances(h, who))
+    rcpt = h.withdraw(key)
+    after = snapshot_balances(h, who)
+    console.print(f"withdrew {fmt(after['you'][0] - before['you'][0], USD_DECIMALS)} hUSD of market credit to "
+                  f"{who['you']} in block {rcpt['blockNumber']}", soft_wrap=True)
+    print_moves(before, after)
 
 
-@app.command("balances")
+@app.command("balances", cls=HearthCommand)
 @friendly
 def balances(
     addresses: Annotated[list[str] | None, typer.Argument(help="Addresses (default: devnet roles).")] = None,
@@ -481,56 +575,178 @@ api_key_app = typer.Typer(help="Gateway API keys bound to a wallet.", no_args_is
 app.add_typer(api_key_app, name="api-key")
 
 
-@api_key_app.command("create")
+GatewayOpt = Annotated[str, typer.Option("--gateway", envvar="HEARTH_GATEWAY_URL", help="Gateway base URL.")]
+
+
+def _gateway(url: str) -> Any:
+    from deploy.gateway_client import GatewayClient
+
+    return GatewayClient(url)
+
+
+def _live(keys: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    now = time.time()
+    return [k for k in keys if not k["revoked"] and int(k["expiry"]) > now]
+
+
+def _sync_allowance(h: Hearth, key: str, relayer: str, keys: list[dict[str, Any]]) -> tuple[int, int]:
+    """Sets the wallet's allowance to the relayer to the sum of its live keys' remaining caps
+    (see the README: the allowance is the on-chain bound of all keys together). Returns (before, after)."""
+    s = h.sender(key)
+    target = sum(int(k["remaining"]) for k in _live(keys))
+    before = int(h.usd.functions.allowance(s.address, relayer).call())
+    if before != target:
+        s.send(h.usd.functions.approve(relayer, target))
+    return before, target
+
+
+def _allowance_line(relayer: str, keys: list[dict[str, Any]], before: int, after: int) -> str:
+    n = len(_live(keys))
+    change = "unchanged" if before == after else f"was {fmt(before, USD_DECIMALS)}"
+    return (f"relayer {relayer} may pull {fmt(after, USD_DECIMALS)} hUSD from your wallet: the remaining caps of "
+            f"your {n} live key{'s' if n != 1 else ''} ({change})")
+
+
+def _gateway_errors(fn: F) -> F:
+    """The gateway's refusals as CLI errors (one line, exit 1)."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        from deploy.gateway_client import GatewayRefused
+
+        try:
+            return fn(*args, **kwargs)
+        except GatewayRefused as exc:
+            raise CliError(str(exc)) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+@api_key_app.command("create", cls=HearthCommand)
 @friendly
+@_gateway_errors
 def api_key_create(
     cap: str = typer.Option("1", help="Spending cap in hUSD: the most the gateway may ever spend for this key."),
-    gateway: str = typer.Option("http://127.0.0.1:8000", help="Gateway base URL."),
+    gateway: GatewayOpt = "http://127.0.0.1:8000",
     ttl: int = typer.Option(30 * 86400, help="Seconds until the key expires."),
     as_: RoleOpt = None,
 ) -> None:
-    """Sign an ApiKeyGrant with your wallet, allow the gateway's relayer up to the cap, print the key."""
+    """Sign an ApiKeyGrant with your wallet, register it, and set the relayer's allowance to the
+    remaining caps of all your live keys (this one included); print the key last."""
     import secrets
 
-    import httpx
     from eth_account import Account
 
+    wei = parse_amount(cap, USD_DECIMALS, what="--cap")
+    if ttl < 1:
+        raise CliError(f"--ttl must be a positive number of seconds, not {ttl}")
     h = hearth()
     key = key_for(as_)
-    s = h.sender(key)
-    wei = parse_amount(cap, USD_DECIMALS)
+    wallet = h.sender(key).address
     api_key = "hk-" + secrets.token_hex(16)
+    with _gateway(gateway) as gw:
+        health = gw.call("GET", "/healthz", "a health check")
+        if int(health.get("chain_id", h.chain_id)) != h.chain_id:
+            raise CliError(f"the gateway at {gateway} is on chain {health['chain_id']}, the manifest on {h.chain_id}")
+        typed = gw.call("GET", "/v1/api-keys/typed-data", "the grant", params={
+            "wallet": wallet, "api_key_hash": "0x" + keccak(text=api_key).hex(), "spending_cap": wei, "ttl_s": ttl})
+        td = typed["typed_data"]
+        relayer = str(typed.get("relayer") or health["relayer"])
+        msg = {f["name"]: (int(td["message"][f["name"]]) if f["type"].startswith("uint")
+                           else td["message"][f["name"]]) for f in td["types"][td["primaryType"]]}
+        sig = Account.sign_typed_data(key, full_message={**td, "message": msg}).signature
+        # Register first, then allow: a refused grant changes nothing on-chain.
+        gw.call("POST", "/v1/api-keys", "the grant",
+                json={"grant": td["message"], "signature": "0x" + bytes(sig).hex()})
+        gw.sign_in(key)
+        keys = gw.api_keys()
     try:
-        with httpx.Client(base_url=gateway, timeout=30) as http:
-            health = http.get("/healthz").json()
-            td = http.get("/v1/api-keys/typed-data", params={
-                "wallet": s.address, "api_key_hash": "0x" + keccak(text=api_key).hex(),
-                "spending_cap": wei, "ttl_s": ttl}).json()["typed_data"]
-            msg = {f["name"]: (int(td["message"][f["name"]]) if f["type"].startswith("uint")
-                               else td["message"][f["name"]]) for f in td["types"][td["primaryType"]]}
-            sig = Account.sign_typed_data(key, full_message={**td, "message": msg}).signature
-            # The allowance to the relayer is the on-chain bound on what the gateway can pull.
-            s.send(h.usd.functions.approve(health["relayer"], wei))
-            r = http.post("/v1/api-keys", json={"grant": td["message"], "signature": "0x" + bytes(sig).hex()})
-    except httpx.HTTPError as exc:
-        raise CliError(f"cannot reach the gateway at {gateway}: {exc}") from None
-    if r.status_code != 201:
-        raise CliError(f"gateway refused the grant: {r.text}")
-    console.print(f"API key for {s.address}, cap {cap} hUSD (relayer allowance set to the cap):")
+        before, after = _sync_allowance(h, key, relayer, keys)
+    except ContractsError as exc:
+        raise CliError(f"the key was registered but the relayer's allowance could not be set: {exc}; "
+                       f"`hearth api-key list` shows what it should be") from None
+    console.print(f"API key for {wallet}, cap {cap} hUSD, expires "
+                  f"{datetime.fromtimestamp(int(td['message']['expiry']), UTC):%Y-%m-%d %H:%M} UTC")
+    console.print(_allowance_line(relayer, keys, before, after), soft_wrap=True)
     print(api_key)
 
 
-@app.command("up")
+@api_key_app.command("list", cls=HearthCommand)
+@friendly
+@_gateway_errors
+def api_key_list(gateway: GatewayOpt = "http://127.0.0.1:8000", as_: RoleOpt = None) -> None:
+    """Your API keys at a gateway (signs in with your wallet): cap, spend, state, and the
+    relayer's allowance next to the remaining caps of the live keys."""
+    h = hearth()
+    key = key_for(as_)
+    wallet = h.sender(key).address
+    with _gateway(gateway) as gw:
+        relayer = gw.call("GET", "/healthz", "a health check").get("relayer")
+        gw.sign_in(key)
+        keys = gw.api_keys()
+    now = time.time()
+    t = Table(title=f"API keys of {wallet} (amounts in hUSD)", box=box.SIMPLE)
+    for col in ("key hash", "cap", "spent", "left", "jobs", "refunds", "expires (UTC)", "state"):
+        t.add_column(col, justify="left" if col in ("key hash", "expires (UTC)", "state") else "right", no_wrap=True)
+
+    def short(wei: str) -> str:
+        return f"{Decimal(int(wei)).scaleb(-USD_DECIMALS).normalize():f}"
+
+    for k in keys:
+        state = "revoked" if k["revoked"] else ("expired" if int(k["expiry"]) <= now else "live")
+        t.add_row(k["api_key_hash"][:10] + "…", short(k["spending_cap"]), short(k["spent"]), short(k["remaining"]),
+                  str(k["jobs"]), short(k["refunds_owed"]), f"{datetime.fromtimestamp(int(k['expiry']), UTC):%Y-%m-%d}",
+                  state)
+    console.print(t)
+    if relayer:
+        allowance = int(h.usd.functions.allowance(wallet, relayer).call())
+        live = sum(int(k["remaining"]) for k in _live(keys))
+        console.print(f"relayer {relayer} allowance {fmt(allowance, USD_DECIMALS)} hUSD; live keys' remaining caps "
+                      f"{fmt(live, USD_DECIMALS)} hUSD", soft_wrap=True)
+
+
+@api_key_app.command("revoke", cls=HearthCommand)
+@friendly
+@_gateway_errors
+def api_key_revoke(
+    key_or_hash: str = typer.Argument(..., help="The API key (hk-...) or its keccak256 hash (0x + 64 hex)."),
+    gateway: GatewayOpt = "http://127.0.0.1:8000",
+    as_: RoleOpt = None,
+) -> None:
+    """Revoke one of your API keys and lower the relayer's allowance by what it had left."""
+    if re.fullmatch(r"0x[0-9a-fA-F]{64}", key_or_hash):
+        key_hash = key_or_hash.lower()
+    elif key_or_hash.startswith("hk-"):
+        key_hash = "0x" + keccak(text=key_or_hash).hex().removeprefix("0x")
+    else:
+        raise CliError(f"not an API key or key hash: {key_or_hash[:12]!r}… (give hk-... or 0x + 64 hex)")
+    h = hearth()
+    key = key_for(as_)
+    with _gateway(gateway) as gw:
+        relayer = str(gw.call("GET", "/healthz", "a health check")["relayer"])
+        gw.sign_in(key)
+        gw.call("DELETE", f"/v1/api-keys/{key_hash}", "the revocation")
+        keys = gw.api_keys()
+    before, after = _sync_allowance(h, key, relayer, keys)
+    console.print(f"revoked API key {key_hash[:18]}…")
+    console.print(_allowance_line(relayer, keys, before, after), soft_wrap=True)
+
+
+@app.command("up", cls=HearthCommand)
 @friendly
 def up(
     port: int = typer.Option(8545), chain_id: int = typer.Option(31337),
     block_time: float = typer.Option(1.0, help="Seconds per block."),
     gateway_port: int = typer.Option(8000),
+    restart: bool = typer.Option(False, "--restart/--no-restart", envvar="HEARTH_UP_RESTART",
+                                 help="Restart a crashed service with backoff instead of stopping the stack."),
+    stop_timeout: float = typer.Option(10.0, min=0.0, help="Seconds a service gets after SIGTERM before SIGKILL."),
 ) -> None:
-    """The whole stack: devnet, indexer, one CPU worker and the gateway, until Ctrl-C."""
+    """The whole stack: devnet, indexer, one CPU worker and the gateway, until Ctrl-C or SIGTERM."""
     from deploy.up import run_stack
 
-    run_stack(port=port, chain_id=chain_id, block_time=block_time or None, gateway_port=gateway_port)
+    run_stack(port=port, chain_id=chain_id, block_time=block_time or None, gateway_port=gateway_port,
+              restart=restart, stop_timeout=stop_timeout)
 
 
 def _mount_services() -> None:

@@ -216,13 +216,13 @@ def bring_up(
 
 
 def stop_on_signals() -> None:
-    """SIGTERM and SIGHUP (a closed terminal) stop the foreground devnet or stack like Ctrl-C,
-    so that Anvil and the services are always stopped cleanly."""
+    """SIGTERM, SIGHUP (a closed terminal) and SIGINT stop the foreground devnet like Ctrl-C, so
+    that Anvil is always stopped cleanly; SIGINT explicitly, in case it was inherited ignored."""
 
     def _raise(signum: int, _frame: object) -> None:
         raise KeyboardInterrupt(f"signal {signum}")
 
-    for sig in (signal.SIGTERM, signal.SIGHUP):
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, _raise)
 
 
@@ -231,7 +231,9 @@ def run_foreground(port: int, chain_id: int, block_time: float | None) -> None:
     from rich.console import Console
 
     stop_on_signals()
-    console = Console()
+    console = Console(soft_wrap=True)  # a log: paths are never wrapped
+    console.print("The chain alone: no indexer, worker or gateway (`make up` runs those). Jobs wait for you to "
+                  "claim and deliver them with `hearth job ...`.")
     with console.status("starting Anvil, compiling and deploying..."):
         dn = bring_up(port=port, chain_id=chain_id, block_time=block_time)
     console.print(f"[green]devnet up[/] at {dn.anvil.rpc_url}, chain id {chain_id}")

@@ -1,9 +1,22 @@
-"""The process supervisor behind ``make up``: the devnet in this process, and the indexer,
-one CPU worker and the gateway as child processes, each logging with its name. Ctrl-C (or any
-child dying) stops everything cleanly, Anvil last."""
+"""The process supervisor behind ``make up``: the devnet in this process, and the indexer, one
+CPU worker and the gateway as child processes, each logging with its name.
+
+Stopping. SIGINT (Ctrl-C), SIGTERM and SIGHUP all stop the stack, and this holds when the
+supervisor was started with SIGINT ignored (``nohup``, a shell script's background job, a
+service manager): the handlers are installed explicitly, overriding an inherited ``SIG_IGN``.
+Children run in their own process groups and are stopped with SIGTERM, which each service
+handles as a clean stop (finish the current step, close connections), all at once; whatever is
+still running after ``stop_timeout`` seconds gets SIGKILL. Anvil stops last.
+
+A child that dies stops the stack with its exit code, unless restarts are on
+(``--restart`` / ``HEARTH_UP_RESTART=1``): then it is started again after a backoff that doubles
+from ``restart_backoff`` up to ``restart_backoff_max`` seconds, and resets once the service has
+stayed up for a minute.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
@@ -11,18 +24,48 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from importlib.util import find_spec
+from types import FrameType
 
 from rich.console import Console
 from rich.text import Text
 
-from contracts.manifest import data_dir
-from deploy.devnet import bring_up, stop_on_signals
+from contracts.manifest import data_dir, manifest_path
+from deploy.devnet import bring_up
 
 log = logging.getLogger(__name__)
-console = Console()
+#: A log, not a screen: long lines (paths, URLs) are never wrapped, whatever the terminal width.
+console = Console(soft_wrap=True)
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+#: A service that stayed up this long is healthy again: its restart backoff starts over.
+HEALTHY_AFTER_S = 60.0
+
+
+class StopRequested(BaseException):
+    """Raised in the main thread by SIGINT, SIGTERM or SIGHUP."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(f"signal {signal.Signals(signum).name}")
+        self.signum = signum
+
+
+def install_stop_signals() -> None:
+    """SIGINT, SIGTERM and SIGHUP raise :class:`StopRequested` in the main thread (explicitly, so an
+    inherited ``SIG_IGN`` for SIGINT does not make the stack unstoppable by it)."""
+
+    def _raise(signum: int, _frame: FrameType | None) -> None:
+        raise StopRequested(signum)
+
+    for sig in STOP_SIGNALS:
+        signal.signal(sig, _raise)
+
+
+def ignore_stop_signals() -> None:
+    """While stopping: a second signal must not abort the clean-up half way."""
+    for sig in STOP_SIGNALS:
+        signal.signal(sig, signal.SIG_IGN)
 
 
 @dataclass
@@ -30,71 +73,184 @@ class Child:
     name: str
     argv: Sequence[str]
     proc: subprocess.Popen[str] | None = None
+    restarts: int = 0
+    started_at: float = 0.0
+    next_backoff: float = 0.0
 
     def start(self, env: dict[str, str]) -> None:
         self.proc = subprocess.Popen(
             list(self.argv), env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+            # Its own process group: a terminal's Ctrl-C reaches only the supervisor, which stops the
+            # children in order. (The supervisor handles SIGINT itself, so exec gives the child the
+            # default SIGINT action even when the supervisor was started with SIGINT ignored.)
             start_new_session=True,
         )
-        threading.Thread(target=self._pump, daemon=True).start()
+        self.started_at = time.monotonic()
+        threading.Thread(target=self._pump, args=(self.proc,), daemon=True, name=f"pump-{self.name}").start()
 
-    def _pump(self) -> None:
-        assert self.proc and self.proc.stdout
-        for line in self.proc.stdout:
-            console.print(Text.assemble((f"{self.name:>8}", "cyan"), " | ", line.rstrip()), soft_wrap=True)
+    def _pump(self, proc: subprocess.Popen[str]) -> None:
+        assert proc.stdout
+        for line in proc.stdout:
+            console.print(Text.assemble((f"{self.name:>8}", "cyan"), " | ", line.rstrip()))
 
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
 
-    def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGINT)
-            try:
-                self.proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait()
+    @property
+    def returncode(self) -> int | None:
+        return self.proc.returncode if self.proc else None
+
+    def terminate(self) -> None:
+        """SIGTERM to the child's process group (the service and anything it spawned)."""
+        if self.alive():
+            assert self.proc
+            _signal_group(self.proc.pid, signal.SIGTERM)
+
+    def kill(self) -> None:
+        if self.proc is not None:
+            _signal_group(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
 
 
-def services(gateway_port: int) -> list[Child]:
+def _signal_group(pid: int, sig: signal.Signals) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pid, sig)
+
+
+def stop_children(children: Sequence[Child], timeout: float) -> dict[str, str]:
+    """SIGTERM to every live child at once, then SIGKILL to those still running after
+    ``timeout`` seconds. Returns how each one ended: ``exit N``, ``terminated`` (by the SIGTERM)
+    or ``killed`` (SIGKILL after the timeout)."""
+    for c in children:
+        c.terminate()
+    deadline = time.monotonic() + timeout
+    for c in children:
+        if c.proc is None:
+            continue
+        try:
+            c.proc.wait(timeout=max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            log.warning("%s did not stop within %.0fs of SIGTERM: SIGKILL", c.name, timeout)
+            console.print(f"[red]{c.name} did not stop within {timeout:.0f}s: killing it[/]")
+            c.kill()
+    # Whatever a service spawned in its group and left behind goes too.
+    for c in children:
+        if c.proc is not None:
+            _signal_group(c.proc.pid, signal.SIGKILL)
+    return {c.name: _how(c.returncode) for c in children if c.proc is not None}
+
+
+def _how(code: int | None) -> str:
+    if code == -signal.SIGKILL:
+        return "killed"
+    if code == -signal.SIGTERM:  # uvicorn re-raises SIGTERM after its clean shutdown
+        return "terminated"
+    return f"exit {code}"
+
+
+@dataclass
+class Supervisor:
+    """Starts the children, watches them, restarts (with backoff) or stops them."""
+
+    children: list[Child]
+    env: dict[str, str]
+    restart: bool = False
+    restart_backoff: float = 1.0
+    restart_backoff_max: float = 30.0
+    stop_timeout: float = 10.0
+    poll_s: float = 0.2
+    #: what else must stay alive (Anvil); returns False when it died
+    also_alive: Callable[[], bool] = field(default=lambda: True)
+
+    def start(self) -> None:
+        for c in self.children:
+            c.start(self.env)
+            console.print(f"started {c.name} (pid {c.proc.pid if c.proc else '?'})")
+
+    def watch(self) -> str:
+        """Until a signal, Anvil's death or (without restarts) a child's death; returns why it stopped."""
+        pending: dict[str, float] = {}  # child name -> monotonic time of its restart
+        while True:
+            if not self.also_alive():
+                return "anvil exited"
+            now = time.monotonic()
+            for c in self.children:
+                if c.alive() or c.proc is None:
+                    continue
+                if c.name in pending:
+                    if now >= pending[c.name]:
+                        del pending[c.name]
+                        c.restarts += 1
+                        c.start(self.env)
+                        console.print(f"restarted {c.name} (pid {c.proc.pid if c.proc else '?'}, "
+                                      f"restart {c.restarts})")
+                    continue
+                code = c.returncode
+                if not self.restart:
+                    console.print(f"[red]{c.name} exited with {code}; stopping[/]")
+                    return f"{c.name} exited with {code}"
+                if now - c.started_at >= HEALTHY_AFTER_S:
+                    c.next_backoff = 0.0
+                c.next_backoff = min(self.restart_backoff_max, c.next_backoff * 2 or self.restart_backoff)
+                pending[c.name] = now + c.next_backoff
+                console.print(f"[yellow]{c.name} exited with {code}; restarting in {c.next_backoff:.1f}s[/]")
+            time.sleep(self.poll_s)
+
+    def stop(self) -> dict[str, str]:
+        return stop_children(list(reversed(self.children)), self.stop_timeout)
+
+
+def services(gateway_port: int, names: Sequence[str] | None = None) -> list[Child]:
+    """The stack's services, each run through :mod:`deploy.child` (shared logging set-up)."""
     py = sys.executable
+    known = {
+        "indexer": ["indexer", "run"],
+        "worker": ["worker", "run", "--devnet-role", "provider"],
+        "gateway": ["gateway", "run", "--port", str(gateway_port)],
+    }
     children = []
-    if find_spec("indexer.cli"):
-        children.append(Child("indexer", [py, "-m", "indexer", "run"]))
-    if find_spec("worker.cli"):
-        children.append(Child("worker", [py, "-m", "worker", "run", "--devnet-role", "provider"]))
-    if find_spec("gateway.cli"):
-        children.append(Child("gateway", [py, "-m", "gateway", "run", "--port", str(gateway_port)]))
+    for name, argv in known.items():
+        if names is not None and name not in names:
+            continue
+        if find_spec(f"{name}.cli"):
+            children.append(Child(name, [py, "-m", "deploy.child", *argv]))
     return children
 
 
-def run_stack(port: int, chain_id: int, block_time: float | None, gateway_port: int) -> None:
-    stop_on_signals()
-    with console.status("starting Anvil, compiling, deploying, funding and staking..."):
-        dn = bring_up(port=port, chain_id=chain_id, block_time=block_time, anvil_log=data_dir() / "anvil.log")
-    console.print(f"[green]devnet up[/] at {dn.anvil.rpc_url} (chain id {chain_id}); manifest in {data_dir()}")
-    for name, c in dn.manifest.contracts.items():
-        console.print(f"  {name:<14} {c.address}")
-    env = {**os.environ, "HEARTH_DATA_DIR": str(data_dir()), "PYTHONUNBUFFERED": "1"}
-    children = services(gateway_port)
+def env_flag(name: str) -> bool:
+    return os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def run_stack(port: int, chain_id: int, block_time: float | None, gateway_port: int, *,
+              restart: bool | None = None, stop_timeout: float = 10.0) -> None:
+    install_stop_signals()
+    restart = env_flag("HEARTH_UP_RESTART") if restart is None else restart
+    dn = None
+    sup: Supervisor | None = None
     try:
-        for child in children:
-            child.start(env)
-            console.print(f"started {child.name} (pid {child.proc.pid if child.proc else '?'})")
-        if any(c.name == "gateway" for c in children):
+        with console.status("starting Anvil, compiling, deploying, funding and staking..."):
+            dn = bring_up(port=port, chain_id=chain_id, block_time=block_time, anvil_log=data_dir() / "anvil.log")
+        console.print(f"[green]devnet up[/] at {dn.anvil.rpc_url} (chain id {chain_id})")
+        for name, c in dn.manifest.contracts.items():
+            console.print(f"  {name:<14} {c.address}")
+        console.print(f"  manifest       {manifest_path()}")
+        env = {**os.environ, "HEARTH_DATA_DIR": str(data_dir()), "PYTHONUNBUFFERED": "1"}
+        anvil = dn.anvil
+        sup = Supervisor(services(gateway_port), env, restart=restart, stop_timeout=stop_timeout,
+                         also_alive=lambda: anvil.proc is not None and anvil.proc.poll() is None)
+        sup.start()
+        if any(c.name == "gateway" for c in sup.children):
             console.print(f"[green]gateway[/] at http://127.0.0.1:{gateway_port}/ (dashboard), /docs (API)")
-        console.print("Ctrl-C stops everything.")
-        while dn.anvil.proc and dn.anvil.proc.poll() is None:
-            dead = [c for c in children if not c.alive()]
-            if dead:
-                code = dead[0].proc.returncode if dead[0].proc else "?"
-                console.print(f"[red]{dead[0].name} exited with {code}; stopping[/]")
-                break
-            time.sleep(0.5)
-    except KeyboardInterrupt:
-        console.print("stopping...")
+        console.print(f"Ctrl-C (or SIGTERM) stops everything; crashed services {'restart' if restart else 'stop it'}.")
+        why = sup.watch()
+        console.print(f"[red]{why}; stopping[/]" if why == "anvil exited" else "stopping...")
+    except (StopRequested, KeyboardInterrupt) as exc:
+        console.print(f"{exc or 'interrupted'}: stopping...")
     finally:
-        for child in reversed(children):
-            child.stop()
-        dn.anvil.stop()
+        ignore_stop_signals()
+        if sup is not None:
+            ended = sup.stop()
+            console.print("services stopped: " + ", ".join(f"{n} {how}" for n, how in ended.items()))
+        if dn is not None:
+            dn.anvil.stop()
         console.print("stopped.")

@@ -88,7 +88,7 @@ def status(
     manifest: ManifestOpt = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
-    """The checkpoint, the chain head (if the chain answers), the lag and the row counts."""
+    """The checkpoint, the chain head, the lag and the row counts; exits 1 when the chain does not answer."""
     from sqlmodel import SQLModel
 
     import indexer.models  # noqa: F401 - registers the tables
@@ -124,14 +124,18 @@ def status(
         out["chain_error"] = str(exc)
     if as_json:
         print(json.dumps(out, indent=2, default=str))
-        return
-    table = Table(title="Hearth indexer", show_header=False)
-    for k, v in out.items():
-        if k != "rows":
-            table.add_row(k, str(v))
-    for t, n in (out.get("rows") or {}).items():
-        table.add_row(f"rows: {t}", str(n))
-    console.print(table)
+    else:
+        table = Table(title="Hearth indexer", show_header=False)
+        for k, v in out.items():
+            if k != "rows":
+                table.add_row(k, str(v))
+        for t, n in (out.get("rows") or {}).items():
+            table.add_row(f"rows: {t}", str(n))
+        console.print(table)
+    if out.get("head") is None:
+        # The database part is still shown above; the status is not healthy without a chain.
+        err_console.print(f"[red]error:[/] the chain does not answer, so the lag is unknown: {out.get('chain_error')}")
+        raise typer.Exit(1)
 
 
 @app.command()
