@@ -172,7 +172,7 @@ def _install_error_handlers(app: FastAPI, ctx: Context) -> None:
         errs = exc.errors()
         status, reason = 422, "malformed_json" if any(e.get("type") == "json_invalid" for e in errs) \
             else "malformed_request"
-        unicode = [e for e in errs if e.get("type") == "invalid_unicode"]
+        unicode = [e for e in errs if e.get("type") in ("invalid_unicode", "string_unicode")]
         if unicode:  # well-formed JSON whose text no UTF-8 can hold: bad content, as OpenAI answers it
             status, reason, errs = 400, "invalid_unicode", unicode
         ctx.metrics.rejected.labels(reason).inc()
