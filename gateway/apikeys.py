@@ -84,6 +84,7 @@ from gateway.errors import (
     WrongDomainError,
 )
 from gateway.jobinput import decode_output, encode_input
+from gateway.retention import payer, store_held
 
 log = logging.getLogger(__name__)
 
@@ -212,12 +213,7 @@ def authenticate(ctx: Context, authorization: str | None) -> store.ApiKey:
 async def embed(ctx: Context, key: store.ApiKey, body: schemas.EmbeddingsIn) -> schemas.EmbeddingsOut:
     from starlette.concurrency import run_in_threadpool
 
-    texts = [body.input] if isinstance(body.input, str) else list(body.input)
-    if not texts:
-        raise BadRequestError("input is empty", reason="invalid_input")
-    if len(texts) > ctx.settings.max_texts:
-        raise InputTooLargeError(f"{len(texts)} inputs; the limit is {ctx.settings.max_texts}",
-                                 reason="too_many_inputs")
+    texts = await run_in_threadpool(input_texts, ctx, body.input)
     data = encode_input(texts)
     if len(data) > ctx.settings.max_blob_bytes:
         raise InputTooLargeError(f"input of {len(data)} bytes exceeds {ctx.settings.max_blob_bytes}")
@@ -255,6 +251,45 @@ async def embed(ctx: Context, key: store.ApiKey, body: schemas.EmbeddingsIn) -> 
                                      output_hash=receipt.output_hash, cost=str(cost), verified=True))
 
 
+def input_texts(ctx: Context, value: str | list[str] | list[int] | list[list[int]]) -> list[str]:
+    """The texts an embeddings ``input`` stands for, refused as OpenAI refuses them: nothing, an
+    empty or whitespace-only text, or a token id outside the vocabulary is a 400. Token id arrays
+    are decoded with the model's tokenizer; the job then bills what the worker counts for that
+    text (the receipt's units), which for ids with [CLS] and [SEP] is exactly the ids given."""
+    if isinstance(value, str):
+        items: list[Any] = [value]
+    elif value and all(isinstance(v, int) for v in value):
+        items = [value]  # one token id array
+    else:
+        items = list(value)
+    if not items:
+        raise BadRequestError("'input' is empty: send at least one text or token array", reason="empty_input",
+                              param="input")
+    if len(items) > ctx.settings.max_texts:
+        raise InputTooLargeError(f"{len(items)} inputs; the limit is {ctx.settings.max_texts}",
+                                 reason="too_many_inputs")
+    id_lists = [(i, v) for i, v in enumerate(items) if isinstance(v, list)]
+    if id_lists:
+        tok = ctx.tokenizer()
+        vocab = tok.vocab_size
+        for i, ids in id_lists:
+            if not ids:
+                raise BadRequestError(f"input[{i}] is an empty token array", reason="empty_input", param="input")
+            bad = next((t for t in ids if not 0 <= t < vocab), None)
+            if bad is not None:
+                raise BadRequestError(f"input[{i}] holds token id {bad}, outside this model's vocabulary "
+                                      f"[0, {vocab})", reason="invalid_token_id", param="input", token=bad)
+        for (i, _), text in zip(id_lists, tok.decode_ids([ids for _, ids in id_lists]), strict=True):
+            items[i] = text
+    from_ids = {i for i, _ in id_lists}
+    for i, text in enumerate(items):
+        if not text.strip():
+            what = "only special tokens" if i in from_ids else "empty or only whitespace"
+            raise BadRequestError(f"input[{i}] is {what}: the model has nothing to embed", reason="empty_input",
+                                  param="input", index=i)
+    return [str(t) for t in items]
+
+
 def _pay_and_post(ctx: Context, key: store.ApiKey, charge_id: int, cost: int, model_id: str, data: bytes) -> Any:
     chain = ctx.chain
     try:
@@ -269,7 +304,7 @@ def _pay_and_post(ctx: Context, key: store.ApiKey, charge_id: int, cost: int, mo
         if balance < cost:
             raise PaymentError(f"{key.wallet} holds {balance} < {cost}", reason="insufficient_balance")
         deadline = chain.chain_now() + ctx.settings.default_deadline_s
-        ctx.blobs.put(data)
+        store_held(ctx.blobs, ctx.db_engine, ctx.blob_policy, data, payer(key.wallet), None, store.now())
         pull_tx = chain.pull(key.wallet, cost)
     except BaseException:
         store.release(ctx.db_engine, charge_id)

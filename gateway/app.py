@@ -33,6 +33,8 @@ from gateway.settings import GatewaySettings
 
 log = logging.getLogger(__name__)
 STATIC = Path(__file__).resolve().parent / "static"
+#: where the API docs' Swagger UI / ReDoc assets are served from (see ``_install_docs``)
+DOCS_ASSETS = "/docs-assets"
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
@@ -100,7 +102,8 @@ class GuardMiddleware:
                 await self.app(scope, self._limited_receive(receive), send_wrapper)
         finally:
             route = scope.get("route")
-            label = getattr(route, "path", None) or ("/static" if path.startswith("/static") else "unmatched")
+            label = getattr(route, "path", None) or (
+                "/static" if path.startswith(("/static", DOCS_ASSETS)) else "unmatched")
             status = status_holder["status"]
             ctx.metrics.requests.labels(method, label, str(status)).inc()
             if label not in ("/v1/events/jobs", "/v1/jobs/{job_id}/events"):
@@ -167,12 +170,16 @@ def _install_error_handlers(app: FastAPI, ctx: Context) -> None:
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
         errs = exc.errors()
-        reason = "malformed_json" if any(e.get("type") == "json_invalid" for e in errs) else "malformed_request"
+        status, reason = 422, "malformed_json" if any(e.get("type") == "json_invalid" for e in errs) \
+            else "malformed_request"
+        unicode = [e for e in errs if e.get("type") in ("invalid_unicode", "string_unicode")]
+        if unicode:  # well-formed JSON whose text no UTF-8 can hold: bad content, as OpenAI answers it
+            status, reason, errs = 400, "invalid_unicode", unicode
         ctx.metrics.rejected.labels(reason).inc()
         first = errs[0] if errs else {}
         where = ".".join(str(p) for p in first.get("loc", ()))
         msg = f"{where}: {first.get('msg', 'invalid')}" if first else "invalid request"
-        return _json_error(422, reason, msg, details={"errors": _jsonable([
+        return _json_error(status, reason, msg, details={"errors": _jsonable([
             {"loc": list(e.get("loc", ())), "msg": e.get("msg"), "type": e.get("type")} for e in errs[:20]])})
 
     @app.exception_handler(StarletteHTTPException)
@@ -199,6 +206,38 @@ def _install_error_handlers(app: FastAPI, ctx: Context) -> None:
         return _json_error(500, "internal_error", "internal error", "api_error")
 
 
+def _install_docs(app: FastAPI) -> None:
+    """``/docs`` (Swagger UI) and ``/redoc`` from assets in an installed package (the PyPI
+    package ``fastapi-offline`` ships Swagger UI 5 and ReDoc), never a CDN, so they work on a
+    machine without internet access."""
+    import fastapi_offline
+    from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html, get_swagger_ui_oauth2_redirect_html
+    from fastapi.responses import HTMLResponse
+
+    assets = Path(fastapi_offline.__file__).resolve().parent / "static"
+    app.mount(DOCS_ASSETS, StaticFiles(directory=assets), name="docs-assets")
+    oauth2 = app.swagger_ui_oauth2_redirect_url or "/docs/oauth2-redirect"
+
+    @app.get("/docs", include_in_schema=False)
+    def swagger_ui(request: Request) -> HTMLResponse:
+        root = request.scope.get("root_path", "")
+        return get_swagger_ui_html(
+            openapi_url=f"{root}{app.openapi_url}", title=f"{app.title} - API", oauth2_redirect_url=oauth2,
+            swagger_js_url=f"{root}{DOCS_ASSETS}/swagger-ui-bundle.js",
+            swagger_css_url=f"{root}{DOCS_ASSETS}/swagger-ui.css", swagger_favicon_url=f"{root}/favicon.ico")
+
+    @app.get(oauth2, include_in_schema=False)
+    def swagger_ui_redirect() -> HTMLResponse:
+        return get_swagger_ui_oauth2_redirect_html()
+
+    @app.get("/redoc", include_in_schema=False)
+    def redoc(request: Request) -> HTMLResponse:
+        root = request.scope.get("root_path", "")
+        return get_redoc_html(openapi_url=f"{root}{app.openapi_url}", title=f"{app.title} - API reference",
+                              redoc_js_url=f"{root}{DOCS_ASSETS}/redoc.standalone.js",
+                              redoc_favicon_url=f"{root}/favicon.ico", with_google_fonts=False)
+
+
 def create_app(settings: GatewaySettings | None = None, *, manifest: Manifest | None = None,
                blob_store: BlobStore | None = None) -> FastAPI:
     """The app; ``manifest`` and ``blob_store`` override what the settings point at."""
@@ -208,14 +247,17 @@ def create_app(settings: GatewaySettings | None = None, *, manifest: Manifest | 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await ctx.feed.start()
+        await ctx.sweeper.start()
         log.info("gateway up: chain %d market %s relayer %s", ctx.chain_id, ctx.chain.market,
                  ctx.chain.relayer_address or "(none: read-only)")
         try:
             yield
         finally:
+            await ctx.sweeper.stop()
             await ctx.feed.stop()
 
-    app = FastAPI(title="Hearth gateway", version="1", description=DESCRIPTION, lifespan=lifespan)
+    app = FastAPI(title="Hearth gateway", version="1", description=DESCRIPTION, lifespan=lifespan,
+                  docs_url=None, redoc_url=None)
     app.state.ctx = ctx
     _install_error_handlers(app, ctx)
     for r in (jobs.router, blobs.router, network.router, events.router, auth.router, embeddings.router):
@@ -230,12 +272,17 @@ def create_app(settings: GatewaySettings | None = None, *, manifest: Manifest | 
         index_ok = True
         try:
             with Session(ctx.index_engine) as s:
-                block, _ = index.chain_time(s)
+                block, block_time = index.chain_time(s)
         except Exception:  # noqa: BLE001 - report, don't fail
-            index_ok, block = False, None
-        return {"ok": True, "chain_id": ctx.chain_id, "market": ctx.chain.market,
+            index_ok, block, block_time = False, None, None
+        from gateway.settings import DEVNET_CHAIN_IDS
+
+        # A devnet's RPC URL helps a browser wallet connect; a real chain's may carry a provider key.
+        devnet_rpc = ctx.manifest.rpc_url if ctx.chain_id in DEVNET_CHAIN_IDS else None
+        return {"ok": True, "chain_id": ctx.chain_id, "market": ctx.chain.market, "devnet_rpc_url": devnet_rpc,
                 "relayer": ctx.chain.relayer_address, "index_ok": index_ok, "indexed_block": block,
-                "feed_running": ctx.feed.healthy()}
+                "indexed_block_time": block_time, "time": time.time(),
+                "feed_running": ctx.feed.healthy(), "blob_sweeper_running": ctx.sweeper.healthy()}
 
     @app.get("/metrics", tags=["ops"], include_in_schema=False)
     def metrics() -> Response:
@@ -245,6 +292,12 @@ def create_app(settings: GatewaySettings | None = None, *, manifest: Manifest | 
     def dashboard() -> FileResponse:
         return FileResponse(STATIC / "index.html", media_type="text/html")
 
+    @app.get("/favicon.ico", include_in_schema=False)
+    def favicon() -> FileResponse:
+        return FileResponse(STATIC / "favicon.ico", media_type="image/x-icon",
+                            headers={"Cache-Control": "public, max-age=86400"})
+
+    _install_docs(app)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     app.add_middleware(GuardMiddleware, ctx=ctx)
     return app

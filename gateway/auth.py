@@ -80,3 +80,30 @@ def current_wallet(request: Request, ctx: CtxDep) -> str:
 
 
 WalletDep = Annotated[str, Depends(current_wallet)]
+
+
+def current_uploader(request: Request, ctx: CtxDep) -> str:
+    """The wallet behind a blob upload: a SIWE session (bearer token or cookie), or an API key
+    (``Authorization: Bearer <key>``), which names the wallet that granted it."""
+    from gateway import apikeys
+
+    token = session_token(request)
+    if not token:
+        raise AuthError("uploading blobs needs a session (POST /v1/auth/verify) or an API key, sent as "
+                        "`Authorization: Bearer ...`", reason="not_signed_in")
+    found = store.session_address(ctx.db_engine, token)
+    if found is not None:
+        wallet = found[0]
+    else:
+        try:
+            wallet = apikeys.authenticate(ctx, f"Bearer {token}").wallet
+        except AuthError as exc:
+            if exc.reason != "invalid_api_key":
+                raise
+            raise AuthError("neither a live session nor a known API key: sign in again", reason="session_expired") \
+                from None
+    ctx.check_wallet_rate(wallet)
+    return wallet
+
+
+UploaderDep = Annotated[str, Depends(current_uploader)]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import Annotated, Any
 
@@ -17,7 +18,10 @@ from gateway.feed import JobFeed
 from gateway.metrics import Metrics
 from gateway.ratelimit import RateLimiter
 from gateway.relay import ChainAccess
+from gateway.retention import BlobPolicy, BlobSweeper, check_retention
 from gateway.settings import GatewaySettings
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -32,6 +36,8 @@ class Context:
     metrics: Metrics
     ip_limiter: RateLimiter
     wallet_limiter: RateLimiter
+    blob_policy: BlobPolicy
+    sweeper: BlobSweeper
     _tokenizer: Any = None
 
     @property
@@ -39,11 +45,12 @@ class Context:
         return self.manifest.chain_id
 
     def tokenizer(self) -> Any:
-        """The worker's tokenizer (billing units), loaded on first use."""
+        """The model's tokenizer (billing units, token ids), loaded on first use; the same
+        implementation the worker counts receipt units with, without torch."""
         if self._tokenizer is None:
-            from worker.model.weights import MiniLMTokenizer
+            from worker.node.tokenizer import TextTokenizer
 
-            self._tokenizer = MiniLMTokenizer()
+            self._tokenizer = TextTokenizer()
         return self._tokenizer
 
     def check_wallet_rate(self, wallet: str) -> None:
@@ -61,14 +68,29 @@ def build_context(settings: GatewaySettings, manifest: Manifest | None = None,
     ie = index_engine(settings.index_database_url())
     db = store.make_engine(settings.gateway_database_url())
     store.migrate(db)
+    policy = BlobPolicy(settings.blob_retention_s, settings.blob_quota_bytes, settings.blob_provider_quota_bytes,
+                        settings.blob_store_max_bytes)
+    check_retention(policy, _challenge_window(hearth))
+    gw_blobs = GatewayBlobs(blobs or LocalBlobStore(settings.blob_root()), settings.max_blob_bytes)
     return Context(
         settings=settings, manifest=manifest, chain=chain, index_engine=ie, db_engine=db,
-        blobs=GatewayBlobs(blobs or LocalBlobStore(settings.blob_root()), settings.max_blob_bytes),
+        blobs=gw_blobs,
         feed=JobFeed(ie, manifest.chain_id, settings.feed_poll_interval_s, metrics),
         metrics=metrics,
         ip_limiter=RateLimiter(settings.rate_limit_ip_per_min),
         wallet_limiter=RateLimiter(settings.rate_limit_wallet_per_min),
+        blob_policy=policy,
+        sweeper=BlobSweeper(gw_blobs, db, ie, policy, settings.blob_sweep_interval_s),
     )
+
+
+def _challenge_window(hearth: Hearth) -> int | None:
+    """The market's challenge window, or None when the chain cannot be read now."""
+    try:
+        return int(hearth.market.functions.params().call()[6])
+    except Exception as exc:  # noqa: BLE001 - the RPC may be down at start; the check is then skipped
+        log.warning("cannot read the market's challenge window (%s): blob retention not checked", exc)
+        return None
 
 
 def get_ctx(request: Request) -> Context:

@@ -147,6 +147,24 @@ class BlobTooLargeError(BlobError, InputTooLargeError):
     reason = "blob_too_large"
 
 
+class BlobQuotaError(RateLimitedError):
+    """The uploader already holds its quota of unexpired blobs."""
+
+    reason = "blob_quota_exceeded"
+    error_type = "insufficient_quota"
+
+
+class BlobStoreFullError(BlobError):
+    status_code = 507
+    reason = "blob_store_full"
+
+
+class ConfigurationError(GatewayError, ValueError):
+    """The gateway's settings contradict the deployment (raised on start)."""
+
+    reason = "bad_configuration"
+
+
 class BlobCorruptError(BlobError):
     """Stored bytes no longer hash to their id (disk corruption or tampering)."""
 

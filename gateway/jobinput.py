@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 import numpy.typing as npt
 
-from gateway.errors import InvalidInputError
+from gateway.errors import BadRequestError, InvalidInputError
 from worker.node import jobio
 from worker.node.errors import InvalidJobInputError
 
@@ -25,6 +25,15 @@ def decode_input(data: bytes, max_texts: int) -> list[str]:
     if len(texts) > max_texts:
         raise InvalidInputError(f"job input has {len(texts)} texts; the limit is {max_texts}",
                                 count=len(texts), limit=max_texts)
+    for i, text in enumerate(texts):
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:  # a JSON escape such as \\ud800 decodes to a lone surrogate
+            raise BadRequestError(f"text {i} holds a lone UTF-16 surrogate: not valid Unicode",
+                                    reason="invalid_unicode", index=i) from None
+        if not text.strip():
+            raise BadRequestError(f"text {i} is empty or only whitespace: the model has nothing to embed",
+                                    reason="empty_input", index=i)
     return texts
 
 

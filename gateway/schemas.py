@@ -10,7 +10,8 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal
 
 from eth_utils import is_address, to_checksum_address
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, StrictInt
+from pydantic_core import PydanticCustomError
 
 UINT40 = 2**40 - 1
 UINT96 = 2**96 - 1
@@ -36,6 +37,23 @@ def _int_from_str(v: Any) -> Any:
             return int(s)
     return v
 
+
+def _utf8(v: str) -> str:
+    """JSON may carry lone UTF-16 surrogates (``"\\ud800"``), which no UTF-8 text can hold."""
+    try:
+        v.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise PydanticCustomError(
+            "invalid_unicode", "text holds a lone UTF-16 surrogate at character {position}: not valid Unicode",
+            {"position": exc.start}) from None
+    return v
+
+
+#: Free text from a request body: any Unicode string that UTF-8 can encode (refused with 400
+#: ``invalid_unicode`` otherwise; see ``gateway.app``).
+Text = Annotated[str, AfterValidator(_utf8)]
+#: A token id list (OpenAI accepts token arrays as embeddings input).
+TokenIds = Annotated[list[StrictInt], Field(max_length=8192)]
 
 Address = Annotated[str, Field(pattern=r"^0x[0-9a-fA-F]{40}$", examples=["0x" + "ab" * 20]),
                     AfterValidator(_checksum)]
@@ -93,7 +111,7 @@ class JobSubmission(BaseModel):
     request: JobRequestIn
     signature: HexBytes = Field(description="the client's EIP-712 signature of `request`")
     permit: PermitIn | None = None
-    input: str | None = Field(
+    input: Text | None = Field(
         default=None, description='the job input itself: the exact UTF-8 text whose keccak256 is '
         'inputHash, in the job format {"texts": [...]}')
     blob_id: Hash32 | None = Field(default=None, description="an uploaded blob (POST /v1/blobs) instead of `input`")
@@ -141,6 +159,9 @@ class JobOut(BaseModel):
     penalty: Amount | None = None
     history: list[StateEntry]
     updated_block: int
+    paid_by: str | None = Field(
+        default=None, description="the wallet that paid, when this gateway posted the job for one of its API keys "
+                                  "(the on-chain client is then the gateway's relayer)")
 
 
 class JobPage(BaseModel):
@@ -189,6 +210,14 @@ class JobResultOut(BaseModel):
     output_base64: str | None
     output_size: int | None
     embeddings: list[list[float]] | None = Field(description="the output as float32 rows (embedding jobs)")
+
+
+class TypedDataIn(BaseModel):
+    client: Text = Field(description="the signing wallet")
+    input: Text = Field(description='the job input, as it will be sent with the job ({"texts": [...]})')
+    model_id: Text | None = Field(default=None, description="default: the first active model")
+    max_payment: int | None = Field(default=None, ge=1, le=UINT96, description="default: tokens x price")
+    deadline_s: int | None = Field(default=None, ge=60, le=30 * 86400, description="seconds from now")
 
 
 class TypedDataOut(BaseModel):
@@ -288,7 +317,7 @@ class SiweNonceOut(BaseModel):
 
 
 class SiweVerifyIn(BaseModel):
-    message: str = Field(max_length=4096)
+    message: Text = Field(max_length=4096)
     signature: HexBytes
 
 
@@ -333,11 +362,13 @@ class ApiKeyOut(BaseModel):
 
 
 class EmbeddingsIn(BaseModel):
-    model: str = Field(min_length=1, max_length=128, description="model name or 0x model id")
-    input: str | list[str] = Field(description="a text or a list of texts")
+    model: Text = Field(min_length=1, max_length=128, description="model name or 0x model id")
+    input: Text | list[Text] | TokenIds | list[TokenIds] = Field(
+        description="a text, a list of texts, a token id array or a list of token id arrays (the model's "
+                    "WordPiece ids); texts may not be empty or only whitespace")
     encoding_format: Literal["float", "base64"] = "float"
     dimensions: int | None = Field(default=None, ge=1)
-    user: str | None = Field(default=None, max_length=256)
+    user: Text | None = Field(default=None, max_length=256)
 
 
 class EmbeddingItem(BaseModel):

@@ -54,6 +54,17 @@ class GatewaySettings(BaseSettings):
     #: ``HEARTH_RELAYER_KEY`` is not set ("" disables)
     devnet_role: str = "relayer"
     max_blob_bytes: int = Field(default=1 << 20, ge=1)
+    #: blobs are kept this long after their last upload (or after the last open job naming them
+    #: was seen by the sweeper); must exceed the market's challenge window, checked on start
+    blob_retention_s: int = Field(default=7 * 24 * 3600, ge=60)
+    #: bytes of unexpired uploads one identity (wallet, through a session or an API key) may hold
+    blob_quota_bytes: int = Field(default=64 << 20, ge=1)
+    #: the same for a registered provider (its delivered outputs)
+    blob_provider_quota_bytes: int = Field(default=4 << 30, ge=1)
+    #: bytes of unexpired blobs the gateway holds for everyone together (507 beyond)
+    blob_store_max_bytes: int = Field(default=64 << 30, ge=1)
+    #: how often the sweeper deletes expired blobs
+    blob_sweep_interval_s: float = Field(default=300, gt=0)
     #: texts per job / embeddings request
     max_texts: int = Field(default=256, ge=1)
     #: whole request bodies above this are refused before they are read (413)

@@ -20,7 +20,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import registry
-from sqlmodel import Field, Session, SQLModel, col, select
+from sqlmodel import Field, Session, SQLModel, col, func, select
 
 from indexer.db import session as index_session
 
@@ -82,6 +82,20 @@ class WalletSession(GatewayModel, table=True):
     address: str = Field(max_length=42, index=True)
     created_at: int = Field(sa_type=sa.BigInteger)
     expires_at: int = Field(sa_type=sa.BigInteger)
+
+
+class BlobUpload(GatewayModel, table=True):
+    """Who stored a blob, and until when the gateway keeps it for them (one row per holder)."""
+
+    __tablename__ = "gw_blob_uploads"
+
+    blob_id: str = Field(primary_key=True, max_length=66)
+    #: ``wallet:<address>`` for uploads (counted against the quota); ``paid:<address>`` for the
+    #: inputs of jobs the gateway relayed or posted for that wallet (paid for, not counted)
+    owner: str = Field(primary_key=True, max_length=64)
+    size: int = Field(sa_type=sa.BigInteger)
+    created_at: int = Field(sa_type=sa.BigInteger)
+    expires_at: int = Field(sa_type=sa.BigInteger, index=True)
 
 
 METADATA = GatewayModel.metadata
@@ -161,6 +175,16 @@ def update_charge(engine: Engine, charge_id: int, **values: Any) -> None:
             s.add(charge)
 
 
+def payers_of(engine: Engine, job_ids: list[int]) -> dict[int, str]:
+    """The wallet that paid each of these jobs through an API key (jobs this gateway posted)."""
+    if not job_ids:
+        return {}
+    with Session(engine) as s:
+        rows = s.exec(select(Charge.job_id, ApiKey.wallet).join(ApiKey, col(ApiKey.key_hash) == col(Charge.key_hash))
+                      .where(col(Charge.job_id).in_(job_ids), Charge.status == "posted"))
+        return {int(j): str(w) for j, w in rows if j is not None}
+
+
 def charges_of(s: Session, key_hash: str) -> list[Charge]:
     return list(s.exec(select(Charge).where(Charge.key_hash == key_hash).order_by(col(Charge.id))))
 
@@ -201,3 +225,56 @@ def session_address(engine: Engine, token: str) -> tuple[str, int] | None:
 def end_session(engine: Engine, token: str) -> None:
     with session(engine) as s:
         s.execute(sa.delete(WalletSession).where(col(WalletSession.token_hash) == token_hash(token)))
+
+
+# ---------------------------------------------------------------------------- blobs
+
+
+def hold_blob(s: Session, blob_id: str, owner: str, size: int, at: int, ttl: int) -> None:
+    """Records (or renews) ``owner``'s hold on a blob, in the caller's transaction."""
+    row = s.get(BlobUpload, (blob_id, owner))
+    if row is None:
+        s.add(BlobUpload(blob_id=blob_id, owner=owner, size=size, created_at=at, expires_at=at + ttl))
+    else:
+        row.expires_at = max(row.expires_at, at + ttl)
+        s.add(row)
+    s.flush()
+
+
+def held_bytes(s: Session, owner: str, at: int) -> int:
+    """Bytes of the blobs ``owner`` holds that have not expired."""
+    v = s.exec(select(func.coalesce(func.sum(BlobUpload.size), 0)).where(
+        BlobUpload.owner == owner, col(BlobUpload.expires_at) >= at)).one()
+    return int(v)
+
+
+def stored_bytes(s: Session, at: int) -> int:
+    """Bytes of distinct live blobs the gateway holds for anyone."""
+    sub = select(BlobUpload.blob_id, func.max(BlobUpload.size).label("size")).where(
+        col(BlobUpload.expires_at) >= at).group_by(col(BlobUpload.blob_id)).subquery()
+    return int(s.exec(select(func.coalesce(func.sum(sub.c.size), 0))).one())
+
+
+def next_expiry(s: Session, owner: str, at: int) -> int | None:
+    v = s.exec(select(func.min(BlobUpload.expires_at)).where(
+        BlobUpload.owner == owner, col(BlobUpload.expires_at) >= at)).one()
+    return None if v is None else int(v)
+
+
+def expired_blobs(s: Session, at: int, limit: int) -> list[str]:
+    """Blob ids every hold on which has expired."""
+    q = (select(BlobUpload.blob_id).group_by(col(BlobUpload.blob_id))
+         .having(func.max(BlobUpload.expires_at) < at).limit(limit))
+    return [str(b) for b in s.exec(q)]
+
+
+def renew_blobs(s: Session, blob_ids: list[str], until: int) -> None:
+    if blob_ids:
+        s.execute(sa.update(BlobUpload).where(col(BlobUpload.blob_id).in_(blob_ids)).values(expires_at=until))
+
+
+def drop_expired_holds(s: Session, blob_id: str, at: int) -> bool:
+    """Deletes a blob's expired holds; true when none is left (the bytes may go)."""
+    s.execute(sa.delete(BlobUpload).where(col(BlobUpload.blob_id) == blob_id, col(BlobUpload.expires_at) < at))
+    left = s.exec(select(func.count()).select_from(BlobUpload).where(BlobUpload.blob_id == blob_id)).one()
+    return int(left) == 0

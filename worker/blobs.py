@@ -12,7 +12,9 @@ Implementations:
 * :class:`HttpBlobStore` - a gateway's blob API: ``POST /v1/blobs`` with the raw bytes as the
   body answers ``{"id": "0x..."}``; ``GET /v1/blobs/{id}`` answers the raw bytes (404 when
   unknown); ``HEAD /v1/blobs/{id}`` answers 200 or 404 (a ``GET`` is used when the gateway
-  does not allow ``HEAD``).
+  does not allow ``HEAD``). Uploads need a session: given the operator key, the store signs in
+  with Ethereum (EIP-4361: ``GET /v1/auth/nonce``, ``POST /v1/auth/verify``) and sends the
+  session token as ``Authorization: Bearer``; it signs in again when the session expires.
 
 An S3-compatible store fits behind the same :class:`BlobStore` protocol.
 """
@@ -144,9 +146,52 @@ class LocalBlobStore:
 class HttpBlobStore:
     """Client of a gateway's blob API (see the module docstring for the contract)."""
 
-    def __init__(self, base_url: str, *, timeout: float = 30.0, client: httpx.Client | None = None) -> None:
+    def __init__(self, base_url: str, *, timeout: float = 30.0, client: httpx.Client | None = None,
+                 key: str | None = None) -> None:
         self.base_url = base_url.rstrip("/")
         self._client = client or httpx.Client(timeout=timeout)
+        self._key = key
+        self._token: str | None = None
+
+    def _sign_in(self) -> str:
+        """A gateway session for the operator key (Sign-In with Ethereum)."""
+        import warnings
+        from datetime import UTC, datetime
+
+        from eth_account import Account
+        from eth_account.messages import encode_defunct
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # abnf's grammar warnings
+            from siwe import SiweMessage
+
+        assert self._key is not None
+        resp = self._request("GET", f"{self.base_url}/v1/auth/nonce")
+        if resp.status_code >= 400:
+            raise BlobError(f"GET /v1/auth/nonce: HTTP {resp.status_code} {resp.text[:200]}")
+        n = resp.json()
+        account = Account.from_key(self._key)
+        msg = SiweMessage(
+            domain=n["domain"], address=account.address, statement="Store blobs as a Hearth provider.",
+            uri=n["uri"], version="1", chain_id=int(n["chain_id"]), nonce=n["nonce"],
+            issued_at=datetime.now(UTC).isoformat().replace("+00:00", "Z"),
+        ).prepare_message()
+        sig = "0x" + bytes(account.sign_message(encode_defunct(text=msg)).signature).hex()
+        resp = self._request("POST", f"{self.base_url}/v1/auth/verify", json={"message": msg, "signature": sig})
+        if resp.status_code >= 400:
+            raise BlobError(f"sign-in at {self.base_url} refused: HTTP {resp.status_code} {resp.text[:200]}")
+        self._token = str(resp.json()["token"])
+        return self._token
+
+    def _upload(self, data: bytes) -> httpx.Response:
+        headers = {"content-type": "application/octet-stream"}
+        if self._key is not None:
+            headers["authorization"] = f"Bearer {self._token or self._sign_in()}"
+        resp = self._request("POST", self._url(), content=data, headers=headers)
+        if resp.status_code == 401 and self._key is not None:  # the session expired: once more
+            headers["authorization"] = f"Bearer {self._sign_in()}"
+            resp = self._request("POST", self._url(), content=data, headers=headers)
+        return resp
 
     def _url(self, blob: str | None = None) -> str:
         return f"{self.base_url}/v1/blobs" + (f"/{blob}" if blob else "")
@@ -162,7 +207,7 @@ class HttpBlobStore:
 
     def put(self, data: bytes) -> str:
         bid = blob_id(data)
-        resp = self._request("POST", self._url(), content=data, headers={"content-type": "application/octet-stream"})
+        resp = self._upload(data)
         if resp.status_code == 413:
             raise BlobTooLargeError(f"gateway refused a {len(data)}-byte blob as too large")
         if resp.status_code >= 400:
@@ -209,8 +254,9 @@ class HttpBlobStore:
         self._client.close()
 
 
-def open_blob_store(data_dir: Path | str, blob_url: str | None = None) -> BlobStore:
-    """The gateway's store when ``blob_url`` is set, else files under ``<data_dir>/blobs``."""
+def open_blob_store(data_dir: Path | str, blob_url: str | None = None, key: str | None = None) -> BlobStore:
+    """The gateway's store when ``blob_url`` is set (uploading as the holder of ``key``), else
+    files under ``<data_dir>/blobs``."""
     if blob_url:
-        return HttpBlobStore(blob_url)
+        return HttpBlobStore(blob_url, key=key)
     return LocalBlobStore(Path(data_dir) / "blobs")

@@ -41,7 +41,7 @@ def _settings() -> WorkerSettings:
 @functools.cache
 def _store() -> BlobStore:
     s = _settings()
-    return open_blob_store(s.data_dir, s.blob_url)
+    return open_blob_store(s.data_dir, s.blob_url, s.worker_key.get_secret_value() if s.worker_key else None)
 
 
 @functools.cache

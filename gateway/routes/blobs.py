@@ -7,10 +7,12 @@ from typing import Annotated
 import anyio
 from fastapi import APIRouter, Path, Query, Request, Response
 
-from gateway import schemas
+from gateway import schemas, store
+from gateway.auth import UploaderDep
 from gateway.blobs import blob_id, parse_blob_id
 from gateway.context import CtxDep
 from gateway.errors import BadRequestError, BlobTooLargeError
+from gateway.retention import is_provider, store_held, uploader
 from gateway.routes.common import ERRORS
 
 router = APIRouter(prefix="/v1/blobs", tags=["blobs"], responses=ERRORS)
@@ -24,12 +26,17 @@ BlobIdPath = Annotated[str, Path(pattern=r"^0x[0-9a-fA-F]{64}$", description="0x
         "application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}}},
 )
 async def upload_blob(
-    request: Request, ctx: CtxDep, response: Response,
+    request: Request, ctx: CtxDep, response: Response, wallet: UploaderDep,
     expected: Annotated[str | None, Query(alias="id", pattern=r"^0x[0-9a-fA-F]{64}$",
                                           description="the id the uploader computed; checked")] = None,
 ) -> schemas.BlobOut:
     """The id is keccak256 of the body, computed here; pass ``?id=`` to have it checked against
-    yours. Idempotent: uploading the same bytes again returns the same id."""
+    yours. Idempotent: uploading the same bytes again returns the same id and renews the blob.
+
+    Needs a SIWE session or an API key (``Authorization: Bearer``). Each wallet may hold a quota
+    of unexpired uploads (429 ``blob_quota_exceeded``, with ``Retry-After``); blobs expire a
+    retention period after their last upload unless an open job names them (see
+    :mod:`gateway.retention`)."""
     limit = ctx.settings.max_blob_bytes
     chunks: list[bytes] = []
     size = 0
@@ -42,7 +49,11 @@ async def upload_blob(
     bid = blob_id(data)
     if expected is not None and parse_blob_id(expected) != bid:
         raise BadRequestError(f"the body hashes to {bid}, not {expected}", reason="blob_hash_mismatch")
-    await anyio.to_thread.run_sync(ctx.blobs.put, data)
+    policy = ctx.blob_policy
+    provider = await anyio.to_thread.run_sync(is_provider, ctx.index_engine, wallet)
+    quota = policy.provider_quota_bytes if provider else policy.quota_bytes
+    await anyio.to_thread.run_sync(lambda: store_held(ctx.blobs, ctx.db_engine, policy, data, uploader(wallet),
+                                                      quota, store.now()))
     ctx.metrics.blob_bytes.labels("in").inc(len(data))
     response.headers["Location"] = f"/v1/blobs/{bid}"
     return schemas.BlobOut(id=bid, size=len(data))

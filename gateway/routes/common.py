@@ -25,6 +25,7 @@ ERRORS: dict[int | str, dict[str, Any]] = {
         (502, "the chain or a provider failed"),
         (503, "the chain or the index is unavailable"),
         (504, "no delivery in time"),
+        (507, "the blob store is full"),
     )
 }
 

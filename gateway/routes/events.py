@@ -11,7 +11,7 @@ from fastapi import APIRouter, Path, Request
 from sqlmodel import Session
 from sse_starlette import EventSourceResponse
 
-from gateway import index
+from gateway import index, store
 from gateway.context import Context, CtxDep
 from gateway.errors import NotFoundError
 from gateway.feed import Subscription
@@ -29,11 +29,22 @@ def _message(u: dict[str, Any], kind: str = "job") -> dict[str, str]:
     return {"event": kind, "id": f"{u.get('block', 0)}-{u.get('log_index', 0)}", "data": json.dumps(u)}
 
 
+def _with_payer(ctx: Context, u: dict[str, Any]) -> dict[str, Any]:
+    """Names the paying wallet of a job this gateway posted for an API key (see ``JobOut.paid_by``)."""
+    job = u.get("job")
+    if job and ctx.chain.relayer_address is not None and job.get("client") == ctx.chain.relayer_address:
+        payer = store.payers_of(ctx.db_engine, [int(u["job_id"])]).get(int(u["job_id"]))
+        if payer:
+            u = {**u, "job": {**job, "paid_by": payer}}
+    return u
+
+
 async def _stream(request: Request, ctx: Context, sub: Subscription,
                   first: list[dict[str, Any]], until_terminal: bool) -> AsyncIterator[dict[str, str]]:
     seen_block, seen_rank = -1, -1
     try:
         for u in first:
+            u = await anyio.to_thread.run_sync(_with_payer, ctx, u)
             yield _message(u, "snapshot")
             seen_block, seen_rank = u["block"], index.STATES.index(u["status"])
             if until_terminal and u["status"] in index.TERMINAL_STATES:
@@ -48,7 +59,7 @@ async def _stream(request: Request, ctx: Context, sub: Subscription,
                 if u["block"] < seen_block or (u["block"] == seen_block and
                                                index.STATES.index(u["status"]) <= seen_rank):
                     continue
-                yield _message(u)
+                yield _message(await anyio.to_thread.run_sync(_with_payer, ctx, u))
                 if until_terminal and u["status"] in index.TERMINAL_STATES:
                     return
             if await request.is_disconnected():

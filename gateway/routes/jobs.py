@@ -14,21 +14,24 @@ from starlette.concurrency import run_in_threadpool
 
 from contracts import eip712
 from contracts.types import JobRequest, Permit
-from gateway import index, schemas
+from gateway import index, schemas, store
 from gateway.blobs import blob_id, parse_blob_id
 from gateway.context import CtxDep, IndexDep
 from gateway.errors import (
     BadRequestError,
     BlobNotFoundError,
     ConflictError,
+    GatewayError,
     InputHashMismatchError,
     InputTooLargeError,
     InvalidInputError,
     MalformedRequestError,
+    NotFoundError,
     UnknownModelError,
     WrongDomainError,
 )
 from gateway.jobinput import decode_input, decode_output
+from gateway.retention import payer, store_held
 from gateway.routes.common import ERRORS, checksum_or_422
 
 log = logging.getLogger(__name__)
@@ -74,7 +77,7 @@ def submit_job(body: schemas.JobSubmission, ctx: CtxDep, s: IndexDep, response: 
         ctx.chain.check_request(req, sig, permit, margin_s=ctx.settings.min_deadline_margin_s)
         stored_now = from_inline and not ctx.blobs.has(r.input_hash)
         if from_inline:
-            ctx.blobs.put(data)
+            store_held(ctx.blobs, ctx.db_engine, ctx.blob_policy, data, payer(r.client), None, store.now())
         t0 = time.perf_counter()
         try:
             relayed = ctx.chain.relay(req, sig, permit)
@@ -118,8 +121,27 @@ def typed_data(
 ) -> schemas.TypedDataOut:
     """Fills in the client's next nonce, a deadline on the chain's clock, and (when the input
     is stored here) the exact price: tokens x the model's price per token."""
-    addr = checksum_or_422(client)
     ih = parse_blob_id(input_hash)
+    texts = decode_input(ctx.blobs.get(ih), ctx.settings.max_texts) if ctx.blobs.has(ih) else None
+    return _typed_data(ctx, s, client, ih, texts, model_id, max_payment, deadline_s)
+
+
+@router.post("/typed-data", response_model=schemas.TypedDataOut,
+             summary="The EIP-712 JobRequest to sign for an input sent along (nothing is stored)")
+def typed_data_for_input(body: schemas.TypedDataIn, ctx: CtxDep, s: IndexDep) -> schemas.TypedDataOut:
+    """Like ``GET /v1/jobs/typed-data``, for an input the client will send inline with the job:
+    priced from the input itself, which is not stored (so no upload session is needed)."""
+    data = body.input.encode("utf-8")
+    if len(data) > ctx.settings.max_blob_bytes:
+        raise InputTooLargeError(f"input of {len(data)} bytes exceeds {ctx.settings.max_blob_bytes}",
+                                 size=len(data), limit=ctx.settings.max_blob_bytes)
+    texts = decode_input(data, ctx.settings.max_texts)
+    return _typed_data(ctx, s, body.client, blob_id(data), texts, body.model_id, body.max_payment, body.deadline_s)
+
+
+def _typed_data(ctx: CtxDep, s: IndexDep, client: str, ih: str, texts: list[str] | None, model_id: str | None,
+                max_payment: int | None, deadline_s: int | None) -> schemas.TypedDataOut:
+    addr = checksum_or_422(client)
     if model_id is not None:
         model = s.get(index.Model, parse_blob_id(model_id))
     else:
@@ -128,8 +150,7 @@ def typed_data(
         raise UnknownModelError(f"model {model_id or '(default)'} is not registered or not active")
     units = None
     stored = ctx.blobs.has(ih)
-    if stored:
-        texts = decode_input(ctx.blobs.get(ih), ctx.settings.max_texts)
+    if texts is not None:
         units = sum(ctx.tokenizer().count_tokens(texts))
     if max_payment is None:
         if units is None:
@@ -171,7 +192,7 @@ def permit_typed_data(
 
 @router.get("", response_model=schemas.JobPage, summary="Jobs, newest first, filtered and paginated")
 def list_jobs(
-    s: IndexDep,
+    s: IndexDep, ctx: CtxDep,
     client: Annotated[str | None, Query()] = None,
     provider: Annotated[str | None, Query()] = None,
     status: Annotated[schemas.JobStatus | None, Query()] = None,
@@ -183,17 +204,45 @@ def list_jobs(
         s, client=checksum_or_422(client) if client else None,
         provider=checksum_or_422(provider) if provider else None, status=status,
         model_id=parse_blob_id(model_id) if model_id else None, limit=limit, cursor=cursor)
-    return schemas.JobPage(items=[index.job_out(j) for j in rows], next_cursor=nxt)
+    return schemas.JobPage(items=with_payers(ctx, [index.job_out(j) for j in rows]), next_cursor=nxt)
+
+
+def with_payers(ctx: CtxDep, jobs: list[schemas.JobOut]) -> list[schemas.JobOut]:
+    """Names the paying wallet of jobs this gateway posted for API keys (their client is the relayer)."""
+    relayer = ctx.chain.relayer_address
+    mine = [j.job_id for j in jobs if relayer is not None and j.client == relayer]
+    payers = store.payers_of(ctx.db_engine, mine)
+    return [j.model_copy(update={"paid_by": payers[j.job_id]}) if j.job_id in payers else j for j in jobs]
 
 
 @router.get("/{job_id}", response_model=schemas.JobOut, summary="A job's state and history")
 async def get_job(job_id: JobId, ctx: CtxDep) -> schemas.JobOut:
+    """404 ``job_not_found`` when the market has no such job (``details.job_count`` says how many
+    it has); 404 ``job_not_indexed`` when the chain has it but the index has not caught up."""
     # The hottest read: one thread hop for the whole query (a session dependency adds two).
     def read() -> schemas.JobOut:
         with Session(ctx.index_engine) as s:
-            return index.job_out(index.get_job(s, job_id))
+            j = s.get(index.Job, job_id)
+        if j is None:
+            raise _missing_job(ctx, job_id)
+        return with_payers(ctx, [index.job_out(j)])[0]
 
     return await run_in_threadpool(read)
+
+
+def _missing_job(ctx: CtxDep, job_id: int) -> NotFoundError:
+    try:
+        count = int(ctx.chain.call(lambda: ctx.chain.hearth.market.functions.jobCount().call()))
+    except GatewayError:
+        count = None
+    if count is not None and job_id > count:
+        return NotFoundError(f"job {job_id} does not exist: the market has {count} jobs", reason="job_not_found",
+                             job_id=job_id, job_count=count)
+    if count is None:
+        return NotFoundError(f"no job {job_id} in the index, and the chain cannot be asked now",
+                             reason="job_not_found", job_id=job_id)
+    return NotFoundError(f"job {job_id} is on-chain but not indexed yet (a job just posted appears within a block "
+                         "or two)", reason="job_not_indexed", job_id=job_id, job_count=count)
 
 
 @router.get("/{job_id}/result", response_model=schemas.JobResultOut,

@@ -17,7 +17,17 @@ const hst = (v) => fmtUnits(v, HST_DEC, 2);
 const short = (a) => (a ? `${a.slice(0, 6)}…${a.slice(-4)}` : "–");
 const esc = (s) => String(s ?? "").replace(/[&<>"']/g, (c) => ({"&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;"}[c]));
 const badge = (s) => `<span class="badge s-${esc(s)}" data-status="${esc(s)}">${esc(s)}</span>`;
-const ago = (t) => (t ? new Date(t * 1000).toLocaleTimeString() : "");
+// Every time the index reports is chain time (a block's timestamp), which a devnet can move
+// ahead of the wall clock (`hearth devnet advance`): shown as such, never as "now".
+const chainTime = (t, withDate = false) => (t
+  ? `<time class="chain-time" data-chain-time="${t}" title="chain time: the block's timestamp">${
+    withDate ? new Date(t * 1000).toLocaleString() : new Date(t * 1000).toLocaleTimeString()} (chain)</time>` : "");
+function fmtOffset(s) {
+  const a = Math.abs(s);
+  if (a < 90) return "in step with";
+  const txt = a < 5400 ? `${Math.round(a / 60)} min` : `${(a / 3600).toFixed(1)} h`;
+  return `${txt} ${s > 0 ? "ahead of" : "behind"}`;
+}
 
 async function api(path, opts = {}) {
   const resp = await fetch(path, {headers: {"content-type": "application/json"}, ...opts});
@@ -33,19 +43,29 @@ async function api(path, opts = {}) {
 }
 
 // ------------------------------------------------------------------ live feed (one SSE stream)
+// One entry per job, at its latest known state, ordered by the block of that state (newest
+// first). Seeded from the index on load ("indexed"), then moved by live events.
 
 const feedListeners = new Set();
+const feedJobs = new Map();  // job_id -> {job_id, status, event, block, log_index, at}
 let feedSource = null;
+const newer = (a, b) => (a.block !== b.block ? a.block > b.block
+  : (a.log_index ?? -1) !== (b.log_index ?? -1) ? (a.log_index ?? -1) > (b.log_index ?? -1)
+  : STATE_ORDER.indexOf(a.status) > STATE_ORDER.indexOf(b.status));
+function noteFeed(u) {
+  const had = feedJobs.get(u.job_id);
+  if (had && !newer(u, had)) return false;
+  feedJobs.set(u.job_id, {job_id: u.job_id, status: u.status, event: u.event, block: u.block, log_index: u.log_index, at: u.at});
+  return true;
+}
 async function seedFeed() {
-  // Until live events arrive, show the latest state of the most recent jobs.
   try {
-    const page = await api("/v1/jobs?limit=12");
-    for (const j of page.items.slice().reverse()) {
+    const page = await api("/v1/jobs?limit=25");
+    for (const j of page.items) {
       const last = j.history[j.history.length - 1] || {block: j.updated_block, at: 0};
-      const u = {job_id: j.job_id, status: j.status, event: "latest", block: last.block, at: last.at};
-      pushFeed($("#feed-mini"), u, 12); pushFeed($("#feed"), u);
+      noteFeed({job_id: j.job_id, status: j.status, event: "indexed", block: last.block, log_index: -1, at: last.at});
     }
-    document.querySelectorAll(".feed li.fresh").forEach((li) => li.classList.remove("fresh"));
+    renderFeeds(false);
   } catch (e) { /* the index may not be up yet */ }
 }
 
@@ -60,29 +80,42 @@ function startFeed() {
   });
 }
 
-function feedItem(u) {
+function feedItem(u, fresh) {
   const li = document.createElement("li");
-  li.className = "fresh";
+  if (fresh) li.className = "fresh";
   li.dataset.job = u.job_id;
+  li.dataset.status = u.status;
+  li.dataset.block = u.block;
+  const what = u.event === "indexed" ? `<span class="mono muted" title="the state the index held when this page loaded">indexed</span>`
+    : `<span class="mono muted" title="the live event that moved the job here">${esc(u.event)}</span>`;
   li.innerHTML = `<a href="#/jobs/${u.job_id}">job ${u.job_id}</a> ${badge(u.status)}
-    <span class="mono muted">${esc(u.event)}</span><span class="when">block ${u.block} · ${ago(u.at)}</span>`;
+    ${what}<span class="when">block ${u.block} · ${chainTime(u.at)}</span>`;
   return li;
 }
-function pushFeed(list, u, max = 50) {
-  list.prepend(feedItem(u));
-  while (list.children.length > max) list.lastChild.remove();
+function renderFeed(list, max, freshId) {
+  const items = [...feedJobs.values()].sort((a, b) => (newer(a, b) ? -1 : newer(b, a) ? 1 : b.job_id - a.job_id)).slice(0, max);
+  list.replaceChildren(...items.map((u) => feedItem(u, u.job_id === freshId)));
 }
-feedListeners.add((u) => { pushFeed($("#feed-mini"), u, 12); pushFeed($("#feed"), u); });
+function renderFeeds(freshId) { renderFeed($("#feed-mini"), 12, freshId); renderFeed($("#feed"), 50, freshId); }
+feedListeners.add((u) => { if (noteFeed(u)) renderFeeds(u.job_id); });
 feedListeners.add(() => { if (current === "overview") scheduleOverview(); if (current === "jobs") loadJobs(); });
 
 // ------------------------------------------------------------------ views
 
 let current = null, jobStream = null;
 
+let health = null;
 async function loadChain() {
   try {
-    const h = await api("/healthz");
+    const h = health = await api("/healthz");
     $("#chain").textContent = `chain ${h.chain_id} · market ${short(h.market)} · block ${h.indexed_block ?? "–"}`;
+    const clock = $("#chain-clock");
+    if (h.indexed_block_time) {
+      const offset = Math.round(h.indexed_block_time - Date.now() / 1000);
+      clock.dataset.offset = String(offset);
+      clock.innerHTML = `latest block at ${new Date(h.indexed_block_time * 1000).toLocaleTimeString()} chain time · ` +
+        `chain clock ${fmtOffset(offset)} wall clock (${new Date().toLocaleTimeString()})`;
+    }
   } catch (e) { $("#chain").textContent = "gateway unreachable"; }
 }
 
@@ -132,13 +165,17 @@ function renderJob(job) {
   $("#job-status").textContent = job.status;
   $("#job-status").dataset.status = job.status;
   const kv = [
-    ["Client", job.client], ["Provider", job.provider || "–"], ["Model", job.model_id], ["Input", job.input_hash],
+    job.paid_by ? ["Paid by", job.paid_by] : ["Client", job.client],
+    ...(job.paid_by ? [["Posted by", `${job.client} (this gateway's relayer, for an API key of the wallet above)`]] : []),
+    ["Provider", job.provider || "–"], ["Model", job.model_id], ["Input", job.input_hash],
     ["Max payment", `${usd(job.max_payment)} hUSD`], ["Payment", `${usd(job.payment)} hUSD`],
-    ["Units (tokens)", job.units], ["Deadline", new Date(job.deadline * 1000).toLocaleString()],
+    ["Units (tokens)", job.units],
   ];
-  $("#job-meta").innerHTML = kv.map(([k, v]) => `<div>${k}</div><div class="mono">${esc(v)}</div>`).join("");
+  $("#job-meta").innerHTML = kv.map(([k, v]) => `<div>${k}</div><div class="mono">${esc(v)}</div>`).join("") +
+    `<div>Deadline</div><div class="mono">${chainTime(job.deadline, true)}</div>`;
+  $("#job-meta").dataset.payer = job.paid_by || job.client;
   $("#job-timeline").innerHTML = job.history.map((h) => `<li data-state="${h.status}">${badge(h.status)} block ${h.block} ·
-    <span class="mono" title="${esc(h.tx_hash)}">tx ${short(h.tx_hash)}</span> · ${ago(h.at)}</li>`).join("");
+    <span class="mono" title="${esc(h.tx_hash)}">tx ${short(h.tx_hash)}</span> · ${chainTime(h.at)}</li>`).join("");
 }
 
 async function loadResult(jobId) {
@@ -153,8 +190,8 @@ async function loadResult(jobId) {
     $("#job-receipt").innerHTML = [
       ["Output hash", rc.output_hash], ["Units", rc.units], ["Payment", `${usd(rc.payment)} hUSD`],
       ["Model hash", rc.model_hash], ["Runtime hash", rc.runtime_hash], ["Receipt tx", rc.tx_hash],
-      ["Challenge window ends", new Date(rc.challenge_end * 1000).toLocaleString()],
-    ].map(([k, val]) => `<div>${k}</div><div class="mono">${esc(val)}</div>`).join("");
+    ].map(([k, val]) => `<div>${k}</div><div class="mono">${esc(val)}</div>`).join("") +
+      `<div>Challenge window ends</div><div class="mono">${chainTime(rc.challenge_end, true)}</div>`;
     if (r.embeddings) {
       $("#job-output").textContent = `${r.embeddings.length} embedding(s) × ${r.embeddings[0].length} floats; first values: ` +
         r.embeddings[0].slice(0, 6).map((x) => x.toFixed(5)).join(", ") + " …";
@@ -169,9 +206,24 @@ async function showJob(jobId) {
   $("#job-verification").textContent = "No receipt yet.";
   $("#job-receipt").innerHTML = ""; $("#job-output").textContent = "";
   $("#job-id").textContent = jobId;
-  try { renderJob(await api(`/v1/jobs/${jobId}`)); } catch (e) { $("#job-status").textContent = "not indexed yet"; }
+  $("#job-missing").hidden = true;
+  $("#job-meta").innerHTML = ""; $("#job-timeline").innerHTML = "";
+  if (jobStream) { jobStream.close(); jobStream = null; }
+  try {
+    renderJob(await api(`/v1/jobs/${jobId}`));
+  } catch (e) {
+    const st = $("#job-status");
+    st.className = "badge"; st.dataset.status = e.reason || "error";
+    if (e.reason === "job_not_found") {
+      // The market numbers jobs 1..jobCount: past that, the job does not exist (it is not "coming").
+      st.textContent = "does not exist";
+      $("#job-missing").textContent = e.message;
+      $("#job-missing").hidden = false;
+      return;
+    }
+    st.textContent = e.reason === "job_not_indexed" ? "on-chain, not indexed yet" : e.message;
+  }
   loadResult(jobId);
-  if (jobStream) jobStream.close();
   jobStream = new EventSource(`/v1/jobs/${jobId}/events`);
   const onUpdate = (ev) => {
     const u = JSON.parse(ev.data);
@@ -193,7 +245,15 @@ function log(msg, cls = "") {
 }
 
 async function connect() {
-  if (!window.ethereum) { log("no wallet found (window.ethereum)", "err"); return; }
+  if (!window.ethereum) {
+    const h = health || await api("/healthz").catch(() => null);
+    if (h) {
+      $("#help-chain").textContent = String(h.chain_id);
+      $("#help-rpc").textContent = h.devnet_rpc_url || "the chain's RPC URL";
+    }
+    $("#wallet-help").hidden = false;
+    return;
+  }
   const accounts = await window.ethereum.request({method: "eth_requestAccounts"});
   account = accounts[0];
   $("#account").textContent = account;
@@ -213,12 +273,12 @@ async function submitJob() {
   try {
     const texts = $("#texts").value.split("\n").map((t) => t.trim()).filter(Boolean);
     if (!texts.length) throw new Error("enter at least one text");
-    const blob = JSON.stringify({texts});
-    const up = await api("/v1/blobs", {method: "POST", body: new TextEncoder().encode(blob), headers: {"content-type": "application/octet-stream"}});
-    log(`input stored: ${up.id} (${up.size} bytes)`);
-    const td = await api(`/v1/jobs/typed-data?client=${account}&input_hash=${up.id}`);
+    // The input travels with the job (its keccak256 is the signed inputHash); nothing is uploaded first.
+    const input = JSON.stringify({texts});
+    const td = await api("/v1/jobs/typed-data", {method: "POST", body: JSON.stringify({client: account, input})});
+    log(`input hash ${td.typed_data.message.inputHash}`);
     $("#price").textContent = `${td.units} tokens · ${usd(td.typed_data.message.maxPayment)} hUSD`;
-    const body = {request: td.typed_data.message, blob_id: up.id, chain_id: td.typed_data.domain.chainId,
+    const body = {request: td.typed_data.message, input, chain_id: td.typed_data.domain.chainId,
                   verifying_contract: td.typed_data.domain.verifyingContract};
     const bal = await api(`/v1/balances/${account}`);
     if (BigInt(bal.allowance_market ?? "0") < BigInt(td.typed_data.message.maxPayment)) {

@@ -65,11 +65,13 @@ class Stack:
 
     def signed_job(self, role: str = "client", texts: list[str] | None = None, *, max_payment: int = 5 * USD,
                    deadline: int | None = None, nonce: int | None = None, chain_id: int | None = None,
-                   market: str | None = None, model_id: str | None = None) -> dict[str, Any]:
-        """A POST /v1/jobs body signed by ``role`` (every field overridable to forge one)."""
+                   market: str | None = None, model_id: str | None = None, data: bytes | None = None,
+                   ) -> dict[str, Any]:
+        """A POST /v1/jobs body signed by ``role`` (every field overridable to forge one; ``data``
+        replaces the canonical input bytes of ``texts``)."""
         h = self.hearth
         client = self.address(role)
-        data = _input(texts or ["hello hearth"])
+        data = data if data is not None else _input(texts if texts is not None else ["hello hearth"])
         req = JobRequest(
             client=client, model_id=bytes.fromhex((model_id or self.model_id)[2:]), input_hash=keccak(data),
             max_payment=max_payment, deadline=deadline if deadline is not None else self.chain_now() + 900,
@@ -131,13 +133,25 @@ class _Server(threading.Thread):
 PROVIDER = "verifier2"  # a staked provider that no worker runs for in these tests
 
 
-def deliver(stack: Stack, job_id: int, output: bytes, *, upload: bool = True) -> str:
+_sessions: dict[tuple[str, str], str] = {}
+
+
+def upload(stack: Stack, data: bytes, role: str = PROVIDER, **params: str) -> httpx.Response:
+    """POST /v1/blobs as ``role`` (signed in with Ethereum once per stack)."""
+    token = _sessions.get((stack.base_url, role))
+    if token is None:
+        token = _sessions[(stack.base_url, role)] = sign_in(stack, role)
+    return stack.http.post("/v1/blobs", content=data, params=params,
+                           headers={"content-type": "application/octet-stream", "authorization": f"Bearer {token}"})
+
+
+def deliver(stack: Stack, job_id: int, output: bytes, *, upload_output: bool = True) -> str:
     """Claims and delivers ``job_id`` as a provider would, storing the output via the blob API."""
     h = stack.hearth
     key = stack.key(PROVIDER)
     h.claim(key, job_id)
-    if upload:
-        r = stack.http.post("/v1/blobs", content=output, headers={"content-type": "application/octet-stream"})
+    if upload_output:
+        r = upload(stack, output)
         assert r.status_code == 201, r.text
     model = bytes.fromhex(stack.model_id[2:])
     rec = Receipt(job_id, keccak(output), 7, model, bytes.fromhex(stack.devnet.manifest.models[0].runtime_hash[2:]),

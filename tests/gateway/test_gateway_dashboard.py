@@ -1,25 +1,29 @@
 """The dashboard in headless Chromium (Playwright driving Debian's /usr/bin/chromium): it loads,
-shows the providers, follows a job through its states live, and submits a job signed by an
+shows the providers, follows a job through its states live (each job once in the feed),
+labels chain time, names the wallet that paid for an API-key job, says when a job does not
+exist, explains how to use a devnet account without a wallet, and submits a job signed by an
 injected EIP-1193 wallet (``window.ethereum`` whose ``eth_signTypedData_v4`` calls back into
-Python, which signs with eth_account). Saves a screenshot to docs/dashboard.png."""
+Python, which signs with eth_account). The API docs render with no network but the gateway.
+Screenshots go to the test's tmp_path (docs/dashboard.png is refreshed by hand, not by tests)."""
 
 from __future__ import annotations
 
 import json
 import os
 import shutil
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 from eth_utils import keccak
-from gateway_stack import Stack, sign_typed
+from gateway_stack import USD, Stack, deliver, grant, sign_typed, upload
 
 from contracts.types import Receipt, gpu_class_bytes
 
 CHROMIUM = "/usr/bin/chromium"
-SCREENSHOT = Path(__file__).resolve().parents[2] / "docs" / "dashboard.png"
 PROVIDER = "verifier2"
 WALLET = "client2"
 
@@ -60,6 +64,10 @@ def browser() -> Iterator[Any]:
 
 @pytest.fixture
 def page(browser: Any, stack: Stack) -> Iterator[Any]:
+    yield from _page(browser, stack, wallet=True)
+
+
+def _page(browser: Any, stack: Stack, wallet: bool) -> Iterator[Any]:
     signed: list[dict[str, Any]] = []
 
     def sign(address: str, typed_json: str) -> str:
@@ -71,10 +79,14 @@ def page(browser: Any, stack: Stack) -> Iterator[Any]:
     ctx = browser.new_context(viewport={"width": 1360, "height": 860})
     pg = ctx.new_page()
     pg.signed = signed
-    pg.expose_function("hearthTestSign", sign)
-    pg.add_init_script(INJECTED_WALLET % {"address": stack.address(WALLET), "chain_id": stack.hearth.chain_id})
+    if wallet:
+        pg.expose_function("hearthTestSign", sign)
+        pg.add_init_script(INJECTED_WALLET % {"address": stack.address(WALLET), "chain_id": stack.hearth.chain_id})
     errors: list[str] = []
     pg.on("pageerror", lambda e: errors.append(str(e)))
+    failed: list[tuple[int, str]] = []
+    pg.on("response", lambda r: failed.append((r.status, r.url)) if r.status >= 400 else None)
+    pg.failed = failed
     try:
         yield pg
     finally:
@@ -93,6 +105,9 @@ def test_the_dashboard_loads_and_shows_the_providers_with_stake_and_status(page:
         assert "500.00" in row.inner_text() or "490.00" in row.inner_text()
     assert "Active providers" in page.locator("#stats").inner_text()
     assert page.locator("#chain").inner_text().startswith(f"chain {stack.hearth.chain_id}")
+    page.wait_for_load_state("networkidle")
+    assert page.failed == [], "every request of the page succeeds, the favicon included"
+    assert page.evaluate("fetch('/favicon.ico').then((r) => r.status)") == 200
 
 
 def test_the_job_page_follows_a_job_through_its_states_live(page: Any, stack: Stack) -> None:
@@ -108,7 +123,7 @@ def test_the_job_page_follows_a_job_through_its_states_live(page: Any, stack: St
     h.claim(key, job_id)
     page.wait_for_selector('#job-status[data-status="claimed"]', timeout=15_000)
     output = os.urandom(1536)
-    stack.http.post("/v1/blobs", content=output)
+    assert upload(stack, output, PROVIDER).status_code == 201
     model = bytes.fromhex(stack.model_id[2:])
     rec = Receipt(job_id, keccak(output), 6, model, bytes.fromhex(stack.devnet.manifest.models[0].runtime_hash[2:]),
                   gpu_class_bytes("cpu"))
@@ -119,12 +134,20 @@ def test_the_job_page_follows_a_job_through_its_states_live(page: Any, stack: St
     assert [li.get_attribute("data-state") for li in page.locator("#job-timeline li").all()] == \
         ["posted", "claimed", "delivered"]
     assert "0x" + keccak(output).hex() in page.locator("#job-receipt").inner_text()
-    # The live feed on the same page saw the transitions too.
-    feed = page.locator(f'#feed li[data-job="{job_id}"]')
-    assert feed.count() >= 2
+    # The live feed on the same page saw the transitions: the job is listed once, at its latest
+    # state, and the list runs newest block first; the panel says so.
+    page.wait_for_selector(f'#feed li[data-job="{job_id}"][data-status="delivered"]', state="attached",
+                           timeout=15_000)
+    assert page.locator(f'#feed li[data-job="{job_id}"]').count() == 1
+    assert page.locator(f'#feed-mini li[data-job="{job_id}"]').count() == 1
+    blocks = [int(b) for b in page.eval_on_selector_all("#feed li", "els => els.map((e) => e.dataset.block)")]
+    assert blocks == sorted(blocks, reverse=True) and len(set(
+        page.eval_on_selector_all("#feed li", "els => els.map((e) => e.dataset.job)"))) == len(blocks)
+    assert page.locator("#feed li").first.get_attribute("data-job") == str(job_id)
+    assert "latest state" in page.locator("#feed-help").inner_text()
 
 
-def test_the_submit_page_signs_with_the_wallet_and_the_job_appears(page: Any, stack: Stack) -> None:
+def test_the_submit_page_signs_with_the_wallet_and_the_job_appears(page: Any, stack: Stack, tmp_path: Path) -> None:
     wallet = stack.address(WALLET)
     page.goto(stack.base_url + "/#/submit")
     page.click("#connect")
@@ -146,6 +169,110 @@ def test_the_submit_page_signs_with_the_wallet_and_the_job_appears(page: Any, st
     page.locator("#providers-mini tbody tr").first.wait_for()
     page.wait_for_function("document.querySelectorAll('#stats .card').length === 6")
     page.wait_for_selector(f'#feed-mini li[data-job="{job_id}"]')
-    SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(SCREENSHOT), full_page=True)
-    assert SCREENSHOT.stat().st_size > 10_000
+    shot = tmp_path / "dashboard.png"
+    page.screenshot(path=str(shot), full_page=True)
+    assert shot.stat().st_size > 10_000
+
+
+def test_times_are_labelled_chain_time_and_the_header_says_how_far_it_is_from_the_wall_clock(
+    page: Any, stack: Stack,
+) -> None:
+    stack.chain.advance(601)  # as the README's walkthrough does: the chain clock runs ahead
+    stack.approve("client")
+    posted = stack.http.post("/v1/jobs", json=stack.signed_job(texts=["what time is it"])).json()
+    stack.wait_indexed(posted["block_number"])
+    page.goto(f"{stack.base_url}/#/jobs/{posted['job_id']}")
+    page.wait_for_selector('#job-status[data-status="posted"]', timeout=15_000)
+    page.wait_for_selector("#chain-clock[data-offset]", timeout=15_000)
+    offset = int(page.get_attribute("#chain-clock", "data-offset"))
+    assert 500 <= offset <= 700, offset
+    clock = page.locator("#chain-clock").inner_text()
+    assert "chain time" in clock and "10 min ahead of wall clock" in clock, clock
+    stamp = page.locator("#job-timeline li time.chain-time").first
+    assert "(chain)" in stamp.inner_text() and "chain time" in (stamp.get_attribute("title") or "")
+    assert int(stamp.get_attribute("data-chain-time")) == stack.http.get(
+        f"/v1/jobs/{posted['job_id']}").json()["history"][0]["at"]
+
+
+def test_a_job_paid_through_an_api_key_shows_the_wallet_that_paid(page: Any, stack: Stack) -> None:
+    import threading
+
+    import httpx
+
+    wallet, relayer = stack.address("client"), stack.address("relayer")
+    stack.approve("client", 1 * USD, spender=relayer)
+    api_key, body = grant(stack, "client", cap=1 * USD)
+    assert stack.http.post("/v1/api-keys", json=body).status_code == 201
+    before = stack.hearth.market.functions.jobCount().call()
+    answers: list[httpx.Response] = []
+
+    def call() -> None:  # waits for a delivery, which this test makes by hand below
+        with httpx.Client(base_url=stack.base_url, timeout=120) as c:
+            answers.append(c.post("/v1/embeddings", json={"model": "all-MiniLM-L6-v2", "input": "who paid?"},
+                                  headers={"authorization": f"Bearer {api_key}"}))
+
+    t = threading.Thread(target=call, daemon=True)
+    t.start()
+    for _ in range(300):
+        if stack.hearth.market.functions.jobCount().call() > before:
+            break
+        time.sleep(0.05)
+    job_id = before + 1
+    for _ in range(300):  # indexed, and the gateway has booked the charge against it
+        if stack.http.get(f"/v1/jobs/{job_id}").json().get("paid_by"):
+            break
+        time.sleep(0.05)
+    page.goto(f"{stack.base_url}/#/jobs/{job_id}")
+    page.wait_for_selector('#job-status[data-status="posted"]', timeout=15_000)
+    assert page.get_attribute("#job-meta", "data-payer") == wallet
+    meta = page.locator("#job-meta").inner_text()
+    assert "Paid by" in meta and wallet in meta and f"{relayer} (this gateway's relayer" in meta
+
+    deliver(stack, job_id, np.zeros((1, 384), dtype="<f4").tobytes())
+    t.join(60)
+    assert answers and answers[0].status_code == 200, answers
+
+
+def test_a_job_that_does_not_exist_says_so(page: Any, stack: Stack) -> None:
+    count = stack.hearth.market.functions.jobCount().call()
+    page.goto(f"{stack.base_url}/#/jobs/9999")
+    page.wait_for_selector('#job-status[data-status="job_not_found"]', timeout=15_000)
+    assert page.locator("#job-status").inner_text() == "does not exist"
+    missing = page.locator("#job-missing")
+    assert missing.is_visible() and f"job 9999 does not exist: the market has {count} jobs" in missing.inner_text()
+    assert "not indexed" not in page.locator("#view-job").inner_text()
+
+
+def test_without_a_wallet_the_submit_page_explains_how_to_use_a_devnet_account(browser: Any, stack: Stack) -> None:
+    for pg in _page(browser, stack, wallet=False):
+        pg.goto(stack.base_url + "/#/submit")
+        pg.click("#connect")
+        help_box = pg.locator("#wallet-help")
+        help_box.wait_for(state="visible", timeout=10_000)
+        text = help_box.inner_text()
+        assert ".hearth/devnet-accounts.json" in text and "private key" in text
+        assert stack.devnet.manifest.rpc_url in text and str(stack.hearth.chain_id) in text
+        assert pg.locator("#submit").is_disabled()
+
+
+def test_the_api_docs_render_with_no_network_but_the_gateway(browser: Any, stack: Stack) -> None:
+    ctx = browser.new_context()
+    outside: list[str] = []
+
+    def only_local(route: Any) -> None:
+        if route.request.url.startswith(stack.base_url):
+            route.continue_()
+        else:
+            outside.append(route.request.url)
+            route.abort()
+
+    ctx.route("**/*", only_local)
+    try:
+        pg = ctx.new_page()
+        pg.goto(stack.base_url + "/docs")
+        pg.wait_for_selector(".opblock", timeout=20_000)
+        assert pg.locator(".opblock").count() >= 20
+        assert any("/v1/embeddings" in t for t in pg.locator(".opblock-summary").all_inner_texts())
+        assert outside == [], outside
+    finally:
+        ctx.close()

@@ -70,6 +70,9 @@ def test_the_openai_client_gets_embeddings_equal_to_the_worker_encoders(stack: S
 
     job = stack.http.get(f"/v1/jobs/{info['job_id']}").json()
     assert job["status"] == "delivered" and job["client"] == relayer and job["provider"] == stack.address("provider")
+    assert job["paid_by"] == wallet, "the job names the wallet that paid, not only the relayer"
+    listed = stack.http.get("/v1/jobs", params={"client": relayer}).json()["items"]
+    assert next(j for j in listed if j["job_id"] == info["job_id"])["paid_by"] == wallet
     result = stack.http.get(f"/v1/jobs/{info['job_id']}/result").json()
     assert result["verification"]["output_hash_matches_receipt"]
     assert result["receipt"]["output_hash"] == info["output_hash"]
@@ -115,3 +118,33 @@ def test_the_gateway_never_spends_beyond_the_cap_or_the_allowance(stack: Stack, 
 
 def _session(stack: Stack) -> str:
     return sign_in(stack, "client")
+
+
+def test_token_id_arrays_are_embedded_as_their_text_and_billed_by_their_tokens(stack: Stack, worker: Any) -> None:
+    from worker.model.encoder import Encoder
+    from worker.model.weights import MiniLMTokenizer
+
+    h = stack.hearth
+    wallet = stack.address("client")
+    stack.approve("client", 1 * USD, spender=stack.address("relayer"))
+    api_key = key_for(stack, "client", cap=1 * USD)
+    price = stack.devnet.manifest.models[0].price_per_unit
+    texts = ["hello world", "Receipts bind every result on-chain."]
+    ids = MiniLMTokenizer().encode_ids(texts)  # [CLS] ... [SEP], as OpenAI clients send tiktoken ids
+    expected = Encoder(backend="torch", dtype="fp32").encode(texts)
+
+    before = h.usd.functions.balanceOf(wallet).call()
+    many = client(stack, api_key).embeddings.create(model="all-MiniLM-L6-v2", input=ids, encoding_format="float")
+    got = np.array([d.embedding for d in many.data], dtype=np.float32)
+    assert np.array_equal(got, expected)
+    given = sum(len(x) for x in ids)
+    assert many.usage.prompt_tokens == given
+    assert h.usd.functions.balanceOf(wallet).call() == before - given * price
+
+    one = client(stack, api_key).embeddings.create(model="all-MiniLM-L6-v2", input=ids[0], encoding_format="float")
+    assert np.array_equal(np.array(one.data[0].embedding, dtype=np.float32), expected[0])
+    assert one.usage.prompt_tokens == len(ids[0])
+
+    with pytest.raises(openai.BadRequestError) as exc:
+        client(stack, api_key).embeddings.create(model="all-MiniLM-L6-v2", input=[[101, 10**6, 102]])
+    assert exc.value.body["reason"] == "invalid_token_id"  # type: ignore[index]

@@ -5,6 +5,7 @@ requests refused with a machine-readable reason, nothing relayed and nothing sto
 from __future__ import annotations
 
 import base64
+import json
 import logging
 import os
 from collections.abc import Callable
@@ -12,7 +13,7 @@ from typing import Any
 
 import pytest
 from eth_utils import keccak
-from gateway_stack import PROVIDER, USD, Stack, deliver
+from gateway_stack import PROVIDER, USD, Stack, deliver, upload
 
 from contracts import eip712
 
@@ -86,7 +87,7 @@ def test_a_result_without_the_output_blob_is_reported_unverifiable(approved: Sta
     job_id = stack.http.post("/v1/jobs", json=stack.signed_job(texts=["lost output"])).json()["job_id"]
     early = stack.http.get(f"/v1/jobs/{job_id}/result").json()
     assert early["error"]["reason"] in ("result_not_ready", "job_not_found")
-    deliver(stack, job_id, os.urandom(1536), upload=False)
+    deliver(stack, job_id, os.urandom(1536), upload_output=False)
     stack.wait_status(job_id, "delivered")
     v = stack.http.get(f"/v1/jobs/{job_id}/result").json()["verification"]
     assert v["output_available"] is False and v["output_hash_matches_receipt"] is False
@@ -128,7 +129,7 @@ def test_typed_data_prices_a_stored_input_and_signs_into_a_postable_job(approved
 
     stack = approved
     data = b'{"texts":["priced by the gateway"]}'
-    up = stack.http.post("/v1/blobs", content=data).json()
+    up = upload(stack, data, "client").json()
     params = {"client": stack.address("client"), "input_hash": up["id"]}
     td = stack.http.get("/v1/jobs/typed-data", params=params).json()
     from worker.model.weights import MiniLMTokenizer
@@ -255,6 +256,27 @@ def _bad_address(stack: Stack) -> tuple[dict[str, Any], str]:
     return b, b["request"]["inputHash"]
 
 
+def _lone_surrogate(stack: Stack) -> tuple[bytes, None]:
+    b = _job(stack)
+    b["input"] = '{"texts":["abc\ud800def"]}'  # a JSON string no UTF-8 can hold (issue 14, item 1)
+    return json.dumps(b).encode(), None  # ensure_ascii: the surrogate travels as the escape \ud800
+
+
+def _escaped_surrogate(stack: Stack) -> tuple[dict[str, Any], str]:
+    b = stack.signed_job(data=b'{"texts":["ok","x\\udfff"]}')  # valid UTF-8 bytes, a lone surrogate once parsed
+    return b, b["request"]["inputHash"]
+
+
+def _empty_text(stack: Stack) -> tuple[dict[str, Any], str]:
+    b = stack.signed_job(texts=["fine", ""])
+    return b, b["request"]["inputHash"]
+
+
+def _whitespace_text(stack: Stack) -> tuple[dict[str, Any], str]:
+    b = stack.signed_job(texts=[" \n\t\u3000"])
+    return b, b["request"]["inputHash"]
+
+
 def _malformed_json(stack: Stack) -> tuple[bytes, None]:
     return b'{"request": {"client": ', None
 
@@ -284,6 +306,10 @@ BAD: list[tuple[str, Forge, int, str]] = [
     ("a zero payment", _zero_payment, 400, "zero_payment"),
     ("both input and blob_id", _both_inputs, 400, "input_required"),
     ("a blob id that was never uploaded", _unknown_blob, 422, "blob_not_found"),
+    ("a lone surrogate in the input", _lone_surrogate, 400, "invalid_unicode"),
+    ("a lone surrogate escaped inside the input's JSON", _escaped_surrogate, 400, "invalid_unicode"),
+    ("an empty text", _empty_text, 400, "empty_input"),
+    ("a whitespace-only text", _whitespace_text, 400, "empty_input"),
 ]
 
 
@@ -310,7 +336,10 @@ def test_bad_job_submissions_are_refused_with_a_reason_and_nothing_relayed_or_st
 
 
 def test_unknown_jobs_and_bad_ids_are_4xx(stack: Stack) -> None:
-    assert stack.http.get("/v1/jobs/999999").json()["error"]["reason"] == "job_not_found"
+    missing = stack.http.get("/v1/jobs/999999").json()["error"]
+    count = stack.hearth.market.functions.jobCount().call()
+    assert missing["reason"] == "job_not_found" and missing["details"]["job_count"] == count
+    assert f"the market has {count} jobs" in missing["message"]
     assert stack.http.get("/v1/jobs/999999").status_code == 404
     assert stack.http.get("/v1/jobs/0").status_code == 422
     assert stack.http.get(f"/v1/jobs/{2**70}").status_code == 422

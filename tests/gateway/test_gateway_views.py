@@ -14,7 +14,7 @@ import pytest
 from eth_account import Account
 from eth_account.messages import encode_defunct
 from eth_utils import keccak
-from gateway_stack import USD, Stack, deliver, grant, sign_in, siwe_message, sse_events
+from gateway_stack import PROVIDER, USD, Stack, deliver, grant, sign_in, siwe_message, sse_events, upload
 
 # ---------------------------------------------------------------------------- blobs
 
@@ -22,16 +22,16 @@ from gateway_stack import USD, Stack, deliver, grant, sign_in, siwe_message, sse
 def test_blobs_are_content_addressed_and_checked_on_both_sides(stack: Stack) -> None:
     data = os.urandom(2048)
     bid = "0x" + keccak(data).hex()
-    r = stack.http.post("/v1/blobs", content=data, params={"id": bid})
+    r = upload(stack, data, id=bid)
     assert r.status_code == 201 and r.json() == {"id": bid, "size": 2048}
-    assert stack.http.post("/v1/blobs", content=data).json()["id"] == bid  # idempotent
+    assert upload(stack, data).json()["id"] == bid  # idempotent
     got = stack.http.get(f"/v1/blobs/{bid}")
     assert got.content == data and got.headers["x-content-keccak256"] == bid
     assert stack.http.head(f"/v1/blobs/{bid}").status_code == 200
 
-    wrong = stack.http.post("/v1/blobs", content=b"other bytes", params={"id": bid})
+    wrong = upload(stack, b"other bytes", id=bid)
     assert wrong.status_code == 400 and wrong.json()["error"]["reason"] == "blob_hash_mismatch"
-    big = stack.http.post("/v1/blobs", content=b"x" * (stack.settings.max_blob_bytes + 1))
+    big = upload(stack, b"x" * (stack.settings.max_blob_bytes + 1))
     assert big.status_code == 413 and big.json()["error"]["reason"] in ("blob_too_large", "body_too_large")
     missing = "0x" + "11" * 32
     assert stack.http.get(f"/v1/blobs/{missing}").json()["error"]["reason"] == "blob_not_found"
@@ -48,10 +48,66 @@ def test_blobs_are_content_addressed_and_checked_on_both_sides(stack: Stack) -> 
 def test_the_worker_http_blob_client_round_trips_through_the_gateway(stack: Stack) -> None:
     from worker.blobs import HttpBlobStore
 
-    store = HttpBlobStore(stack.base_url)
+    store = HttpBlobStore(stack.base_url, key=stack.key("verifier"))  # signs in with Ethereum to upload
     data = b'{"texts":["via the worker client"]}'
     bid = store.put(data)
     assert store.has(bid) and store.get(bid) == data
+    store._token = "expired-or-revoked"  # a lost session: the client signs in again, once
+    assert store.put(data + b" ") == "0x" + keccak(data + b" ").hex()
+
+    anonymous = HttpBlobStore(stack.base_url)
+    from worker.blobs import BlobError
+
+    with pytest.raises(BlobError, match="401"):
+        anonymous.put(b"no identity")
+
+
+def test_blob_uploads_need_a_session_or_an_api_key_and_store_nothing_otherwise(stack: Stack) -> None:
+    data = os.urandom(700)
+    bid = "0x" + keccak(data).hex()
+    for headers, reason in (({}, "not_signed_in"), ({"authorization": "Bearer forged"}, "session_expired")):
+        r = stack.http.post("/v1/blobs", content=data, headers=headers)
+        assert r.status_code == 401 and r.json()["error"]["reason"] == reason, r.text
+        assert not stack.ctx.blobs.has(bid)
+    # An API key names the wallet that granted it: that wallet holds the upload.
+    api_key, body = grant(stack, "client2")
+    assert stack.http.post("/v1/api-keys", json=body).status_code == 201
+    r = stack.http.post("/v1/blobs", content=data, headers={"authorization": f"Bearer {api_key}"})
+    assert r.status_code == 201 and stack.ctx.blobs.has(bid)
+    from sqlmodel import Session
+
+    from gateway import store
+
+    with Session(stack.ctx.db_engine) as s:
+        assert s.get(store.BlobUpload, (bid, "wallet:" + stack.address("client2"))) is not None
+
+
+def test_each_wallet_holds_at_most_its_quota_of_unexpired_uploads(stack: Stack) -> None:
+    from dataclasses import replace
+
+    ctx = stack.ctx
+    saved = ctx.blob_policy
+    ctx.blob_policy = replace(saved, quota_bytes=2500)  # an injected small quota for a client
+    try:
+        # spare starts holding nothing (the module's other uploads are other wallets').
+        blobs = [os.urandom(1000) for _ in range(3)]
+        assert upload(stack, blobs[0], "spare").status_code == 201
+        assert upload(stack, blobs[1], "spare").status_code == 201
+        assert upload(stack, blobs[0], "spare").status_code == 201, "renewing a blob it holds costs nothing"
+        refused = upload(stack, blobs[2], "spare")
+        assert refused.status_code == 429, refused.text
+        err = refused.json()["error"]
+        assert err["reason"] == "blob_quota_exceeded" and err["type"] == "insufficient_quota"
+        assert 1 <= int(refused.headers["retry-after"]) <= saved.retention_s
+        assert not stack.ctx.blobs.has("0x" + keccak(blobs[2]).hex()), "a refused upload stores nothing"
+        # The quota is per wallet, and a registered provider gets the provider quota.
+        assert upload(stack, blobs[2], "client").status_code == 201
+        assert upload(stack, os.urandom(2000), PROVIDER).status_code == 201
+        ctx.blob_policy = replace(saved, quota_bytes=2500, store_max_bytes=1)
+        full = upload(stack, os.urandom(10), "client")
+        assert full.status_code == 507 and full.json()["error"]["reason"] == "blob_store_full"
+    finally:
+        ctx.blob_policy = saved
 
 
 def test_an_s3_compatible_store_fits_the_same_interface() -> None:
@@ -266,11 +322,103 @@ def test_forged_api_key_grants_are_refused(stack: Stack, attack: str, reason: st
     assert r.status_code == 400 and r.json()["error"]["reason"] == reason, r.text
 
 
+def _embeddings_key(stack: Stack) -> str:
+    """An API key of ``client`` whose wallet allows the relayer to pull: a valid request would be charged."""
+    stack.approve("client", 1 * USD, spender=stack.address("relayer"))
+    api_key, body = grant(stack, "client", cap=1 * USD)
+    assert stack.http.post("/v1/api-keys", json=body).status_code == 201
+    return api_key
+
+
+BAD_EMBEDDINGS: list[tuple[str, Any, str]] = [
+    ("a lone high surrogate", "abc\ud800def", "invalid_unicode"),
+    ("a lone low surrogate in a list", ["ok", "x\udfff"], "invalid_unicode"),
+    ("an empty string", "", "empty_input"),
+    ("a whitespace-only string", " \n\t ", "empty_input"),
+    ("an empty string in a list", ["fine", ""], "empty_input"),
+    ("an empty list", [], "empty_input"),
+    ("an empty token array", [[]], "empty_input"),
+    ("only special tokens", [101, 102], "empty_input"),
+    ("a token id past the vocabulary", [101, 30522, 102], "invalid_token_id"),
+    ("a negative token id", [[101, -1, 102]], "invalid_token_id"),
+]
+
+
+@pytest.mark.parametrize(("what", "value", "reason"), BAD_EMBEDDINGS, ids=[b[0] for b in BAD_EMBEDDINGS])
+def test_bad_embeddings_input_is_a_400_in_openais_shape_and_nothing_is_charged(
+    stack: Stack, what: str, value: Any, reason: str,
+) -> None:
+    import json
+
+    from sqlmodel import Session
+
+    from gateway import apikeys, store
+
+    api_key = _embeddings_key(stack)
+    wallet = stack.address("client")
+    before = stack.hearth.usd.functions.balanceOf(wallet).call()
+    sent = stack.hearth.w3.eth.get_transaction_count(stack.address("relayer"))
+    body = json.dumps({"model": "all-MiniLM-L6-v2", "input": value})  # ensure_ascii: surrogates as escapes
+    r = stack.http.post("/v1/embeddings", content=body,
+                        headers={"authorization": f"Bearer {api_key}", "content-type": "application/json"})
+    assert r.status_code == 400, r.text
+    err = r.json()["error"]
+    assert err["code"] == err["reason"] == reason and err["type"] == "invalid_request_error" and err["message"]
+    assert stack.hearth.usd.functions.balanceOf(wallet).call() == before, "nothing charged"
+    assert stack.hearth.w3.eth.get_transaction_count(stack.address("relayer")) == sent, "nothing relayed"
+    with Session(stack.ctx.db_engine) as s:
+        key = s.get(store.ApiKey, apikeys.api_key_hash(api_key))
+        assert key is not None and key.spent == 0
+
+
+def test_the_gateway_counts_and_decodes_tokens_without_torch() -> None:
+    import subprocess
+    import sys
+
+    code = ("import sys, gateway.app\n"
+            "from worker.node.tokenizer import TextTokenizer\n"
+            "t = TextTokenizer()\n"
+            "assert t.decode_ids([[101, 7592, 102]]) == ['hello'] and t.count_tokens(['hello']) == [3]\n"
+            "assert 'torch' not in sys.modules, 'torch was imported'\n")
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
+    from worker.model.weights import MiniLMTokenizer
+    from worker.node.tokenizer import TextTokenizer
+
+    texts = ["Hearth runs inference.", "短い文", " spaced  out ", "x" * 3000]
+    assert TextTokenizer().count_tokens(texts) == MiniLMTokenizer().count_tokens(texts)
+
+
 def test_embeddings_need_a_known_api_key(stack: Stack) -> None:
     body = {"model": "all-MiniLM-L6-v2", "input": "hello"}
     assert stack.http.post("/v1/embeddings", json=body).json()["error"]["reason"] == "missing_api_key"
     r = stack.http.post("/v1/embeddings", json=body, headers={"authorization": "Bearer nope"})
     assert r.status_code == 401 and r.json()["error"]["reason"] == "invalid_api_key"
+
+
+# ---------------------------------------------------------------------------- docs and favicon
+
+
+def test_the_api_docs_load_every_asset_from_this_gateway(stack: Stack) -> None:
+    import re
+
+    for page in ("/docs", "/redoc"):
+        r = stack.http.get(page)
+        assert r.status_code == 200 and "text/html" in r.headers["content-type"]
+        urls = re.findall(r"""(?:src|href)=["']([^"']+)["']|url: ?["']([^"']+)["']""", r.text)
+        refs = [a or b for a, b in urls]
+        assert refs and not [u for u in refs if "//" in u], f"{page} refers elsewhere: {refs}"
+        scripts = [u for u in refs if u.endswith(".js")]
+        assert scripts, refs
+        for u in refs:
+            got = stack.http.get(u)
+            assert got.status_code == 200 and len(got.content) > 0, (page, u, got.status_code)
+    assert stack.http.get("/openapi.json").json()["paths"]
+
+
+def test_the_favicon_is_served(stack: Stack) -> None:
+    r = stack.http.get("/favicon.ico")
+    assert r.status_code == 200 and r.headers["content-type"] == "image/x-icon"
+    assert r.content[:4] == b"\x00\x00\x01\x00"  # an ICO file
 
 
 # ---------------------------------------------------------------------------- limits and metrics
@@ -300,3 +448,55 @@ def test_metrics_are_exported_for_prometheus(stack: Stack) -> None:
     assert "hearth_gateway_request_seconds_bucket" in text and "hearth_gateway_rejected_total" in text
     health = stack.http.get("/healthz").json()
     assert health["ok"] and health["index_ok"] and health["feed_running"]
+
+
+# ---------------------------------------------------------------------------- blob retention
+# Last in the module: the sweeps below run with a clock past every upload's expiry.
+
+
+def test_blob_retention_must_outlast_the_challenge_window(stack: Stack) -> None:
+    from gateway.app import create_app
+    from gateway.errors import ConfigurationError
+
+    window = stack.hearth.market.functions.params().call()[6]
+    with pytest.raises(ConfigurationError, match="challenge window"):
+        create_app(stack.settings.model_copy(update={"blob_retention_s": window}), manifest=stack.devnet.manifest)
+    create_app(stack.settings.model_copy(update={"blob_retention_s": window + 1}), manifest=stack.devnet.manifest)
+
+
+def test_the_sweeper_deletes_expired_blobs_unless_an_open_job_names_them(stack: Stack) -> None:
+    from gateway.retention import BlobSweeper
+
+    ctx = stack.ctx
+    stack.approve("client")
+    loose = os.urandom(900)
+    loose_id = upload(stack, loose, "client").json()["id"]
+    job = stack.signed_job(texts=["kept while the job is open"])
+    held_id = job["request"]["inputHash"]
+    assert upload(stack, job["input"].encode(), "client").status_code == 201
+    posted = stack.http.post("/v1/jobs", json={**{k: v for k, v in job.items() if k != "input"}, "blob_id": held_id})
+    assert posted.status_code == 201, posted.text
+    stack.wait_indexed(posted.json()["block_number"])
+    untracked = ctx.blobs.store.put(b"written by a local worker, not through the API")
+
+    retention = ctx.blob_policy.retention_s
+    later = int(time.time()) + retention + 10
+    # Before expiry nothing goes.
+    assert BlobSweeper(ctx.blobs, ctx.db_engine, ctx.index_engine, ctx.blob_policy, 1).sweep()[0] == []
+    deleted, kept = BlobSweeper(ctx.blobs, ctx.db_engine, ctx.index_engine, ctx.blob_policy, 1,
+                                clock=lambda: later).sweep()
+    assert loose_id in deleted and held_id in kept and held_id not in deleted
+    assert stack.http.get(f"/v1/blobs/{loose_id}").json()["error"]["reason"] == "blob_not_found"
+    assert stack.http.get(f"/v1/blobs/{held_id}").status_code == 200
+    assert ctx.blobs.has(untracked), "blobs the gateway did not accept are not its to delete"
+    # The open job's input was renewed for a further period; once the job is over, it goes.
+    much_later = later + retention + 10
+    assert held_id in BlobSweeper(ctx.blobs, ctx.db_engine, ctx.index_engine, ctx.blob_policy, 1,
+                                  clock=lambda: much_later).sweep()[1], "still open: kept again"
+    stack.chain.advance(901)  # past the job's deadline: nobody claimed it
+    rcpt = stack.hearth.refund(stack.key("client"), posted.json()["job_id"])
+    stack.wait_indexed(rcpt["blockNumber"])
+    assert stack.http.get(f"/v1/jobs/{posted.json()['job_id']}").json()["status"] == "refunded"
+    deleted, kept = BlobSweeper(ctx.blobs, ctx.db_engine, ctx.index_engine, ctx.blob_policy, 1,
+                                clock=lambda: much_later + retention + 10).sweep()
+    assert held_id in deleted and not ctx.blobs.has(held_id)

@@ -15,9 +15,9 @@ from pathlib import Path
 import torch
 from eth_hash.auto import keccak
 from safetensors import safe_open
-from tokenizers import Tokenizer
 
 from worker.model.errors import ModelFilesNotFoundError, UnsupportedConfigError
+from worker.node.tokenizer import TextTokenizer
 
 logger = logging.getLogger(__name__)
 
@@ -229,31 +229,20 @@ class TokenBatch:
         return [int(n) for n in self.attention_mask.sum(dim=1).tolist()]
 
 
-class MiniLMTokenizer:
+class MiniLMTokenizer(TextTokenizer):
     """WordPiece tokenizer of the model, truncating to `MAX_SEQ_LENGTH` like sentence-transformers.
 
     The shipped `tokenizer.json` carries a fixed padding to 128 and truncation at 128; both are
     replaced here by no padding and longest-first truncation at `max_length` tokens, special
-    tokens ([CLS], [SEP]) included, which is what sentence-transformers does.
+    tokens ([CLS], [SEP]) included, which is what sentence-transformers does. Counting and
+    decoding live in the torch-free :class:`worker.node.tokenizer.TextTokenizer` (the gateway's).
     """
 
     def __init__(self, root: Path | None = None, max_length: int = MAX_SEQ_LENGTH) -> None:
         path = (model_dir() if root is None else root) / TOKENIZER_FILE
         if not path.is_file():
             raise ModelFilesNotFoundError(f"{path} not found")
-        self.max_length = max_length
-        self._tok = Tokenizer.from_file(str(path))
-        self._tok.no_padding()
-        self._tok.enable_truncation(max_length=max_length, strategy="longest_first")
-
-    def encode_ids(self, texts: Sequence[str]) -> list[list[int]]:
-        """Token ids of each text, with [CLS] and [SEP], unpadded."""
-        encodings = self._tok.encode_batch(list(texts), add_special_tokens=True)
-        return [list(e.ids) for e in encodings]
-
-    def count_tokens(self, texts: Sequence[str]) -> list[int]:
-        """Number of non-padding tokens each text is run with (the billing `units`)."""
-        return [len(ids) for ids in self.encode_ids(texts)]
+        super().__init__(path, max_length)
 
     def __call__(self, texts: Sequence[str]) -> TokenBatch:
         """Padded `input_ids` and `attention_mask` (pad id 0), as sentence-transformers builds."""

@@ -111,7 +111,7 @@ def build_node(
 ) -> Node:
     """A node wired from settings (any part can be passed in instead, e.g. a shared executor)."""
     h = hearth or load_hearth(settings)
-    store = store or open_blob_store(settings.data_dir, settings.blob_url)
+    store = store or open_blob_store(settings.data_dir, settings.blob_url, key)
     executor = executor or build_executor(settings, store)
     source: JobSource | None = None
     if settings.indexer_database_url:
