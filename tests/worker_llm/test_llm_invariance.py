@@ -30,7 +30,7 @@ N_REQUESTS = 33
 def _requests(vocab: int, n: int, seed: int) -> list[tuple[list[int], SamplingParams]]:
     rng = random.Random(seed)
     out = []
-    for i in range(n):
+    for _ in range(n):
         prompt = [rng.randrange(vocab) for _ in range(rng.randint(1, 40))]
         params = SamplingParams(
             max_tokens=rng.randint(1, 12),
