@@ -10,7 +10,10 @@ import os
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
+from collections.abc import Iterator  # noqa: E402
+
 import pytest  # noqa: E402
+import torch  # noqa: E402
 
 from worker.model.llm import (  # noqa: E402
     ChatTokenizer,
@@ -32,6 +35,18 @@ TINY = LlamaConfig(
     max_positions=512,
 )
 """A small Llama (GQA, 2 query heads per key/value head) whose widths are multiples of 16."""
+
+
+@pytest.fixture(scope="package", autouse=True)
+def _one_thread() -> Iterator[None]:
+    """One intra-op thread: on a shared 2-core machine OpenMP barriers stall many small ops.
+
+    Results do not depend on the thread count (tested with 2 threads in test_llm_invariance).
+    """
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="session")
