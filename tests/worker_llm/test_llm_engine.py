@@ -1,0 +1,124 @@
+"""The continuous-batching engine: joining and leaving, finishing, pages, bad input."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from worker.model.errors import InvalidInputError
+from worker.model.llm import (
+    CacheFullError,
+    ChatTokenizer,
+    Completion,
+    Engine,
+    LlamaForward,
+    SamplingParams,
+)
+
+
+def _prompt(seed: int, n: int, vocab: int = 256) -> list[int]:
+    rng = random.Random(seed)
+    return [rng.randrange(vocab) for _ in range(n)]
+
+
+def _alone(forward: LlamaForward, prompt: list[int], params: SamplingParams) -> Completion:
+    engine = Engine(forward, record_logits=True, num_pages=64)
+    engine.add("x", prompt, params)
+    return engine.run()["x"]
+
+
+def test_requests_joining_and_leaving_at_every_step_get_the_tokens_they_get_alone(
+    tiny_forward: LlamaForward,
+) -> None:
+    specs = [(_prompt(i, 3 + 5 * i), SamplingParams(max_tokens=2 + i % 5, seed=i, ignore_eos=True)) for i in range(10)]
+    engine = Engine(tiny_forward, record_logits=True, num_pages=256, prefill_chunk=4)
+    done: dict[str, Completion] = {}
+    running_counts = []
+    for i, (prompt, params) in enumerate(specs):
+        engine.add(str(i), prompt, params)  # a new request before every step
+        engine.step()
+        running_counts.append(engine.num_running)
+        done.update(engine.pop_finished())
+    done.update(engine.run())
+    assert len(set(running_counts)) > 1  # the batch changed size as requests came and went
+    for i, (prompt, params) in enumerate(specs):
+        ref = _alone(tiny_forward, prompt, params)
+        got = done[str(i)]
+        assert got.output_ids == ref.output_ids
+        assert got.logits is not None and ref.logits is not None
+        assert got.logits.numpy().tobytes() == ref.logits.numpy().tobytes()
+
+
+def test_max_tokens_ends_a_request_with_finish_reason_length(tiny_forward: LlamaForward) -> None:
+    c = _alone(tiny_forward, _prompt(1, 9), SamplingParams(max_tokens=5, ignore_eos=True))
+    assert len(c.output_ids) == 5 and c.finish_reason == "length"
+
+
+def test_an_end_of_sequence_token_ends_a_request_with_finish_reason_stop(tiny_forward: LlamaForward) -> None:
+    free = _alone(tiny_forward, _prompt(2, 9), SamplingParams(max_tokens=8, temperature=0.0, ignore_eos=True))
+    eos = free.output_ids[3]
+    first = free.output_ids.index(eos)
+    engine = Engine(tiny_forward, num_pages=64, eos_ids=[eos])
+    engine.add("x", _prompt(2, 9), SamplingParams(max_tokens=8, temperature=0.0))
+    c = engine.run()["x"]
+    assert c.finish_reason == "stop"
+    assert c.output_ids == free.output_ids[: first + 1]
+
+
+def test_a_stop_string_ends_the_text_before_it(smol_forward: LlamaForward, chat_tokenizer: ChatTokenizer) -> None:
+    prompt = chat_tokenizer.encode_chat([{"role": "user", "content": "Count from 1 to 10, separated by commas."}])
+
+    def run(params: SamplingParams) -> Completion:
+        engine = Engine(smol_forward, chat_tokenizer, num_pages=64)
+        engine.add("x", prompt, params)
+        return engine.run()["x"]
+
+    free = run(SamplingParams(max_tokens=12, temperature=0.0))
+    assert len(free.text) > 8
+    stop = free.text[4:7]
+    cut = run(SamplingParams(max_tokens=12, temperature=0.0, stop=(stop, "never-seen")))
+    assert cut.finish_reason == "stop"
+    assert cut.text == free.text[: free.text.index(stop)]
+    assert cut.output_ids == free.output_ids[: len(cut.output_ids)]
+    assert len(cut.output_ids) < len(free.output_ids)
+
+
+def test_pages_are_returned_when_requests_finish_and_waiting_requests_then_join(tiny_forward: LlamaForward) -> None:
+    # Each request needs 3 pages of 16; 7 pages hold two at a time.
+    engine = Engine(tiny_forward, num_pages=7, page_size=16, record_logits=True)
+    specs = [(_prompt(i, 30), SamplingParams(max_tokens=6, seed=i, ignore_eos=True)) for i in range(5)]
+    for i, (p, s) in enumerate(specs):
+        engine.add(str(i), p, s)
+    engine.step()
+    assert engine.num_running == 2
+    done = engine.run()
+    assert engine.cache.free_pages == 7
+    for i, (p, s) in enumerate(specs):
+        assert done[str(i)].output_ids == _alone(tiny_forward, p, s).output_ids
+
+
+@pytest.mark.parametrize(
+    ("prompt", "params", "error"),
+    [
+        ([], SamplingParams(), InvalidInputError),
+        ([256], SamplingParams(), InvalidInputError),
+        ([1] * 500, SamplingParams(max_tokens=20), InvalidInputError),  # beyond 512 positions
+        ([1] * 100, SamplingParams(max_tokens=100), CacheFullError),  # more than 8 pages of 16
+        ([1], SamplingParams(stop=("x",)), InvalidInputError),  # stop strings without a tokenizer
+    ],
+)
+def test_bad_requests_are_refused_before_anything_runs(
+    tiny_forward: LlamaForward, prompt: list[int], params: SamplingParams, error: type[Exception]
+) -> None:
+    engine = Engine(tiny_forward, num_pages=8)
+    with pytest.raises(error):
+        engine.add("x", prompt, params)
+    assert not engine.has_work and engine.cache.free_pages == 8
+
+
+def test_a_duplicate_request_id_is_refused(tiny_forward: LlamaForward) -> None:
+    engine = Engine(tiny_forward, num_pages=8)
+    engine.add("x", [1, 2], SamplingParams())
+    with pytest.raises(InvalidInputError):
+        engine.add("x", [3], SamplingParams())

@@ -1,0 +1,251 @@
+"""Llama forward in PyTorch over a paged KV cache, batch-invariant by construction.
+
+A token's numbers must not depend on which other tokens share its step (other requests, how a
+prompt is chunked, decode or prefill). Three rules give that:
+
+* Row-wise work (RMSNorm, every linear layer, RoPE, SwiGLU, residual adds, the logits) runs on
+  the packed token axis in blocks of exactly `row_block` rows, the last block zero-padded. Every
+  call therefore has the same shape whatever the batch, so the library takes the same code path
+  and reduction order for each row; a row's result depends on that row alone. (The logits use
+  their own fixed block, `logit_block`.)
+* Attention runs one query token at a time over exactly the keys at positions `0 .. p` of its own
+  sequence (gathered from the paged cache in position order after this step's keys and values
+  were written). Its shapes, and so its reduction order, are a function of the position alone:
+  the same for a token decoded alone, decoded beside 63 others, or prefilled in a chunk of 32.
+  The whole key range is one split: the split size is fixed (the full sequence).
+* Rotary tables are computed once for every position; a token looks its row up.
+
+Independence from the thread count comes from MKL's strict CNR mode (`worker.model._mkl`).
+`invariant=False` drops the padding (one GEMM over the real rows) and runs attention with one
+`scaled_dot_product_attention` per sequence chunk; it exists to measure what invariance costs.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+
+from worker.model.errors import InvalidInputError
+from worker.model.llm.kv_cache import PagedKVCache
+from worker.model.llm.weights import LlamaConfig, LlamaLayer, LlamaWeights
+
+logger = logging.getLogger(__name__)
+
+ROW_BLOCK = 16
+"""Rows per GEMM/row-wise call in the decoder layers. Part of the numerics (KERNEL_VERSION)."""
+LOGIT_BLOCK = 16
+"""Rows per call of the final norm and the (tied) output projection. Part of the numerics."""
+
+LogitsWanted = Literal["none", "last", "all"]
+
+
+@dataclass(frozen=True)
+class SeqChunk:
+    """Consecutive tokens of one sequence to run in a step.
+
+    `start` is the position of the first token; `table` is the sequence's page table and must
+    cover positions up to `start + len(token_ids) - 1`; `logits` says which of the chunk's
+    tokens need next-token logits.
+    """
+
+    token_ids: Sequence[int]
+    start: int
+    table: Sequence[int]
+    logits: LogitsWanted = "last"
+    positions: list[int] = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        if not self.token_ids or self.start < 0:
+            raise InvalidInputError("a chunk needs at least one token and a non-negative start")
+        object.__setattr__(self, "positions", list(range(self.start, self.start + len(self.token_ids))))
+
+    @property
+    def end(self) -> int:
+        """Position one past the chunk's last token (the sequence's cached length after the step)."""
+        return self.start + len(self.token_ids)
+
+    def logit_rows(self) -> range:
+        """Indices, within the chunk, of the tokens that need logits."""
+        n = len(self.token_ids)
+        return {"none": range(0), "last": range(n - 1, n), "all": range(n)}[self.logits]
+
+
+def rope_tables(config: LlamaConfig) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos and sin `[max_positions, head_dim/2]` fp32, computed like transformers' Llama rotary."""
+    d = config.head_dim
+    inv_freq = 1.0 / (config.rope_base ** (torch.arange(0, d, 2, dtype=torch.int64).float() / d))
+    pos = torch.arange(config.max_positions, dtype=torch.int64).float()
+    freqs = pos[:, None] * inv_freq[None, :]
+    return freqs.cos(), freqs.sin()
+
+
+def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
+    """`weight * (x * rsqrt(mean(x^2) + eps))`, row by row (transformers' op order)."""
+    variance = x.pow(2).mean(-1, keepdim=True)
+    return weight * (x * torch.rsqrt(variance + eps))
+
+
+def rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotate adjacent pairs of each head: `x` `[R, heads, D]`, `cos`/`sin` `[R, 1, D/2]`."""
+    r, heads, d = x.shape
+    pairs = x.view(r, heads, d // 2, 2)
+    x0, x1 = pairs[..., 0], pairs[..., 1]
+    return torch.stack((x0 * cos - x1 * sin, x1 * cos + x0 * sin), dim=-1).view(r, heads, d)
+
+
+def attention_in(
+    h: torch.Tensor, layer: LlamaLayer, cos: torch.Tensor, sin: torch.Tensor, config: LlamaConfig
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """RMSNorm + fused QKV projection + RoPE of a row block: queries `[R, H, D]`, keys, values `[R, Hkv, D]`."""
+    c = config
+    x = rms_norm(h, layer.attn_norm, c.rms_eps)
+    qkv = torch.mm(x, layer.qkv.t())
+    r = h.shape[0]
+    q = qkv[:, : c.q_size].reshape(r, c.num_heads, c.head_dim)
+    k = qkv[:, c.q_size : c.q_size + c.kv_size].reshape(r, c.num_kv_heads, c.head_dim)
+    v = qkv[:, c.q_size + c.kv_size :].reshape(r, c.num_kv_heads, c.head_dim)
+    return rope(q, cos, sin), rope(k, cos, sin), v
+
+
+def attention_out_ffn(ctx: torch.Tensor, h: torch.Tensor, layer: LlamaLayer, config: LlamaConfig) -> torch.Tensor:
+    """Output projection + residual, RMSNorm, SwiGLU FFN + residual of a row block."""
+    h = h + torch.mm(ctx, layer.out.t())
+    x = rms_norm(h, layer.ffn_norm, config.rms_eps)
+    gu = torch.mm(x, layer.gate_up.t())
+    a = F.silu(gu[:, : config.ffn]) * gu[:, config.ffn :]
+    return h + torch.mm(a, layer.down.t())
+
+
+def attention_one(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, config: LlamaConfig) -> torch.Tensor:
+    """Softmax attention of one query token `[H*D]` over keys/values `[Hkv, n, D]`: `[H*D]`.
+
+    Grouped-query: the `group` query heads of a key/value head share it. Shapes depend on
+    `n` (the position + 1) only.
+    """
+    c = config
+    qg = q.view(c.num_kv_heads, c.group, c.head_dim)
+    scores = torch.matmul(qg, k.transpose(1, 2)) * (c.head_dim**-0.5)
+    probs = torch.softmax(scores, dim=-1)
+    return torch.matmul(probs, v).view(-1)
+
+
+class LlamaForward:
+    """Runs chunks of sequences through the model, writing their keys and values into a cache.
+
+    `__call__(chunks, cache)` returns fp32 logits `[n, vocab]` for the tokens that asked for
+    them, in chunk order.
+    """
+
+    def __init__(
+        self,
+        weights: LlamaWeights,
+        *,
+        row_block: int = ROW_BLOCK,
+        logit_block: int = LOGIT_BLOCK,
+        invariant: bool = True,
+    ) -> None:
+        if row_block < 1 or logit_block < 1:
+            raise InvalidInputError("row blocks must be positive")
+        self.weights = weights
+        self.config = weights.config
+        self.row_block = row_block
+        self.logit_block = logit_block
+        self.invariant = invariant
+        cos, sin = rope_tables(self.config)
+        self._cos = cos.to(weights.device)
+        self._sin = sin.to(weights.device)
+
+    def _blocks(self, rows: int, block: int) -> list[slice]:
+        if not self.invariant:
+            return [slice(0, rows)]
+        return [slice(r, r + block) for r in range(0, rows, block)]
+
+    def _padded(self, n: int, block: int) -> int:
+        return -(-n // block) * block if self.invariant else n
+
+    @torch.inference_mode()
+    def __call__(self, chunks: Sequence[SeqChunk], cache: PagedKVCache) -> torch.Tensor:
+        c = self.config
+        w = self.weights
+        dev = w.device
+        for ch in chunks:
+            if ch.end > c.max_positions:
+                raise InvalidInputError(f"position {ch.end - 1} beyond the context of {c.max_positions}")
+            if cache.pages_for(ch.end) > len(ch.table):
+                raise InvalidInputError("page table too short for the chunk")
+        ids = [t for ch in chunks for t in ch.token_ids]
+        positions = [p for ch in chunks for p in ch.positions]
+        t = len(ids)
+        rows = self._padded(t, self.row_block)
+        h = torch.zeros((rows, c.hidden), dtype=torch.float32, device=dev)
+        pos = torch.tensor(positions, dtype=torch.int64, device=dev)
+        h[:t] = w.embed[torch.tensor(ids, dtype=torch.int64, device=dev)]
+        cos = torch.zeros((rows, 1, c.head_dim // 2), dtype=torch.float32, device=dev)
+        sin = torch.zeros_like(cos)
+        cos[:t, 0] = self._cos[pos]
+        sin[:t, 0] = self._sin[pos]
+        slots = torch.tensor(
+            [s for ch in chunks for s in cache.slots(ch.table, ch.start, len(ch.token_ids))],
+            dtype=torch.int64,
+            device=dev,
+        )
+        blocks = self._blocks(rows, self.row_block)
+        for li, layer in enumerate(w.layers):
+            q = torch.empty((rows, c.num_heads, c.head_dim), dtype=torch.float32, device=dev)
+            k = torch.empty((rows, c.num_kv_heads, c.head_dim), dtype=torch.float32, device=dev)
+            v = torch.empty_like(k)
+            for b in blocks:
+                q[b], k[b], v[b] = attention_in(h[b], layer, cos[b], sin[b], c)
+            cache.write(li, slots, k[:t], v[:t])  # new keys and values first, then attention
+            ctx = torch.zeros((rows, c.q_size), dtype=torch.float32, device=dev)
+            self._attention(chunks, cache, li, q, ctx)
+            nxt = torch.empty_like(h)
+            for b in blocks:
+                nxt[b] = attention_out_ffn(ctx[b], h[b], layer, c)
+            h = nxt
+        return self._logits(chunks, h)
+
+    def _attention(
+        self, chunks: Sequence[SeqChunk], cache: PagedKVCache, layer: int, q: torch.Tensor, ctx: torch.Tensor
+    ) -> None:
+        c = self.config
+        row = 0
+        for ch in chunks:
+            keys, values = cache.gather(layer, ch.table, ch.end)
+            n = len(ch.token_ids)
+            if self.invariant:
+                for i, p in enumerate(ch.positions):
+                    ctx[row + i] = attention_one(q[row + i], keys[:, : p + 1], values[:, : p + 1], c)
+            else:
+                qh = q[row : row + n].permute(1, 0, 2).unsqueeze(0)  # [1, H, n, D]
+                mask = None
+                if n > 1:
+                    kpos = torch.arange(ch.end, device=q.device)
+                    mask = kpos[None, :] <= torch.tensor(ch.positions, device=q.device)[:, None]
+                out = F.scaled_dot_product_attention(
+                    qh, keys.unsqueeze(0), values.unsqueeze(0), attn_mask=mask, enable_gqa=True
+                )
+                ctx[row : row + n] = out[0].permute(1, 0, 2).reshape(n, c.q_size)
+            row += n
+
+    def _logits(self, chunks: Sequence[SeqChunk], h: torch.Tensor) -> torch.Tensor:
+        c = self.config
+        w = self.weights
+        idx: list[int] = []
+        row = 0
+        for ch in chunks:
+            idx.extend(row + i for i in ch.logit_rows())
+            row += len(ch.token_ids)
+        n = len(idx)
+        rows = self._padded(n, self.logit_block)
+        sel = torch.zeros((rows, c.hidden), dtype=torch.float32, device=h.device)
+        sel[:n] = h[torch.tensor(idx, dtype=torch.int64, device=h.device)]
+        out = torch.empty((rows, c.vocab_size), dtype=torch.float32, device=h.device)
+        for b in self._blocks(rows, self.logit_block):
+            out[b] = torch.mm(rms_norm(sel[b], w.final_norm, c.rms_eps), w.embed.t())
+        return out[:n]
