@@ -34,7 +34,10 @@ pragma solidity ^0.8.28;
 /// Accepted risks: a leaf's `value` is not checked on-chain against the provider's quote (the
 /// gateway values payment receipts at the on-chain quote, and the payer signs only what it
 /// agreed to pay); `units` and the output are what a dispute decides. Until the shared dispute
-/// game is merged, leaf disputes are decided by governance.
+/// game is merged, leaf disputes are decided by governance. Parameter changes apply to batches
+/// already committed (windows are read at each step): lengthening them can leave an older batch
+/// challengeable past the stake lock its commit took, so governance lengthens windows only
+/// together with a matching wait before relying on them.
 interface IBatchSettlement {
     /// @notice A committed batch; its hash is the one word stored per batch.
     struct Batch {
