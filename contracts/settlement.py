@@ -239,6 +239,11 @@ def sign_work_receipt(key: str | bytes, r: WorkReceipt, chain_id: int, settlemen
     return _sign(key, settlement_domain(chain_id, settlement), WORK_RECEIPT_TYPES, r.message())
 
 
+def recover_work_receipt(r: WorkReceipt, signature: bytes, chain_id: int, settlement: str) -> str:
+    """The address that signed a work receipt (the gateway checks it is the serving provider)."""
+    return _recover(settlement_domain(chain_id, settlement), WORK_RECEIPT_TYPES, r.message(), signature)
+
+
 def work_leaf(r: WorkReceipt, chain_id: int, settlement: str) -> bytes:
     """The Merkle leaf of a work receipt."""
     return leaf_hash(work_receipt_digest(r, chain_id, settlement))

@@ -7,7 +7,7 @@ from eth_utils import keccak
 from settlement_kit import Settle
 
 from contracts.merkle import MerkleError, MerkleTree, depth, leaf_hash, verify
-from contracts.settlement import work_receipt_digest
+from contracts.settlement import recover_work_receipt, sign_work_receipt, work_receipt_digest
 
 
 def leaves(n: int) -> list[bytes]:
@@ -51,6 +51,10 @@ def test_contract_leaf_hash_is_the_double_hashed_eip712_digest(settle: Settle) -
     digest = work_receipt_digest(r, settle.chain_id, settle.batches.address)
     assert settle.batches.functions.hashLeaf(r.as_tuple()).call() == keccak(digest)
     assert leaf_hash(digest) == keccak(digest)
+    # The leaf's preimage is exactly what the provider signs off-chain.
+    sig = sign_work_receipt(settle.m.key("provider"), r, settle.chain_id, settle.batches.address)
+    assert recover_work_receipt(r, sig, settle.chain_id, settle.batches.address) == settle.m.addr("provider")
+    assert recover_work_receipt(r, sig, settle.chain_id, settle.escrow.address) != settle.m.addr("provider")
 
 
 def test_tree_builder_refuses_empty_trees_bad_leaves_and_indices_outside() -> None:
