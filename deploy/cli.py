@@ -761,6 +761,10 @@ def _mount_services() -> None:
 
 _mount_services()
 
+from deploy.cli_settlement import mount as _mount_settlement  # noqa: E402 - uses the helpers above
+
+_mount_settlement(app)
+
 
 def main(prog_name: str = "hearth") -> None:
     logging.basicConfig(level=os.environ.get("HEARTH_LOG_LEVEL", "WARNING"),
