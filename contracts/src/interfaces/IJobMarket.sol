@@ -238,7 +238,6 @@ interface IJobMarket {
     error ChallengeWindowOpen(uint256 jobId, uint256 challengeEnd);
     /// @notice The challenger is the provider, or not an eligible provider of the model.
     error ChallengerNotEligible(address challenger);
-    error NoDispute(uint256 jobId);
     /// @notice `drawCommittee` before block drawBlock + 1.
     error DrawNotReady(uint256 jobId, uint256 drawBlock);
     /// @notice `drawCommittee` after block drawBlock + 256: the seed is gone; `resolveDispute`
