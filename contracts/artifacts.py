@@ -10,7 +10,6 @@ from typing import Any
 from contracts.compiler import TEST_DIR, compile_sources
 from contracts.errors import ContractsError
 
-
 #: A library placeholder in unlinked bytecode: ``__$`` + 34 hex digits + ``$__``.
 _PLACEHOLDER = re.compile(r"__\$[0-9a-fA-F]{34}\$__")
 

@@ -6,7 +6,6 @@ from dataclasses import dataclass, fields, replace
 from enum import IntEnum
 from typing import Any
 
-
 ZERO_ADDRESS = "0x" + "00" * 20
 ZERO32 = b"\x00" * 32
 

@@ -10,9 +10,7 @@ import pytest
 from contract_kit import (
     BPS,
     HST,
-    OUTPUT,
     USD,
-    WRONG_OUTPUT,
     Market,
     deploy,
     deploy_market,
