@@ -6,6 +6,10 @@ Gas is the receipt's ``gasUsed`` (the 21,000 base and calldata included), with t
 compiler settings as the deployment (solc version, optimizer runs and EVM version are
 recorded). A job's life is postJob (or postJobWithSig) + claimJob + submitReceipt + finalize.
 
+The dispute steps (challenge, drawCommittee, commitVote, revealVote, resolveDispute) are also
+measured at 10, 100 and 1,000 eligible providers (``--scale``), and the draw before and after
+300 staked providers outside the disputed (model, class) set join: its gas does not change.
+
 Storage writes from zero cost 20,000 gas more than writes to a non-zero slot, so the first job
 on a deployment pays for zeroes the next ones find filled. The lifecycle is therefore reported
 in several keys, all of them measured here, so nothing is hidden:
@@ -43,6 +47,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from eth_account import Account  # noqa: E402
 from eth_utils import keccak  # noqa: E402
 from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
@@ -58,6 +63,9 @@ from deploy.devnet import Devnet, bring_up, free_port  # noqa: E402
 log = logging.getLogger("bench.gas")
 
 LIMIT = 250_000
+#: Staked providers that are not in the disputed model's eligible set, added to show the draw
+#: does not read them (the issue's 300 junk registrations, now each with the minimum stake).
+JUNK = 300
 UNITS = 1_000  # tokens of a typical short embedding request
 GPU = b"cpu".ljust(32, b"\x00")
 MAX = 2**256 - 1
@@ -69,6 +77,7 @@ class Bench:
 
     dn: Devnet
     steps: dict[str, list[int]] = field(default_factory=dict)
+    keys: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.h = self.dn.hearth
@@ -83,6 +92,35 @@ class Bench:
         if step:
             self.steps.setdefault(step, []).append(int(rcpt["gasUsed"]))
         return rcpt
+
+    def send_as(self, address: str, fn: ContractFunction, step: str | None = None) -> TxReceipt:
+        """Sends from a devnet role's or a bench-made provider's address."""
+        key = self.keys.get(address.lower()) or next(a.key for a in self.acc.values()
+                                                     if a.address.lower() == address.lower())
+        rcpt = self.h.sender(key).send(fn)
+        if step:
+            self.steps.setdefault(step, []).append(int(rcpt["gasUsed"]))
+        return rcpt
+
+    def add_provider(self, model_id: bytes, gpu_class: str) -> str:
+        """A new EOA provider, staked the devnet minimum, serving ``model_id`` in ``gpu_class``."""
+        acct = Account.from_key(keccak(text=f"bench provider {len(self.keys)}"))
+        self.keys[acct.address.lower()] = "0x" + bytes(acct.key).hex()
+        self.h.w3.provider.make_request("anvil_setBalance", [acct.address, hex(10**20)])  # type: ignore[arg-type]
+        stake = int(self.h.staking.functions.minStake().call())
+        self.send("deployer", self.h.hst.functions.mint(acct.address, stake))
+        s = self.h.sender(self.keys[acct.address.lower()])
+        s.send(self.h.hst.functions.approve(self.h.staking.address, stake))
+        s.send(self.h.staking.functions.register("http://bench", "x", gpu_class, stake))
+        s.send(self.h.staking.functions.setServing(model_id, True))
+        return str(acct.address)
+
+    def mine_past_draw(self, job_id: int) -> None:
+        """Mines until the latest block is past the dispute's draw block."""
+        draw_block = int(self.h.market.functions.dispute(job_id).call()[4])
+        behind = draw_block + 1 - self.h.w3.eth.block_number
+        if behind > 0:
+            self.h.w3.provider.make_request("anvil_mine", [hex(behind)])  # type: ignore[arg-type]
 
     def advance(self, seconds: int) -> None:
         self.h.w3.provider.make_request("evm_increaseTime", [seconds])  # type: ignore[arg-type]
@@ -154,15 +192,15 @@ class Bench:
         return sum(sum(v[before.get(k, 0):]) for k, v in self.steps.items() if prefix and k.startswith(prefix + ":"))
 
 
-def run(n_jobs: int) -> dict[str, Any]:
+def run(n_jobs: int, scale: list[int]) -> dict[str, Any]:
     dn = bring_up(port=free_port(), write=False)
     try:
-        return measure(Bench(dn), n_jobs)
+        return measure(Bench(dn), n_jobs, scale)
     finally:
         dn.anvil.stop()
 
 
-def measure(b: Bench, n_jobs: int) -> dict[str, Any]:
+def measure(b: Bench, n_jobs: int, scale: list[int]) -> dict[str, Any]:
     h, m = b.h, b.h.market.functions
     exact = UNITS * b.price  # maxPayment of a client that knows its units
     out: dict[str, Any] = {}
@@ -209,45 +247,50 @@ def measure(b: Bench, n_jobs: int) -> dict[str, Any]:
     b.send("relayer", m.refund(j1, job1.as_tuple()), "refund (unclaimed)")
     b.send("relayer", m.refund(j2, job2.as_tuple()), "refund (claimed, penalty slashed)")
 
-    # Disputes: provider wins, provider loses, tie escalated and settled by governance.
-    def dispute(tag: str, votes: dict[str, bool]) -> tuple[int, Job]:
+    # Disputes: provider wins, provider loses, no quorum escalated and settled by governance.
+    def dispute(tag: str, agree: bool | None) -> tuple[int, Job]:
+        """Challenge, draw, and (unless ``agree`` is None) every member commits and reveals."""
         job_id, job = b.post(exact, None, input_tag=tag)
         job = b.claim(job_id, job, None)
         job = b.deliver(job_id, job, None)
         job = b.fold(job_id, job, b.send("verifier", m.challenge(job_id, job.as_tuple()), "challenge"))
+        b.mine_past_draw(job_id)
+        b.send("relayer", m.drawCommittee(job_id), "drawCommittee")
+        members = list(dict.fromkeys(m.committee(job_id).call()))
+        out_hash = job.output_hash if agree else keccak(text="other")
         salt = keccak(text=tag)
-        for role, agree in votes.items():
-            out_hash = job.output_hash if agree else keccak(text="other")
-            commitment = vote_commitment(job_id, b.acc[role].address, out_hash, salt)
-            b.send(role, m.commitVote(job_id, commitment), "commitVote")
+        if agree is not None:
+            for a in members:
+                commitment = vote_commitment(job_id, a, out_hash, UNITS, salt)
+                b.send_as(a, m.commitVote(job_id, commitment), "commitVote")
         b.advance(b.params.commit_period)
-        for role, agree in votes.items():
-            out_hash = job.output_hash if agree else keccak(text="other")
-            b.send(role, m.revealVote(job_id, out_hash, salt), "revealVote")
+        if agree is not None:
+            for a in members:
+                b.send_as(a, m.revealVote(job_id, out_hash, UNITS, salt), "revealVote")
         b.advance(b.params.reveal_period)
         return job_id, job
 
-    job_id, job = dispute("wins", {"verifier2": True, "cheater": True})
+    job_id, job = dispute("wins", True)
     rcpt = b.send("relayer", m.resolveDispute(job_id, job.as_tuple()), "resolveDispute (provider wins)")
     job = b.fold(job_id, job, rcpt)
     b.finalize(job_id, job, "finalize (after a won dispute)")
-    job_id, job = dispute("tie", {"verifier2": True, "cheater": False})
-    b.send("relayer", m.resolveDispute(job_id, job.as_tuple()), "resolveDispute (tie, escalated)")
+    job_id, job = dispute("no quorum", None)
+    b.send("relayer", m.resolveDispute(job_id, job.as_tuple()), "resolveDispute (no quorum, escalated)")
     b.send("deployer", m.resolveEscalated(job_id, job.as_tuple(), True), "resolveEscalated (by the owner)")
-    job_id, job = dispute("loses", {"verifier2": False, "cheater": False})
+    job_id, job = dispute("loses", False)
     b.send("relayer", m.resolveDispute(job_id, job.as_tuple()), "resolveDispute (provider loses, slashed)")
 
     # Payouts.
     for role in ("provider", "treasury", "client2", "verifier"):
         b.send(role, m.withdraw(b.acc[role].address), "withdraw")
+    b.send("verifier", m.withdrawRewards(b.acc["verifier"].address), "withdrawRewards")
 
     # Staking.
     s = h.staking.functions
     b.send("deployer", h.hst.functions.mint(b.acc["spare"].address, 1_000 * 10**18))
-    b.send("spare", s.register("https://gpu.example", "eu-west", "h100"), "Staking.register")
-    b.send("spare", s.setServing(b.model_id, True), "Staking.setServing")
     b.send("spare", h.hst.functions.approve(h.staking.address, MAX))
-    b.send("spare", s.stake(200 * 10**18), "Staking.stake (first)")
+    b.send("spare", s.register("https://gpu.example", "eu-west", "cpu", 200 * 10**18), "Staking.register")
+    b.send("spare", s.setServing(b.model_id, True), "Staking.setServing")
     b.send("spare", s.stake(100 * 10**18), "Staking.stake (top-up)")
     b.send("spare", s.requestUnbond(50 * 10**18), "Staking.requestUnbond")
     b.advance(int(s.unbondingPeriod().call()))
@@ -274,7 +317,76 @@ def measure(b: Bench, n_jobs: int) -> dict[str, Any]:
     out["with_sig_within_limit"] = out["per_job_lifecycle_with_sig_gas"] <= LIMIT
     out["units"] = UNITS
     out["price_per_unit"] = b.price
+    if scale:
+        out["dispute_scaling"] = dispute_scaling(b, exact, scale)
+        sc = out["dispute_scaling"]
+        for n in sc["eligible"]:
+            key = str(n)
+            out[f"challenge_gas_{n}_eligible"] = sc["steps"][key]["challenge"]
+            out[f"draw_gas_{n}_eligible"] = sc["steps"][key]["drawCommittee"]
+        out["draw_gas_with_non_eligible"] = sc["non_eligible"]
     return out
+
+
+def dispute_scaling(b: Bench, exact: int, sizes: list[int]) -> dict[str, Any]:
+    """The dispute steps at ``sizes`` eligible providers (devnet's four included), and the draw
+    before and after ``JUNK`` staked providers that are not eligible (another class or model)
+    join: a draw reads O(log n) nodes of the eligible set's tree, never the provider list."""
+    h, m = b.h, b.h.market.functions
+    steps: dict[str, dict[str, int]] = {}
+    non_eligible: dict[str, Any] = {}
+
+    def release_provider() -> None:
+        """The provider lost a dispute and was jailed: let it back in once the jail has passed."""
+        b.advance(int(h.staking.functions.jailPeriod().call()))
+        b.send("relayer", h.staking.functions.refresh(b.acc["provider"].address))
+
+    release_provider()
+    n_eligible = int(h.staking.functions.eligibleSet(b.model_id, GPU).call()[0])
+
+    def one_dispute(tag: str) -> dict[str, int]:
+        job_id, job = b.post(exact, None, input_tag=tag)
+        job = b.claim(job_id, job, None)
+        job = b.deliver(job_id, job, None, output=keccak(text="wrong " + tag))
+        gas: dict[str, int] = {}
+        rcpt = b.send("verifier", m.challenge(job_id, job.as_tuple()))
+        gas["challenge"] = int(rcpt["gasUsed"])
+        job = b.fold(job_id, job, rcpt)
+        b.mine_past_draw(job_id)
+        gas["drawCommittee"] = int(b.send("relayer", m.drawCommittee(job_id))["gasUsed"])
+        members = list(dict.fromkeys(m.committee(job_id).call()))
+        right = keccak(text=f"output {job_id}")
+        salt = keccak(text=tag)
+        commits, reveals = [], []
+        for a in members:
+            commits.append(b.send_as(a, m.commitVote(job_id, vote_commitment(job_id, a, right, UNITS, salt))))
+        b.advance(b.params.commit_period)
+        for a in members:
+            reveals.append(b.send_as(a, m.revealVote(job_id, right, UNITS, salt)))
+        b.advance(b.params.reveal_period)
+        gas["commitVote"] = int(statistics.median(int(r["gasUsed"]) for r in commits))
+        gas["revealVote"] = int(statistics.median(int(r["gasUsed"]) for r in reveals))
+        gas["resolveDispute"] = int(b.send("relayer", m.resolveDispute(job_id, job.as_tuple()))["gasUsed"])
+        gas["committee_members"] = len(members)
+        release_provider()
+        return gas
+
+    for n in sizes:
+        while n_eligible < n:
+            b.add_provider(b.model_id, "cpu")
+            n_eligible += 1
+        steps[str(n)] = one_dispute(f"scale {n}")
+        if n == sizes[0]:
+            before = one_dispute(f"scale {n} before junk")["drawCommittee"]
+            for i in range(JUNK):
+                if i % 2:
+                    b.add_provider(b.model_id, "h100")  # same model, another class
+                else:
+                    b.add_provider(keccak(text="another model"), "cpu")  # same class, another model
+            after = one_dispute(f"scale {n} after junk")["drawCommittee"]
+            non_eligible = {"eligible": n, "non_eligible_added": JUNK, "draw_gas_before": before,
+                            "draw_gas_after": after}
+    return {"eligible": sizes, "steps": steps, "non_eligible": non_eligible}
 
 
 def report(res: dict[str, Any], console: Console) -> None:
@@ -296,18 +408,34 @@ def report(res: dict[str, Any], console: Console) -> None:
         steady = key in ("per_job_lifecycle_gas", "per_job_lifecycle_with_sig_gas")
         life.add_row(key, f"{v:,}", mark if steady else "")
     console.print(life)
+    if "dispute_scaling" in res:
+        sc = res["dispute_scaling"]
+        t = Table(title="Dispute steps against the eligible set's size (devnet committee; receipt gasUsed)")
+        t.add_column("eligible", justify="right")
+        for col in ("challenge", "drawCommittee", "commitVote", "revealVote", "resolveDispute"):
+            t.add_column(col, justify="right")
+        for n in sc["eligible"]:
+            row = sc["steps"][str(n)]
+            t.add_row(str(n), *(f"{row[c]:,}" for c in ("challenge", "drawCommittee", "commitVote", "revealVote",
+                                                        "resolveDispute")))
+        console.print(t)
+        ne = sc["non_eligible"]
+        console.print(f"draw at {ne['eligible']} eligible: {ne['draw_gas_before']:,} gas; after "
+                      f"{ne['non_eligible_added']} staked non-eligible providers joined: {ne['draw_gas_after']:,} gas")
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results" / "gas.json")
     ap.add_argument("--jobs", type=int, default=5, help="steady-state jobs per case (the median is reported)")
+    ap.add_argument("--scale", type=lambda v: [int(x) for x in v.split(",")] if v else [], default=[10, 100, 1000],
+                    help="eligible-set sizes for the dispute steps (comma-separated; empty: skip)")
     args = ap.parse_args()
     logging.basicConfig(level=os.environ.get("HEARTH_LOG_LEVEL", "WARNING"))
     console = Console()
     compiler = find_compiler()
     with console.status("fresh Anvil, deploying and measuring..."):
-        res = run(args.jobs)
+        res = run(args.jobs, args.scale)
     res = {
         "command": shlex.join(["python", "bench/gas.py", *sys.argv[1:]]),
         "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import re
+from dataclasses import dataclass, field
 from functools import cache
 from typing import Any
 
 from contracts.compiler import TEST_DIR, compile_sources
 from contracts.errors import ContractsError
+
+#: A library placeholder in unlinked bytecode: ``__$`` + 34 hex digits + ``$__``.
+_PLACEHOLDER = re.compile(r"__\$[0-9a-fA-F]{34}\$__")
 
 
 @dataclass(frozen=True)
@@ -15,6 +19,17 @@ class Artifact:
     name: str
     abi: list[dict[str, Any]]
     bytecode: str
+    userdoc: dict[str, Any] = field(default_factory=dict)
+    devdoc: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def needs_linking(self) -> bool:
+        return _PLACEHOLDER.search(self.bytecode) is not None
+
+    def linked(self, library: str) -> str:
+        """The bytecode with every library placeholder replaced by ``library``'s address (the
+        contracts link one library, ``DisputeGame``)."""
+        return _PLACEHOLDER.sub(library.lower().removeprefix("0x"), self.bytecode)
 
 
 def _collect(out: dict[str, Any], prefixes: tuple[str, ...]) -> dict[str, Artifact]:
@@ -23,7 +38,8 @@ def _collect(out: dict[str, Any], prefixes: tuple[str, ...]) -> dict[str, Artifa
         if not file.startswith(prefixes):
             continue
         for name, c in contracts.items():
-            arts[name] = Artifact(name, c["abi"], "0x" + c["evm"]["bytecode"]["object"])
+            arts[name] = Artifact(name, c["abi"], "0x" + c["evm"]["bytecode"]["object"],
+                                  c.get("userdoc", {}), c.get("devdoc", {}))
     return arts
 
 

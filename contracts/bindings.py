@@ -20,12 +20,12 @@ from contracts.chain import ErrorDecoder, TxSender, connect
 from contracts.errors import ChainError, ContractsError
 from contracts.logs import scan_logs
 from contracts.manifest import DeployedContract, Manifest
-from contracts.types import ZERO32, ZERO_ADDRESS, Job, JobRequest, Permit, Receipt, Status
+from contracts.types import ZERO32, ZERO_ADDRESS, Job, JobRequest, Outcome, Permit, Receipt, Status
 
 log = logging.getLogger(__name__)
 
 JOB_EVENTS = (
-    "JobPosted", "JobClaimed", "ReceiptSubmitted", "JobChallenged", "DisputeResolved",
+    "JobPosted", "JobClaimed", "ClaimReleased", "ReceiptSubmitted", "JobChallenged", "DisputeResolved",
     "JobFinalized", "JobRefunded",
 )
 
@@ -44,30 +44,35 @@ class JobEvent:
 
 
 def apply_job_event(job: Job | None, name: str, args: dict[str, Any]) -> Job | None:
-    """Folds one market event into a job record (the same rule the indexer uses)."""
+    """Folds one market event into a job record (the rule ``IJobMarket`` documents, which the
+    indexer uses too)."""
     if name == "JobPosted":
         return Job(
             client=args["client"], provider=ZERO_ADDRESS, model_id=bytes(args["modelId"]),
             input_hash=bytes(args["inputHash"]), max_payment=args["maxPayment"],
             price_per_unit=args["pricePerUnit"], payment=0,
-            collateral=0, deadline=args["deadline"], challenge_end=0, status=Status.POSTED,
-            output_hash=ZERO32,
+            collateral=0, deadline=args["deadline"], challenge_end=args["challengeWindow"], status=Status.POSTED,
+            output_hash=ZERO32, treasury=args["treasury"], fee_bps=args["feeBps"],
         )
     if job is None:
         return None
     if name == "JobClaimed":
-        return job.with_(provider=args["provider"], collateral=args["collateral"], status=Status.CLAIMED)
+        return job.with_(provider=args["provider"], collateral=args["collateral"], claim_expiry=args["claimExpiry"],
+                         status=Status.CLAIMED)
+    if name == "ClaimReleased":
+        return job.with_(provider=ZERO_ADDRESS, collateral=0, claim_expiry=0, status=Status.POSTED)
     if name == "ReceiptSubmitted":
         return job.with_(
-            payment=args["payment"], output_hash=bytes(args["outputHash"]),
-            challenge_end=args["challengeEnd"], status=Status.DELIVERED,
+            payment=args["payment"], output_hash=bytes(args["outputHash"]), units=args["units"],
+            gpu_class=bytes(args["gpuClass"]), challenge_end=args["challengeEnd"], status=Status.DELIVERED,
         )
     if name == "JobChallenged":
         return job.with_(status=Status.CHALLENGED)
     if name == "DisputeResolved":
-        if args["escalated"]:
+        outcome = Outcome(args["outcome"])
+        if outcome == Outcome.ESCALATED:
             return job
-        if args["providerWon"]:
+        if outcome == Outcome.PROVIDER_WON:
             return job.with_(status=Status.DELIVERED, challenge_end=args["challengeEnd"])
         return job.with_(status=Status.REFUNDED)
     if name == "JobFinalized":
@@ -87,6 +92,7 @@ class Hearth:
         self.usd: Contract = self._contract(c["HearthUSD"])
         self.hst: Contract = self._contract(c["HearthStake"])
         self.registry: Contract = self._contract(c["ModelRegistry"])
+        self.dispute_game: Contract = self._contract(c["DisputeGame"])
         self.staking: Contract = self._contract(c["Staking"])
         self.market: Contract = self._contract(c["JobMarket"])
         # Batched settlement (absent from manifests written before it existed).
@@ -188,6 +194,31 @@ class Hearth:
         job = job or self.job(job_id)
         return self.sender(key).send(self.market.functions.challenge(job_id, job.as_tuple()))
 
+    def release_claim(self, key: str, job_id: int, job: Job | None = None) -> TxReceipt:
+        job = job or self.job(job_id)
+        return self.sender(key).send(self.market.functions.releaseClaim(job_id, job.as_tuple()))
+
+    def draw_committee(self, key: str, job_id: int) -> TxReceipt:
+        return self.sender(key).send(self.market.functions.drawCommittee(job_id))
+
+    def commit_vote(self, key: str, job_id: int, output_hash: bytes, units: int, salt: bytes) -> TxReceipt:
+        s = self.sender(key)
+        commitment = vote_commitment(job_id, s.address, output_hash, units, salt)
+        return s.send(self.market.functions.commitVote(job_id, commitment))
+
+    def reveal_vote(self, key: str, job_id: int, output_hash: bytes, units: int, salt: bytes) -> TxReceipt:
+        return self.sender(key).send(self.market.functions.revealVote(job_id, output_hash, units, salt))
+
+    def dispute(self, job_id: int) -> dict[str, Any]:
+        """``IJobMarket.dispute(jobId)`` as a dict keyed by the struct's field names."""
+        names = ("challenger", "provider", "phase", "bond", "drawBlock", "challengedAt", "commitEnd", "revealEnd",
+                 "escalationEnd", "seats", "agreeSeats", "disagreeSeats", "modelId", "gpuClass", "outputHash", "units")
+        return dict(zip(names, self.market.functions.dispute(job_id).call(), strict=True))
+
+    def withdraw_rewards(self, key: str, to: str | None = None) -> TxReceipt:
+        s = self.sender(key)
+        return s.send(self.market.functions.withdrawRewards(to or s.address))
+
     def resolve_dispute(self, key: str, job_id: int, job: Job | None = None) -> TxReceipt:
         job = job or self.job(job_id)
         return self.sender(key).send(self.market.functions.resolveDispute(job_id, job.as_tuple()))
@@ -197,11 +228,12 @@ class Hearth:
         return s.send(self.market.functions.withdraw(to or s.address))
 
 
-def vote_commitment(job_id: int, voter: str, output_hash: bytes, salt: bytes) -> bytes:
-    """keccak256(abi.encode(jobId, voter, outputHash, salt)), as ``revealVote`` checks."""
+def vote_commitment(job_id: int, voter: str, output_hash: bytes, units: int, salt: bytes) -> bytes:
+    """keccak256(abi.encode(jobId, voter, outputHash, units, salt)), as ``revealVote`` checks."""
     from eth_abi import encode
 
-    return bytes(Web3.keccak(encode(["uint256", "address", "bytes32", "bytes32"], [job_id, voter, output_hash, salt])))
+    return bytes(Web3.keccak(encode(["uint256", "address", "bytes32", "uint64", "bytes32"],
+                                    [job_id, voter, output_hash, units, salt])))
 
 
 def _abi(contract: Contract) -> list[dict[str, Any]]:

@@ -36,6 +36,8 @@ NODE_MODULES = CONTRACTS_DIR / "node_modules"
 BUILD_DIR = CONTRACTS_DIR / "build"
 SOLCJS_WRAPPER = CONTRACTS_DIR / "tools" / "solcjs-standard-json.js"
 EVM_VERSION = "cancun"
+#: The market's runtime code at 10,000 runs is close to the 24,576-byte limit (EIP-170): the
+#: dispute game lives in the linked ``DisputeGame`` library for that reason.
 OPTIMIZER_RUNS = 10_000
 
 
@@ -93,7 +95,7 @@ def standard_input(src_dir: Path = SRC_DIR, extra_dirs: Sequence[Path] = ()) -> 
             "optimizer": {"enabled": True, "runs": OPTIMIZER_RUNS},
             "remappings": ["@openzeppelin/=node_modules/@openzeppelin/"],
             "outputSelection": {
-                "*": {"*": ["abi", "evm.bytecode.object", "evm.deployedBytecode.object"]},
+                "*": {"*": ["abi", "evm.bytecode.object", "evm.deployedBytecode.object", "userdoc", "devdoc"]},
             },
         },
     }

@@ -15,9 +15,12 @@ from pydantic import BaseModel, ValidationError
 
 from contracts.errors import ManifestError
 
-CONTRACT_NAMES = ("HearthUSD", "HearthStake", "ModelRegistry", "Staking", "JobMarket")
+CONTRACT_NAMES = ("HearthUSD", "HearthStake", "ModelRegistry", "DisputeGame", "Staking", "JobMarket")
 #: Batched settlement, deployed after the others (see ``deploy.devnet.deploy_settlement``).
 SETTLEMENT_CONTRACT_NAMES = ("PaymentEscrow", "BatchSettlement")
+#: Version of the manifest's layout. 2: the DisputeGame library, userdoc/devdoc per contract,
+#: numerics classes, the batch settlement contracts.
+SCHEMA_VERSION = 2
 
 
 def data_dir() -> Path:
@@ -32,6 +35,9 @@ def manifest_path() -> Path:
 class DeployedContract(BaseModel):
     address: str
     abi: list[dict[str, Any]]
+    #: NatSpec for users and developers, as solc emits it (``userdoc`` / ``devdoc``).
+    userdoc: dict[str, Any] = {}
+    devdoc: dict[str, Any] = {}
 
 
 class ModelEntry(BaseModel):
@@ -42,11 +48,14 @@ class ModelEntry(BaseModel):
 
 
 class Manifest(BaseModel):
+    schema_version: int = SCHEMA_VERSION
     chain_id: int
     rpc_url: str
     deployment_block: int
     contracts: dict[str, DeployedContract]
     models: list[ModelEntry] = []
+    #: Numerics classes governance listed (names, e.g. "cpu").
+    numerics_classes: list[str] = []
 
     def address(self, name: str) -> str:
         if name not in self.contracts:
@@ -67,6 +76,13 @@ class Manifest(BaseModel):
         if not path.exists():
             raise ManifestError(f"no deployment manifest at {path}: start the devnet (`make up`) first")
         try:
-            return cls.model_validate(json.loads(path.read_text()))
+            raw = json.loads(path.read_text())
+            m = cls.model_validate(raw)
         except (json.JSONDecodeError, ValidationError) as exc:
             raise ManifestError(f"malformed manifest {path}: {exc}") from None
+        version = raw.get("schema_version", 1)
+        if version != SCHEMA_VERSION:
+            raise ManifestError(
+                f"manifest {path} has schema version {version}, this code reads {SCHEMA_VERSION}: "
+                "redeploy the devnet (`make up`)")
+        return m

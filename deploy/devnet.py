@@ -30,7 +30,7 @@ from contracts.manifest import (
     manifest_path,
 )
 from contracts.settlement import SettlementParams
-from contracts.types import MarketParams
+from contracts.types import MarketParams, gpu_class_bytes
 from deploy import accounts as accts
 
 log = logging.getLogger(__name__)
@@ -50,6 +50,12 @@ MIN_THAW_DELAY = 2 * 3600
 THAW_MARGIN = 600
 #: Highest price per unit a provider may quote for the devnet model (10x the registry price).
 PRICE_CEILING = 10 * DEFAULT_PRICE_PER_UNIT
+#: Every demo provider stakes this much (5x the minimum), so each holds a quarter of the weight.
+PROVIDER_STAKE = 500 * HST
+#: Numerics classes governance lists on the devnet: the CPU path and common CUDA classes.
+NUMERICS_CLASSES = ("cpu", "h100", "h200", "a100", "l4", "l40s")
+#: The devnet's market parameters (4 providers, committees of 3); ``bench/economics.py`` reads them.
+DEVNET_PARAMS = MarketParams()
 
 
 def get_create_address(sender: str, nonce: int) -> str:
@@ -116,9 +122,14 @@ class Anvil:
         self.proc = None
 
 
-def _deploy(w3: Web3, sender: TxSender, name: str, *args: Any) -> str:
+def _deploy(w3: Web3, sender: TxSender, name: str, *args: Any, library: str | None = None) -> str:
     art = artifact(name)
-    factory = w3.eth.contract(abi=art.abi, bytecode=art.bytecode)
+    bytecode = art.bytecode
+    if art.needs_linking:
+        if library is None:
+            raise ChainError(f"{name} links the DisputeGame library: deploy it first")
+        bytecode = art.linked(library)
+    factory = w3.eth.contract(abi=art.abi, bytecode=bytecode)
     rcpt = sender.send(factory.constructor(*args))
     addr = rcpt["contractAddress"]
     assert addr is not None
@@ -139,22 +150,24 @@ def deploy_contracts(
     usd = _deploy(w3, sender, "HearthUSD", owner)
     hst = _deploy(w3, sender, "HearthStake", owner)
     registry = _deploy(w3, sender, "ModelRegistry", owner)
+    game = _deploy(w3, sender, "DisputeGame")
     # Staking binds the market immutably, so the market's address is computed first: the
     # deployer's CREATE address one nonce after Staking's.
     nonce = w3.eth.get_transaction_count(Web3.to_checksum_address(owner), "pending")
     market_addr = get_create_address(owner, nonce + 1)
     staking = _deploy(w3, sender, "Staking", owner, hst, market_addr, min_stake, unbonding_period, jail_period)
-    p = params or MarketParams(treasury=treasury)
+    p = params or replace(DEVNET_PARAMS, treasury=treasury)
     if p.treasury == "0x" + "00" * 20:
         p = replace(p, treasury=treasury)
-    market = _deploy(w3, sender, "JobMarket", owner, usd, staking, registry, p.as_tuple())
+    market = _deploy(w3, sender, "JobMarket", owner, usd, staking, registry, p.as_tuple(), library=game)
     if market != market_addr:
         raise ChainError(f"market deployed at {market}, expected {market_addr}: deployer key used concurrently?")
-    addrs = dict(zip(CONTRACT_NAMES, (usd, hst, registry, staking, market), strict=True))
+    addrs = dict(zip(CONTRACT_NAMES, (usd, hst, registry, game, staking, market), strict=True))
     addrs.update(deploy_settlement(w3, sender, usd, staking, market, treasury))
     return Manifest(
         chain_id=w3.eth.chain_id, rpc_url=rpc_url, deployment_block=start_block + 1,
-        contracts={n: DeployedContract(address=a, abi=arts[n].abi) for n, a in addrs.items()},
+        contracts={n: DeployedContract(address=a, abi=arts[n].abi, userdoc=arts[n].userdoc, devdoc=arts[n].devdoc)
+                   for n, a in addrs.items()},
     )
 
 
@@ -183,6 +196,14 @@ def register_model(h: Hearth, owner_key: str, model_id: bytes, runtime_hash: byt
         model_id="0x" + model_id.hex(), name=name, runtime_hash="0x" + runtime_hash.hex(), price_per_unit=price))
 
 
+def list_numerics_classes(h: Hearth, owner_key: str, names: tuple[str, ...] = NUMERICS_CLASSES) -> None:
+    """Lists numerics classes in the registry (receipts may name only listed ones)."""
+    for name in names:
+        h.sender(owner_key).send(h.registry.functions.setNumericsClass(gpu_class_bytes(name), True))
+        if name not in h.manifest.numerics_classes:
+            h.manifest.numerics_classes.append(name)
+
+
 def fund(h: Hearth, owner_key: str, to: str, usd: int = 0, hst: int = 0) -> None:
     s = h.sender(owner_key)
     if usd:
@@ -194,9 +215,8 @@ def fund(h: Hearth, owner_key: str, to: str, usd: int = 0, hst: int = 0) -> None
 def stake_provider(h: Hearth, key: str, amount: int, model_ids: list[bytes],
                    endpoint: str = "http://127.0.0.1:0", region: str = "local", gpu_class: str = "cpu") -> None:
     s = h.sender(key)
-    s.send(h.staking.functions.register(endpoint, region, gpu_class))
     s.send(h.hst.functions.approve(h.staking.address, amount))
-    s.send(h.staking.functions.stake(amount))
+    s.send(h.staking.functions.register(endpoint, region, gpu_class, amount))
     for m in model_ids:
         s.send(h.staking.functions.setServing(m, True))
 
@@ -232,11 +252,12 @@ def bring_up(
         owner = acc["deployer"].key
         model_id, runtime_hash = minilm_ids()
         register_model(h, owner, model_id, runtime_hash, DEFAULT_PRICE_PER_UNIT, "all-MiniLM-L6-v2")
+        list_numerics_classes(h, owner)
         for role in ("client", "client2"):
             fund(h, owner, acc[role].address, usd=1_000 * USD)
         for role in ("provider", "verifier", "verifier2", "cheater"):
             fund(h, owner, acc[role].address, usd=100 * USD, hst=1_000 * HST)
-            stake_provider(h, acc[role].key, 500 * HST, [model_id])
+            stake_provider(h, acc[role].key, PROVIDER_STAKE, [model_id])
         if block_time:
             h.w3.provider.make_request("evm_setIntervalMining", [int(block_time)])  # type: ignore[arg-type]
             anvil.block_time = block_time

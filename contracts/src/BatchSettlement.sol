@@ -352,7 +352,7 @@ contract BatchSettlement is IBatchSettlement, Ownable2Step, ReentrancyGuardTrans
         if (!withheld) o.refund = uint256(c.value) + Math.mulDiv(c.value, p.penaltyBps, BPS);
         c.status = LeafStatus.Fraud;
         c.bond = 0;
-        o.slashed = _staking.slash(provider, p.leafSlash, address(this), true);
+        o.slashed = _staking.slash(provider, 0, p.leafSlash, address(this), true);
         o.reward = Math.mulDiv(o.slashed, p.challengerRewardBps, BPS);
         if (o.refund != 0) o.refund = _escrow.seizeBond(provider, o.payer, o.refund);
         emit LeafFraudProven(

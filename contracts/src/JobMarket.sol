@@ -6,7 +6,6 @@ import {IERC20Permit} from "@openzeppelin/contracts/token/ERC20/extensions/IERC2
 import {SafeERC20} from "@openzeppelin/contracts/token/ERC20/utils/SafeERC20.sol";
 import {Ownable} from "@openzeppelin/contracts/access/Ownable.sol";
 import {Ownable2Step} from "@openzeppelin/contracts/access/Ownable2Step.sol";
-import {Pausable} from "@openzeppelin/contracts/utils/Pausable.sol";
 import {ReentrancyGuardTransient} from "@openzeppelin/contracts/utils/ReentrancyGuardTransient.sol";
 import {EIP712} from "@openzeppelin/contracts/utils/cryptography/EIP712.sol";
 import {SignatureChecker} from "@openzeppelin/contracts/utils/cryptography/SignatureChecker.sol";
@@ -16,31 +15,16 @@ import {SafeCast} from "@openzeppelin/contracts/utils/math/SafeCast.sol";
 import {IJobMarket} from "./interfaces/IJobMarket.sol";
 import {IStaking} from "./interfaces/IStaking.sol";
 import {IModelRegistry} from "./interfaces/IModelRegistry.sol";
+import {DisputeGame} from "./DisputeGame.sol";
 
 /// @title JobMarket
-/// @dev Pausing stops new jobs and new challenges; claiming jobs already escrowed, delivery,
-/// settlement, refunds and withdrawals keep working, so a pause never strands funds or
-/// penalises a provider mid-job.
-///
-/// A finalized job's storage word is cleared (a gas refund that keeps a job's life under 250k
-/// gas); a zero word for an id at or below `jobCount` therefore reads as `Finalized`.
-contract JobMarket is IJobMarket, Ownable2Step, Pausable, ReentrancyGuardTransient, EIP712, Nonces {
+/// @notice See `IJobMarket`. The dispute game lives in the `DisputeGame` library (linked at
+/// deployment), which a batch-settlement path calls the same way.
+/// @dev A finalized job's storage word is cleared (a gas refund that keeps a job's life under
+/// 250k gas); a zero word for an id at or below `jobCount` therefore reads as `Finalized`.
+contract JobMarket is IJobMarket, Ownable2Step, ReentrancyGuardTransient, EIP712, Nonces {
     using SafeERC20 for IERC20;
     using SafeCast for uint256;
-
-    struct Dispute {
-        address challenger;
-        uint64 bond;
-        uint40 commitEnd;
-        uint40 revealEnd;
-        uint8 agree;
-        uint8 disagree;
-        bool escalated;
-        bytes32 receiptOutput;
-        address[] committee;
-        mapping(address voter => bytes32) commits;
-        mapping(address voter => bool) revealed;
-    }
 
     bytes32 public constant JOB_REQUEST_TYPEHASH = keccak256(
         "JobRequest(address client,bytes32 modelId,bytes32 inputHash,uint96 maxPayment,uint40 deadline,uint256 nonce)"
@@ -48,6 +32,11 @@ contract JobMarket is IJobMarket, Ownable2Step, Pausable, ReentrancyGuardTransie
     bytes32 public constant RECEIPT_TYPEHASH = keccak256(
         "Receipt(uint256 jobId,bytes32 outputHash,uint64 units,bytes32 modelHash,bytes32 runtimeHash,bytes32 gpuClass)"
     );
+    /// @notice Seconds between `proposeParams` and the earliest `applyParams`.
+    uint256 public constant PARAMS_DELAY = 1 days;
+    /// @notice Fewest and most committee seats (`Params.committeeSize`, always odd).
+    uint256 public constant MIN_COMMITTEE = 3;
+    uint256 public constant MAX_COMMITTEE = 15;
     uint256 private constant BPS = 10_000;
     /// @dev The low byte of a stored job word holds its status; the rest is the record's hash.
     uint256 private constant STATUS_MASK = 0xff;
@@ -56,12 +45,31 @@ contract JobMarket is IJobMarket, Ownable2Step, Pausable, ReentrancyGuardTransie
     IStaking private immutable _staking;
     IModelRegistry private immutable _registry;
 
+    /// @dev What posting reads and writes, in one slot: the pause flag, the job counter and the
+    /// terms a job snapshots (copies of `_params` fields). Keeping the flag here (instead of
+    /// OpenZeppelin's `Pausable`) saves a storage read per job.
+    struct Posting {
+        bool paused;
+        uint40 jobCount;
+        address treasury;
+        uint16 feeBps;
+        uint32 challengeWindow;
+    }
+
+    Posting private _posting;
     Params private _params;
-    uint256 private _jobCount;
+    bytes32 private _pendingHash;
+    uint256 private _pendingAt;
     mapping(uint256 jobId => bytes32) private _jobs;
     mapping(address account => uint256) private _balances;
-    mapping(uint256 jobId => Dispute) private _disputes;
+    mapping(address account => uint256) private _rewards;
+    mapping(uint256 jobId => DisputeGame.Dispute) private _disputes;
 
+    /// @param owner_ governance
+    /// @param payment_ the payment token (escrow, fees, challenge bonds)
+    /// @param staking_ the staking contract (collateral, committee draws, slashes)
+    /// @param registry_ the model registry (prices, runtimes, numerics classes)
+    /// @param params_ the initial parameters (effective at once)
     constructor(address owner_, IERC20 payment_, IStaking staking_, IModelRegistry registry_, Params memory params_)
         Ownable(owner_)
         EIP712("Hearth JobMarket", "1")
@@ -69,6 +77,7 @@ contract JobMarket is IJobMarket, Ownable2Step, Pausable, ReentrancyGuardTransie
         _payment = payment_;
         _staking = staking_;
         _registry = registry_;
+        _checkParams(params_);
         _setParams(params_);
     }
 
@@ -77,7 +86,6 @@ contract JobMarket is IJobMarket, Ownable2Step, Pausable, ReentrancyGuardTransie
     /// @inheritdoc IJobMarket
     function postJob(bytes32 modelId, bytes32 inputHash, uint96 maxPayment, uint40 deadline)
         external
-        whenNotPaused
         nonReentrant
         returns (uint256)
     {
@@ -87,7 +95,6 @@ contract JobMarket is IJobMarket, Ownable2Step, Pausable, ReentrancyGuardTransie
     /// @inheritdoc IJobMarket
     function postJobWithSig(JobRequest calldata request, bytes calldata signature, Permit calldata permit)
         external
-        whenNotPaused
         nonReentrant
         returns (uint256)
     {
@@ -122,20 +129,38 @@ contract JobMarket is IJobMarket, Ownable2Step, Pausable, ReentrancyGuardTransie
     function claimJob(uint256 jobId, Job calldata job) external nonReentrant {
         _check(jobId, job, Status.Posted);
         require(block.timestamp < job.deadline, DeadlinePassed(job.deadline));
+        Params storage p = _params;
         Job memory j = job;
         j.provider = msg.sender;
-        j.collateral = _params.claimCollateral;
+        j.collateral = (uint256(p.claimCollateral) + uint256(job.maxPayment) * p.collateralPerPaymentWei).toUint96();
+        uint256 expiry = block.timestamp + p.claimTimeout;
+        j.claimExpiry = uint40(expiry < job.deadline ? expiry : job.deadline);
         j.status = Status.Claimed;
         _store(jobId, j);
-        emit JobClaimed(jobId, msg.sender, j.collateral);
+        emit JobClaimed(jobId, msg.sender, j.collateral, j.claimExpiry);
         _staking.lockCollateral(msg.sender, job.modelId, j.collateral);
+    }
+
+    /// @inheritdoc IJobMarket
+    function releaseClaim(uint256 jobId, Job calldata job) external nonReentrant {
+        _check(jobId, job, Status.Claimed);
+        require(block.timestamp > job.claimExpiry, ClaimNotExpired(jobId, job.claimExpiry));
+        Job memory j = job;
+        j.provider = address(0);
+        j.collateral = 0;
+        j.claimExpiry = 0;
+        j.status = Status.Posted;
+        _store(jobId, j);
+        uint256 penalty = Math.mulDiv(job.collateral, _params.refundPenaltyBps, BPS);
+        emit ClaimReleased(jobId, job.provider, penalty);
+        _staking.slash(job.provider, job.collateral, penalty, job.client, false);
     }
 
     /// @inheritdoc IJobMarket
     function submitReceipt(Job calldata job, Receipt calldata receipt, bytes calldata signature) external {
         uint256 jobId = receipt.jobId;
         _check(jobId, job, Status.Claimed);
-        require(block.timestamp <= job.deadline, DeadlinePassed(job.deadline));
+        require(block.timestamp <= job.claimExpiry, ClaimExpired(jobId, job.claimExpiry));
         require(receipt.modelHash == job.modelId, ModelMismatch(jobId, job.modelId, receipt.modelHash));
         require(receipt.units != 0, ZeroUnits(jobId));
         bytes32 digest = _hashTypedDataV4(
@@ -152,11 +177,15 @@ contract JobMarket is IJobMarket, Ownable2Step, Pausable, ReentrancyGuardTransie
             )
         );
         require(SignatureChecker.isValidSignatureNow(job.provider, digest, signature), InvalidSignature());
+        _registry.checkReceipt(job.modelId, receipt.runtimeHash, receipt.gpuClass);
         uint256 due = uint256(receipt.units) * job.pricePerUnit;
         Job memory j = job;
         j.payment = due < job.maxPayment ? uint96(due) : job.maxPayment;
         j.outputHash = receipt.outputHash;
-        j.challengeEnd = (block.timestamp + _params.challengeWindow).toUint40();
+        j.units = receipt.units;
+        j.gpuClass = receipt.gpuClass;
+        // Before delivery challengeEnd holds the window fixed at posting.
+        j.challengeEnd = uint40(block.timestamp + job.challengeEnd);
         j.status = Status.Delivered;
         _store(jobId, j);
         emit ReceiptSubmitted(
@@ -175,77 +204,57 @@ contract JobMarket is IJobMarket, Ownable2Step, Pausable, ReentrancyGuardTransie
     // ---------------------------------------------------------------- disputes
 
     /// @inheritdoc IJobMarket
-    function challenge(uint256 jobId, Job calldata job) external whenNotPaused nonReentrant {
+    function challenge(uint256 jobId, Job calldata job) external nonReentrant {
         _check(jobId, job, Status.Delivered);
         require(block.timestamp < job.challengeEnd, ChallengeWindowClosed(jobId));
         require(
-            msg.sender != job.provider && _staking.isActive(msg.sender) && _staking.serves(msg.sender, job.modelId),
+            msg.sender != job.provider && _staking.isEligible(msg.sender, job.modelId),
             ChallengerNotEligible(msg.sender)
         );
-        Params memory p = _params;
-        Dispute storage d = _disputes[jobId];
-        d.challenger = msg.sender;
-        d.bond = p.challengeBond;
-        d.commitEnd = (block.timestamp + p.commitPeriod).toUint40();
-        d.revealEnd = d.commitEnd + p.revealPeriod;
-        d.receiptOutput = job.outputHash;
-        d.committee = _drawCommittee(jobId, job.provider, msg.sender, job.modelId, p.committeeSize);
         Job memory j = job;
         j.status = Status.Challenged;
         _store(jobId, j);
-        emit JobChallenged(jobId, msg.sender, d.bond, d.committee, d.commitEnd, d.revealEnd);
-        if (d.bond != 0) _pullExact(msg.sender, d.bond);
-    }
-
-    /// @inheritdoc IJobMarket
-    function commitVote(uint256 jobId, bytes32 commitment) external {
-        Dispute storage d = _disputes[jobId];
-        require(_isMember(d, msg.sender), NotCommitteeMember(jobId, msg.sender));
-        require(block.timestamp < d.commitEnd, CommitPhaseOver(jobId));
-        require(d.commits[msg.sender] == bytes32(0), AlreadyCommitted(jobId, msg.sender));
-        d.commits[msg.sender] = commitment;
-        emit VoteCommitted(jobId, msg.sender, commitment);
-    }
-
-    /// @inheritdoc IJobMarket
-    function revealVote(uint256 jobId, bytes32 outputHash, bytes32 salt) external {
-        Dispute storage d = _disputes[jobId];
-        require(_isMember(d, msg.sender), NotCommitteeMember(jobId, msg.sender));
-        require(block.timestamp >= d.commitEnd && block.timestamp < d.revealEnd, RevealPhaseNotOpen(jobId));
-        require(!d.revealed[msg.sender], AlreadyRevealed(jobId, msg.sender));
-        require(
-            keccak256(abi.encode(jobId, msg.sender, outputHash, salt)) == d.commits[msg.sender],
-            RevealDoesNotMatchCommit(jobId, msg.sender)
+        uint256 bond = DisputeGame.open(
+            _disputes[jobId],
+            jobId,
+            DisputeGame.Claim(job.provider, msg.sender, job.modelId, job.gpuClass, job.outputHash, job.units),
+            _params
         );
-        d.revealed[msg.sender] = true;
-        // Cannot overflow: a committee has at most 255 members (committeeSize is a uint8).
-        unchecked {
-            if (outputHash == d.receiptOutput) d.agree++;
-            else d.disagree++;
-        }
-        emit VoteRevealed(jobId, msg.sender, outputHash);
+        if (bond != 0) _pullExact(msg.sender, bond);
+    }
+
+    /// @inheritdoc IJobMarket
+    function drawCommittee(uint256 jobId) external nonReentrant {
+        DisputeGame.draw(_disputes[jobId], jobId, _staking);
+    }
+
+    /// @inheritdoc IJobMarket
+    function commitVote(uint256 jobId, bytes32 commitment) external nonReentrant {
+        DisputeGame.commit(_disputes[jobId], jobId, _staking, msg.sender, commitment);
+    }
+
+    /// @inheritdoc IJobMarket
+    function revealVote(uint256 jobId, bytes32 outputHash, uint64 units, bytes32 salt) external {
+        DisputeGame.reveal(_disputes[jobId], jobId, msg.sender, outputHash, units, salt);
     }
 
     /// @inheritdoc IJobMarket
     function resolveDispute(uint256 jobId, Job calldata job) external nonReentrant {
         _check(jobId, job, Status.Challenged);
-        Dispute storage d = _disputes[jobId];
-        require(block.timestamp >= d.revealEnd, DisputeStillOpen(jobId));
-        require(!d.escalated, WrongStatus(jobId, Status.Challenged));
-        if (d.agree == d.disagree) {
-            d.escalated = true;
-            emit DisputeResolved(jobId, false, true, false, 0, 0);
+        DisputeGame.Dispute storage d = _disputes[jobId];
+        Outcome outcome = DisputeGame.resolve(d, jobId);
+        if (outcome == Outcome.Escalated) {
+            emit DisputeResolved(jobId, outcome, false, 0, 0, d.escalationEnd);
             return;
         }
-        _settle(jobId, job, d, d.agree > d.disagree, false);
+        _settle(jobId, job, d, outcome, false);
     }
 
     /// @inheritdoc IJobMarket
     function resolveEscalated(uint256 jobId, Job calldata job, bool providerWon) external onlyOwner nonReentrant {
         _check(jobId, job, Status.Challenged);
-        Dispute storage d = _disputes[jobId];
-        require(d.escalated, DisputeNotEscalated(jobId));
-        _settle(jobId, job, d, providerWon, true);
+        DisputeGame.Dispute storage d = _disputes[jobId];
+        _settle(jobId, job, d, DisputeGame.decide(d, jobId, providerWon), true);
     }
 
     // ---------------------------------------------------------------- settlement
@@ -254,8 +263,7 @@ contract JobMarket is IJobMarket, Ownable2Step, Pausable, ReentrancyGuardTransie
     function finalize(uint256 jobId, Job calldata job) external nonReentrant {
         _check(jobId, job, Status.Delivered);
         require(block.timestamp >= job.challengeEnd, ChallengeWindowOpen(jobId, job.challengeEnd));
-        Params storage p = _params;
-        uint96 fee = uint96(Math.mulDiv(job.payment, p.feeBps, BPS));
+        uint96 fee = uint96(Math.mulDiv(job.payment, job.feeBps, BPS));
         // Cannot underflow: fee <= payment <= maxPayment (feeBps <= BPS, payment capped at receipt).
         uint96 providerAmount;
         uint96 clientRefund;
@@ -263,12 +271,11 @@ contract JobMarket is IJobMarket, Ownable2Step, Pausable, ReentrancyGuardTransie
             providerAmount = job.payment - fee;
             clientRefund = job.maxPayment - job.payment;
         }
-        address treasury = p.treasury;
         delete _jobs[jobId];
         _balances[job.provider] += providerAmount;
-        if (fee != 0) _balances[treasury] += fee;
+        if (fee != 0) _balances[job.treasury] += fee;
         if (clientRefund != 0) _balances[job.client] += clientRefund;
-        emit JobFinalized(jobId, job.provider, job.client, providerAmount, fee, clientRefund, treasury);
+        emit JobFinalized(jobId, job.provider, job.client, providerAmount, fee, clientRefund, job.treasury);
         _staking.unlockCollateral(job.provider, job.collateral);
     }
 
@@ -284,10 +291,7 @@ contract JobMarket is IJobMarket, Ownable2Step, Pausable, ReentrancyGuardTransie
         _store(jobId, j);
         _balances[job.client] += job.maxPayment;
         emit JobRefunded(jobId, job.client, job.maxPayment, penalty);
-        if (job.status == Status.Claimed) {
-            _staking.unlockCollateral(job.provider, job.collateral);
-            if (penalty != 0) _staking.slash(job.provider, penalty, job.client, false);
-        }
+        if (job.status == Status.Claimed) _staking.slash(job.provider, job.collateral, penalty, job.client, false);
     }
 
     /// @inheritdoc IJobMarket
@@ -299,21 +303,59 @@ contract JobMarket is IJobMarket, Ownable2Step, Pausable, ReentrancyGuardTransie
         _payment.safeTransfer(to, amount);
     }
 
+    /// @inheritdoc IJobMarket
+    function withdrawRewards(address to) external nonReentrant returns (uint256 amount) {
+        amount = _rewards[msg.sender];
+        require(amount != 0, NothingToWithdraw(msg.sender));
+        _rewards[msg.sender] = 0;
+        emit RewardsWithdrawn(msg.sender, to, amount);
+        IERC20(_staking.stakingToken()).safeTransfer(to, amount);
+    }
+
     // ---------------------------------------------------------------- governance
 
     /// @inheritdoc IJobMarket
-    function setParams(Params calldata params_) external onlyOwner {
+    function proposeParams(Params calldata params_) external onlyOwner {
+        _checkParams(params_);
+        _pendingHash = keccak256(abi.encode(params_));
+        uint256 effectiveAt = block.timestamp + PARAMS_DELAY;
+        _pendingAt = effectiveAt;
+        emit ParamsProposed(params_, effectiveAt);
+    }
+
+    /// @inheritdoc IJobMarket
+    function applyParams(Params calldata params_) external {
+        uint256 effectiveAt = _pendingAt;
+        require(effectiveAt != 0 && keccak256(abi.encode(params_)) == _pendingHash, NoPendingParams());
+        require(block.timestamp >= effectiveAt, ParamsNotReady(effectiveAt));
+        _pendingHash = bytes32(0);
+        _pendingAt = 0;
         _setParams(params_);
     }
 
     /// @inheritdoc IJobMarket
     function pause() external onlyOwner {
-        _pause();
+        require(!_posting.paused, EnforcedPause());
+        _posting.paused = true;
+        emit Paused(msg.sender);
     }
 
     /// @inheritdoc IJobMarket
     function unpause() external onlyOwner {
-        _unpause();
+        require(_posting.paused, ExpectedPause());
+        _posting.paused = false;
+        emit Unpaused(msg.sender);
+    }
+
+    /// @inheritdoc IJobMarket
+    function paused() external view returns (bool) {
+        return _posting.paused;
+    }
+
+    /// @notice Disabled: reverts with `OwnershipCannotBeRenounced` (escalated disputes and
+    /// parameters need governance; disputes end without it anyway, see `resolveDispute`).
+    function renounceOwnership() public pure override {
+        revert OwnershipCannotBeRenounced();
     }
 
     // ---------------------------------------------------------------- views
@@ -321,7 +363,7 @@ contract JobMarket is IJobMarket, Ownable2Step, Pausable, ReentrancyGuardTransie
     /// @inheritdoc IJobMarket
     function jobStatus(uint256 jobId) external view returns (Status) {
         bytes32 stored = _jobs[jobId];
-        if (stored == bytes32(0)) return jobId != 0 && jobId <= _jobCount ? Status.Finalized : Status.None;
+        if (stored == bytes32(0)) return jobId != 0 && jobId <= _posting.jobCount ? Status.Finalized : Status.None;
         return Status(uint8(uint256(stored) & STATUS_MASK));
     }
 
@@ -332,7 +374,7 @@ contract JobMarket is IJobMarket, Ownable2Step, Pausable, ReentrancyGuardTransie
 
     /// @inheritdoc IJobMarket
     function jobCount() external view returns (uint256) {
-        return _jobCount;
+        return _posting.jobCount;
     }
 
     /// @inheritdoc IJobMarket
@@ -341,13 +383,33 @@ contract JobMarket is IJobMarket, Ownable2Step, Pausable, ReentrancyGuardTransie
     }
 
     /// @inheritdoc IJobMarket
+    function rewardOf(address account) external view returns (uint256) {
+        return _rewards[account];
+    }
+
+    /// @inheritdoc IJobMarket
     function params() external view returns (Params memory) {
         return _params;
     }
 
     /// @inheritdoc IJobMarket
+    function pendingParams() external view returns (bytes32, uint256) {
+        return (_pendingHash, _pendingAt);
+    }
+
+    /// @inheritdoc IJobMarket
     function committee(uint256 jobId) external view returns (address[] memory) {
-        return _disputes[jobId].committee;
+        return _disputes[jobId].seats;
+    }
+
+    /// @inheritdoc IJobMarket
+    function dispute(uint256 jobId) external view returns (DisputeView memory) {
+        return DisputeGame.view_(_disputes[jobId]);
+    }
+
+    /// @inheritdoc IJobMarket
+    function member(uint256 jobId, address account) external view returns (MemberView memory) {
+        return DisputeGame.memberView(_disputes[jobId], account);
     }
 
     /// @inheritdoc IJobMarket
@@ -385,77 +447,58 @@ contract JobMarket is IJobMarket, Ownable2Step, Pausable, ReentrancyGuardTransie
         require(maxPayment != 0, ZeroPayment());
         require(deadline > block.timestamp, DeadlinePassed(deadline));
         uint96 price = uint96(_registry.activePrice(modelId));
-        jobId = ++_jobCount;
+        Posting memory p = _posting;
+        require(!p.paused, EnforcedPause());
+        (address treasury, uint16 feeBps, uint32 window) = (p.treasury, p.feeBps, p.challengeWindow);
+        jobId = p.jobCount + 1;
+        _posting.jobCount = uint40(jobId);
         _store(
             jobId,
-            Job(client, address(0), modelId, inputHash, maxPayment, price, 0, 0, deadline, 0, Status.Posted, bytes32(0))
+            Job(
+                client,
+                address(0),
+                modelId,
+                inputHash,
+                maxPayment,
+                price,
+                0,
+                0,
+                deadline,
+                window,
+                Status.Posted,
+                bytes32(0),
+                0,
+                bytes32(0),
+                treasury,
+                feeBps,
+                0
+            )
         );
-        emit JobPosted(jobId, client, modelId, inputHash, maxPayment, price, deadline, msg.sender);
+        emit JobPosted(jobId, client, modelId, inputHash, maxPayment, price, deadline, msg.sender, treasury, feeBps, window);
         _pullExact(client, maxPayment);
     }
 
-    function _settle(uint256 jobId, Job calldata job, Dispute storage d, bool providerWon, bool byGovernance)
+    /// @dev Settles the job's escrow for a final outcome; the game settles collateral, bond,
+    /// slash and committee.
+    function _settle(uint256 jobId, Job calldata job, DisputeGame.Dispute storage d, Outcome outcome, bool byGovernance)
         internal
     {
         Job memory j = job;
-        uint256 bond = d.bond;
-        if (providerWon) {
-            // The receipt stands: the bond goes to the provider and the job can be finalized now.
+        bool won = outcome == Outcome.ProviderWon;
+        if (won) {
+            // The receipt stands: the job can be finalized now (its collateral stays locked until then).
             j.status = Status.Delivered;
             j.challengeEnd = uint40(block.timestamp);
-            _store(jobId, j);
-            if (bond != 0) {
-                _balances[job.provider] += bond;
-                emit BalanceCredited(job.provider, bond, jobId);
-            }
-            emit DisputeResolved(jobId, true, false, byGovernance, 0, j.challengeEnd);
-            return;
+        } else {
+            j.status = Status.Refunded;
+            _balances[job.client] += job.maxPayment;
         }
-        // The receipt was wrong: the client gets its escrow back, the challenger its bond, and
-        // the provider is slashed to the challenger and jailed.
-        j.status = Status.Refunded;
         _store(jobId, j);
-        _balances[job.client] += job.maxPayment;
-        if (bond != 0) {
-            _balances[d.challenger] += bond;
-            emit BalanceCredited(d.challenger, bond, jobId);
-        }
-        uint256 slashAmount = _params.disputeSlash;
-        emit DisputeResolved(jobId, false, false, byGovernance, slashAmount, 0);
-        emit JobRefunded(jobId, job.client, job.maxPayment, 0);
-        _staking.unlockCollateral(job.provider, job.collateral);
-        _staking.slash(job.provider, slashAmount, d.challenger, true);
-    }
-
-    /// @dev Draws up to `size` active providers serving the model, other than the two parties,
-    /// starting at a pseudo-random index and walking the provider list (bounded by its length).
-    function _drawCommittee(uint256 jobId, address provider, address challenger, bytes32 modelId, uint256 size)
-        internal
-        view
-        returns (address[] memory members)
-    {
-        uint256 n = _staking.providerCount();
-        members = new address[](size);
-        uint256 found;
-        uint256 start = n == 0 ? 0 : uint256(keccak256(abi.encode(block.prevrandao, jobId))) % n;
-        for (uint256 i; i < n && found < size; ++i) {
-            address a = _staking.providerAt((start + i) % n);
-            if (a == provider || a == challenger) continue;
-            if (!_staking.isActive(a) || !_staking.serves(a, modelId)) continue;
-            members[found++] = a;
-        }
-        // Shrink the array to the members found.
-        assembly ("memory-safe") {
-            mstore(members, found)
-        }
-    }
-
-    function _isMember(Dispute storage d, address voter) internal view returns (bool) {
-        address[] storage c = d.committee;
-        for (uint256 i; i < c.length; ++i) {
-            if (c[i] == voter) return true;
-        }
-        return false;
+        uint256 slashed = DisputeGame.settle(
+            d, jobId, _staking, outcome, won ? 0 : job.collateral, job.treasury, _balances, _rewards
+        );
+        emit DisputeResolved(jobId, outcome, byGovernance, slashed, won ? j.challengeEnd : 0, 0);
+        if (!won) emit JobRefunded(jobId, job.client, job.maxPayment, 0);
     }
 
     /// @dev Pulls exactly `amount`; tokens that deliver less (fee-on-transfer) are refused.
@@ -469,7 +512,7 @@ contract JobMarket is IJobMarket, Ownable2Step, Pausable, ReentrancyGuardTransie
     function _check(uint256 jobId, Job calldata job, Status expected) internal view {
         bytes32 stored = _jobs[jobId];
         if (stored == bytes32(0)) {
-            require(jobId != 0 && jobId <= _jobCount, UnknownJob(jobId));
+            require(jobId != 0 && jobId <= _posting.jobCount, UnknownJob(jobId));
             revert WrongStatus(jobId, Status.Finalized);
         }
         require(stored == _commitment(job), JobMismatch(jobId));
@@ -489,12 +532,20 @@ contract JobMarket is IJobMarket, Ownable2Step, Pausable, ReentrancyGuardTransie
     }
 
     function _setParams(Params memory p) internal {
+        _params = p;
+        Posting storage posting = _posting;
+        (posting.treasury, posting.feeBps, posting.challengeWindow) = (p.treasury, p.feeBps, p.challengeWindow);
+        emit ParamsSet(p);
+    }
+
+    function _checkParams(Params memory p) internal pure {
         require(
-            p.feeBps <= BPS && p.refundPenaltyBps <= BPS && p.sampleRateBps <= BPS && p.treasury != address(0)
-                && p.challengeWindow != 0 && p.commitPeriod != 0 && p.revealPeriod != 0 && p.committeeSize != 0,
+            p.treasury != address(0) && p.feeBps <= BPS && p.refundPenaltyBps <= BPS && p.sampleRateBps <= BPS
+                && p.memberPenaltyBps <= BPS && uint256(p.challengerRewardBps) + p.committeeRewardBps <= BPS
+                && p.challengeWindow != 0 && p.commitPeriod != 0 && p.revealPeriod != 0 && p.claimTimeout != 0
+                && p.escalationPeriod != 0 && p.committeeSize % 2 == 1 && p.committeeSize >= MIN_COMMITTEE
+                && p.committeeSize <= MAX_COMMITTEE,
             InvalidParameter()
         );
-        _params = p;
-        emit ParamsSet(p);
     }
 }

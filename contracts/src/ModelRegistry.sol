@@ -6,9 +6,13 @@ import {Ownable2Step} from "@openzeppelin/contracts/access/Ownable2Step.sol";
 import {IModelRegistry} from "./interfaces/IModelRegistry.sol";
 
 /// @title ModelRegistry
+/// @notice See `IModelRegistry`.
 contract ModelRegistry is IModelRegistry, Ownable2Step {
     mapping(bytes32 modelId => Model) private _models;
+    mapping(bytes32 modelId => mapping(bytes32 runtimeHash => bool)) private _runtimes;
+    mapping(bytes32 gpuClass => bool) private _classes;
 
+    /// @param owner_ governance
     constructor(address owner_) Ownable(owner_) {}
 
     /// @inheritdoc IModelRegistry
@@ -21,6 +25,7 @@ contract ModelRegistry is IModelRegistry, Ownable2Step {
         require(_models[modelId].pricePerUnit == 0, ModelAlreadyRegistered(modelId));
         _models[modelId] = Model(runtimeHash, pricePerUnit, true, name);
         emit ModelRegistered(modelId, runtimeHash, pricePerUnit, name);
+        _setRuntime(modelId, runtimeHash, true);
     }
 
     /// @inheritdoc IModelRegistry
@@ -35,6 +40,24 @@ contract ModelRegistry is IModelRegistry, Ownable2Step {
         m.pricePerUnit = pricePerUnit;
         m.active = active;
         emit ModelUpdated(modelId, runtimeHash, pricePerUnit, active);
+        if (!_runtimes[modelId][runtimeHash]) _setRuntime(modelId, runtimeHash, true);
+    }
+
+    /// @inheritdoc IModelRegistry
+    function setRuntime(bytes32 modelId, bytes32 runtimeHash, bool listed) external onlyOwner {
+        require(_models[modelId].pricePerUnit != 0, UnknownModel(modelId));
+        _setRuntime(modelId, runtimeHash, listed);
+    }
+
+    /// @inheritdoc IModelRegistry
+    function setNumericsClass(bytes32 gpuClass, bool listed) external onlyOwner {
+        _classes[gpuClass] = listed;
+        emit NumericsClassListed(gpuClass, listed);
+    }
+
+    /// @notice Disabled: reverts with `OwnershipCannotBeRenounced`.
+    function renounceOwnership() public pure override {
+        revert OwnershipCannotBeRenounced();
     }
 
     /// @inheritdoc IModelRegistry
@@ -55,5 +78,26 @@ contract ModelRegistry is IModelRegistry, Ownable2Step {
     function priceOf(bytes32 modelId) external view returns (uint128 price) {
         price = _models[modelId].pricePerUnit;
         require(price != 0, UnknownModel(modelId));
+    }
+
+    /// @inheritdoc IModelRegistry
+    function isRuntimeListed(bytes32 modelId, bytes32 runtimeHash) external view returns (bool) {
+        return _runtimes[modelId][runtimeHash];
+    }
+
+    /// @inheritdoc IModelRegistry
+    function isNumericsClass(bytes32 gpuClass) external view returns (bool) {
+        return _classes[gpuClass];
+    }
+
+    /// @inheritdoc IModelRegistry
+    function checkReceipt(bytes32 modelId, bytes32 runtimeHash, bytes32 gpuClass) external view {
+        require(_runtimes[modelId][runtimeHash], RuntimeNotListed(modelId, runtimeHash));
+        require(_classes[gpuClass], NumericsClassNotListed(gpuClass));
+    }
+
+    function _setRuntime(bytes32 modelId, bytes32 runtimeHash, bool listed) internal {
+        _runtimes[modelId][runtimeHash] = listed;
+        emit RuntimeListed(modelId, runtimeHash, listed);
     }
 }

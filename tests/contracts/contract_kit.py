@@ -161,6 +161,24 @@ class Market:
         except (ContractCustomError, ContractLogicError):
             self.price = 0  # a fresh deployment registers the model after construction
 
+    def revert(self, snap: str) -> None:
+        """Reverts the chain to ``snap`` and resyncs every sender's nonce."""
+        self.clock.revert(snap)
+        for sender in self.h._senders.values():
+            sender.resync()
+
+    def set_params(self, params: MarketParams) -> TxReceipt:
+        """Proposes ``params``, waits out ``PARAMS_DELAY`` and applies them; returns the apply's receipt."""
+        self.send("deployer", self.market.functions.proposeParams(params.as_tuple()))
+        self.clock.advance(int(self.market.functions.PARAMS_DELAY().call()))
+        rcpt = self.send("relayer", self.market.functions.applyParams(params.as_tuple()))
+        self.reload()
+        return rcpt
+
+    def collateral(self, max_payment: int = USD) -> int:
+        """What claiming a job escrowing ``max_payment`` locks under the current parameters."""
+        return self.params.collateral_for(max_payment)
+
     def fee(self, payment: int) -> int:
         """The protocol fee on ``payment`` under the current parameters."""
         return payment * self.params.fee_bps // BPS
@@ -213,7 +231,7 @@ class Market:
 
     def provider_info(self, role_or_address: str) -> dict[str, Any]:
         names = ("staked", "locked", "unbonding", "unbond_ready_at", "jailed_until", "registered",
-                 "endpoint", "region", "gpu_class")
+                 "endpoint", "region", "gpu_class", "strikes")
         info = self.staking.functions.getProvider(self._address(role_or_address)).call()
         return dict(zip(names, info, strict=True))
 
@@ -333,12 +351,21 @@ class Market:
         rcpt = self.send(role, self.market.functions.challenge(job_id, job.as_tuple()))
         return Step(self.fold(job_id, job, rcpt), rcpt)
 
-    def commit(self, job_id: int, role: str, output: bytes, salt: bytes) -> TxReceipt:
-        commitment = vote_commitment(job_id, self.addr(role), output, salt)
+    def draw(self, job_id: int, role: str = "relayer") -> TxReceipt:
+        """Mines past the dispute's draw block and draws its committee."""
+        draw_block = int(self.market.functions.dispute(job_id).call()[4])
+        # Gas estimation runs on the latest block, which must already be past drawBlock.
+        behind = draw_block + 1 - self.w3.eth.block_number
+        if behind > 0:
+            self.clock.rpc("anvil_mine", [hex(behind)])
+        return self.send(role, self.market.functions.drawCommittee(job_id))
+
+    def commit(self, job_id: int, role: str, output: bytes, salt: bytes, units: int = 1000) -> TxReceipt:
+        commitment = vote_commitment(job_id, self.addr(role), output, units, salt)
         return self.send(role, self.market.functions.commitVote(job_id, commitment))
 
-    def reveal(self, job_id: int, role: str, output: bytes, salt: bytes) -> TxReceipt:
-        return self.send(role, self.market.functions.revealVote(job_id, output, salt))
+    def reveal(self, job_id: int, role: str, output: bytes, salt: bytes, units: int = 1000) -> TxReceipt:
+        return self.send(role, self.market.functions.revealVote(job_id, output, units, salt))
 
     def resolve(self, job_id: int, job: Job, role: str = "relayer") -> Step:
         rcpt = self.send(role, self.market.functions.resolveDispute(job_id, job.as_tuple()))
@@ -359,26 +386,45 @@ class Market:
         claimed = self.claim(p.job_id, p.job, provider).job
         return p.job_id, self.deliver(p.job_id, claimed, units, output, provider).job
 
-    def vote(self, job_id: int, votes: dict[str, bytes]) -> None:
-        """Commits and reveals ``votes`` (member -> output hash), ending past the reveal phase."""
-        for role, output in votes.items():
-            self.commit(job_id, role, output, _salt(role))
+    def vote(self, job_id: int, votes: dict[str, bytes | tuple[bytes, int]]) -> None:
+        """Commits and reveals ``votes`` (member -> output hash, or (output hash, units); units
+        default to 1000), ending past the reveal phase."""
+        ballots = {r: v if isinstance(v, tuple) else (v, 1000) for r, v in votes.items()}
+        for role, (output, units) in ballots.items():
+            self.commit(job_id, role, output, _salt(role), units)
         d = self.dispute_times(job_id)
         self.clock.warp(d[0])
-        for role, output in votes.items():
-            self.reveal(job_id, role, output, _salt(role))
+        for role, (output, units) in ballots.items():
+            self.reveal(job_id, role, output, _salt(role), units)
         self.clock.warp(d[1])
 
+    def dispute(self, job_id: int) -> dict[str, Any]:
+        return self.h.dispute(job_id)
+
     def dispute_times(self, job_id: int) -> tuple[int, int]:
-        """(commitEnd, revealEnd) of the job's dispute, from its JobChallenged event."""
-        ev = self.market.events.JobChallenged().get_logs(
-            from_block=0, argument_filters={"jobId": job_id})
-        assert ev, f"job {job_id} was never challenged"
-        return int(ev[-1]["args"]["commitEnd"]), int(ev[-1]["args"]["revealEnd"])
+        """(commitEnd, revealEnd) of the job's dispute."""
+        d = self.dispute(job_id)
+        assert d["commitEnd"], f"job {job_id} has no drawn committee"
+        return int(d["commitEnd"]), int(d["revealEnd"])
+
+    def seats(self, job_id: int) -> list[str]:
+        """The committee's seats as roles (a role drawn twice appears twice)."""
+        by_addr = {a.address.lower(): r for r, a in self.accounts.items()}
+        return [by_addr.get(a.lower(), a) for a in self.market.functions.committee(job_id).call()]
 
     def committee_roles(self, job_id: int) -> list[str]:
-        members = {a.lower() for a in self.market.functions.committee(job_id).call()}
-        return [r for r, a in self.accounts.items() if a.address.lower() in members]
+        """The committee's distinct members as roles, in seat order."""
+        return list(dict.fromkeys(self.seats(job_id)))
+
+    def challenged(self, job_id: int, job: Job, challenger: str = "verifier") -> tuple[Job, list[str]]:
+        """Challenges and draws: (the job's record, the committee's distinct members)."""
+        job = self.challenge(job_id, job, challenger).job
+        self.draw(job_id)
+        return job, self.committee_roles(job_id)
+
+    def reward(self, role_or_address: str) -> int:
+        """The account's withdrawable staking-token rewards in the market."""
+        return int(self.market.functions.rewardOf(self._address(role_or_address)).call())
 
 
 def events_of(contract: Contract, rcpt: TxReceipt, name: str) -> list[dict[str, Any]]:
@@ -430,10 +476,12 @@ def all_errors_decoder() -> ErrorDecoder:
     return ErrorDecoder(a.abi for a in load_test_artifacts().values())
 
 
-def deploy(m: Market, name: str, *args: Any, role: str = "deployer") -> Contract:
-    """Deploys a source or test contract from ``role``; returns it bound to its address."""
+def deploy(m: Market, name: str, *args: Any, role: str = "deployer", library: str | None = None) -> Contract:
+    """Deploys a source or test contract from ``role`` (linking ``library`` where it links
+    DisputeGame); returns it bound to its address."""
     art = load_test_artifacts()[name]
-    factory = m.w3.eth.contract(abi=art.abi, bytecode=art.bytecode)
+    bytecode = art.linked(library or m.h.dispute_game.address) if art.needs_linking else art.bytecode
+    factory = m.w3.eth.contract(abi=art.abi, bytecode=bytecode)
     rcpt = m.send(role, factory.constructor(*args))
     assert rcpt["contractAddress"] is not None
     return m.w3.eth.contract(address=rcpt["contractAddress"], abi=art.abi)
@@ -448,16 +496,17 @@ def deploy_market(m: Market, payment: Contract, stake: Contract | None = None,
     stake = stake or m.h.hst
     start = m.w3.eth.block_number
     registry = deploy(m, "ModelRegistry", m.addr(owner), role=owner)
+    game = deploy(m, "DisputeGame", role=owner)
     nonce = m.w3.eth.get_transaction_count(m.addr(owner), "pending")
     predicted = get_create_address(m.addr(owner), nonce + 1)
     staking = deploy(m, "Staking", m.addr(owner), stake.address, predicted, m.min_stake,
                      m.unbonding_period, m.jail_period, role=owner)
     p = params or m.params
     market = deploy(m, "JobMarket", m.addr(owner), payment.address, staking.address,
-                    registry.address, p.as_tuple(), role=owner)
+                    registry.address, p.as_tuple(), role=owner, library=game.address)
     assert market.address == predicted
     contracts = {
-        "HearthUSD": payment, "HearthStake": stake, "ModelRegistry": registry,
+        "HearthUSD": payment, "HearthStake": stake, "ModelRegistry": registry, "DisputeGame": game,
         "Staking": staking, "JobMarket": market,
     }
     manifest = Manifest(
@@ -468,6 +517,7 @@ def deploy_market(m: Market, payment: Contract, stake: Contract | None = None,
     h.decoder = all_errors_decoder()
     other = Market(h, m.accounts, m.model_id, m.runtime_hash, m.clock)
     other.send(owner, registry.functions.registerModel(m.model_id, m.runtime_hash, m.price, "all-MiniLM-L6-v2"))
+    other.send(owner, registry.functions.setNumericsClass(GPU, True))
     other.reload()
     return other
 
@@ -476,8 +526,7 @@ def stake(m: Market, role: str, amount: int, serve: bool = True, mint: bool = Fa
     """Registers ``role`` on ``m``'s staking, stakes ``amount`` and serves the model."""
     if mint:
         m.send("deployer", m.h.hst.functions.mint(m.addr(role), amount))
-    m.send(role, m.staking.functions.register("http://127.0.0.1:0", "local", "cpu"))
     m.send(role, m.h.hst.functions.approve(m.staking.address, amount))
-    m.send(role, m.staking.functions.stake(amount))
+    m.send(role, m.staking.functions.register("http://127.0.0.1:0", "local", "cpu", amount))
     if serve:
         m.send(role, m.staking.functions.setServing(m.model_id, True))

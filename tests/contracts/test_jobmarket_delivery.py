@@ -21,13 +21,15 @@ from contracts.types import Status
 def test_claim_locks_collateral_and_emits_job_claimed(market: Market) -> None:
     p = market.post()
     step = market.claim(p.job_id, p.job)
+    collateral = market.params.claim_collateral + USD * market.params.collateral_per_payment_wei
+    expiry = min(market.clock.now() + market.params.claim_timeout, p.job.deadline)
     assert market.event(step.rcpt, "JobClaimed") == {
-        "jobId": p.job_id, "provider": market.addr("provider"), "collateral": market.params.claim_collateral,
+        "jobId": p.job_id, "provider": market.addr("provider"), "collateral": collateral, "claimExpiry": expiry,
     }
-    assert step.job == p.job.with_(provider=market.addr("provider"), collateral=market.params.claim_collateral,
-                                   status=Status.CLAIMED)
+    assert step.job == p.job.with_(provider=market.addr("provider"), collateral=collateral,
+                                   claim_expiry=expiry, status=Status.CLAIMED)
     assert market.status(p.job_id) == Status.CLAIMED
-    assert market.provider_info("provider")["locked"] == market.params.claim_collateral
+    assert market.provider_info("provider")["locked"] == collateral
     assert market.h.job(p.job_id) == step.job
 
 
@@ -67,7 +69,7 @@ def test_claim_reverts_at_the_deadline_and_works_one_second_before(market: Marke
 
 def test_claim_reverts_when_the_caller_is_not_a_registered_provider(market: Market) -> None:
     p = market.post()
-    with reverts("ProviderNotActive", market.addr("client2")):
+    with reverts("ModelNotServed", market.addr("client2"), market.model_id):
         market.claim(p.job_id, p.job, "client2")
 
 
@@ -86,8 +88,8 @@ def test_claim_reverts_when_the_provider_does_not_serve_the_model(market: Market
 
 
 def test_claim_reverts_when_free_stake_is_below_the_collateral(market: Market) -> None:
-    params = replace(market.params, treasury=market.addr("treasury"), claim_collateral=market.stake0 + 1)
-    market.send("deployer", market.market.functions.setParams(params.as_tuple()))
+    market.set_params(replace(market.params, claim_collateral=market.stake0 + 1 - market.collateral(USD)
+                              + market.params.claim_collateral))
     p = market.post()
     with reverts("InsufficientFreeStake", market.addr("provider"), market.stake0 + 1, market.stake0):
         market.claim(p.job_id, p.job)
@@ -126,18 +128,25 @@ def test_receipt_reverts_for_a_job_that_was_never_claimed(market: Market) -> Non
         market.submit(p.job, rec, market.sign_receipt("provider", rec))
 
 
-def test_receipt_is_accepted_at_the_deadline_and_reverts_after_it(market: Market) -> None:
+def test_receipt_is_accepted_at_the_claim_expiry_and_reverts_after_it(market: Market) -> None:
     p = market.post(ttl=100)
     claimed = market.claim(p.job_id, p.job).job
+    assert claimed.claim_expiry == p.job.deadline  # the deadline comes before the claim timeout
     rec = market.receipt(p.job_id)
     sig = market.sign_receipt("provider", rec)
     snap = market.clock.snapshot()
-    market.clock.warp(p.job.deadline + 1)
-    with reverts("DeadlinePassed", p.job.deadline):
+    market.clock.warp(claimed.claim_expiry + 1)
+    with reverts("ClaimExpired", p.job_id, claimed.claim_expiry):
         market.submit(claimed, rec, sig)
     market.clock.revert(snap)
-    market.clock.warp(p.job.deadline)
+    market.clock.warp(claimed.claim_expiry)
     assert market.submit(claimed, rec, sig).job.status == Status.DELIVERED
+
+
+def test_a_claim_expires_after_the_claim_timeout_before_a_later_deadline(market: Market) -> None:
+    p = market.post(ttl=10 * market.params.claim_timeout)
+    claimed = market.claim(p.job_id, p.job).job
+    assert claimed.claim_expiry == market.clock.now() + market.params.claim_timeout < p.job.deadline
 
 
 def test_receipt_reverts_when_it_names_another_model(market: Market) -> None:
@@ -233,11 +242,11 @@ def test_refund_of_a_claimed_job_slashes_the_penalty_to_the_client(market: Marke
     hst_before = market.hst("client")
     market.clock.warp(p.job.deadline + 1)
     step = market.refund(p.job_id, claimed)
-    penalty = market.params.claim_collateral * market.params.refund_penalty_bps // BPS
+    penalty = claimed.collateral * market.params.refund_penalty_bps // BPS
     assert market.event(step.rcpt, "JobRefunded")["penalty"] == penalty
     assert market.event(step.rcpt, "Slashed") == {
         "provider": market.addr("provider"), "recipient": market.addr("client"), "amount": penalty,
-        "fromStaked": penalty, "jailedUntil": 0,
+        "fromStaked": penalty, "jailedUntil": 0, "strikes": 1,
     }
     info = market.provider_info("provider")
     assert (info["staked"], info["locked"], info["jailed_until"]) == (market.stake0 - penalty, 0, 0)

@@ -15,7 +15,7 @@ from contracts.types import Status
 # ---------------------------------------------------------------- pause
 
 
-def test_pause_blocks_posting_and_challenges(market: Market) -> None:
+def test_pause_blocks_posting_only(market: Market) -> None:
     job_id, delivered = market.delivered()
     rcpt = market.send("deployer", market.market.functions.pause())
     assert market.event(rcpt, "Paused") == {"account": market.addr("deployer")}
@@ -25,8 +25,8 @@ def test_pause_blocks_posting_and_challenges(market: Market) -> None:
     req = market.job_request("client")
     with reverts("EnforcedPause"):
         market.post_with_sig(req, market.sign_request("client", req))
-    with reverts("EnforcedPause"):
-        market.challenge(job_id, delivered)
+    # Challenges stay open: a pause never lets a receipt through unchallenged.
+    assert market.challenge(job_id, delivered).job.status == Status.CHALLENGED
 
 
 def test_pause_lets_escrowed_jobs_be_claimed_delivered_settled_and_withdrawn(market: Market) -> None:
@@ -50,6 +50,7 @@ def test_pause_lets_an_open_dispute_be_voted_and_resolved(market: Market) -> Non
     job_id, job = market.delivered()
     job = market.challenge(job_id, job).job
     market.send("deployer", market.market.functions.pause())
+    market.draw(job_id)
     market.vote(job_id, {"verifier2": OUTPUT, "cheater": OUTPUT})
     assert market.resolve(job_id, job).job.status == Status.DELIVERED
 
@@ -76,10 +77,25 @@ def test_pause_and_unpause_are_owner_only_and_not_repeatable(market: Market) -> 
 # ---------------------------------------------------------------- setParams
 
 
-def test_set_params_stores_and_emits_the_parameters(market: Market) -> None:
+def test_proposed_params_take_effect_only_after_the_delay(market: Market) -> None:
     params = replace(market.params, treasury=market.addr("spare"), fee_bps=250, challenge_window=1200)
-    rcpt = market.send("deployer", market.market.functions.setParams(params.as_tuple()))
+    rcpt = market.send("deployer", market.market.functions.proposeParams(params.as_tuple()))
+    delay = int(market.market.functions.PARAMS_DELAY().call())
+    effective = market.clock.now() + delay
+    ev = market.event(rcpt, "ParamsProposed")
+    assert (tuple(ev["params"].values()), ev["effectiveAt"]) == (params.as_tuple(), effective)
+    assert market.market.functions.pendingParams().call()[1] == effective
+    market.clock.warp(effective - 1)
+    with reverts("ParamsNotReady", effective):
+        market.send("relayer", market.market.functions.applyParams(params.as_tuple()))
+    other = replace(params, fee_bps=251)
+    market.clock.warp(effective)
+    with reverts("NoPendingParams"):
+        market.send("relayer", market.market.functions.applyParams(other.as_tuple()))
+    rcpt = market.send("relayer", market.market.functions.applyParams(params.as_tuple()))
     assert tuple(market.event(rcpt, "ParamsSet")["params"].values()) == params.as_tuple()
+    with reverts("NoPendingParams"):
+        market.send("relayer", market.market.functions.applyParams(params.as_tuple()))
     assert tuple(market.market.functions.params().call()) == params.as_tuple()
     job_id, job = market.delivered(units=1000)
     assert job.challenge_end == market.clock.now() + 1200
@@ -91,18 +107,27 @@ def test_set_params_stores_and_emits_the_parameters(market: Market) -> None:
 @pytest.mark.parametrize("change", [
     {"fee_bps": 10_001}, {"refund_penalty_bps": 10_001}, {"sample_rate_bps": 10_001},
     {"treasury": "0x" + "00" * 20}, {"challenge_window": 0}, {"commit_period": 0},
-    {"reveal_period": 0}, {"committee_size": 0},
+    {"reveal_period": 0}, {"committee_size": 0}, {"committee_size": 1}, {"committee_size": 4},
+    {"committee_size": 17}, {"claim_timeout": 0}, {"escalation_period": 0}, {"member_penalty_bps": 10_001},
+    {"challenger_reward_bps": 5_000, "committee_reward_bps": 5_001},
 ])
-def test_set_params_reverts_on_an_invalid_parameter(market: Market, change: dict[str, object]) -> None:
-    params = replace(market.params, **{"treasury": market.addr("treasury"), **change})
+def test_propose_params_reverts_on_an_invalid_parameter(market: Market, change: dict[str, object]) -> None:
+    params = replace(market.params, **change)  # type: ignore[arg-type]
     with reverts("InvalidParameter"):
-        market.send("deployer", market.market.functions.setParams(params.as_tuple()))
+        market.send("deployer", market.market.functions.proposeParams(params.as_tuple()))
 
 
-def test_set_params_is_owner_only(market: Market) -> None:
+def test_propose_params_is_owner_only(market: Market) -> None:
     params = replace(market.params, treasury=market.addr("client"), fee_bps=10_000)
     with reverts("OwnableUnauthorizedAccount", market.addr("client")):
-        market.send("client", market.market.functions.setParams(params.as_tuple()))
+        market.send("client", market.market.functions.proposeParams(params.as_tuple()))
+
+
+@pytest.mark.parametrize("contract", ["market", "staking", "registry"])
+def test_renounce_ownership_reverts_on_every_contract(market: Market, contract: str) -> None:
+    c = {"market": market.market, "staking": market.staking, "registry": market.h.registry}[contract]
+    with reverts("OwnershipCannotBeRenounced"):
+        market.send("deployer", c.functions.renounceOwnership())
 
 
 # ---------------------------------------------------------------- Ownable2Step

@@ -16,13 +16,15 @@ def test_post_job_escrows_max_payment_and_emits_job_posted(market: Market) -> No
     assert market.event(p.rcpt, "JobPosted") == {
         "jobId": p.job_id, "client": market.addr("client"), "modelId": market.model_id,
         "inputHash": INPUT, "maxPayment": 3 * USD, "pricePerUnit": market.price, "deadline": deadline,
-        "relayer": market.addr("client"),
+        "relayer": market.addr("client"), "treasury": market.params.treasury, "feeBps": market.params.fee_bps,
+        "challengeWindow": market.params.challenge_window,
     }
     assert p.job_id == market.market.functions.jobCount().call() == 1
     assert p.job == Job(
         client=market.addr("client"), provider="0x" + "00" * 20, model_id=market.model_id,
         input_hash=INPUT, max_payment=3 * USD, price_per_unit=market.price, payment=0, collateral=0,
-        deadline=deadline, challenge_end=0, status=Status.POSTED, output_hash=b"\x00" * 32,
+        deadline=deadline, challenge_end=market.params.challenge_window, status=Status.POSTED,
+        output_hash=b"\x00" * 32, treasury=market.params.treasury, fee_bps=market.params.fee_bps,
     )
     assert market.status(p.job_id) == Status.POSTED
     assert market.h.job(p.job_id) == p.job

@@ -140,8 +140,12 @@ def test_committee_member_killed_after_its_commit_reveals_with_the_kept_salt(
     job_id, _ = post_job(["disputed"])
     cheater.tick()
     assert verifier.tick().challenged == [job_id]
-    member = make_node("provider")
-    sender = h.sender(acc["provider"].key)
+    chain.mine(3)
+    verifier.tick()  # draws the committee
+    seat = h.market.functions.committee(job_id).call()[0]
+    role = next(r for r in ("provider", "verifier2") if acc[r].address == seat)
+    member = make_node(role)
+    sender = h.sender(acc[role].key)
     real_send = sender.send
 
     def send_then_die(fn: Any, **kw: Any) -> Any:
@@ -155,17 +159,17 @@ def test_committee_member_killed_after_its_commit_reveals_with_the_kept_salt(
         member.tick()
     monkeypatch.undo()
     member.close()
-    nonce = h.w3.eth.get_transaction_count(acc["provider"].address)
+    nonce = h.w3.eth.get_transaction_count(acc[role].address)
 
-    restarted = make_node("provider")
+    restarted = make_node(role)
     assert restarted.tick().committed == []  # already on chain: not sent again
-    assert h.w3.eth.get_transaction_count(acc["provider"].address) == nonce
+    assert h.w3.eth.get_transaction_count(acc[role].address) == nonce
     chain.advance(300)
     assert restarted.tick().revealed == [job_id]  # the salt survived the crash
     votes = list(
         restarted.reader.logs(["VoteCommitted", "VoteRevealed"], h.manifest.deployment_block, h.w3.eth.block_number)
     )
-    assert sorted(v["event"] for v in votes if v["args"]["voter"] == acc["provider"].address) == [
+    assert sorted(v["event"] for v in votes if v["args"]["voter"] == acc[role].address) == [
         "VoteCommitted",
         "VoteRevealed",
     ]

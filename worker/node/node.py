@@ -48,7 +48,8 @@ from web3.types import EventData
 
 from contracts.bindings import Hearth, decode_log, vote_commitment
 from contracts.errors import ChainError
-from contracts.types import Job, Receipt, Status, gpu_class_bytes
+from contracts.types import Job, MarketParams, Outcome, Receipt, Status, gpu_class_bytes
+from contracts.types import Phase as DisputePhase
 from worker.blobs import (
     BlobIntegrityError,
     BlobNotFoundError,
@@ -65,6 +66,13 @@ from worker.node.state import CandidateRow, CheckRow, DisputeRow, JobRow, NodeSt
 from worker.settings import Role
 
 log = logging.getLogger(__name__)
+
+_OUTCOMES = {
+    Outcome.PROVIDER_WON: "provider won",
+    Outcome.PROVIDER_LOST: "provider slashed",
+    Outcome.NEUTRAL: "settled neutrally",
+    Outcome.ESCALATED: "escalated to governance",
+}
 
 BPS = 10_000
 #: ``checkpoint(name, job_ids)`` is called after each step with the jobs it advanced.
@@ -185,6 +193,13 @@ class Node:
         st = self.h.staking.functions
         active = st.isActive(self.address).call()
         serves = st.serves(self.address, self.model_id).call()
+        if active and serves and not st.isEligible(self.address, self.model_id).call():
+            # Back from a jail (or under a new minimum stake): re-enter the committee set.
+            try:
+                self.sender.send(st.refresh(self.address))
+                self.log.info("rejoined the eligible set of model %s", _h(self.model_id)[:10])
+            except ChainError as exc:
+                self.log.warning("refresh of this node's eligibility failed: %s", exc)
         self.log.info(
             "node %s role=%s model=%s runtime=%s gpu=%s source=%s active=%s serving=%s%s",
             self.address,
@@ -639,7 +654,7 @@ class Node:
             c.verdict = "expired"
             self.state.upsert(c)
             return
-        bond = int(self.h.market.functions.params().call()[2])  # challengeBond
+        bond = int(MarketParams(*self.h.market.functions.params().call()).challenge_bond)
         usd = self.h.usd.functions
         if bond:
             if usd.balanceOf(self.address).call() < bond:
@@ -658,7 +673,7 @@ class Node:
         a = _event(self.h, rcpt, "JobChallenged")["args"]
         c.verdict, c.challenge_tx = "challenged", tx_hex(rcpt)
         self.state.upsert(c)
-        self.state.insert_new(DisputeRow(c.job_id, 0, int(a["commitEnd"]), int(a["revealEnd"])))
+        self.state.insert_new(DisputeRow(c.job_id, 0, 0, 0))
         rep.challenged.append(c.job_id)
         self.log.warning(
             "challenged %s",
@@ -666,7 +681,7 @@ class Node:
                 job=c.job_id,
                 provider=c.provider,
                 bond=a["bond"],
-                committee=",".join(m[:10] for m in a["committee"]),
+                draw_block=a["drawBlock"],
                 block=rcpt["blockNumber"],
                 tx=c.challenge_tx,
             ),
@@ -676,37 +691,47 @@ class Node:
     # ------------------------------------------------------------------ disputes (every role)
 
     def _watch_disputes(self, safe: int) -> None:
+        """Records the disputes this node is a party to (``JobChallenged``) and those whose
+        committee it was drawn on (``CommitteeDrawn``, one entry per seat)."""
         start = self.state.cursor("challenged", self.h.manifest.deployment_block)
         if start > safe:
             return
         me = self.address.lower()
-        for ev in self.reader.logs(["JobChallenged"], start, safe):
+        for ev in self.reader.logs(["JobChallenged", "CommitteeDrawn"], start, safe):
             a = ev["args"]
             job_id = int(a["jobId"])
-            member = me in (str(m).lower() for m in a["committee"])
-            party = str(a["challenger"]).lower() == me or self.state.get(JobRow, job_id) is not None
-            if not (member or party):
+            if ev["event"] == "JobChallenged":
+                party = str(a["challenger"]).lower() == me or self.state.get(JobRow, job_id) is not None
+                if party:
+                    self.state.insert_new(DisputeRow(job_id, 0, 0, 0))
                 continue
-            if (
-                self.state.insert_new(
-                    DisputeRow(
-                        job_id,
-                        int(member),
-                        int(a["commitEnd"]),
-                        int(a["revealEnd"]),
-                        vote="pending" if member else "none",
-                    )
-                )
-                and member
-            ):
-                self.log.info(
-                    "on the committee %s",
-                    _kv(job=job_id, commit_end=a["commitEnd"], reveal_end=a["revealEnd"], block=ev["blockNumber"]),
-                )
+            seats = sum(1 for m in a["seats"] if str(m).lower() == me)
+            self._drawn(job_id, seats, int(a["commitEnd"]), int(a["revealEnd"]), int(ev["blockNumber"]))
         self.state.set_cursor("challenged", safe + 1)
+
+    def _drawn(self, job_id: int, seats: int, commit_end: int, reveal_end: int, block: int) -> None:
+        """Notes a drawn committee: phase times for a party, a pending vote for a member."""
+        d = self.state.get(DisputeRow, job_id)
+        if d is None and not seats:
+            return
+        if d is None:
+            d = DisputeRow(job_id, 0, 0, 0)
+        if d.commit_end and d.member == seats:
+            return  # seen already
+        d.member, d.commit_end, d.reveal_end = seats, commit_end, reveal_end
+        if seats and d.vote == "none":
+            d.vote = "pending"
+            self.log.info(
+                "on the committee %s",
+                _kv(job=job_id, seats=seats, commit_end=commit_end, reveal_end=reveal_end, block=block),
+            )
+        self.state.upsert(d)
 
     def _disputes(self, now: int, rep: TickReport) -> None:
         for d in self.state.select(DisputeRow, "resolved=0"):
+            if not d.commit_end:
+                self._draw(d)
+                continue
             if d.member and d.vote == "pending":
                 if now >= d.commit_end:
                     d.vote = "missed"
@@ -725,6 +750,40 @@ class Node:
                 self._resolve(d, rep)
         self._checked("after_commit", rep.committed)
         self._checked("after_reveal", rep.revealed)
+
+    def _draw(self, d: DisputeRow) -> None:
+        """A party's duty: draw the committee once the draw block is past (anyone may); settle
+        a dispute without a committee, or whose draw expired, neutrally."""
+        view = self.h.dispute(d.job_id)
+        phase = DisputePhase(view["phase"])
+        head = self.h.w3.eth.block_number
+        if phase == DisputePhase.VOTING:
+            self._drawn(d.job_id, int(self.h.market.functions.member(d.job_id, self.address).call()[0]),
+                        int(view["commitEnd"]), int(view["revealEnd"]), head)
+            return
+        if phase in (DisputePhase.NO_COMMITTEE, DisputePhase.ESCALATED, DisputePhase.SETTLED) or (
+            phase == DisputePhase.AWAITING_DRAW and head > int(view["drawBlock"]) + 256
+        ):
+            d.commit_end = d.reveal_end = 1  # nothing to vote on: resolve from now on
+            self.state.upsert(d)
+            return
+        if phase != DisputePhase.AWAITING_DRAW or head <= int(view["drawBlock"]):
+            return
+        try:
+            rcpt = self.h.draw_committee(self.key, d.job_id)
+        except ChainError as exc:
+            self.log.info("drawCommittee for job %d: %s", d.job_id, exc)
+            return
+        a = _event(self.h, rcpt, "CommitteeDrawn")["args"]
+        self.log.info(
+            "drew the committee %s",
+            _kv(job=d.job_id, seats=",".join(str(m)[:10] for m in a["seats"]) or "none (too few eligible)",
+                block=rcpt["blockNumber"], tx=tx_hex(rcpt)),
+            extra={"job_id": d.job_id, "block": rcpt["blockNumber"], "tx": tx_hex(rcpt)},
+        )
+        if not a["seats"]:
+            d.commit_end = d.reveal_end = 1
+            self.state.upsert(d)
 
     def _voted(self, event: str, job_id: int) -> bool:
         head = self.h.w3.eth.block_number
@@ -754,7 +813,7 @@ class Node:
                     d.vote = "abstained"
                     self.state.upsert(d)
                 return
-            d.output_hash, d.salt = _h(o.output_hash), _h(os.urandom(32))
+            d.output_hash, d.units, d.salt = _h(o.output_hash), o.units, _h(os.urandom(32))
             self.state.upsert(d)  # the salt is kept before the commitment leaves this process
         assert d.salt is not None
         if self._voted("VoteCommitted", d.job_id):
@@ -762,7 +821,7 @@ class Node:
             self.state.upsert(d)
             return
         commitment = vote_commitment(
-            d.job_id, self.address, bytes.fromhex(d.output_hash[2:]), bytes.fromhex(d.salt[2:])
+            d.job_id, self.address, bytes.fromhex(d.output_hash[2:]), int(d.units or 0), bytes.fromhex(d.salt[2:])
         )
         try:
             rcpt = self.sender.send(self.h.market.functions.commitVote(d.job_id, commitment))
@@ -784,7 +843,9 @@ class Node:
             d.vote = "revealed"
             self.state.upsert(d)
             return
-        fn = self.h.market.functions.revealVote(d.job_id, bytes.fromhex(d.output_hash[2:]), bytes.fromhex(d.salt[2:]))
+        fn = self.h.market.functions.revealVote(
+            d.job_id, bytes.fromhex(d.output_hash[2:]), int(d.units or 0), bytes.fromhex(d.salt[2:])
+        )
         try:
             rcpt = self.sender.send(fn)
         except ChainError as exc:
@@ -795,25 +856,17 @@ class Node:
         rep.revealed.append(d.job_id)
         self.log.info(
             "revealed vote %s",
-            _kv(job=d.job_id, output=d.output_hash[:18], block=rcpt["blockNumber"], tx=d.reveal_tx),
+            _kv(job=d.job_id, output=d.output_hash[:18], units=d.units, block=rcpt["blockNumber"], tx=d.reveal_tx),
             extra={"job_id": d.job_id, "block": rcpt["blockNumber"], "tx": d.reveal_tx},
         )
 
     def _resolve(self, d: DisputeRow, rep: TickReport) -> None:
         status = Status(self.h.market.functions.jobStatus(d.job_id).call())
-        events = self.h.job_events(d.job_id)
-        if status == Status.CHALLENGED and any(e.name == "DisputeResolved" and e.args["escalated"] for e in events):
-            d.resolved, d.outcome = 1, "escalated to governance"
-            self.state.upsert(d)
-            return
         if status != Status.CHALLENGED:
+            events = self.h.job_events(d.job_id)
             done = next((e for e in reversed(events) if e.name == "DisputeResolved"), None)
             d.resolved = 1
-            d.outcome = (
-                ("provider won" if done.args["providerWon"] else "provider slashed")
-                if done is not None
-                else status.label
-            )
+            d.outcome = _OUTCOMES[Outcome(done.args["outcome"])] if done is not None else status.label
             self.state.upsert(d)
             return
         try:
@@ -822,12 +875,18 @@ class Node:
             self.log.info("resolveDispute for job %d: %s", d.job_id, exc)
             return
         a = _event(self.h, rcpt, "DisputeResolved")["args"]
-        d.resolved = 1
-        d.outcome = (
-            "escalated to governance" if a["escalated"] else "provider won" if a["providerWon"] else "provider slashed"
-        )
+        outcome = Outcome(a["outcome"])
+        if outcome == Outcome.ESCALATED:
+            # Governance has until escalationEnd; after it anyone settles neutrally.
+            d.reveal_end = int(a["escalationEnd"])
+        else:
+            d.resolved = 1
+        d.outcome = _OUTCOMES[outcome]
         self.state.upsert(d)
         rep.resolved.append(d.job_id)
+        row = self.state.get(JobRow, d.job_id)
+        if row is not None and outcome != Outcome.ESCALATED:
+            self._sync(row)  # our own job: its record follows the outcome now
         self.log.warning(
             "resolved dispute %s",
             _kv(
@@ -842,6 +901,17 @@ class Node:
         wall = time.monotonic()
         if not force and wall - self._last_withdraw < self.config.withdraw_interval_s:
             return
+        rewards = int(self.h.market.functions.rewardOf(self.address).call())
+        if rewards:
+            try:
+                rcpt = self.h.withdraw_rewards(self.key)
+                self.log.info(
+                    "withdrew dispute rewards %s",
+                    _kv(amount=rewards, token="stake", block=rcpt["blockNumber"], tx=tx_hex(rcpt)),
+                    extra={"block": rcpt["blockNumber"], "tx": tx_hex(rcpt)},
+                )
+            except ChainError as exc:
+                self.log.warning("withdrawRewards failed: %s", exc)
         balance = int(self.h.market.functions.balanceOf(self.address).call())
         if balance < max(1, self.config.min_withdraw):
             return

@@ -98,6 +98,7 @@ class DisputeRow:
     reveal_end: int
     vote: str = "none"  # none | pending | committed | revealed | abstained | missed
     output_hash: str | None = None
+    units: int | None = None  # the units this node computed: the vote is on (output, units)
     salt: str | None = None
     commit_tx: str | None = None
     reveal_tx: str | None = None
@@ -139,6 +140,12 @@ class NodeState:
             self._db.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
             for name, (cls, key) in _TABLES.items():
                 self._db.execute(_ddl(name, cls, key))
+                # A state file from an older version lacks newer columns: add them (nullable).
+                have = {r[1] for r in self._db.execute(f"PRAGMA table_info({name})")}
+                for f in fields(cls):
+                    if f.name not in have:
+                        sql = {"int": "INTEGER", "str": "TEXT", "float": "REAL"}[str(f.type).split(" |")[0]]
+                        self._db.execute(f"ALTER TABLE {name} ADD COLUMN {f.name} {sql}")
 
     def close(self) -> None:
         with self._lock:
