@@ -289,7 +289,9 @@ def _posted(p: Projector, ev: DecodedEvent) -> None:
         "jobs", job_id=a["jobId"], client=a["client"], model_id=a["modelId"],
         input_hash=a["inputHash"], max_payment=a["maxPayment"], price_per_unit=a["pricePerUnit"],
         deadline=a["deadline"], status="posted", relayer=a["relayer"], treasury=a["treasury"],
-        fee_bps=a["feeBps"])
+        fee_bps=a["feeBps"],
+        # IJobMarket's rule: until delivery challengeEnd holds the window fixed at posting.
+        challenge_end=a["challengeWindow"])
     p._stamp(row, "posted", ev)
     p._put("jobs", (a["jobId"],), row, ev)
 
