@@ -300,12 +300,16 @@ def provider_register(
     region: str = typer.Option("local"),
     gpu_class: str = typer.Option("cpu"),
     model: str | None = typer.Option(None, help="Model id to serve (default: the manifest's first)."),
+    stake: str | None = typer.Option(None, help="HST to stake with the registration (default: the minimum stake)."),
     as_: RoleOpt = None,
 ) -> None:
-    """Register as a provider and serve a model."""
+    """Register as a provider (staking at least the minimum) and serve a model."""
     h = hearth()
     s = h.sender(key_for(as_))
-    s.send(h.staking.functions.register(endpoint, region, gpu_class))
+    wei = parse_amount(stake, HST_DECIMALS) if stake else int(h.staking.functions.minStake().call())
+    if h.hst.functions.allowance(s.address, h.staking.address).call() < wei:
+        s.send(h.hst.functions.approve(h.staking.address, wei))
+    s.send(h.staking.functions.register(endpoint, region, gpu_class, wei))
     mid = bytes32_arg(model, "model id") if model else default_model(h)
     s.send(h.staking.functions.setServing(mid, True))
     console.print(f"registered {s.address} serving 0x{mid.hex()}")
@@ -514,8 +518,7 @@ def job_finalize(job_id: int = typer.Argument(..., min=1), as_: RoleOpt = None) 
     h = hearth()
     key = key_for(as_)
     job = _job_or_fail(h, job_id)
-    treasury = h.market.functions.params().call()[0]
-    who = {"client": job.client, "provider": job.provider, "treasury": treasury}
+    who = {"client": job.client, "provider": job.provider, "treasury": job.treasury}  # fixed at posting
     before = snapshot_balances(h, who)
     rcpt = h.finalize(key, job_id, job)
     for lg in rcpt["logs"]:

@@ -174,6 +174,11 @@ class Job(SQLModel, table=True):
     output_hash: str = Field(default="0x" + "00" * 32, max_length=66)
     units: int = _u256()
     relayer: str | None = Field(default=None, max_length=42)
+    #: terms fixed at posting (the fee's rate and recipient) and the claim's expiry
+    treasury: str | None = Field(default=None, max_length=42)
+    fee_bps: int | None = None
+    claim_expiry: int | None = Field(default=None, sa_type=sa.BigInteger)
+    gpu_class: str | None = Field(default=None, max_length=66)
     provider_amount: int | None = _u256(None)
     fee: int | None = _u256(None)
     client_refund: int | None = _u256(None)
@@ -224,10 +229,15 @@ class Challenge(SQLModel, table=True):
     job_id: int = _int_key()
     challenger: str = Field(max_length=42, index=True)
     bond: int = _u256()
+    #: one address per seat (a member drawn twice appears twice); empty until drawn
     committee: list[str] = Field(default_factory=list, sa_type=JSON)
     commit_end: int = Field(default=0, sa_type=sa.BigInteger)
     reveal_end: int = Field(default=0, sa_type=sa.BigInteger)
-    #: open, escalated, provider_won, challenger_won
+    #: the block whose hash seeds the committee draw
+    draw_block: int | None = Field(default=None, sa_type=sa.BigInteger)
+    #: until when governance may decide an escalated dispute (unix seconds)
+    escalation_end: int | None = Field(default=None, sa_type=sa.BigInteger)
+    #: open (awaiting the draw), voting, no_committee, escalated, provider_won, challenger_won, neutral
     status: str = Field(default="open", max_length=16)
     agree: int = 0
     disagree: int = 0
@@ -252,7 +262,11 @@ class Vote(SQLModel, table=True):
     committed_tx: str = Field(max_length=66)
     committed_at: int = Field(sa_type=sa.BigInteger)
     output_hash: str | None = Field(default=None, max_length=66)
-    #: whether the revealed output matches the receipt's
+    #: the revealed units (the vote is on output and units)
+    units: int | None = _u256(None)
+    #: staking-token wei locked as the member's bond at commit
+    bond: int | None = _u256(None)
+    #: whether the revealed output and units match the receipt's
     agrees: bool | None = None
     revealed_block: int | None = Field(default=None, sa_type=sa.BigInteger)
     revealed_tx: str | None = Field(default=None, max_length=66)

@@ -87,10 +87,12 @@ def touches(ev: DecodedEvent) -> list[tuple[str, Key]]:
                     ("balances", (a["treasury"],)), ("balances", (a["client"],))]
         if ev.name == "JobRefunded":
             return [("jobs", (jid,)), ("balances", (a["client"],))]
-        if ev.name in ("JobChallenged", "DisputeResolved"):
+        if ev.name in ("JobChallenged", "CommitteeDrawn", "DisputeResolved", "ClaimReleased"):
             return [("jobs", (jid,)), ("challenges", (jid,))]
         if ev.name in ("VoteCommitted", "VoteRevealed"):
             return [("jobs", (jid,)), ("challenges", (jid,)), ("votes", (jid, a["voter"]))]
+        if ev.name == "MemberSettled":
+            return [("votes", (jid, a["member"])), ("providers", (a["member"],))]
         if ev.name == "BalanceCredited":
             return [("balances", (a["account"],))]
         if ev.name == "Withdrawn":
@@ -255,7 +257,8 @@ def _slashed(p: Projector, ev: DecodedEvent) -> None:
     from_unbonding = a["amount"] - a["fromStaked"]
     row["staked"] -= a["fromStaked"]
     row["unbonding"] -= from_unbonding
-    row["locked"] = min(row["locked"], row["staked"])  # as Staking.slash clamps it
+    # `locked` follows the market's events (JobRefunded, ClaimReleased, MemberSettled): a slash
+    # never takes locked stake, and what it unlocks is released by those events.
     row["jailed_until"] = a["jailedUntil"]
     row["slashed_total"] += a["amount"]
     row["slashes"] += 1
@@ -285,7 +288,10 @@ def _posted(p: Projector, ev: DecodedEvent) -> None:
     row = new_row(
         "jobs", job_id=a["jobId"], client=a["client"], model_id=a["modelId"],
         input_hash=a["inputHash"], max_payment=a["maxPayment"], price_per_unit=a["pricePerUnit"],
-        deadline=a["deadline"], status="posted", relayer=a["relayer"])
+        deadline=a["deadline"], status="posted", relayer=a["relayer"], treasury=a["treasury"],
+        fee_bps=a["feeBps"],
+        # IJobMarket's rule: until delivery challengeEnd holds the window fixed at posting.
+        challenge_end=a["challengeWindow"])
     p._stamp(row, "posted", ev)
     p._put("jobs", (a["jobId"],), row, ev)
 
@@ -295,7 +301,8 @@ def _claimed(p: Projector, ev: DecodedEvent) -> None:
     a = ev.args
     job = p._job(ev)
     if job is not None:
-        job.update(provider=a["provider"], collateral=a["collateral"], status="claimed")
+        job.update(provider=a["provider"], collateral=a["collateral"], status="claimed",
+                   claim_expiry=a["claimExpiry"])
         p._stamp(job, "claimed", ev)
         p._put("jobs", (a["jobId"],), job, ev)
     prov = p._provider(a["provider"], ev)
@@ -310,7 +317,8 @@ def _delivered(p: Projector, ev: DecodedEvent) -> None:
     job = p._job(ev)
     if job is not None:
         job.update(payment=a["payment"], output_hash=a["outputHash"],
-                   challenge_end=a["challengeEnd"], status="delivered", units=a["units"])
+                   challenge_end=a["challengeEnd"], status="delivered", units=a["units"],
+                   gpu_class=a["gpuClass"])
         p._stamp(job, "delivered", ev)
         p._put("jobs", (a["jobId"],), job, ev)
     p._put("receipts", (a["jobId"],), new_row(
@@ -330,55 +338,97 @@ def _challenged(p: Projector, ev: DecodedEvent) -> None:
         p._put("jobs", (a["jobId"],), job, ev)
     p._put("challenges", (a["jobId"],), new_row(
         "challenges", job_id=a["jobId"], challenger=a["challenger"], bond=a["bond"],
-        committee=list(a["committee"]), commit_end=a["commitEnd"], reveal_end=a["revealEnd"],
+        committee=[], commit_end=0, reveal_end=0, draw_block=a["drawBlock"],
         status="open", block=ev.block_number, tx_hash=ev.tx_hash, timestamp=ev.block_timestamp), ev)
+
+
+@_on("JobMarket", "CommitteeDrawn")
+def _drawn(p: Projector, ev: DecodedEvent) -> None:
+    a = ev.args
+    ch = p._get("challenges", (a["jobId"],))
+    if ch is not None:
+        ch.update(committee=list(a["seats"]), commit_end=a["commitEnd"], reveal_end=a["revealEnd"],
+                  status="voting" if a["seats"] else "no_committee")
+        p._put("challenges", (a["jobId"],), ch, ev)
+
+
+@_on("JobMarket", "ClaimReleased")
+def _claim_released(p: Projector, ev: DecodedEvent) -> None:
+    a = ev.args
+    job = p._job(ev)
+    if job is not None:
+        p._unlock(job["provider"], job["collateral"], ev)
+        job.update(provider=ZERO_ADDRESS, collateral=0, claim_expiry=0, status="posted", penalty=a["penalty"],
+                   updated_block=ev.block_number)
+        p._put("jobs", (a["jobId"],), job, ev)
 
 
 @_on("JobMarket", "VoteCommitted")
 def _vote_committed(p: Projector, ev: DecodedEvent) -> None:
     a = ev.args
     p._put("votes", (a["jobId"], a["voter"]), new_row(
-        "votes", job_id=a["jobId"], voter=a["voter"], commitment=a["commitment"],
+        "votes", job_id=a["jobId"], voter=a["voter"], commitment=a["commitment"], bond=a["bond"],
         committed_block=ev.block_number, committed_tx=ev.tx_hash,
         committed_at=ev.block_timestamp), ev)
+    if a["bond"]:
+        prov = p._provider(a["voter"], ev)
+        prov["locked"] += a["bond"]
+        prov["updated_block"] = ev.block_number
+        p._put("providers", (a["voter"],), prov, ev)
 
 
 @_on("JobMarket", "VoteRevealed")
 def _vote_revealed(p: Projector, ev: DecodedEvent) -> None:
     a = ev.args
     job = p._job(ev)
-    agrees = job is not None and a["outputHash"] == job["output_hash"]
+    agrees = job is not None and a["outputHash"] == job["output_hash"] and a["units"] == job["units"]
     key = (a["jobId"], a["voter"])
     vote = p._get("votes", key)
     if vote is not None:
-        vote.update(output_hash=a["outputHash"], agrees=agrees, revealed_block=ev.block_number,
+        vote.update(output_hash=a["outputHash"], units=a["units"], agrees=agrees, revealed_block=ev.block_number,
                     revealed_tx=ev.tx_hash, revealed_at=ev.block_timestamp)
         p._put("votes", key, vote, ev)
     ch = p._get("challenges", (a["jobId"],))
     if ch is not None:
-        ch["agree" if agrees else "disagree"] += 1
+        seats = sum(1 for m in ch["committee"] if str(m).lower() == str(a["voter"]).lower()) or 1
+        ch["agree" if agrees else "disagree"] += seats
         p._put("challenges", (a["jobId"],), ch, ev)
+
+
+@_on("JobMarket", "MemberSettled")
+def _member_settled(p: Projector, ev: DecodedEvent) -> None:
+    """A member's bond (locked at its commit) is released when its dispute settles."""
+    a = ev.args
+    vote = p._get("votes", (a["jobId"], a["member"]))
+    if vote is not None and vote.get("bond"):
+        p._unlock(a["member"], vote["bond"], ev)
+
+
+#: IJobMarket.Outcome -> challenges.status
+_OUTCOME_STATUS = {1: "provider_won", 2: "challenger_won", 3: "neutral", 4: "escalated"}
 
 
 @_on("JobMarket", "DisputeResolved")
 def _resolved(p: Projector, ev: DecodedEvent) -> None:
     a = ev.args
+    outcome = int(a["outcome"])
+    escalated = outcome == 4
     ch = p._get("challenges", (a["jobId"],))
     if ch is not None:
-        if a["escalated"]:
-            ch["status"] = "escalated"
+        if escalated:
+            ch.update(status="escalated", escalation_end=a["escalationEnd"])
         else:
-            ch.update(status="provider_won" if a["providerWon"] else "challenger_won",
-                      provider_won=a["providerWon"], by_governance=a["byGovernance"],
+            ch.update(status=_OUTCOME_STATUS[outcome], provider_won=outcome == 1,
+                      by_governance=a["byGovernance"],
                       slashed=a["slashed"], resolved_block=ev.block_number,
                       resolved_tx=ev.tx_hash, resolved_at=ev.block_timestamp)
         p._put("challenges", (a["jobId"],), ch, ev)
-    if a["escalated"]:
+    if escalated:
         return
     job = p._job(ev)
     if job is None:
         return
-    if a["providerWon"]:
+    if outcome == 1:
         job.update(status="delivered", challenge_end=a["challengeEnd"])
     else:
         job["status"] = "refunded"  # JobRefunded follows in the same transaction
@@ -417,6 +467,7 @@ def _refunded(p: Projector, ev: DecodedEvent) -> None:
 
 @_on("JobMarket", "BalanceCredited")
 def _credited(p: Projector, ev: DecodedEvent) -> None:
+    # Bonds returned, the bond's rest to a winning provider, members' payment-token rewards.
     p._credit(ev.args["account"], ev.args["amount"], ev)
 
 
@@ -443,7 +494,10 @@ _PARAM_KEYS = {
     "sampleRateBps": "market.sample_rate_bps", "committeeSize": "market.committee_size",
     "challengeWindow": "market.challenge_window", "commitPeriod": "market.commit_period",
     "revealPeriod": "market.reveal_period", "claimCollateral": "market.claim_collateral",
-    "disputeSlash": "market.dispute_slash",
+    "collateralPerPaymentWei": "market.collateral_per_payment_wei", "claimTimeout": "market.claim_timeout",
+    "memberBond": "market.member_bond", "memberPenaltyBps": "market.member_penalty_bps",
+    "challengerRewardBps": "market.challenger_reward_bps", "committeeRewardBps": "market.committee_reward_bps",
+    "escalationPeriod": "market.escalation_period", "maxChallengerReward": "market.max_challenger_reward",
 }
 
 

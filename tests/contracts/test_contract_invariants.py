@@ -1,17 +1,20 @@
-"""A Hypothesis state machine over random sequences of market and staking actions.
+"""A Hypothesis state machine over random sequences of market and staking actions (the job
+path: post, claim, deliver, release an expired claim, finalize, refund, withdraw; staking).
+The dispute game has its own adversarial machine (``test_dispute_invariants.py``).
 
 Every rule predicts its outcome from a Python model of the market (the custom error and its
 arguments when it must revert, the new job record and every balance change when it must not),
 and checks the job's events against the model. After every step the invariants compare the
 chain with the model in one batched read:
 
-- the market's payment-token balance == escrow (maxPayment of open jobs + open challenge
-  bonds) + the sum of credited balances, and every credited balance is the model's;
+- the market's payment-token balance == escrow (maxPayment of open jobs) + the sum of
+  credited balances, and every credited balance is the model's;
 - nothing is paid twice: a finalized or refunded job cannot be settled again (a rule tries,
   with its current and its stale record) and every job's status is the model's;
 - stake is conserved per provider: deposited == staked + unbonding + slashed + withdrawn, the
   chain's staked, locked and unbonding are the model's (locked == the collateral of the
-  provider's open jobs), and Staking's token balance == the sum of staked + unbonding.
+  provider's open jobs), membership of the model's eligible set is the model's, and Staking's
+  token balance == the sum of staked + unbonding.
 
 Chain time is frozen (see ``Clock``) so boundaries are exact; rules warp onto them. Each
 example starts from the same snapshot. ``HEARTH_HYPOTHESIS_EXAMPLES`` sets the number of
@@ -46,7 +49,6 @@ from web3.contract.contract import ContractFunction
 from web3.types import TxReceipt
 
 from contracts import eip712
-from contracts.bindings import vote_commitment
 from contracts.types import Job, JobRequest, Permit, Receipt, Status
 
 EXAMPLES = int(os.environ.get("HEARTH_HYPOTHESIS_EXAMPLES", "200"))
@@ -57,24 +59,21 @@ ACCOUNTS = (*CLIENTS, *PROVIDERS, "treasury", "relayer", "deployer")
 OPEN = (Status.POSTED, Status.CLAIMED, Status.DELIVERED, Status.CHALLENGED)
 SETTLED = (Status.FINALIZED, Status.REFUNDED)
 #: Market parameters per example. The first choice of each (None) keeps the devnet's, which
-#: Hypothesis tries most; the others stress the edges: no fee or all of it, no bond, no penalty
-#: or all of the collateral, no collateral, and a dispute slash larger than any stake.
+#: Hypothesis tries most; the others stress the edges: no fee or all of it, no penalty or all
+#: of the collateral, no collateral, collateral that grows fast with the job, claim timeouts.
 PARAM_CHOICES = st.fixed_dictionaries({
     "fee_bps": st.sampled_from([None, 0, 1, 3_333, 10_000]),
-    "challenge_bond": st.sampled_from([None, 0, 1]),
     "refund_penalty_bps": st.sampled_from([None, 0, 1, 10_000]),
     "claim_collateral": st.sampled_from([None, 0, 1, 250 * HST]),
-    "dispute_slash": st.sampled_from([None, 0, 10**6 * HST]),
+    "collateral_per_payment_wei": st.sampled_from([None, 0, 10**14]),
+    "claim_timeout": st.sampled_from([None, 1, 5000]),
 })
 ZERO = "0x" + "00" * 20
-PROVIDER_INFO = "(uint96,uint96,uint96,uint40,uint40,bool,string,string,string)"  # IStaking.ProviderInfo
+PROVIDER_INFO = "(uint96,uint96,uint96,uint40,uint40,bool,string,string,string,uint8)"  # IStaking.ProviderInfo
 #: When a rule acts: now, or after time moves to one second before, onto, or one second past the
 #: boundary that decides its outcome (a deadline, a window's end). Rules carry their own waiting
 #: so that a 12-step example gets deep into a job's life.
 WHEN = st.sampled_from(["now", "before", "at", "after", "after"])
-#: A committee's votes, member by member (a committee has up to three): for the true output
-#: (an honest re-execution), for the receipt's, against it, or none.
-VOTES = st.lists(st.sampled_from(["truth", "agree", "disagree", "abstain", "truth"]), min_size=3, max_size=3)
 
 
 @dataclass
@@ -89,21 +88,9 @@ class StakeBook:
     deposited: int = 0
     slashed: int = 0
     withdrawn: int = 0
-
-
-@dataclass
-class Dispute:
-    challenger: str
-    bond: int
-    commit_end: int
-    reveal_end: int
-    committee: list[str]
-    receipt_output: bytes
-    commits: dict[str, tuple[bytes, bytes]] = field(default_factory=dict)
-    revealed: set[str] = field(default_factory=set)
-    agree: int = 0
-    disagree: int = 0
-    escalated: bool = False
+    strikes: int = 0
+    #: whether it is in the model's eligible set (re-evaluated on its own changes and refresh)
+    eligible: bool = False
 
 
 @dataclass
@@ -114,7 +101,6 @@ class ModelJob:
     truth: bytes  # the output an honest provider would deliver
     stale: list[Job] = field(default_factory=list)  # every earlier record
     provider: str | None = None
-    dispute: Dispute | None = None
 
     @property
     def status(self) -> Status:
@@ -156,7 +142,8 @@ class MarketMachine(RuleBasedStateMachine):
         self.params = m.params
         self.jobs: dict[int, ModelJob] = {}
         self.credits = dict.fromkeys(ACCOUNTS, 0)
-        self.stakes = {r: StakeBook(registered=r != "spare", serving=r != "spare") for r in PROVIDERS}
+        self.stakes = {r: StakeBook(registered=r != "spare", serving=r != "spare", eligible=r != "spare")
+                       for r in PROVIDERS}
         self.provider_list = [r for r in PROVIDERS if r != "spare"]
         self.nonces = dict.fromkeys(CLIENTS, 0)
         usd, hst, mk, sk = m.h.usd.address, m.h.hst.address, m.market.address, m.staking.address
@@ -197,26 +184,35 @@ class MarketMachine(RuleBasedStateMachine):
         p = self.stakes[role]
         return p.registered and p.staked >= self.m.min_stake and self.now >= p.jailed_until
 
+    def sync(self, role: str) -> None:
+        """Staking re-evaluates membership of the eligible set on the provider's own changes."""
+        p = self.stakes[role]
+        p.eligible = self.active(role) and p.serving
+
     def free(self, role: str) -> int:
         p = self.stakes[role]
         return max(p.staked - p.locked, 0)
 
-    def slash(self, role: str, amount: int, recipient: str, jail: bool, rcpt: TxReceipt) -> None:
-        self.outcomes[f"(slash {'for a lost dispute' if jail else 'as a refund penalty'})"] += 1
+    def slash(self, role: str, unlock: int, amount: int, recipient: str, rcpt: TxReceipt) -> None:
+        """Staking.slash: unlock, then take from free stake, then from unbonding; a strike."""
+        self.outcomes["(slash as a refund or release penalty)"] += 1
         p = self.stakes[role]
-        from_staked = min(amount, p.staked)
+        p.locked -= unlock
+        from_staked = min(amount, p.staked - p.locked)
         from_unbonding = min(amount - from_staked, p.unbonding)
         p.staked -= from_staked
         p.unbonding -= from_unbonding
         p.slashed += from_staked + from_unbonding
         self.hst_wallet[recipient] += from_staked + from_unbonding
-        if p.locked > p.staked:
-            self.outcomes["(slash cut into the collateral of open jobs)"] += 1
-        if jail:
-            p.jailed_until = self.now + self.m.jail_period
+        if amount:
+            p.strikes += 1
+        if p.strikes >= 3:
+            self.outcomes["(a third strike jails)"] += 1
+            p.jailed_until, p.strikes = self.now + self.m.jail_period, 0
+        self.sync(role)
         assert self.m.event(rcpt, "Slashed") == {
             "provider": self.addr[role], "recipient": self.addr[recipient], "amount": from_staked + from_unbonding,
-            "fromStaked": from_staked, "jailedUntil": p.jailed_until,
+            "fromStaked": from_staked, "jailedUntil": p.jailed_until, "strikes": p.strikes,
         }
 
     def warp(self, timestamp: int) -> None:
@@ -244,32 +240,30 @@ class MarketMachine(RuleBasedStateMachine):
 
     @initialize(jobs=st.lists(st.tuples(
         st.sampled_from(CLIENTS), st.integers(1, 5 * USD), st.sampled_from([300, 700, 3600]), st.booleans(),
-        st.sampled_from(["posted", "claimed", "delivered", "challenged", "disputed"]), st.sampled_from([0, 0, 1, 2, 3]),
+        st.sampled_from(["posted", "claimed", "delivered"]), st.sampled_from([0, 0, 1, 2, 3]),
         st.integers(1, 6 * USD), st.booleans(),
     ), min_size=1, max_size=4), params=PARAM_CHOICES,
         unbond=st.lists(st.tuples(st.integers(0, 3), st.sampled_from(["half", "all"])), max_size=2))
     def initial_jobs(self, jobs: list[tuple[str, int, int, bool, str, int, int, bool]],
                      params: dict[str, int | None], unbond: list[tuple[int, str]]) -> None:
-        """The example's market parameters, and a few jobs to start from: posted, claimed,
-        delivered, challenged, or disputed (challenged and voted on by an honest committee,
-        ready to resolve), through the same rules and checks as later steps. Then some
-        providers of these jobs unbond half or all of their free stake, so that slashes meet
-        stake that is unbonding and collateral that is all the provider has left."""
+        """The example's market parameters (proposed, then applied after the delay), and a few
+        jobs to start from: posted, claimed or delivered, through the same rules and checks as
+        later steps. Then some providers of these jobs unbond half or all of their free stake,
+        so that slashes meet stake that is unbonding and collateral that is all the provider
+        has left."""
         changes = {k: v for k, v in params.items() if v is not None}
         if changes:
             self.params = replace(self.params, **changes)
-            self.m.send("deployer", self.fn.setParams(self.params.as_tuple()))
+            self.m.send("deployer", self.fn.proposeParams(self.params.as_tuple()))
+            self.warp(self.now + int(self.fn.PARAMS_DELAY().call()))
+            self.m.send("relayer", self.fn.applyParams(self.params.as_tuple()))
         for client, max_payment, ttl, relayed, stage, provider, units, honest in jobs:
             self.post(client, max_payment, ttl, relayed)
             j = self.jobs[len(self.jobs)]
             if stage != "posted":
                 self.claim_job(j, PROVIDERS[provider])
-            if stage in ("delivered", "challenged", "disputed") and j.status == Status.CLAIMED:
+            if stage == "delivered" and j.status == Status.CLAIMED:
                 self.deliver_job(j, units, honest, "self")
-            if stage in ("challenged", "disputed") and j.status == Status.DELIVERED:
-                self.challenge_job(j, PROVIDERS[(provider + 1) % 4])
-            if stage == "disputed" and j.status == Status.CHALLENGED:
-                self.committee_votes(j, ["truth"] * 3)
         for index, share in unbond:
             provider = self.jobs[index % len(jobs) + 1].provider
             if provider:
@@ -290,8 +284,10 @@ class MarketMachine(RuleBasedStateMachine):
         else:
             rcpt = self.m.send(client, self.fn.postJob(self.m.model_id, input_hash, max_payment, deadline))
         job_id = len(self.jobs) + 1
+        p = self.params
         record = Job(self.addr[client], ZERO, self.m.model_id, input_hash, max_payment, self.m.price, 0, 0,
-                     deadline, 0, Status.POSTED, b"\x00" * 32)
+                     deadline, p.challenge_window, Status.POSTED, b"\x00" * 32, treasury=p.treasury,
+                     fee_bps=p.fee_bps)
         assert self.m.fold(job_id, None, rcpt) == record
         assert self.m.event(rcpt, "JobPosted")["relayer"] == self.addr["relayer" if relayed else client]
         self.jobs[job_id] = ModelJob(job_id, client, record, truth=keccak(b"output:" + input_hash))
@@ -306,27 +302,48 @@ class MarketMachine(RuleBasedStateMachine):
     def claim_job(self, j: ModelJob, who: str) -> None:
         a = self.addr[who]
         error: tuple[Any, ...] | None = None
+        collateral = self.params.collateral_for(j.record.max_payment)
         if not self.now < j.record.deadline:
             error = ("DeadlinePassed", j.record.deadline)
-        elif not self.active(who):
-            error = ("ProviderNotActive", a)
         elif not self.stakes[who].serving:
             error = ("ModelNotServed", a, self.m.model_id)
-        elif self.free(who) < self.params.claim_collateral:
-            error = ("InsufficientFreeStake", a, self.params.claim_collateral, self.free(who))
+        elif not self.stakes[who].eligible:
+            error = ("ProviderNotActive", a)
+        elif self.free(who) < collateral:
+            error = ("InsufficientFreeStake", a, collateral, self.free(who))
         rcpt = self.act(who, self.fn.claimJob(j.job_id, j.record.as_tuple()), error)
         if rcpt:
-            collateral = self.params.claim_collateral
-            self.update(j, j.record.with_(provider=a, collateral=collateral, status=Status.CLAIMED), rcpt)
+            expiry = min(self.now + self.params.claim_timeout, j.record.deadline)
+            self.update(j, j.record.with_(provider=a, collateral=collateral, claim_expiry=expiry,
+                                          status=Status.CLAIMED), rcpt)
             j.provider = who
             self.stakes[who].locked += collateral
+
+    @precondition(lambda self: self.jobs_in(Status.CLAIMED))
+    @rule(data=st.data(), when=WHEN, caller=st.sampled_from(["relayer", "client", "verifier"]))
+    def release(self, data: st.DataObject, when: str, caller: str) -> None:
+        """Anyone releases a claim not delivered by its expiry: a penalty to the client, the job open again."""
+        j = self.pick(data, self.jobs_in(Status.CLAIMED))
+        self.wait(when, j.record.claim_expiry)
+        r = j.record
+        error = None if self.now > r.claim_expiry else ("ClaimNotExpired", j.job_id, r.claim_expiry)
+        rcpt = self.act(caller, self.fn.releaseClaim(j.job_id, r.as_tuple()), error)
+        if rcpt is None:
+            return
+        assert j.provider is not None
+        penalty = r.collateral * self.params.refund_penalty_bps // 10_000
+        assert self.m.event(rcpt, "ClaimReleased") == {"jobId": j.job_id, "provider": r.provider, "penalty": penalty}
+        provider = j.provider
+        self.update(j, r.with_(provider=ZERO, collateral=0, claim_expiry=0, status=Status.POSTED), rcpt)
+        j.provider = None
+        self.slash(provider, r.collateral, penalty, j.client, rcpt)
 
     @precondition(lambda self: self.jobs_in(Status.CLAIMED))
     @rule(data=st.data(), units=st.integers(0, 6 * USD), honest=st.booleans(),
           relayer=st.sampled_from(["self", "relayer", "cheater"]), when=WHEN)
     def deliver(self, data: st.DataObject, units: int, honest: bool, relayer: str, when: str) -> None:
         j = self.pick(data, self.jobs_in(Status.CLAIMED))
-        self.wait(when, j.record.deadline)
+        self.wait(when, j.record.claim_expiry)
         self.deliver_job(j, units, honest, relayer)
 
     def deliver_job(self, j: ModelJob, units: int, honest: bool, relayer: str) -> None:
@@ -335,8 +352,8 @@ class MarketMachine(RuleBasedStateMachine):
         rec = Receipt(j.job_id, output, units, self.m.model_id, self.m.runtime_hash, GPU)
         sig = eip712.sign_receipt(self.m.key(j.provider), rec, self.m.h.chain_id, self.m.market.address)
         error: tuple[Any, ...] | None = None
-        if not self.now <= j.record.deadline:
-            error = ("DeadlinePassed", j.record.deadline)
+        if not self.now <= j.record.claim_expiry:
+            error = ("ClaimExpired", j.job_id, j.record.claim_expiry)
         elif units == 0:
             error = ("ZeroUnits", j.job_id)
         sender = j.provider if relayer == "self" else relayer
@@ -344,187 +361,8 @@ class MarketMachine(RuleBasedStateMachine):
         if rcpt:
             payment = self.m.due(units, j.record.max_payment)
             self.update(j, j.record.with_(payment=payment, output_hash=output, status=Status.DELIVERED,
-                                          challenge_end=self.now + self.params.challenge_window), rcpt)
-
-    @precondition(lambda self: self.jobs_in(Status.DELIVERED))
-    @rule(data=st.data(), who=st.sampled_from((*PROVIDERS, "client")),
-          when=st.sampled_from(["now", "now", "before", "at"]), votes=st.none() | VOTES, resolve=st.booleans())
-    def challenge(self, data: st.DataObject, who: str, when: str, votes: list[str] | None, resolve: bool) -> None:
-        """A challenge; with ``votes``, the committee then votes at once (see ``vote``), and the
-        dispute may be resolved right after."""
-        j = self.pick(data, self.jobs_in(Status.DELIVERED))
-        self.wait(when, j.record.challenge_end)
-        self.challenge_job(j, who)
-        if votes is not None and j.status == Status.CHALLENGED:
-            self.committee_votes(j, votes)
-            if resolve:
-                self.resolve_job(j)
-
-    def challenge_job(self, j: ModelJob, who: str) -> None:
-        error: tuple[Any, ...] | None = None
-        if not self.now < j.record.challenge_end:
-            error = ("ChallengeWindowClosed", j.job_id)
-        elif who == j.provider or who not in self.stakes or not self.active(who) or not self.stakes[who].serving:
-            error = ("ChallengerNotEligible", self.addr[who])
-        rcpt = self.act(who, self.fn.challenge(j.job_id, j.record.as_tuple()), error)
-        if rcpt is None:
-            return
-        self.update(j, j.record.with_(status=Status.CHALLENGED), rcpt)
-        ev = self.m.event(rcpt, "JobChallenged")
-        committee = [self.role_of[a] for a in ev["committee"]]
-        eligible = [r for r in self.provider_list
-                    if r not in (j.provider, who) and self.active(r) and self.stakes[r].serving]
-        assert len(committee) == len(set(committee)) == min(self.params.committee_size, len(eligible))
-        assert set(committee) <= set(eligible)
-        p = self.params
-        j.dispute = Dispute(who, p.challenge_bond, self.now + p.commit_period,
-                            self.now + p.commit_period + p.reveal_period, committee,
-                            j.record.output_hash)
-        assert (ev["bond"], ev["commitEnd"], ev["revealEnd"]) == (
-            j.dispute.bond, j.dispute.commit_end, j.dispute.reveal_end)
-
-    def vote_output(self, j: ModelJob, agree: bool) -> bytes:
-        assert j.dispute is not None
-        if agree:
-            return j.dispute.receipt_output
-        return j.truth if j.dispute.receipt_output != j.truth else keccak(b"dissent")
-
-    def commit(self, j: ModelJob, who: str, agree: bool) -> None:
-        d = j.dispute
-        assert d is not None
-        output, salt = self.vote_output(j, agree), keccak(text=f"salt {j.job_id} {who}")
-        error: tuple[Any, ...] | None = None
-        if who not in d.committee:
-            error = ("NotCommitteeMember", j.job_id, self.addr[who])
-        elif not self.now < d.commit_end:
-            error = ("CommitPhaseOver", j.job_id)
-        elif who in d.commits:
-            error = ("AlreadyCommitted", j.job_id, self.addr[who])
-        commitment = vote_commitment(j.job_id, self.addr[who], output, salt)
-        rcpt = self.act(who, self.fn.commitVote(j.job_id, commitment), error)
-        if rcpt:
-            d.commits[who] = (output, salt)
-            assert self.m.event(rcpt, "VoteCommitted")["commitment"] == commitment
-
-    def reveal(self, j: ModelJob, who: str, tamper: bool) -> None:
-        d = j.dispute
-        assert d is not None
-        output, salt = d.commits.get(who, (keccak(b"never committed"), b"\x00" * 32))
-        if tamper:
-            salt = keccak(salt)
-        error: tuple[Any, ...] | None = None
-        if who not in d.committee:
-            error = ("NotCommitteeMember", j.job_id, self.addr[who])
-        elif not d.commit_end <= self.now < d.reveal_end:
-            error = ("RevealPhaseNotOpen", j.job_id)
-        elif who in d.revealed:
-            error = ("AlreadyRevealed", j.job_id, self.addr[who])
-        elif who not in d.commits or tamper:
-            error = ("RevealDoesNotMatchCommit", j.job_id, self.addr[who])
-        rcpt = self.act(who, self.fn.revealVote(j.job_id, output, salt), error)
-        if rcpt:
-            d.revealed.add(who)
-            if output == d.receipt_output:
-                d.agree += 1
-            else:
-                d.disagree += 1
-            assert self.m.event(rcpt, "VoteRevealed")["outputHash"] == output
-
-    def fresh_disputes(self) -> list[ModelJob]:
-        return [j for j in self.jobs_in(Status.CHALLENGED)
-                if j.dispute and not j.dispute.commits and self.now < j.dispute.commit_end]
-
-    @precondition(lambda self: self.fresh_disputes())
-    @rule(data=st.data(), votes=VOTES)
-    def vote(self, data: st.DataObject, votes: list[str]) -> None:
-        self.committee_votes(self.pick(data, self.fresh_disputes()), votes)
-
-    def committee_votes(self, j: ModelJob, votes: list[str]) -> None:
-        """The whole committee votes: commits, the reveal phase opens, reveals, it closes."""
-        d = j.dispute
-        assert d is not None
-        honest = d.receipt_output == j.truth
-        voting = [(who, v == "agree" or (v == "truth" and honest))
-                  for who, v in zip(d.committee, votes, strict=False) if v != "abstain"]
-        for who, agree in voting:
-            self.commit(j, who, agree)
-        self.warp(d.commit_end)
-        for who, _ in voting:
-            self.reveal(j, who, tamper=False)
-        self.warp(d.reveal_end)
-
-    @precondition(lambda self: any(j.dispute for j in self.jobs.values()))
-    @rule(data=st.data(), who=st.sampled_from((*PROVIDERS, "client")), reveal=st.booleans(),
-          agree=st.booleans(), tamper=st.booleans(), when=WHEN, phase_end=st.booleans())
-    def vote_one(self, data: st.DataObject, who: str, reveal: bool, agree: bool, tamper: bool, when: str,
-                 phase_end: bool) -> None:
-        """One commit or reveal by anyone, in or out of phase, of a dispute open or settled."""
-        j = self.pick(data, [j for j in self.jobs.values() if j.dispute])
-        assert j.dispute is not None
-        self.wait(when, j.dispute.reveal_end if phase_end else j.dispute.commit_end)
-        if reveal:
-            self.reveal(j, who, tamper)
-        else:
-            self.commit(j, who, agree)
-
-    @precondition(lambda self: self.jobs_in(Status.CHALLENGED))
-    @rule(data=st.data(), governance=st.booleans(), provider_won=st.booleans(),
-          caller=st.sampled_from(["deployer", "deployer", "client"]), when=WHEN)
-    def resolve(self, data: st.DataObject, governance: bool, provider_won: bool, caller: str, when: str) -> None:
-        """resolveDispute by anyone; or, once escalated, resolveEscalated by the owner."""
-        j = self.pick(data, self.jobs_in(Status.CHALLENGED))
-        d = j.dispute
-        assert d is not None
-        self.wait(when, d.reveal_end)
-        if governance and d.escalated:
-            self.resolve_escalated(j, provider_won, caller)
-        else:
-            self.resolve_job(j)
-
-    def resolve_job(self, j: ModelJob) -> None:
-        d = j.dispute
-        assert d is not None
-        error: tuple[Any, ...] | None = None
-        if not self.now >= d.reveal_end:
-            error = ("DisputeStillOpen", j.job_id)
-        elif d.escalated:
-            error = ("WrongStatus", j.job_id, Status.CHALLENGED)
-        rcpt = self.act("relayer", self.fn.resolveDispute(j.job_id, j.record.as_tuple()), error)
-        if rcpt is None:
-            return
-        if d.agree == d.disagree:
-            d.escalated = True
-            assert self.m.event(rcpt, "DisputeResolved") == {
-                "jobId": j.job_id, "providerWon": False, "escalated": True, "byGovernance": False,
-                "slashed": 0, "challengeEnd": 0,
-            }
-            assert self.m.fold(j.job_id, j.record, rcpt) == j.record
-        else:
-            self.settle(j, d.agree > d.disagree, False, rcpt)
-
-    def resolve_escalated(self, j: ModelJob, provider_won: bool, caller: str) -> None:
-        error = None if caller == "deployer" else ("OwnableUnauthorizedAccount", self.addr[caller])
-        rcpt = self.act(caller, self.fn.resolveEscalated(j.job_id, j.record.as_tuple(), provider_won), error)
-        if rcpt:
-            self.settle(j, provider_won, True, rcpt)
-
-    def settle(self, j: ModelJob, provider_won: bool, by_governance: bool, rcpt: TxReceipt) -> None:
-        d = j.dispute
-        assert d is not None and j.provider is not None
-        ev = self.m.event(rcpt, "DisputeResolved")
-        if provider_won:
-            self.update(j, j.record.with_(status=Status.DELIVERED, challenge_end=self.now), rcpt)
-            self.credits[j.provider] += d.bond
-            assert ev == {"jobId": j.job_id, "providerWon": True, "escalated": False,
-                          "byGovernance": by_governance, "slashed": 0, "challengeEnd": self.now}
-            return
-        self.update(j, j.record.with_(status=Status.REFUNDED), rcpt)
-        self.credits[j.client] += j.record.max_payment
-        self.credits[d.challenger] += d.bond
-        self.stakes[j.provider].locked -= j.record.collateral
-        assert ev == {"jobId": j.job_id, "providerWon": False, "escalated": False,
-                      "byGovernance": by_governance, "slashed": self.params.dispute_slash, "challengeEnd": 0}
-        self.slash(j.provider, self.params.dispute_slash, d.challenger, True, rcpt)
+                                          units=units, gpu_class=GPU,
+                                          challenge_end=self.now + j.record.challenge_end), rcpt)
 
     @precondition(lambda self: self.jobs_in(Status.DELIVERED))
     @rule(data=st.data(), when=WHEN)
@@ -537,15 +375,15 @@ class MarketMachine(RuleBasedStateMachine):
         if rcpt is None:
             return
         assert j.provider is not None
-        fee = r.payment * self.params.fee_bps // 10_000
+        fee = r.payment * r.fee_bps // 10_000  # the fee of the job's posting
         self.update(j, r.with_(status=Status.FINALIZED), rcpt)
         self.credits[j.provider] += r.payment - fee
-        self.credits["treasury"] += fee
+        self.credits[self.role_of[r.treasury]] += fee
         self.credits[j.client] += r.max_payment - r.payment
         self.stakes[j.provider].locked -= r.collateral
         assert self.m.event(rcpt, "JobFinalized") == {
             "jobId": j.job_id, "provider": r.provider, "client": r.client, "providerAmount": r.payment - fee,
-            "fee": fee, "clientRefund": r.max_payment - r.payment, "treasury": self.addr["treasury"],
+            "fee": fee, "clientRefund": r.max_payment - r.payment, "treasury": r.treasury,
         }
 
     @precondition(lambda self: self.jobs_in(Status.POSTED, Status.CLAIMED))
@@ -567,10 +405,7 @@ class MarketMachine(RuleBasedStateMachine):
         }
         if claimed:
             assert j.provider is not None
-            self.stakes[j.provider].locked -= r.collateral
-        if penalty:
-            assert j.provider is not None
-            self.slash(j.provider, penalty, j.client, False, rcpt)
+            self.slash(j.provider, r.collateral, penalty, j.client, rcpt)
         else:
             assert self.m.events(rcpt, "Slashed") == []
 
@@ -614,7 +449,7 @@ class MarketMachine(RuleBasedStateMachine):
     # ------------------------------------------------------------ staking
 
     @rule(who=st.sampled_from(PROVIDERS),
-          op=st.sampled_from(["stake", "stake", "unbond", "unbond", "withdraw", "register", "serve"]),
+          op=st.sampled_from(["stake", "stake", "unbond", "unbond", "withdraw", "register", "serve", "refresh"]),
           amount=st.sampled_from([0, 1, 10 * HST, 90 * HST, 400 * HST]),
           share=st.sampled_from(["zero", "half", "all", "all+1"]), flag=st.booleans(), when=WHEN)
     def staking(self, who: str, op: str, amount: int, share: str, flag: bool, when: str) -> None:
@@ -629,7 +464,10 @@ class MarketMachine(RuleBasedStateMachine):
                 self.wait(when, self.stakes[who].ready_at)
             self.withdraw_stake(who)
         elif op == "register":
-            self.register(who)
+            self.register(who, amount)
+        elif op == "refresh":
+            self.act("relayer", self.m.staking.functions.refresh(self.addr[who]), None)
+            self.sync(who)
         else:
             self.set_serving(who, flag)
 
@@ -647,20 +485,30 @@ class MarketMachine(RuleBasedStateMachine):
             p.staked += amount
             p.deposited += amount
             self.hst_wallet[who] -= amount
+            self.sync(who)
             assert self.m.event(rcpt, "Staked") == {"provider": self.addr[who], "amount": amount, "total": p.staked}
 
-    def register(self, who: str) -> None:
+    def register(self, who: str, amount: int) -> None:
         p = self.stakes[who]
-        error = ("AlreadyRegistered", self.addr[who]) if p.registered else None
-        if self.act(who, self.m.staking.functions.register("http://x", "local", "cpu"), error):
+        error: tuple[Any, ...] | None = None
+        if p.registered:
+            error = ("AlreadyRegistered", self.addr[who])
+        elif amount < self.m.min_stake:
+            error = ("StakeBelowMinimum", amount, self.m.min_stake)
+        if self.act(who, self.m.staking.functions.register("http://x", "local", "cpu", amount), error):
             p.registered = True
+            p.staked += amount
+            p.deposited += amount
+            self.hst_wallet[who] -= amount
             self.provider_list.append(who)
+            self.sync(who)
 
     def set_serving(self, who: str, serving: bool) -> None:
         p = self.stakes[who]
         error = None if p.registered else ("NotRegistered", self.addr[who])
         if self.act(who, self.m.staking.functions.setServing(self.m.model_id, serving), error):
             p.serving = serving
+            self.sync(who)
 
     def request_unbond(self, who: str, share: str) -> None:
         p, free = self.stakes[who], self.free(who)
@@ -675,6 +523,7 @@ class MarketMachine(RuleBasedStateMachine):
             p.staked -= amount
             p.unbonding += amount
             p.ready_at = self.now + self.m.unbonding_period
+            self.sync(who)
             assert self.m.event(rcpt, "UnbondRequested") == {
                 "provider": self.addr[who], "amount": amount, "unbonding": p.unbonding, "readyAt": p.ready_at,
             }
@@ -700,9 +549,7 @@ class MarketMachine(RuleBasedStateMachine):
         out = []
         for j in self.jobs.values():
             if j.status in OPEN:
-                out += [j.record.deadline, j.record.challenge_end]
-            if j.dispute and j.status == Status.CHALLENGED:
-                out += [j.dispute.commit_end, j.dispute.reveal_end]
+                out += [j.record.deadline, j.record.challenge_end, j.record.claim_expiry]
         for p in self.stakes.values():
             out += [p.ready_at, p.jailed_until]
         return sorted({t for t in out if t > self.now})
@@ -731,7 +578,6 @@ class MarketMachine(RuleBasedStateMachine):
         statuses = {i: Status(uint(next(out))) for i in self.jobs}
 
         escrow = sum(j.record.max_payment for j in self.jobs_in(*OPEN))
-        escrow += sum(j.dispute.bond for j in self.jobs_in(Status.CHALLENGED) if j.dispute)
         assert credits == self.credits
         assert market_balance == escrow + sum(self.credits.values())
         assert statuses == {i: j.status for i, j in self.jobs.items()}
@@ -743,6 +589,8 @@ class MarketMachine(RuleBasedStateMachine):
             assert p.deposited == staked + unbonding + p.slashed + p.withdrawn, r
             assert p.locked == sum(j.record.collateral for j in self.jobs_in(Status.CLAIMED, Status.DELIVERED,
                                                                              Status.CHALLENGED) if j.provider == r)
+            assert info[r][9] == p.strikes, r
+            assert self.m.staking.functions.isEligible(self.addr[r], self.m.model_id).call() == p.eligible, r
             total += staked + unbonding
         assert staking_balance == total
 

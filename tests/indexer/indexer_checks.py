@@ -127,7 +127,7 @@ def _assert_onchain(ix: Indexer, got: dict[str, Any], events: list[DecodedEvent]
     for (addr,), p in got["providers"].items():
         info = h.staking.functions.getProvider(addr).call()
         assert (p["staked"], p["locked"], p["unbonding"], p["unbond_ready_at"], p["jailed_until"],
-                p["endpoint"], p["region"], p["gpu_class"]) == (*info[:5], *info[6:]), addr
+                p["endpoint"], p["region"], p["gpu_class"]) == (*info[:5], *info[6:9]), addr
     for (account,), b in got["balances"].items():
         assert b["balance"] == h.market.functions.balanceOf(account).call(), account
     web3_events: dict[int, list[DecodedEvent]] = {}

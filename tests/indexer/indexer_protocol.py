@@ -161,19 +161,24 @@ class Protocol:
         return str(next(r for r, a in self.acc.items() if a.address == address))
 
     def dispute(self, job_id: int, provider_right: bool, receipt_output: bytes = b"\x02" * 32) -> None:
-        """Challenge by the verifier, committee votes, resolution (the job was delivered)."""
+        """Challenge by the verifier, the draw (from a later block), committee votes on
+        (output, units), resolution (the job was delivered)."""
         self.challenge(job_id)
-        members = [self.role_of(a) for a in self.committee(job_id)]
+        draw_block = int(self.h.dispute(job_id)["drawBlock"])
+        self.chain.mine(max(1, draw_block + 1 - self.h.w3.eth.block_number))
+        self.send("relayer", self.h.market.functions.drawCommittee(job_id))
+        members = list(dict.fromkeys(self.role_of(a) for a in self.committee(job_id)))
+        units = int(self.h.dispute(job_id)["units"])
         votes = {}
         for m in members:
             out = receipt_output if provider_right else b"\x09" * 32
             salt = secrets.token_bytes(32)
             votes[m] = (out, salt)
-            c = vote_commitment(job_id, self.address(m), out, salt)
+            c = vote_commitment(job_id, self.address(m), out, units, salt)
             self.send(m, self.h.market.functions.commitVote(job_id, c))
         self.chain.advance(301)
         for m, (out, salt) in votes.items():
-            self.send(m, self.h.market.functions.revealVote(job_id, out, salt))
+            self.send(m, self.h.market.functions.revealVote(job_id, out, units, salt))
         self.chain.advance(301)
         self.h.resolve_dispute(self.key("relayer"), job_id)
 

@@ -9,7 +9,7 @@ import pytest
 from eth_hash.auto import keccak
 
 from contracts.types import MarketParams, Outcome, Status
-from tests.worker_node.conftest import USD, job_logs
+from tests.worker_node.conftest import job_logs
 from worker.node.state import CheckRow, DisputeRow, JobRow, Phase
 
 

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from contracts.bindings import Hearth
+from contracts.types import MarketParams
 from worker.blobs import BlobStore, LocalBlobStore
 from worker.node import jobio
 
@@ -120,19 +121,22 @@ def run_cheater_demo(work_dir: Path | None = None) -> DemoOutcome:
         h.w3.provider.make_request("anvil_mine", ["0x1"])  # type: ignore[arg-type]
         log.info("the verifier re-executes every receipt (--sample-all) and challenges mismatches")
         verifier.tick()
-        log.info("the committee (the other staked providers) re-executes and commits")
+        log.info("two blocks later the challenger draws the committee from a block hash nobody knew at the challenge")
+        h.w3.provider.make_request("anvil_mine", ["0x3"])  # type: ignore[arg-type]
+        verifier.tick()
+        log.info("the committee (drawn, stake-weighted, from the other providers) re-executes and commits")
         for n in everyone:
             n.tick()
-        p = h.market.functions.params().call()
-        advance(h, int(p[7]))  # commit period
+        p = MarketParams(*h.market.functions.params().call())
+        advance(h, p.commit_period)
         log.info("reveal phase")
         for n in everyone:
             n.tick()
-        advance(h, int(p[8]))  # reveal period
+        advance(h, p.reveal_period)
         log.info("reveal phase over: anyone resolves the dispute; job A's challenge window has passed too")
         for n in everyone:
             n.tick()
-        advance(h, int(p[6]))
+        advance(h, p.challenge_window)
         log.info("everyone withdraws what is credited to them")
         for n in everyone:
             n.tick(final=True)
