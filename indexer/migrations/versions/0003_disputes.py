@@ -1,8 +1,8 @@
 """Disputes that hold against an adversary: terms fixed at posting, claim expiry, the draw
 block and escalation deadline of a dispute, votes on (output, units) with a bond.
 
-Revision ID: 0002
-Revises: 0001
+Revision ID: 0003
+Revises: 0002
 Create Date: 2026-11-30
 """
 
@@ -13,8 +13,8 @@ from alembic import op
 
 import indexer.models
 
-revision = '0002'
-down_revision = '0001'
+revision = '0003'
+down_revision = '0002'
 branch_labels = None
 depends_on = None
 
