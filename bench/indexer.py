@@ -215,7 +215,7 @@ def build_chain(dn: Any, target_events: int, block_txs: int, providers: int = 16
     log.info("posted %d jobs (%.0fs)", len(jobs), time.monotonic() - t0)
 
     # claims
-    collateral = int(dn.hearth.market.functions.params().call()[9])
+    collateral = dn.hearth.market_params().claim_collateral
     first_claim = b.rpc.block_number() + 1
     for i, j in enumerate(jobs[:full + refunded_claimed]):
         posted_record = job_tuple(j, 1)

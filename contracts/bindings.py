@@ -20,7 +20,7 @@ from contracts.chain import ErrorDecoder, TxSender, connect
 from contracts.errors import ChainError, ContractsError
 from contracts.logs import scan_logs
 from contracts.manifest import DeployedContract, Manifest
-from contracts.types import ZERO32, ZERO_ADDRESS, Job, JobRequest, Outcome, Permit, Receipt, Status
+from contracts.types import ZERO32, ZERO_ADDRESS, Job, JobRequest, MarketParams, Outcome, Permit, Receipt, Status
 
 log = logging.getLogger(__name__)
 
@@ -142,6 +142,10 @@ class Hearth:
         if job is None:
             raise UnknownJobError(f"unknown job {job_id} on market {self.market.address}")
         return job
+
+    def market_params(self) -> MarketParams:
+        """The market's current governance parameters, typed (never index the raw tuple)."""
+        return MarketParams(*self.market.functions.params().call())
 
     def status(self, job_id: int) -> Status:
         return Status(self.market.functions.jobStatus(job_id).call())

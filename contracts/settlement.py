@@ -339,6 +339,10 @@ class Settlement:
     def chain_id(self) -> int:
         return self.h.chain_id
 
+    def params(self) -> SettlementParams:
+        """BatchSettlement's current governance parameters, typed."""
+        return SettlementParams(*self.batches.functions.params().call())
+
     # -- payer
     def approve(self, key: str, amount: int = 2**256 - 1) -> TxReceipt:
         return self.h.sender(key).send(self.h.usd.functions.approve(self.escrow.address, amount))

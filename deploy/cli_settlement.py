@@ -369,7 +369,7 @@ def batch_challenge(batch_id: int, index: int, as_: RoleOpt = None) -> None:
     key = key_for(as_)
     batch, wb = _batch(s, batch_id)
     i = _leaf_index(wb, index)
-    bond = s.batches.functions.params().call()[7]
+    bond = s.params().demand_bond
     if bond:
         s.h.sender(key).send(s.h.usd.functions.approve(s.batches.address, bond))
     s.challenge_leaf(key, batch_id, batch, i, wb.receipts[i], wb.proof(i))
@@ -385,7 +385,7 @@ def batch_demand(batch_id: int, index: int, as_: RoleOpt = None) -> None:
     s = _settlement()
     key = key_for(as_)
     batch, wb = _batch(s, batch_id)
-    bond = s.batches.functions.params().call()[7]
+    bond = s.params().demand_bond
     if bond:
         s.h.sender(key).send(s.h.usd.functions.approve(s.batches.address, bond))
     s.demand_leaf(key, batch_id, batch, _leaf_index(wb, index))

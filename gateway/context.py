@@ -87,7 +87,7 @@ def build_context(settings: GatewaySettings, manifest: Manifest | None = None,
 def _challenge_window(hearth: Hearth) -> int | None:
     """The market's challenge window, or None when the chain cannot be read now."""
     try:
-        return int(hearth.market.functions.params().call()[6])
+        return hearth.market_params().challenge_window
     except Exception as exc:  # noqa: BLE001 - the RPC may be down at start; the check is then skipped
         log.warning("cannot read the market's challenge window (%s): blob retention not checked", exc)
         return None

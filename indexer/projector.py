@@ -116,11 +116,20 @@ class Projector:
         self.rows = rows
         #: the job the latest market event of a transaction was about (links slashes to jobs)
         self._tx_job: dict[str, int] = {}
+        #: slashes of the current transaction seen before any market event named their job (a
+        #: dispute's settlement slashes first and reports the job after)
+        self._tx_unlinked: dict[str, list[Key]] = {}
 
     def apply(self, ev: DecodedEvent) -> None:
         handler = _HANDLERS.get((ev.contract, ev.name))
         if ev.contract == "JobMarket" and "jobId" in ev.args:
-            self._tx_job = {ev.tx_hash: int(ev.args["jobId"])}
+            job_id = int(ev.args["jobId"])
+            self._tx_job = {ev.tx_hash: job_id}
+            for key in self._tx_unlinked.pop(ev.tx_hash, []):
+                row = self._get("slashes", key)
+                if row is not None and row["job_id"] is None:
+                    row["job_id"] = job_id
+                    self._put("slashes", key, row, ev)
         if handler is not None:
             handler(self, ev)
 
@@ -269,6 +278,8 @@ def _slashed(p: Projector, ev: DecodedEvent) -> None:
         recipient=a["recipient"], amount=a["amount"], from_staked=a["fromStaked"],
         jailed_until=a["jailedUntil"], job_id=p._tx_job.get(ev.tx_hash), block=ev.block_number,
         timestamp=ev.block_timestamp), ev.block_number)
+    if ev.tx_hash not in p._tx_job:
+        p._tx_unlinked = {ev.tx_hash: [*p._tx_unlinked.get(ev.tx_hash, []), (ev.tx_hash, ev.log_index)]}
 
 
 @_on("Staking", "ParametersSet")

@@ -458,7 +458,7 @@ def test_blob_retention_must_outlast_the_challenge_window(stack: Stack) -> None:
     from gateway.app import create_app
     from gateway.errors import ConfigurationError
 
-    window = stack.hearth.market.functions.params().call()[6]
+    window = stack.hearth.market_params().challenge_window
     with pytest.raises(ConfigurationError, match="challenge window"):
         create_app(stack.settings.model_copy(update={"blob_retention_s": window}), manifest=stack.devnet.manifest)
     create_app(stack.settings.model_copy(update={"blob_retention_s": window + 1}), manifest=stack.devnet.manifest)

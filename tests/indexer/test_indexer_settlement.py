@@ -75,14 +75,14 @@ class SettlementActions:
         return batch_id, batch, wb
 
     def leaf_fraud(self, batch_id: int, batch: Any, wb: Any, index: int, challenger: str = "verifier") -> None:
-        bond = self.s.batches.functions.params().call()[7]
+        bond = self.s.params().demand_bond
         self.h.sender(self.key(challenger)).send(self.h.usd.functions.approve(self.s.batches.address, bond))
         self.s.challenge_leaf(self.key(challenger), batch_id, batch, index, wb.receipts[index], wb.proof(index))
         self.h.sender(self.key("deployer")).send(
             self.s.batches.functions.resolveLeaf(batch_id, batch.as_tuple(), index, True))
 
     def demand_and_reveal(self, batch_id: int, batch: Any, wb: Any, index: int) -> None:
-        bond = self.s.batches.functions.params().call()[7]
+        bond = self.s.params().demand_bond
         self.h.sender(self.key("verifier2")).send(self.h.usd.functions.approve(self.s.batches.address, bond))
         self.s.demand_leaf(self.key("verifier2"), batch_id, batch, index)
         self.s.reveal_leaf(self.key("provider"), batch_id, batch, index, wb.receipts[index], wb.proof(index))
@@ -143,7 +143,7 @@ def test_settlement_events_are_mirrored_and_agree_with_the_contracts(
     assert t["price_ceilings"][(model,)]["ceiling"] == s.batches.functions.priceCeiling(actions.model_id).call()
     params = {k[0]: v["value"] for k, v in t["params"].items()}
     assert params["escrow.settlement"] == params["staking.settlement"] == s.batches.address
-    assert params["settlement.challengeWindow"] == str(s.batches.functions.params().call()[1])
+    assert params["settlement.challengeWindow"] == str(s.params().challenge_window)
 
 
 @pytest.mark.parametrize("depth", [1, 4])

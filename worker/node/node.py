@@ -587,7 +587,7 @@ class Node:
         rows = self.state.select(CheckRow, "verdict IN ('pending', 'mismatch')")
         if not rows:
             return
-        rate = int(self.h.market.functions.params().call()[4])  # sampleRateBps
+        rate = self.h.market_params().sample_rate_bps
         todo: list[tuple[CheckRow, Job]] = []
         for c in rows:
             if now >= c.challenge_end:
