@@ -83,8 +83,12 @@ def device_label() -> str:
 
 def make_prompts(tokenizer: ChatTokenizer, n: int, length: int) -> list[list[int]]:
     """`n` distinct prompts of exactly `length` tokens."""
-    ids = tokenizer.encode(_TEXT * (1 + length // 50))
-    return [ids[i * 7 : i * 7 + length] for i in range(n)]
+    ids: list[int] = []
+    while len(ids) < 7 * n + length:
+        ids = tokenizer.encode(_TEXT * (1 + len(ids) // 50 + (7 * n + length) // 50))
+    prompts = [ids[i * 7 : i * 7 + length] for i in range(n)]
+    assert all(len(p) == length for p in prompts)
+    return prompts
 
 
 def bench_engine(
@@ -156,12 +160,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     tokenizer = ChatTokenizer.from_gguf()
     prompts = make_prompts(tokenizer, max(levels), args.prompt_tokens)
     impls = ["hearth"] + ([] if args.no_fast else ["hearth-fast"]) + ([] if args.no_transformers else ["transformers"])
-    hf = None
+    hf: Any = None
     if "transformers" in impls:
         import transformers
 
         path = gguf_path()
-        hf = transformers.AutoModelForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name).eval()
+        hf = transformers.AutoModelForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name)
+        hf.eval()
     decode: dict[str, dict[str, float]] = {i: {} for i in impls}
     ttft: dict[str, dict[str, float]] = {i: {} for i in impls}
     for c in levels:
