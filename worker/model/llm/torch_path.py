@@ -41,9 +41,9 @@ from worker.model.llm.weights import LlamaConfig, LlamaLayer, LlamaWeights
 
 logger = logging.getLogger(__name__)
 
-ROW_BLOCK = 16
+ROW_BLOCK = 32
 """Rows per GEMM/row-wise call in the decoder layers. Part of the numerics (KERNEL_VERSION)."""
-LOGIT_BLOCK = 16
+LOGIT_BLOCK = 32
 """Rows per call of the final norm and the (tied) output projection. Part of the numerics."""
 ATTN_BLOCK = 16
 """Query tokens per attention call. Part of the numerics."""
