@@ -1,7 +1,8 @@
 """Batch invariance, bitwise: a request's tokens and logits do not depend on its batch.
 
-Row blocks are `ROW_BLOCK = LOGIT_BLOCK = 16` rows, so batches of 1, 2, 3, 8, 17 and 33 decode
-rows sit on both sides of every block boundary (16 and 32). Small random-weight Llama configs
+Row blocks are `ROW_BLOCK = LOGIT_BLOCK = 32` rows and attention blocks `ATTN_BLOCK = 16` query
+tokens, so batches of 1, 2, 3, 8, 17 and 33 decode rows sit on both sides of every block
+boundary (16 and 32). Small random-weight Llama configs
 cover the combinations; a few steps of the real SmolLM2 check the same on the real shapes.
 """
 
@@ -14,6 +15,7 @@ import torch
 
 from worker.model._mkl import strict_cnr_active
 from worker.model.llm import (
+    ATTN_BLOCK,
     LOGIT_BLOCK,
     ROW_BLOCK,
     Completion,
@@ -82,10 +84,10 @@ def alone(tiny_forward: LlamaForward, reqs: list[tuple[list[int], SamplingParams
 
 
 def test_row_blocks_are_the_thresholds_the_batch_sizes_straddle() -> None:
-    assert ROW_BLOCK == LOGIT_BLOCK == 16
-    for block in (ROW_BLOCK, LOGIT_BLOCK):
+    assert (ROW_BLOCK, LOGIT_BLOCK, ATTN_BLOCK) == (32, 32, 16)
+    for block in (ROW_BLOCK, LOGIT_BLOCK, ATTN_BLOCK):
         assert any(s <= block for s in BATCH_SIZES) and any(block < s <= 2 * block for s in BATCH_SIZES)
-        assert any(s > 2 * block for s in BATCH_SIZES)
+    assert any(s > 2 * ATTN_BLOCK for s in BATCH_SIZES)
 
 
 @pytest.mark.parametrize("size", BATCH_SIZES)

@@ -205,17 +205,10 @@ class Engine:
         return events
 
     def _finish_reason(self, seq: _Seq, token: int) -> FinishReason | None:
-        if token in self.eos_ids and not seq.params.ignore_eos:
-            return "stop"
-        if seq.params.stop and self.tokenizer is not None:
-            text = self.tokenizer.decode(seq.output)
-            hits = [i for i in (text.find(s) for s in seq.params.stop) if i >= 0]
-            if hits:
-                seq.text = text[: min(hits)]
-                return "stop"
-        if len(seq.output) >= seq.params.max_tokens:
-            return "length"
-        return None
+        reason, text = finish_check(seq.output, seq.params, self.tokenizer, self.eos_ids)
+        if text is not None:
+            seq.text = text
+        return reason
 
     def _finish(self, seq: _Seq, reason: FinishReason) -> None:
         self._running.remove(seq)
@@ -242,6 +235,24 @@ class Engine:
             done.update(self.pop_finished())
         done.update(self.pop_finished())
         return done
+
+
+def finish_check(
+    output: Sequence[int], params: SamplingParams, tokenizer: ChatTokenizer | None, eos_ids: frozenset[int]
+) -> tuple[FinishReason | None, str | None]:
+    """Whether a request whose output so far is `output` has finished, and its text if a stop
+    string ended it: an end-of-sequence last token (unless `ignore_eos`), then a stop string in
+    the decoded text, then `max_tokens` reached."""
+    if output and output[-1] in eos_ids and not params.ignore_eos:
+        return "stop", None
+    if params.stop and tokenizer is not None:
+        text = tokenizer.decode(output)
+        hits = [i for i in (text.find(s) for s in params.stop) if i >= 0]
+        if hits:
+            return "stop", text[: min(hits)]
+    if len(output) >= params.max_tokens:
+        return "length", None
+    return None, None
 
 
 def teacher_forced_logits(

@@ -1,6 +1,7 @@
 """Paged key/value cache: fixed-size pages in one tensor per layer, a free list, page tables.
 
-Keys and values of every layer live in `[num_pages, page_size, kv_heads, head_dim]` tensors.
+Keys and values of every layer live in `[kv_heads, num_pages, page_size, head_dim]` tensors
+(heads outermost, so a gather of a sequence's pages is already in attention layout).
 A sequence owns a list of pages (its page table); the token at position `p` is stored in
 page `table[p // page_size]` at slot `p % page_size`. Pages are handed out lowest id first
 and returned when a sequence finishes. Which pages a sequence gets never changes a number it
@@ -38,7 +39,7 @@ class PagedKVCache:
         self.config = config
         self.num_pages = num_pages
         self.page_size = page_size
-        shape = (config.num_layers, num_pages, page_size, config.num_kv_heads, config.head_dim)
+        shape = (config.num_layers, config.num_kv_heads, num_pages, page_size, config.head_dim)
         self.k = torch.zeros(shape, dtype=dtype, device=device)
         self.v = torch.zeros(shape, dtype=dtype, device=device)
         self._free = list(range(num_pages))
@@ -71,14 +72,19 @@ class PagedKVCache:
     def write(self, layer: int, slots: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> None:
         """Store keys and values `[n, kv_heads, head_dim]` at flat `slots` of `layer`."""
         c = self.config
-        self.k[layer].view(-1, c.num_kv_heads, c.head_dim)[slots] = k
-        self.v[layer].view(-1, c.num_kv_heads, c.head_dim)[slots] = v
+        flat = (c.num_kv_heads, self.num_pages * self.page_size, c.head_dim)
+        self.k[layer].view(flat).index_copy_(1, slots, k.permute(1, 0, 2))
+        self.v[layer].view(flat).index_copy_(1, slots, v.permute(1, 0, 2))
 
     def gather(self, layer: int, table: Sequence[int], length: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """Keys and values of positions `0 .. length-1`, each `[kv_heads, length, head_dim]`, contiguous."""
+        """Keys and values of positions `0 .. length-1`, each `[kv_heads, length, head_dim]`.
+
+        Views of fresh contiguous copies of the sequence's whole pages: position `p` is row `p`.
+        """
         n_pages = self.pages_for(length)
         idx = torch.tensor(table[:n_pages], dtype=torch.int64, device=self.k.device)
         c = self.config
-        k = self.k[layer][idx].view(n_pages * self.page_size, c.num_kv_heads, c.head_dim)[:length]
-        v = self.v[layer][idx].view(n_pages * self.page_size, c.num_kv_heads, c.head_dim)[:length]
-        return k.permute(1, 0, 2).contiguous(), v.permute(1, 0, 2).contiguous()
+        shape = (c.num_kv_heads, n_pages * self.page_size, c.head_dim)
+        k = torch.index_select(self.k[layer], 1, idx).view(shape)[:, :length]
+        v = torch.index_select(self.v[layer], 1, idx).view(shape)[:, :length]
+        return k, v

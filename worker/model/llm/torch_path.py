@@ -8,11 +8,16 @@ prompt is chunked, decode or prefill). Three rules give that:
   call therefore has the same shape whatever the batch, so the library takes the same code path
   and reduction order for each row; a row's result depends on that row alone. (The logits use
   their own fixed block, `logit_block`.)
-* Attention runs one query token at a time over exactly the keys at positions `0 .. p` of its own
-  sequence (gathered from the paged cache in position order after this step's keys and values
-  were written). Its shapes, and so its reduction order, are a function of the position alone:
-  the same for a token decoded alone, decoded beside 63 others, or prefilled in a chunk of 32.
-  The whole key range is one split: the split size is fixed (the full sequence).
+* Attention runs on blocks of exactly `ATTN_BLOCK` query tokens (the last block padded), each
+  token over the keys at positions `0 .. p` of its own sequence, read from the paged cache
+  after this step's keys and values were written. Keys are cut into splits of `SPLIT`
+  positions at fixed boundaries (0, 64, 128, ...). Within a split, scores, max, exp, sum and
+  the weighted sum of values are GEMM instances and reductions of one fixed shape
+  (`[G, D] x [D, SPLIT]`, `[G, SPLIT] x [SPLIT, D]`, rows of `SPLIT`); keys past `p` score
+  `-inf` and add exact zeros. Splits are then merged in increasing order with elementwise
+  operations only; a split past a token's position has weight exactly 0 and changes no bit.
+  So a token's attention is a function of its own position and keys: the same decoded alone,
+  beside 63 others, or prefilled in a chunk of 32.
 * Rotary tables are computed once for every position; a token looks its row up.
 
 Independence from the thread count comes from MKL's strict CNR mode (`worker.model._mkl`).
@@ -36,10 +41,14 @@ from worker.model.llm.weights import LlamaConfig, LlamaLayer, LlamaWeights
 
 logger = logging.getLogger(__name__)
 
-ROW_BLOCK = 16
+ROW_BLOCK = 32
 """Rows per GEMM/row-wise call in the decoder layers. Part of the numerics (KERNEL_VERSION)."""
-LOGIT_BLOCK = 16
+LOGIT_BLOCK = 32
 """Rows per call of the final norm and the (tied) output projection. Part of the numerics."""
+ATTN_BLOCK = 16
+"""Query tokens per attention call. Part of the numerics."""
+SPLIT = 64
+"""Key positions per attention split (a multiple of the page size). Part of the numerics."""
 
 LogitsWanted = Literal["none", "last", "all"]
 
@@ -119,6 +128,36 @@ def attention_out_ffn(ctx: torch.Tensor, h: torch.Tensor, layer: LlamaLayer, con
     gu = torch.mm(x, layer.gate_up.t())
     a = F.silu(gu[:, : config.ffn]) * gu[:, config.ffn :]
     return h + torch.mm(a, layer.down.t())
+
+
+def attention_split_block(
+    q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, positions: torch.Tensor, config: LlamaConfig
+) -> torch.Tensor:
+    """Attention of a block of query tokens over split keys.
+
+    `q` `[A, H*D]`; `keys`/`values` `[A, Hkv, n_splits, SPLIT, D]` (token `a`'s own sequence,
+    key position `j*SPLIT + i` at `[a, :, j, i]`); `positions` `[A]`. Returns `[A, H*D]`.
+    """
+    c = config
+    a, _, n_splits, split, _ = keys.shape
+    qg = q.view(a, c.num_kv_heads, 1, c.group, c.head_dim)
+    scores = torch.matmul(qg, keys.transpose(-1, -2)) * (c.head_dim**-0.5)  # [A, Hkv, S, G, SPLIT]
+    kpos = torch.arange(n_splits * split, device=q.device).view(1, 1, n_splits, 1, split)
+    scores = scores.masked_fill(kpos > positions.view(a, 1, 1, 1, 1), float("-inf"))
+    m = scores.amax(dim=-1, keepdim=True)  # [A, Hkv, S, G, 1]; -inf for a split past p
+    p = torch.exp(scores - torch.where(m == float("-inf"), 0.0, m))
+    lsum = p.sum(dim=-1, keepdim=True)
+    acc = torch.matmul(p, values)  # [A, Hkv, S, G, D]
+    m_all = m.amax(dim=2, keepdim=True)  # max is exact in any order; split 0 is never empty
+    w = torch.exp(m - m_all)  # 0 exactly for empty splits
+    wl = lsum * w
+    wacc = acc * w
+    l_run = wl[:, :, 0]
+    acc_run = wacc[:, :, 0]
+    for j in range(1, n_splits):
+        l_run = l_run + wl[:, :, j]
+        acc_run = acc_run + wacc[:, :, j]
+    return (acc_run / l_run).reshape(a, c.q_size)
 
 
 def attention_one(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, config: LlamaConfig) -> torch.Tensor:
@@ -213,25 +252,54 @@ class LlamaForward:
     def _attention(
         self, chunks: Sequence[SeqChunk], cache: PagedKVCache, layer: int, q: torch.Tensor, ctx: torch.Tensor
     ) -> None:
+        if self.invariant:
+            self._attention_blocks(chunks, cache, layer, q, ctx)
+            return
         c = self.config
         row = 0
         for ch in chunks:
             keys, values = cache.gather(layer, ch.table, ch.end)
             n = len(ch.token_ids)
-            if self.invariant:
-                for i, p in enumerate(ch.positions):
-                    ctx[row + i] = attention_one(q[row + i], keys[:, : p + 1], values[:, : p + 1], c)
-            else:
-                qh = q[row : row + n].permute(1, 0, 2).unsqueeze(0)  # [1, H, n, D]
-                mask = None
-                if n > 1:
-                    kpos = torch.arange(ch.end, device=q.device)
-                    mask = kpos[None, :] <= torch.tensor(ch.positions, device=q.device)[:, None]
-                out = F.scaled_dot_product_attention(
-                    qh, keys.unsqueeze(0), values.unsqueeze(0), attn_mask=mask, enable_gqa=True
-                )
-                ctx[row : row + n] = out[0].permute(1, 0, 2).reshape(n, c.q_size)
+            qh = q[row : row + n].permute(1, 0, 2).unsqueeze(0)  # [1, H, n, D]
+            mask = None
+            if n > 1:
+                kpos = torch.arange(ch.end, device=q.device)
+                mask = kpos[None, :] <= torch.tensor(ch.positions, device=q.device)[:, None]
+            out = F.scaled_dot_product_attention(
+                qh, keys.unsqueeze(0), values.unsqueeze(0), attn_mask=mask, enable_gqa=True
+            )
+            ctx[row : row + n] = out[0].permute(1, 0, 2).reshape(n, c.q_size)
             row += n
+
+    def _attention_blocks(
+        self, chunks: Sequence[SeqChunk], cache: PagedKVCache, layer: int, q: torch.Tensor, ctx: torch.Tensor
+    ) -> None:
+        c = self.config
+        page = cache.page_size
+        if SPLIT % page:
+            raise InvalidInputError(f"the page size {page} must divide the attention split {SPLIT}")
+        tokens = [(ch.table, p) for ch in chunks for p in ch.positions]
+        t = len(tokens)
+        dev = q.device
+        for b0 in range(0, t, ATTN_BLOCK):
+            blk = tokens[b0 : b0 + ATTN_BLOCK]
+            pad = ATTN_BLOCK - len(blk)
+            n_splits = max(p for _, p in blk) // SPLIT + 1
+            n_pages = n_splits * SPLIT // page
+            idx = []
+            for table, _ in blk:
+                row = list(table[:n_pages])
+                idx.extend(row + [0] * (n_pages - len(row)))
+            idx.extend([0] * (pad * n_pages))
+            pages = torch.tensor(idx, dtype=torch.int64, device=dev)
+            shape = (c.num_kv_heads, ATTN_BLOCK, n_splits, SPLIT, c.head_dim)
+            keys = torch.index_select(cache.k[layer], 1, pages).view(shape).transpose(0, 1)
+            values = torch.index_select(cache.v[layer], 1, pages).view(shape).transpose(0, 1)
+            positions = torch.tensor([p for _, p in blk] + [0] * pad, dtype=torch.int64, device=dev)
+            qb = torch.zeros((ATTN_BLOCK, c.q_size), dtype=torch.float32, device=dev)
+            qb[: len(blk)] = q[b0 : b0 + len(blk)].reshape(len(blk), c.q_size)
+            out = attention_split_block(qb, keys, values, positions, c)
+            ctx[b0 : b0 + len(blk)] = out[: len(blk)]
 
     def _logits(self, chunks: Sequence[SeqChunk], h: torch.Tensor) -> torch.Tensor:
         c = self.config
