@@ -1,13 +1,12 @@
 """The deployment manifest: chain id, RPC URL, addresses, deployment block and ABIs.
 
-``deploy`` writes it; every service reads it. Its location is ``HEARTH_MANIFEST`` or
-``$HEARTH_DATA_DIR/manifest.json`` (``HEARTH_DATA_DIR`` defaults to ``./.hearth``).
+``deploy`` writes it; every service reads it. Where it is comes from each service's settings
+(``HEARTH_MANIFEST``, default ``$HEARTH_DATA_DIR/manifest.json``; see :mod:`common.settings`).
 """
 
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
@@ -16,15 +15,6 @@ from pydantic import BaseModel, ValidationError
 from contracts.errors import ManifestError
 
 CONTRACT_NAMES = ("HearthUSD", "HearthStake", "ModelRegistry", "Staking", "JobMarket")
-
-
-def data_dir() -> Path:
-    return Path(os.environ.get("HEARTH_DATA_DIR", ".hearth")).resolve()
-
-
-def manifest_path() -> Path:
-    env = os.environ.get("HEARTH_MANIFEST")
-    return Path(env).resolve() if env else data_dir() / "manifest.json"
 
 
 class DeployedContract(BaseModel):
@@ -51,8 +41,7 @@ class Manifest(BaseModel):
             raise ManifestError(f"manifest has no contract {name!r}")
         return self.contracts[name].address
 
-    def save(self, path: Path | None = None) -> Path:
-        path = path or manifest_path()
+    def save(self, path: Path) -> Path:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".tmp")
         tmp.write_text(self.model_dump_json(indent=2))
@@ -60,8 +49,7 @@ class Manifest(BaseModel):
         return path
 
     @classmethod
-    def load(cls, path: Path | None = None) -> Manifest:
-        path = path or manifest_path()
+    def load(cls, path: Path) -> Manifest:
         if not path.exists():
             raise ManifestError(f"no deployment manifest at {path}: start the devnet (`make up`) first")
         try:
