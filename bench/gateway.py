@@ -128,7 +128,7 @@ def main() -> None:
         deadline = int(h.w3.eth.get_block("latest")["timestamp"]) + 3600
         nonce = h.market.functions.nonces(dn.accounts["client"].address).call()
         bodies = [signed_job(dn, "client", nonce + i, deadline, i) for i in range(args.posts)]
-        http.post("/v1/blobs", content=b"warm up")
+        http.get("/v1/models")  # warm up
         post_lat: list[float] = []
         ids: list[int] = []
         t0 = time.perf_counter()

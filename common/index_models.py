@@ -57,7 +57,8 @@ from sqlmodel import JSON, Field, SQLModel
 __all__ = [
     "U256", "Balance", "Block", "Challenge", "Checkpoint", "Job", "Model", "Param", "Provider",
     "ProviderModel", "RawEvent", "Receipt", "Slash", "UndoEntry", "Vote", "Withdrawal",
-    "PROJECTION_TABLES",
+    "PROJECTION_TABLES", "Collection", "EscrowDeposit", "EscrowLane", "EscrowSigner", "LeafCase", "PriceCeiling",
+    "ProviderBond", "ProviderPrice", "SettlementBatch",
 ]
 
 _U256_DIGITS = 78
@@ -366,8 +367,137 @@ class UndoEntry(SQLModel, table=True):
     before: dict[str, Any] | None = Field(default=None, sa_type=JSON)
 
 
+# ---------------------------------------------------------------------------- batched settlement
+# PaymentEscrow and BatchSettlement (migration 0002).
+
+
+class EscrowDeposit(SQLModel, table=True):
+    """A payer's unallocated escrow deposit (equals ``PaymentEscrow.depositOf``)."""
+
+    __tablename__ = "escrow_deposits"
+
+    payer: str = Field(primary_key=True, max_length=42)
+    deposit: int = _u256()
+    deposited_total: int = _u256()
+    updated_block: int = Field(default=0, sa_type=sa.BigInteger)
+
+
+class EscrowLane(SQLModel, table=True):
+    """A payer's lane to a provider (``getLane``) and its totals."""
+
+    __tablename__ = "escrow_lanes"
+
+    payer: str = Field(primary_key=True, max_length=42)
+    provider: str = Field(primary_key=True, max_length=42)
+    balance: int = _u256()
+    collected: int = _u256()
+    thawing: int = _u256()
+    thaw_end: int = Field(default=0, sa_type=sa.BigInteger)
+    allocated: int = _u256()
+    withdrawn: int = _u256()
+    updated_block: int = Field(default=0, sa_type=sa.BigInteger)
+
+
+class EscrowSigner(SQLModel, table=True):
+    __tablename__ = "escrow_signers"
+
+    payer: str = Field(primary_key=True, max_length=42)
+    signer: str = Field(primary_key=True, max_length=42)
+    expiry: int = Field(default=0, sa_type=sa.BigInteger)
+    thaw_end: int = Field(default=0, sa_type=sa.BigInteger)
+    can_allocate: bool = False
+    revoked: bool = False
+    updated_block: int = Field(default=0, sa_type=sa.BigInteger)
+
+
+class ProviderBond(SQLModel, table=True):
+    __tablename__ = "provider_bonds"
+
+    provider: str = Field(primary_key=True, max_length=42)
+    amount: int = _u256()
+    thawing: int = _u256()
+    thaw_end: int = Field(default=0, sa_type=sa.BigInteger)
+    seized_total: int = _u256()
+    updated_block: int = Field(default=0, sa_type=sa.BigInteger)
+
+
+class Collection(SQLModel, table=True):
+    """Every ``Collected`` event (one voucher redeemed)."""
+
+    __tablename__ = "escrow_collections"
+
+    tx_hash: str = Field(primary_key=True, max_length=66)
+    log_index: int = Field(primary_key=True, sa_column_kwargs={"autoincrement": False})
+    payer: str = Field(max_length=42, index=True)
+    provider: str = Field(max_length=42, index=True)
+    amount: int = _u256()
+    collected: int = _u256()
+    cumulative_value: int = _u256()
+    lane_balance: int = _u256()
+    block: int = Field(sa_type=sa.BigInteger)
+    timestamp: int = Field(sa_type=sa.BigInteger)
+
+
+class SettlementBatch(SQLModel, table=True):
+    """A committed batch: the full record its stored word commits to."""
+
+    __tablename__ = "batches"
+
+    batch_id: int = _int_key()
+    provider: str = Field(max_length=42, index=True)
+    root: str = Field(max_length=66)
+    count: int = Field(sa_type=sa.BigInteger)
+    units: int = _u256()
+    value: int = _u256()
+    committed_at: int = Field(sa_type=sa.BigInteger)
+    challenge_end: int = Field(sa_type=sa.BigInteger)
+    block: int = Field(sa_type=sa.BigInteger)
+    tx_hash: str = Field(max_length=66)
+
+
+class LeafCase(SQLModel, table=True):
+    """A questioned leaf: status demanded, revealed, disputed, upheld or fraud."""
+
+    __tablename__ = "leaf_cases"
+
+    batch_id: int = Field(primary_key=True, sa_type=sa.BigInteger, sa_column_kwargs={"autoincrement": False})
+    leaf_index: int = Field(primary_key=True, sa_type=sa.BigInteger, sa_column_kwargs={"autoincrement": False})
+    status: str = Field(default="", max_length=16)
+    challenger: str = Field(default="", max_length=42)
+    payer: str = Field(default="", max_length=42)
+    value: int = _u256()
+    output_hash: str = Field(default="", max_length=66)
+    bond: int = _u256()
+    deadline: int = Field(default=0, sa_type=sa.BigInteger)
+    withheld: bool = False
+    by_default: bool = False
+    slashed: int = _u256()
+    refunded: int = _u256()
+    challenger_reward: int = _u256()
+    updated_block: int = Field(default=0, sa_type=sa.BigInteger)
+
+
+class ProviderPrice(SQLModel, table=True):
+    __tablename__ = "provider_prices"
+
+    provider: str = Field(primary_key=True, max_length=42)
+    model_id: str = Field(primary_key=True, max_length=66)
+    price: int = _u256()
+    updated_block: int = Field(default=0, sa_type=sa.BigInteger)
+
+
+class PriceCeiling(SQLModel, table=True):
+    __tablename__ = "price_ceilings"
+
+    model_id: str = Field(primary_key=True, max_length=66)
+    ceiling: int = _u256()
+    updated_block: int = Field(default=0, sa_type=sa.BigInteger)
+
+
 #: The tables folded from events, in dependency-free order; the undo log covers these.
 PROJECTION_TABLES: tuple[type[SQLModel], ...] = (
     Provider, ProviderModel, Model, Job, Receipt, Challenge, Vote, Balance, Withdrawal, Slash,
     Param,
+    EscrowDeposit, EscrowLane, EscrowSigner, ProviderBond, Collection, SettlementBatch, LeafCase,
+    ProviderPrice, PriceCeiling,
 )

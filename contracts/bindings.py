@@ -89,6 +89,9 @@ class Hearth:
         self.registry: Contract = self._contract(c["ModelRegistry"])
         self.staking: Contract = self._contract(c["Staking"])
         self.market: Contract = self._contract(c["JobMarket"])
+        # Batched settlement (absent from manifests written before it existed).
+        self.escrow: Contract | None = self._contract(c["PaymentEscrow"]) if "PaymentEscrow" in c else None
+        self.settlement: Contract | None = self._contract(c["BatchSettlement"]) if "BatchSettlement" in c else None
         self.decoder = ErrorDecoder((d.abi for d in c.values()), {d.address: n for n, d in c.items()})
         self._senders: dict[str, TxSender] = {}
 

@@ -15,6 +15,8 @@ from pydantic import BaseModel, ValidationError
 from contracts.errors import ManifestError
 
 CONTRACT_NAMES = ("HearthUSD", "HearthStake", "ModelRegistry", "Staking", "JobMarket")
+#: Batched settlement, deployed after the others (see ``deploy.devnet.deploy_settlement``).
+SETTLEMENT_CONTRACT_NAMES = ("PaymentEscrow", "BatchSettlement")
 
 
 class DeployedContract(BaseModel):

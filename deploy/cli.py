@@ -769,6 +769,10 @@ app.add_typer(indexer_cli.app, name="indexer", help="The indexer service.")
 app.add_typer(worker_cli.app, name="worker", help="The worker service.")
 app.add_typer(gateway_cli.app, name="gateway", help="The gateway service.")
 
+from deploy.cli_settlement import mount as _mount_settlement  # noqa: E402 - uses the helpers above
+
+_mount_settlement(app)
+
 
 def main(prog_name: str = "hearth") -> None:
     setup_logging(CliSettings().log_level)

@@ -21,7 +21,14 @@ from contracts.bindings import Hearth
 from contracts.chain import ErrorDecoder, TxSender, connect, wait_for_rpc
 from contracts.compiler import NODE_MODULES
 from contracts.errors import ChainError, ToolchainError
-from contracts.manifest import CONTRACT_NAMES, DeployedContract, Manifest, ModelEntry
+from contracts.manifest import (
+    CONTRACT_NAMES,
+    SETTLEMENT_CONTRACT_NAMES,
+    DeployedContract,
+    Manifest,
+    ModelEntry,
+)
+from contracts.settlement import SettlementParams
 from contracts.types import MarketParams
 
 log = logging.getLogger(__name__)
@@ -35,6 +42,12 @@ DEFAULT_PRICE_PER_UNIT = 100
 MIN_STAKE = 100 * HST
 UNBONDING_PERIOD = 3600
 JAIL_PERIOD = 86400
+#: Escrow thaws last at least this long, and always longer than the batch settlement horizon
+#: plus THAW_MARGIN (the escrow enforces it against the settlement's and market's windows).
+MIN_THAW_DELAY = 2 * 3600
+THAW_MARGIN = 600
+#: Highest price per unit a provider may quote for the devnet model (10x the registry price).
+PRICE_CEILING = 10 * DEFAULT_PRICE_PER_UNIT
 
 
 def get_create_address(sender: str, nonce: int) -> str:
@@ -136,14 +149,34 @@ def deploy_contracts(
     if market != market_addr:
         raise ChainError(f"market deployed at {market}, expected {market_addr}: deployer key used concurrently?")
     addrs = dict(zip(CONTRACT_NAMES, (usd, hst, registry, staking, market), strict=True))
+    addrs.update(deploy_settlement(w3, sender, usd, staking, market, treasury))
     return Manifest(
         chain_id=w3.eth.chain_id, rpc_url=rpc_url, deployment_block=start_block + 1,
         contracts={n: DeployedContract(address=a, abi=arts[n].abi) for n, a in addrs.items()},
     )
 
 
+def deploy_settlement(
+    w3: Web3, sender: TxSender, usd: str, staking: str, market: str, treasury: str,
+    params: SettlementParams | None = None,
+) -> dict[str, str]:
+    """Deploys PaymentEscrow and BatchSettlement and binds the settlement to escrow and staking."""
+    owner = sender.address
+    escrow = _deploy(w3, sender, "PaymentEscrow", owner, usd, MIN_THAW_DELAY, THAW_MARGIN)
+    p = params or SettlementParams(treasury=treasury)
+    settlement = _deploy(w3, sender, "BatchSettlement", owner, escrow, staking, market, p.as_tuple())
+    abi = {n: artifact(n).abi for n in ("PaymentEscrow", "Staking")}
+    sender.send(w3.eth.contract(address=Web3.to_checksum_address(escrow), abi=abi["PaymentEscrow"])
+                .functions.setSettlement(settlement))
+    sender.send(w3.eth.contract(address=Web3.to_checksum_address(staking), abi=abi["Staking"])
+                .functions.setSettlement(settlement))
+    return dict(zip(SETTLEMENT_CONTRACT_NAMES, (escrow, settlement), strict=True))
+
+
 def register_model(h: Hearth, owner_key: str, model_id: bytes, runtime_hash: bytes, price: int, name: str) -> None:
     h.sender(owner_key).send(h.registry.functions.registerModel(model_id, runtime_hash, price, name))
+    if h.settlement is not None:
+        h.sender(owner_key).send(h.settlement.functions.setPriceCeiling(model_id, PRICE_CEILING))
     h.manifest.models.append(ModelEntry(
         model_id="0x" + model_id.hex(), name=name, runtime_hash="0x" + runtime_hash.hex(), price_per_unit=price))
 

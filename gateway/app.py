@@ -50,10 +50,15 @@ Errors: `{"error": {"reason": "<machine-readable>", "message": "...", "type": ".
 """
 
 
+def _printable(text: str) -> str:
+    """``text`` as UTF-8 can carry it: a lone surrogate a client sent becomes its ``\\udXXX`` escape."""
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
 def error_body(status: int, reason: str, message: str, error_type: str = "invalid_request_error",
                details: dict[str, Any] | None = None) -> dict[str, Any]:
-    return {"error": {"reason": reason, "message": message, "type": error_type, "code": reason,
-                      "details": details or None}}
+    return {"error": {"reason": reason, "message": _printable(message), "type": error_type, "code": reason,
+                      "details": _jsonable(details) if details else None}}
 
 
 def _json_error(status: int, reason: str, message: str, error_type: str = "invalid_request_error",
@@ -62,13 +67,15 @@ def _json_error(status: int, reason: str, message: str, error_type: str = "inval
 
 
 def _jsonable(v: Any) -> Any:
-    if isinstance(v, str | int | float | bool) or v is None:
+    if isinstance(v, str):
+        return _printable(v)
+    if isinstance(v, int | float | bool) or v is None:
         return v
     if isinstance(v, dict):
-        return {str(k): _jsonable(x) for k, x in v.items()}
+        return {_printable(str(k)): _jsonable(x) for k, x in v.items()}
     if isinstance(v, list | tuple):
         return [_jsonable(x) for x in v]
-    return str(v)
+    return _printable(str(v))
 
 
 class GuardMiddleware:

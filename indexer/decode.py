@@ -24,7 +24,9 @@ from indexer.errors import IndexerError
 #: The protocol contracts the indexer mirrors. The tokens are left out on purpose: on a real
 #: chain the payment token is a shared ERC-20 whose transfers are the whole world's, and every
 #: token movement the protocol makes is already described by a protocol event.
-PROTOCOL_CONTRACTS: tuple[str, ...] = ("JobMarket", "Staking", "ModelRegistry")
+PROTOCOL_CONTRACTS: tuple[str, ...] = ("JobMarket", "Staking", "ModelRegistry", "PaymentEscrow", "BatchSettlement")
+#: Contracts a manifest written before them lacks; indexed when present.
+OPTIONAL_CONTRACTS: frozenset[str] = frozenset({"PaymentEscrow", "BatchSettlement"})
 
 UNKNOWN_EVENT = "UnknownEvent"
 
@@ -120,6 +122,8 @@ class EventDecoder:
         self.addresses: dict[str, str] = {}  # lower-case address -> contract name
         self._specs: dict[tuple[str, str], EventSpec] = {}
         for name in contracts:
+            if name in OPTIONAL_CONTRACTS and name not in manifest.contracts:
+                continue
             c = manifest.contracts[name]
             addr = c.address.lower()
             self.addresses[addr] = name

@@ -481,3 +481,7 @@ def fold(events: Iterable[DecodedEvent]) -> dict[str, dict[Key, dict[str, Any]]]
     store = MemoryStore()
     Projector(store).apply_all(events)
     return store.tables
+
+
+# Batched settlement handlers register themselves into _HANDLERS on import.
+import indexer.projector_settlement  # noqa: E402, F401

@@ -47,6 +47,9 @@ contract Staking is IStaking, Ownable2Step, ReentrancyGuardTransient {
     mapping(address provider => Meta) private _meta;
     mapping(address provider => mapping(bytes32 modelId => bool)) private _serves;
     address[] private _providerList;
+    /// @dev Batch settlement (set once by the owner): may slash and extend stake locks.
+    address private _settlement;
+    mapping(address provider => uint256) private _lockedUntil;
 
     modifier onlyMarket() {
         require(msg.sender == _market, OnlyMarket(msg.sender));
@@ -70,6 +73,20 @@ contract Staking is IStaking, Ownable2Step, ReentrancyGuardTransient {
     /// @notice Sets the minimum stake, unbonding period and jail period.
     function setParameters(uint256 minStake_, uint256 unbondingPeriod_, uint256 jailPeriod_) external onlyOwner {
         _setParameters(minStake_, unbondingPeriod_, jailPeriod_);
+    }
+
+    /// @inheritdoc IStaking
+    function setSettlement(address settlement_) external onlyOwner {
+        require(_settlement == address(0), SettlementAlreadySet());
+        require(settlement_ != address(0), InvalidParameter());
+        _settlement = settlement_;
+        emit SettlementSet(settlement_);
+    }
+
+    /// @inheritdoc IStaking
+    function extendLock(address provider, uint256 until) external {
+        require(msg.sender == _settlement && msg.sender != address(0), OnlySettlement(msg.sender));
+        if (until > _lockedUntil[provider]) _lockedUntil[provider] = until;
     }
 
     /// @inheritdoc IStaking
@@ -131,6 +148,8 @@ contract Staking is IStaking, Ownable2Step, ReentrancyGuardTransient {
         uint256 amount = p.unbonding;
         require(amount != 0, NothingUnbonding(msg.sender));
         require(block.timestamp >= p.unbondReadyAt, UnbondingNotReady(msg.sender, p.unbondReadyAt));
+        uint256 until = _lockedUntil[msg.sender];
+        require(block.timestamp >= until, StakeLocked(msg.sender, until));
         p.unbonding = 0;
         emit StakeWithdrawn(msg.sender, amount);
         _token.safeTransfer(msg.sender, amount);
@@ -162,10 +181,12 @@ contract Staking is IStaking, Ownable2Step, ReentrancyGuardTransient {
     /// @inheritdoc IStaking
     function slash(address provider, uint256 amount, address recipient, bool jail)
         external
-        onlyMarket
         nonReentrant
         returns (uint256 slashed)
     {
+        require(
+            msg.sender == _market || (msg.sender == _settlement && msg.sender != address(0)), OnlyMarket(msg.sender)
+        );
         Provider storage p = _providers[provider];
         uint256 fromStaked = amount < p.staked ? amount : p.staked;
         uint256 fromUnbonding = amount - fromStaked;
@@ -187,6 +208,16 @@ contract Staking is IStaking, Ownable2Step, ReentrancyGuardTransient {
         }
         emit Slashed(provider, recipient, slashed, fromStaked, jailedUntil);
         if (slashed != 0) _token.safeTransfer(recipient, slashed);
+    }
+
+    /// @inheritdoc IStaking
+    function lockedUntil(address provider) external view returns (uint256) {
+        return _lockedUntil[provider];
+    }
+
+    /// @inheritdoc IStaking
+    function settlement() external view returns (address) {
+        return _settlement;
     }
 
     /// @inheritdoc IStaking

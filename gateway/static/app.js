@@ -155,7 +155,7 @@ async function loadProviders() {
 async function loadJobs() {
   const page = await api("/v1/jobs?limit=25");
   $("#jobs tbody").innerHTML = page.items.map((j) => `<tr data-job="${j.job_id}"><td><a href="#/jobs/${j.job_id}">${j.job_id}</a></td>
-    <td>${badge(j.status)}</td><td class="mono">${short(j.client)}</td><td class="mono">${short(j.provider)}</td>
+    <td>${badge(j.status)}</td><td class="mono" title="${j.paid_by ? `paid by ${esc(j.paid_by)} through an API key; posted by the gateway's relayer ${esc(j.client)}` : esc(j.client)}">${short(j.paid_by || j.client)}</td><td class="mono">${short(j.provider)}</td>
     <td class="num">${usd(j.max_payment)}</td></tr>`).join("");
 }
 

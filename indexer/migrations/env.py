@@ -15,6 +15,8 @@ target_metadata = SQLModel.metadata
 _TABLES = {t.name for t in SQLModel.metadata.sorted_tables if t.name in {
     "providers", "provider_models", "models", "jobs", "receipts", "challenges", "votes", "balances",
     "withdrawals", "slashes", "params", "raw_events", "blocks", "checkpoints", "undo_log",
+    "escrow_deposits", "escrow_lanes", "escrow_signers", "provider_bonds", "escrow_collections", "batches",
+    "leaf_cases", "provider_prices", "price_ceilings",
 }}
 
 

@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 from contract_kit import Market
+from settlement_kit import Settle
 
 
 @pytest.fixture
@@ -19,3 +20,9 @@ def market(fresh: Any) -> Iterator[Market]:
         yield m
     finally:
         m.clock.unfreeze()
+
+
+@pytest.fixture
+def settle(market: Market) -> Settle:
+    """The devnet's escrow and batch settlement on top of ``market`` (same snapshot and clock)."""
+    return Settle(market)

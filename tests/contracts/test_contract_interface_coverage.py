@@ -10,7 +10,7 @@ import pytest
 
 from contracts.artifacts import load_artifacts
 
-INTERFACES = ("IJobMarket", "IStaking", "IModelRegistry")
+INTERFACES = ("IJobMarket", "IStaking", "IModelRegistry", "IPaymentEscrow", "IBatchSettlement")
 #: Declared in IJobMarket but raised nowhere in JobMarket: nothing can trigger them.
 NEVER_RAISED = {"SignatureExpired", "NotJobProvider"}
 HERE = Path(__file__).resolve().parent

@@ -432,7 +432,7 @@ def test_metrics_are_exported_for_prometheus(stack: Stack) -> None:
     assert 'hearth_gateway_requests_total{method="GET",route="/v1/providers",status="200"}' in text
     assert "hearth_gateway_request_seconds_bucket" in text and "hearth_gateway_rejected_total" in text
     health = stack.http.get("/healthz").json()
-    assert health["ok"] and health["index_ok"] and health["feed_running"]
+    assert health["ok"] and health["index_ok"] and health["feed_running"] and health["blob_sweeper_running"]
 
 
 # ---------------------------------------------------------------------------- blob retention

@@ -3,6 +3,7 @@ eth_getLogs and decoded by web3 (an independent decoder), and agree with the con
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import sqlalchemy as sa
@@ -19,7 +20,7 @@ from indexer.sync import Indexer
 def _norm(v: Any) -> Any:
     if isinstance(v, bytes):
         return "0x" + v.hex()
-    if isinstance(v, dict):
+    if isinstance(v, Mapping):  # web3 decodes a struct argument as an AttributeDict
         return {k: _norm(x) for k, x in v.items()}
     if isinstance(v, list | tuple):
         return [_norm(x) for x in v]

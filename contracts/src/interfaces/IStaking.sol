@@ -31,6 +31,9 @@ interface IStaking {
     error ModelNotServed(address provider, bytes32 modelId);
     error CollateralUnderflow(address provider, uint256 amount, uint256 locked);
     error InvalidParameter();
+    error OnlySettlement(address caller);
+    error SettlementAlreadySet();
+    error StakeLocked(address provider, uint256 until);
 
     event ProviderRegistered(address indexed provider, string endpoint, string region, string gpuClass);
     event ProviderUpdated(address indexed provider, string endpoint, string region, string gpuClass);
@@ -44,6 +47,7 @@ interface IStaking {
         address indexed provider, address indexed recipient, uint256 amount, uint256 fromStaked, uint256 jailedUntil
     );
     event ParametersSet(uint256 minStake, uint256 unbondingPeriod, uint256 jailPeriod);
+    event SettlementSet(address settlement);
 
     /// @notice Registers the caller as a provider.
     function register(string calldata endpoint, string calldata region, string calldata gpuClass) external;
@@ -56,7 +60,8 @@ interface IStaking {
     /// @notice Moves `amount` of free stake (staked minus locked) into unbonding and restarts the
     /// unbonding clock for everything unbonding.
     function requestUnbond(uint256 amount) external;
-    /// @notice Withdraws everything unbonding once the unbonding period has passed.
+    /// @notice Withdraws everything unbonding once the unbonding period has passed and no batch
+    /// of the caller is challengeable any more (see `lockedUntil`).
     function withdraw() external;
 
     /// @notice Locks collateral for a claimed job. Market only. Emits nothing: the market's
@@ -66,9 +71,19 @@ interface IStaking {
     /// @notice Releases collateral. Market only.
     function unlockCollateral(address provider, uint256 amount) external;
     /// @notice Slashes up to `amount` (staked first, then unbonding) to `recipient` and jails
-    /// the provider. Market only. Returns what was actually slashed.
+    /// the provider. Market or settlement only. Returns what was actually slashed.
     function slash(address provider, uint256 amount, address recipient, bool jail) external returns (uint256);
 
+    /// @notice Binds the batch settlement contract (once): it may extend stake locks and slash.
+    /// Owner only.
+    function setSettlement(address settlement) external;
+    /// @notice Keeps the provider's stake from being withdrawn before `until` (a lock only ever
+    /// grows). Settlement only; emits nothing (the settlement's `BatchCommitted` carries it).
+    function extendLock(address provider, uint256 until) external;
+
+    /// @notice Until when `withdraw` is refused for the provider (batches still challengeable).
+    function lockedUntil(address provider) external view returns (uint256);
+    function settlement() external view returns (address);
     /// @notice Whether the provider is registered, not jailed and has at least the minimum stake.
     function isActive(address provider) external view returns (bool);
     function serves(address provider, bytes32 modelId) external view returns (bool);
