@@ -45,8 +45,9 @@ test: deps browser
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 lint: deps
-	$(VENV)/bin/ruff check contracts indexer worker gateway deploy tests bench
+	$(VENV)/bin/ruff check contracts common indexer worker gateway deploy tests bench
 	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports
 
 bench: bench-gas bench-indexer bench-kernels bench-gateway
 

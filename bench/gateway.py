@@ -45,8 +45,8 @@ def signed_job(dn: Any, role: str, nonce: int, deadline: int, i: int) -> dict[st
     from eth_utils import keccak
 
     from contracts import eip712
+    from contracts.jobio import encode_input
     from contracts.types import JobRequest
-    from worker.node.jobio import encode_input
 
     h = dn.hearth
     client = dn.accounts[role].address
@@ -89,7 +89,7 @@ def main() -> None:
     ap.add_argument("--concurrency", type=int, default=16)
     args = ap.parse_args()
 
-    from deploy import accounts as accts
+    from common import accounts as accts
     from deploy.devnet import bring_up, free_port
     from indexer.service import IndexerService
     from indexer.settings import IndexerSettings
@@ -106,8 +106,8 @@ def main() -> None:
                                                  manifest_path=tmp / "manifest.json"), manifest=dn.manifest)
         indexer.start()
         port = free_port()
-        env = {**os.environ, "HEARTH_DATA_DIR": str(tmp), "DATABASE_URL": index_url,
-               "HEARTH_RELAYER_KEY": dn.accounts["relayer"].key, "HEARTH_GATEWAY_RATE_LIMIT_IP_PER_MIN": "1e12",
+        env = {**os.environ, "HEARTH_DATA_DIR": str(tmp), "HEARTH_INDEXER_DATABASE_URL": index_url,
+               "HEARTH_GATEWAY_RELAYER_KEY": dn.accounts["relayer"].key, "HEARTH_GATEWAY_RATE_LIMIT_IP_PER_MIN": "1e12",
                "HEARTH_GATEWAY_RATE_LIMIT_WALLET_PER_MIN": "1e12", "PYTHONUNBUFFERED": "1"}
         gw = subprocess.Popen([sys.executable, "-m", "gateway", "run", "--port", str(port), "--log-level", "warning"],
                               cwd=ROOT, env=env, stdout=open(tmp / "gateway.log", "wb"),  # noqa: SIM115

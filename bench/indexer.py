@@ -317,7 +317,7 @@ def count_events(dn: Any) -> int:
 
 
 def backfill(dn: Any, url: str) -> dict[str, Any]:
-    from indexer.db import make_engine
+    from common.db import make_engine
     from indexer.settings import IndexerSettings
     from indexer.sync import Indexer
 
@@ -338,7 +338,7 @@ def backfill(dn: Any, url: str) -> dict[str, Any]:
 
 def realtime(dn: Any, url: str, seconds: float) -> dict[str, Any]:
     """Follows a 1 s block time devnet under load; samples head - indexed every 50 ms."""
-    from indexer.db import make_engine
+    from common.db import make_engine
     from indexer.service import IndexerService
     from indexer.settings import IndexerSettings
 

@@ -12,7 +12,6 @@ import contextlib
 import hashlib
 import json
 import logging
-import os
 import shutil
 import subprocess
 from collections.abc import Sequence
@@ -22,6 +21,8 @@ from typing import Any
 
 import solcx
 import solcx.install
+from pydantic import AliasChoices, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
 from solcx.exceptions import SolcError
 
 from contracts.errors import CompileError, ToolchainError
@@ -58,11 +59,19 @@ def _version_of(binary: Path) -> str:
     raise ToolchainError(f"{binary} --version printed no version: {out.stdout!r} {out.stderr!r}")
 
 
+class CompilerSettings(BaseSettings):
+    """``SOLC_BINARY``: a solc (or a solcjs ``.js`` wrapper) to use before any other."""
+
+    model_config = SettingsConfigDict(extra="ignore")
+
+    solc_binary: Path | None = Field(default=None, validation_alias=AliasChoices("SOLC_BINARY", "solc_binary"))
+
+
 def find_compiler() -> Compiler:
     """Returns the compiler to use, preferring a native solc."""
     candidates: list[tuple[Path, bool]] = []
-    if env := os.environ.get("SOLC_BINARY"):
-        candidates.append((Path(env), not env.endswith(".js")))
+    if binary := CompilerSettings().solc_binary:
+        candidates.append((binary, binary.suffix != ".js"))
     if which := shutil.which("solc"):
         candidates.append((Path(which), True))
     with contextlib.suppress(Exception):  # py-solc-x raises its own types when nothing is installed

@@ -1,7 +1,10 @@
-"""EIP-712 typed data for the market's ``JobRequest`` and ``Receipt``, and signing helpers.
+"""Every EIP-712 type Hearth signs, in one place, and signing helpers.
 
-The domain is ``("Hearth JobMarket", "1", chainId, market address)``: a signature is valid on
-one chain and one deployment only.
+* ``JobRequest`` and ``Receipt``: the market's, in the domain ``("Hearth JobMarket", "1",
+  chainId, market address)``, so a signature is valid on one chain and one deployment only;
+* ``Permit``: EIP-2612 on the payment token (its own domain, read from ``eip712Domain()``);
+* ``ApiKeyGrant``: a wallet binding an API key to itself at a gateway, in the domain
+  ``("Hearth Gateway", "1", chainId)`` (no contract: the gateway checks it off chain).
 """
 
 from __future__ import annotations
@@ -9,8 +12,6 @@ from __future__ import annotations
 from typing import Any
 
 from eth_account import Account
-from eth_account.messages import encode_typed_data
-from hexbytes import HexBytes
 
 from contracts.types import JobRequest, Receipt
 
@@ -37,6 +38,33 @@ RECEIPT_TYPES = {
         {"name": "gpuClass", "type": "bytes32"},
     ]
 }
+PERMIT_TYPES = {
+    "Permit": [
+        {"name": "owner", "type": "address"},
+        {"name": "spender", "type": "address"},
+        {"name": "value", "type": "uint256"},
+        {"name": "nonce", "type": "uint256"},
+        {"name": "deadline", "type": "uint256"},
+    ]
+}
+GATEWAY_DOMAIN_NAME = "Hearth Gateway"
+GATEWAY_DOMAIN_VERSION = "1"
+API_KEY_GRANT_TYPES = {
+    "ApiKeyGrant": [
+        {"name": "wallet", "type": "address"},
+        {"name": "gateway", "type": "address"},
+        {"name": "apiKeyHash", "type": "bytes32"},
+        {"name": "spendingCap", "type": "uint256"},
+        {"name": "expiry", "type": "uint64"},
+        {"name": "nonce", "type": "uint256"},
+    ]
+}
+#: the gateway's domain has no verifying contract
+GATEWAY_DOMAIN_TYPE = [
+    {"name": "name", "type": "string"},
+    {"name": "version", "type": "string"},
+    {"name": "chainId", "type": "uint256"},
+]
 EIP712_DOMAIN_TYPE = [
     {"name": "name", "type": "string"},
     {"name": "version", "type": "string"},
@@ -87,11 +115,6 @@ def sign_job_request(key: str | bytes, req: JobRequest, chain_id: int, market: s
     return bytes(signed.signature)
 
 
-def recover_job_request(req: JobRequest, signature: bytes, chain_id: int, market: str) -> str:
-    msg = encode_typed_data(domain(chain_id, market), JOB_REQUEST_TYPES, job_request_message(req))
-    return str(Account.recover_message(msg, signature=HexBytes(signature)))
-
-
 def sign_receipt(key: str | bytes, rec: Receipt, chain_id: int, market: str) -> bytes:
     signed = Account.sign_typed_data(key, domain(chain_id, market), RECEIPT_TYPES, receipt_message(rec))
     return bytes(signed.signature)
@@ -102,16 +125,23 @@ def sign_permit(
     value: int, nonce: int, deadline: int,
 ) -> tuple[int, bytes, bytes]:
     """An EIP-2612 permit signature as (v, r, s)."""
-    types = {
-        "Permit": [
-            {"name": "owner", "type": "address"},
-            {"name": "spender", "type": "address"},
-            {"name": "value", "type": "uint256"},
-            {"name": "nonce", "type": "uint256"},
-            {"name": "deadline", "type": "uint256"},
-        ]
-    }
     dom = {"name": token_name, "version": "1", "chainId": chain_id, "verifyingContract": token}
-    msg = {"owner": owner, "spender": spender, "value": value, "nonce": nonce, "deadline": deadline}
-    signed = Account.sign_typed_data(key, dom, types, msg)
+    signed = Account.sign_typed_data(key, dom, PERMIT_TYPES, permit_message(owner, spender, value, nonce, deadline))
     return signed.v, signed.r.to_bytes(32, "big"), signed.s.to_bytes(32, "big")
+
+
+def permit_message(owner: str, spender: str, value: int, nonce: int, deadline: int) -> dict[str, Any]:
+    return {"owner": owner, "spender": spender, "value": value, "nonce": nonce, "deadline": deadline}
+
+
+def permit_typed_data(token_domain: dict[str, Any], owner: str, spender: str, value: int, nonce: int,
+                      deadline: int) -> dict[str, Any]:
+    """The ``eth_signTypedData_v4`` payload of an EIP-2612 permit (numbers as decimal strings)."""
+    msg = {k: (str(v) if isinstance(v, int) else v)
+           for k, v in permit_message(owner, spender, value, nonce, deadline).items()}
+    return {"types": {"EIP712Domain": EIP712_DOMAIN_TYPE, **PERMIT_TYPES}, "primaryType": "Permit",
+            "domain": token_domain, "message": msg}
+
+
+def gateway_domain(chain_id: int) -> dict[str, Any]:
+    return {"name": GATEWAY_DOMAIN_NAME, "version": GATEWAY_DOMAIN_VERSION, "chainId": chain_id}

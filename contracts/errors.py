@@ -27,6 +27,10 @@ class ManifestError(ContractsError, ValueError):
     """The deployment manifest is missing, malformed or for another chain."""
 
 
+class InvalidJobInputError(ContractsError, ValueError):
+    """A job input or output blob is not in the job format (see :mod:`contracts.jobio`)."""
+
+
 class ChainError(ContractsError):
     """A transaction reverted or the chain answered unexpectedly."""
 

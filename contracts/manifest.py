@@ -1,13 +1,12 @@
 """The deployment manifest: chain id, RPC URL, addresses, deployment block and ABIs.
 
-``deploy`` writes it; every service reads it. Its location is ``HEARTH_MANIFEST`` or
-``$HEARTH_DATA_DIR/manifest.json`` (``HEARTH_DATA_DIR`` defaults to ``./.hearth``).
+``deploy`` writes it; every service reads it. Where it is comes from each service's settings
+(``HEARTH_MANIFEST``, default ``$HEARTH_DATA_DIR/manifest.json``; see :mod:`common.settings`).
 """
 
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
@@ -21,15 +20,6 @@ SETTLEMENT_CONTRACT_NAMES = ("PaymentEscrow", "BatchSettlement")
 #: Version of the manifest's layout. 2: the DisputeGame library, userdoc/devdoc per contract,
 #: numerics classes, the batch settlement contracts.
 SCHEMA_VERSION = 2
-
-
-def data_dir() -> Path:
-    return Path(os.environ.get("HEARTH_DATA_DIR", ".hearth")).resolve()
-
-
-def manifest_path() -> Path:
-    env = os.environ.get("HEARTH_MANIFEST")
-    return Path(env).resolve() if env else data_dir() / "manifest.json"
 
 
 class DeployedContract(BaseModel):
@@ -62,8 +52,7 @@ class Manifest(BaseModel):
             raise ManifestError(f"manifest has no contract {name!r}")
         return self.contracts[name].address
 
-    def save(self, path: Path | None = None) -> Path:
-        path = path or manifest_path()
+    def save(self, path: Path) -> Path:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".tmp")
         tmp.write_text(self.model_dump_json(indent=2))
@@ -71,8 +60,7 @@ class Manifest(BaseModel):
         return path
 
     @classmethod
-    def load(cls, path: Path | None = None) -> Manifest:
-        path = path or manifest_path()
+    def load(cls, path: Path) -> Manifest:
         if not path.exists():
             raise ManifestError(f"no deployment manifest at {path}: start the devnet (`make up`) first")
         try:

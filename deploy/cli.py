@@ -8,9 +8,6 @@ chain, unknown model, missing devnet) prints one line naming the problem and exi
 from __future__ import annotations
 
 import functools
-import json
-import logging
-import os
 import re
 import time
 from collections.abc import Callable
@@ -25,10 +22,18 @@ from rich.console import Console
 from rich.table import Table
 from typer.core import TyperCommand
 
+from common.blobs import BlobNotFoundError, LocalBlobStore
+from common.log import setup_logging
+from common.tokenizer import TextTokenizer
+from contracts import jobio
 from contracts.bindings import Hearth, UnknownJobError, decode_log
 from contracts.errors import ChainError, ContractsError
 from contracts.manifest import Manifest
-from contracts.types import Receipt, Status, gpu_class_bytes
+from contracts.types import Status, gpu_class_bytes
+from deploy.settings import CliSettings
+from gateway import cli as gateway_cli
+from indexer import cli as indexer_cli
+from worker import cli as worker_cli
 
 console = Console()
 err_console = Console(stderr=True, soft_wrap=True)  # an error is one line, however long
@@ -119,7 +124,7 @@ RoleOpt = Annotated[str | None, typer.Option("--as", help="Devnet role whose key
 
 
 def hearth() -> Hearth:
-    h = Hearth(Manifest.load())
+    h = Hearth(Manifest.load(CliSettings().manifest_file()))
     try:
         h.check_chain()
     except ChainError:
@@ -132,16 +137,16 @@ def hearth() -> Hearth:
 def key_for(role: str | None) -> str:
     """The signing key: ``HEARTH_KEY`` from the environment, or a devnet role's key."""
     if role:
-        from deploy import accounts
+        from common import accounts
 
-        acc = accounts.load()
+        acc = accounts.load(CliSettings().data_dir / accounts.ACCOUNTS_FILE)
         if role not in acc:
             raise CliError(f"unknown devnet role {role!r}; known: {', '.join(acc)}")
         return acc[role].key
-    key = os.environ.get("HEARTH_KEY")
-    if not key:
+    key = CliSettings().key
+    if key is None or not key.get_secret_value():
         raise CliError("no key: pass --as ROLE on the devnet or set HEARTH_KEY")
-    return key
+    return key.get_secret_value()
 
 
 def address_arg(value: str) -> str:
@@ -229,9 +234,10 @@ def print_moves(before: dict[str, tuple[int, int, int]], after: dict[str, tuple[
 
 def role_addresses() -> dict[str, str]:
     try:
-        from deploy import accounts
+        from common import accounts
 
-        return {r: a.address for r, a in accounts.load().items() if r != "deployer"}
+        return {r: a.address for r, a in accounts.load(CliSettings().data_dir / accounts.ACCOUNTS_FILE).items()
+                if r != "deployer"}
     except ContractsError:
         return {}
 
@@ -373,19 +379,8 @@ def provider_info(address: str = typer.Argument(...)) -> None:
 
 # ---------------------------------------------------------------- jobs
 
-def _input_blob(texts: list[str]) -> bytes:
-    return json.dumps({"texts": texts}, ensure_ascii=False, separators=(",", ":")).encode()
-
-
-def _blob_store() -> Any:
-    from contracts.manifest import data_dir
-
-    try:
-        from worker.blobs import LocalBlobStore
-
-        return LocalBlobStore(data_dir() / "blobs")
-    except ImportError:  # pragma: no cover - the worker package ships it
-        raise CliError("worker.blobs is not installed") from None
+def _blob_store() -> LocalBlobStore:
+    return LocalBlobStore(CliSettings().data_dir / "blobs")
 
 
 @job_app.command("post", cls=HearthCommand)
@@ -418,11 +413,9 @@ def job_post(
         price = h.registry.functions.activePrice(mid).call()
     except Exception:  # noqa: BLE001 - reverts with UnknownModel
         raise CliError(f"unknown model 0x{mid.hex()}: `hearth model list` shows the registered ones") from None
-    blob = _input_blob(list(text))
+    blob = jobio.encode_input(list(text))
     if cap is None:
-        from worker.model.weights import MiniLMTokenizer
-
-        units = sum(MiniLMTokenizer().count_tokens(list(text)))
+        units = sum(TextTokenizer().count_tokens(list(text)))
         pay = units * price
     else:
         pay = cap
@@ -489,26 +482,27 @@ def job_claim(job_id: int = typer.Argument(..., min=1), as_: RoleOpt = None) -> 
 @job_app.command("deliver", cls=HearthCommand)
 @friendly
 def job_deliver(job_id: int = typer.Argument(..., min=1), as_: RoleOpt = None) -> None:
-    """Run the model on a claimed job's input and post the signed receipt."""
-    from worker.model.encoder import Encoder, output_bytes, runtime_hash
+    """Run the model on a claimed job's input and post the signed receipt (the worker's own
+    compute path: the same input format, batching and output bytes)."""
+    from worker.node.compute import ComputeRequest, ComputeResult, compute_jobs, shared_encoder
 
     h = hearth()
     key = key_for(as_)
     job = _job_or_fail(h, job_id)
     if job.status != Status.CLAIMED:
         raise CliError(f"job {job_id} is {job.status.label}, not claimed")
-    blob = _blob_store().get("0x" + job.input_hash.hex())
-    texts = json.loads(blob)["texts"]
-    from worker.model.weights import MiniLMTokenizer
-
-    with console.status(f"embedding {len(texts)} text(s)..."):
-        emb = Encoder(backend="torch", dtype="fp32").encode(texts)
-    out = output_bytes(emb)
-    out_id = _blob_store().put(out)
-    units = sum(MiniLMTokenizer().count_tokens(texts))
-    rec = Receipt(job_id, keccak(out), units, job.model_id, runtime_hash("torch", "fp32"), gpu_class_bytes("cpu"))
+    try:
+        with console.status("embedding..."):
+            encoder = shared_encoder("torch", "fp32")
+            [outcome] = compute_jobs([ComputeRequest(job_id, "0x" + job.input_hash.hex())], _blob_store(), encoder)
+    except BlobNotFoundError:
+        raise CliError(f"job {job_id}'s input {'0x' + job.input_hash.hex()} is not in the local blob store") from None
+    if not isinstance(outcome, ComputeResult):
+        raise CliError(f"job {job_id}'s input cannot be run: {outcome.error}")
+    rec = outcome.receipt(job.model_id, encoder.runtime_hash(), gpu_class_bytes("cpu"))
     rcpt = h.submit_receipt(key, rec, h.sign_receipt(key, rec), job)
-    console.print(f"delivered job {job_id}: output {out_id} units {units} block {rcpt['blockNumber']}", soft_wrap=True)
+    console.print(f"delivered job {job_id}: output {outcome.output_blob} units {outcome.units} "
+                  f"block {rcpt['blockNumber']}", soft_wrap=True)
 
 
 @job_app.command("finalize", cls=HearthCommand)
@@ -752,17 +746,31 @@ def up(
               restart=restart, stop_timeout=stop_timeout)
 
 
-def _mount_services() -> None:
-    for name, module in (("indexer", "indexer.cli"), ("worker", "worker.cli"), ("gateway", "gateway.cli")):
-        try:
-            mod = __import__(module, fromlist=["app"])
-        except ImportError as exc:
-            logging.getLogger(__name__).debug("%s CLI unavailable: %s", name, exc)
-            continue
-        app.add_typer(mod.app, name=name, help=f"The {name} service.")
+@app.command("demo", cls=HearthCommand)
+@friendly
+def demo() -> None:
+    """Watch a cheating node get caught, challenged, voted down and slashed (private devnet)."""
+    from deploy.demo import run_cheater_demo
+
+    out = run_cheater_demo()
+    table = Table(title=f"balances (job A={out.honest_job} honest, job B={out.cheater_job} cheated)")
+    for col in ("account", "hUSD wallet", "hUSD credit", "HST wallet", "HST staked"):
+        table.add_column(col, justify="right" if col != "account" else "left")
+    for role, after in out.balances_after.items():
+        b = out.balances_before[role]
+
+        def cell(k: str, scale: int, after: dict[str, int] = after, b: dict[str, int] = b) -> str:
+            d = after[k] - b[k]
+            return f"{after[k] / scale:,.6f}" + (f" ({'+' if d > 0 else ''}{d / scale:,.6f})" if d else "")
+
+        table.add_row(role, cell("usd", 10**6), cell("credit", 10**6), cell("hst", 10**18), cell("staked", 10**18))
+    console.print(table)
+    console.print(f"cheater jailed until {out.cheater_jailed_until} (chain time)")
 
 
-_mount_services()
+app.add_typer(indexer_cli.app, name="indexer", help="The indexer service.")
+app.add_typer(worker_cli.app, name="worker", help="The worker service.")
+app.add_typer(gateway_cli.app, name="gateway", help="The gateway service.")
 
 from deploy.cli_settlement import mount as _mount_settlement  # noqa: E402 - uses the helpers above
 
@@ -770,8 +778,7 @@ _mount_settlement(app)
 
 
 def main(prog_name: str = "hearth") -> None:
-    logging.basicConfig(level=os.environ.get("HEARTH_LOG_LEVEL", "WARNING"),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    setup_logging(CliSettings().log_level)
     app(prog_name=prog_name)
 
 

@@ -17,7 +17,6 @@ from eth_account import Account
 from eth_utils import is_address, keccak, to_checksum_address
 from rich.table import Table
 
-from contracts.manifest import data_dir
 from contracts.settlement import (
     Batch,
     PaymentReceipt,
@@ -43,6 +42,7 @@ from deploy.cli import (
     key_for,
     parse_amount,
 )
+from deploy.settings import CliSettings
 
 escrow_app = typer.Typer(help="Payment escrow: deposits, lanes, signers, receipts, vouchers.", no_args_is_help=True)
 batch_app = typer.Typer(help="Batch settlement: prices, commits, leaf challenges.", no_args_is_help=True)
@@ -58,7 +58,7 @@ def mount(app: typer.Typer) -> None:
 
 
 def _store_path(name: str) -> Path:
-    return data_dir() / "settlement" / f"{name}.json"
+    return CliSettings().data_dir / "settlement" / f"{name}.json"
 
 
 def _load(name: str) -> Any:
@@ -78,9 +78,9 @@ def _who(value: str) -> str:
     """An address, or a devnet role's address."""
     if is_address(value):
         return to_checksum_address(value)
-    from deploy import accounts
+    from common import accounts
 
-    acc = accounts.load()
+    acc = accounts.load(CliSettings().data_dir / accounts.ACCOUNTS_FILE)
     if value not in acc:
         raise CliError(f"not an address or devnet role: {value!r}")
     return acc[value].address

@@ -4,7 +4,6 @@ MiniLM with its real content hash, fund and stake demo accounts, write the manif
 from __future__ import annotations
 
 import logging
-import shutil
 import signal
 import socket
 import subprocess
@@ -16,6 +15,7 @@ from typing import Any
 from eth_utils import to_checksum_address
 from web3 import Web3
 
+from common import accounts as accts
 from contracts.artifacts import artifact, load_artifacts
 from contracts.bindings import Hearth
 from contracts.chain import ErrorDecoder, TxSender, connect, wait_for_rpc
@@ -27,11 +27,9 @@ from contracts.manifest import (
     DeployedContract,
     Manifest,
     ModelEntry,
-    manifest_path,
 )
 from contracts.settlement import SettlementParams
 from contracts.types import MarketParams, gpu_class_bytes
-from deploy import accounts as accts
 
 log = logging.getLogger(__name__)
 
@@ -262,8 +260,11 @@ def bring_up(
             h.w3.provider.make_request("evm_setIntervalMining", [int(block_time)])  # type: ignore[arg-type]
             anvil.block_time = block_time
         if write:
-            manifest.save()
-            accts.save(acc)
+            from deploy.settings import CliSettings
+
+            paths = CliSettings()
+            manifest.save(paths.manifest_file())
+            accts.save(acc, paths.data_dir / accts.ACCOUNTS_FILE)
         return Devnet(anvil, manifest, acc, h)
     except BaseException:
         anvil.stop()
@@ -294,7 +295,9 @@ def run_foreground(port: int, chain_id: int, block_time: float | None) -> None:
     console.print(f"[green]devnet up[/] at {dn.anvil.rpc_url}, chain id {chain_id}")
     for name, c in dn.manifest.contracts.items():
         console.print(f"  {name:<14} {c.address}")
-    console.print(f"  manifest       {manifest_path()}")
+    from deploy.settings import CliSettings
+
+    console.print(f"  manifest       {CliSettings().manifest_file()}")
     console.print("Ctrl-C stops it.")
     try:
         while dn.anvil.proc and dn.anvil.proc.poll() is None:
@@ -305,9 +308,3 @@ def run_foreground(port: int, chain_id: int, block_time: float | None) -> None:
     finally:
         dn.anvil.stop()
 
-
-def which_node() -> str:
-    node = shutil.which("node")
-    if not node:
-        raise ToolchainError("Node.js is not on PATH")
-    return node

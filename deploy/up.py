@@ -24,16 +24,17 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib.util import find_spec
+from pathlib import Path
 from types import FrameType
 
 from rich.console import Console
 from rich.text import Text
 
-from contracts.manifest import data_dir, manifest_path
 from deploy.devnet import bring_up
+from deploy.settings import CliSettings
 
 log = logging.getLogger(__name__)
 #: A log, not a screen: long lines (paths, URLs) are never wrapped, whatever the terminal width.
@@ -217,24 +218,30 @@ def services(gateway_port: int, names: Sequence[str] | None = None) -> list[Chil
     return children
 
 
-def env_flag(name: str) -> bool:
-    return os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on")
+def child_environment(parent: Mapping[str, str], data: Path) -> dict[str, str]:
+    """The services' environment: the supervisor's own, passed through, with the data directory
+    they share made explicit. Each service reads its part through its Settings class
+    (``HEARTH_INDEXER_*``, ``HEARTH_WORKER_*``, ``HEARTH_GATEWAY_*``); each database is named by
+    its own service's variable (``HEARTH_INDEXER_DATABASE_URL``, ``HEARTH_GATEWAY_DATABASE_URL``)."""
+    return {**parent, "HEARTH_DATA_DIR": str(data), "PYTHONUNBUFFERED": "1"}
 
 
 def run_stack(port: int, chain_id: int, block_time: float | None, gateway_port: int, *,
               restart: bool | None = None, stop_timeout: float = 10.0) -> None:
     install_stop_signals()
-    restart = env_flag("HEARTH_UP_RESTART") if restart is None else restart
+    settings = CliSettings()
+    restart = settings.up_restart if restart is None else restart
     dn = None
     sup: Supervisor | None = None
     try:
         with console.status("starting Anvil, compiling, deploying, funding and staking..."):
-            dn = bring_up(port=port, chain_id=chain_id, block_time=block_time, anvil_log=data_dir() / "anvil.log")
+            dn = bring_up(port=port, chain_id=chain_id, block_time=block_time,
+                          anvil_log=settings.data_dir / "anvil.log")
         console.print(f"[green]devnet up[/] at {dn.anvil.rpc_url} (chain id {chain_id})")
         for name, c in dn.manifest.contracts.items():
             console.print(f"  {name:<14} {c.address}")
-        console.print(f"  manifest       {manifest_path()}")
-        env = {**os.environ, "HEARTH_DATA_DIR": str(data_dir()), "PYTHONUNBUFFERED": "1"}
+        console.print(f"  manifest       {settings.manifest_file()}")
+        env = child_environment(os.environ, settings.data_dir)
         anvil = dn.anvil
         sup = Supervisor(services(gateway_port), env, restart=restart, stop_timeout=stop_timeout,
                          also_alive=lambda: anvil.proc is not None and anvil.proc.poll() is None)

@@ -65,6 +65,7 @@ from eth_utils import keccak
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
+from contracts import eip712, jobstate
 from gateway import index, schemas, store
 from gateway.blobs import blob_id
 from gateway.context import Context
@@ -88,27 +89,11 @@ from gateway.retention import payer, store_held
 
 log = logging.getLogger(__name__)
 
-DOMAIN_NAME = "Hearth Gateway"
-DOMAIN_VERSION = "1"
-GRANT_TYPES = {
-    "ApiKeyGrant": [
-        {"name": "wallet", "type": "address"},
-        {"name": "gateway", "type": "address"},
-        {"name": "apiKeyHash", "type": "bytes32"},
-        {"name": "spendingCap", "type": "uint256"},
-        {"name": "expiry", "type": "uint64"},
-        {"name": "nonce", "type": "uint256"},
-    ]
-}
-DELIVERED = ("delivered", "challenged", "finalized")
+DELIVERED = jobstate.labels(jobstate.DELIVERED)
 
 
 def api_key_hash(api_key: str) -> str:
     return "0x" + keccak(api_key.encode("utf-8")).hex()
-
-
-def grant_domain(chain_id: int) -> dict[str, Any]:
-    return {"name": DOMAIN_NAME, "version": DOMAIN_VERSION, "chainId": chain_id}
 
 
 def grant_message(g: schemas.ApiKeyGrantIn) -> dict[str, Any]:
@@ -123,9 +108,8 @@ def grant_typed_data(g: schemas.ApiKeyGrantIn, chain_id: int) -> dict[str, Any]:
     msg["spendingCap"] = str(g.spending_cap)
     msg["nonce"] = str(g.nonce)
     return {
-        "types": {"EIP712Domain": [{"name": "name", "type": "string"}, {"name": "version", "type": "string"},
-                                   {"name": "chainId", "type": "uint256"}], **GRANT_TYPES},
-        "primaryType": "ApiKeyGrant", "domain": grant_domain(chain_id), "message": msg,
+        "types": {"EIP712Domain": eip712.GATEWAY_DOMAIN_TYPE, **eip712.API_KEY_GRANT_TYPES},
+        "primaryType": "ApiKeyGrant", "domain": eip712.gateway_domain(chain_id), "message": msg,
     }
 
 
@@ -144,7 +128,7 @@ def register_grant(ctx: Context, g: schemas.ApiKeyGrantIn, signature: bytes) -> 
         raise BadRequestError(f"grants may last at most {ctx.settings.max_grant_ttl_s}s", reason="grant_too_long")
     if g.spending_cap == 0:
         raise BadRequestError("spendingCap must be positive", reason="zero_spending_cap")
-    msg = encode_typed_data(grant_domain(ctx.chain_id), GRANT_TYPES, grant_message(g))
+    msg = encode_typed_data(eip712.gateway_domain(ctx.chain_id), eip712.API_KEY_GRANT_TYPES, grant_message(g))
     ctx.chain.verify_signature(g.wallet, msg, signature, "API key grant")
     row = store.ApiKey(
         key_hash=g.api_key_hash, wallet=g.wallet, gateway=g.gateway,

@@ -1,28 +1,26 @@
-"""The gateway's blob storage: the worker's content-addressed :class:`worker.blobs.BlobStore`
+"""The gateway's blob storage: the content-addressed :class:`common.blobs.BlobStore`
 (id = ``0x`` + keccak256 of the bytes, hash checked on the way in and out) behind a size limit
 and the gateway's errors.
 
-By default the blobs are files under ``$HEARTH_DATA_DIR/blobs`` (:class:`worker.blobs.LocalBlobStore`,
-the same directory the CLI and a local worker use). :class:`S3BlobStore` implements the same
-protocol over any S3-compatible bucket.
+By default the blobs are files under ``$HEARTH_DATA_DIR/blobs`` (:class:`common.blobs.LocalBlobStore`,
+the same directory the CLI and a local worker use); ``HEARTH_GATEWAY_BLOB_STORE=s3`` keeps them in
+an S3-compatible bucket (:class:`common.blobs.S3BlobStore`).
 """
 
 from __future__ import annotations
 
-from typing import Any
-
-from gateway.errors import BlobCorruptError, BlobNotFoundError, BlobTooLargeError, MalformedRequestError
-from worker.blobs import (
+from common.blobs import (
     BlobIntegrityError,
     BlobStore,
     InvalidBlobIdError,
     LocalBlobStore,
+    S3BlobStore,
     blob_id,
-    check,
     normalize_id,
 )
-from worker.blobs import BlobNotFoundError as _Missing
-from worker.blobs import BlobTooLargeError as _TooLarge
+from common.blobs import BlobNotFoundError as _Missing
+from common.blobs import BlobTooLargeError as _TooLarge
+from gateway.errors import BlobCorruptError, BlobNotFoundError, BlobTooLargeError, MalformedRequestError
 
 __all__ = ["BlobStore", "GatewayBlobs", "LocalBlobStore", "S3BlobStore", "blob_id", "parse_blob_id"]
 
@@ -72,54 +70,3 @@ class GatewayBlobs:
             self.store.path(bid).unlink(missing_ok=True)
         elif hasattr(self.store, "delete"):
             self.store.delete(bid)
-
-
-class S3BlobStore:
-    """Blobs as objects ``<prefix><id>`` in an S3-compatible bucket (the worker's protocol).
-
-    ``client`` is a boto3 S3 client, or anything with ``put_object``, ``get_object``,
-    ``head_object`` and ``delete_object`` of the same shape (MinIO, R2, Ceph by endpoint URL)."""
-
-    def __init__(self, client: Any, bucket: str, prefix: str = "blobs/") -> None:
-        self.client = client
-        self.bucket = bucket
-        self.prefix = prefix
-
-    def _key(self, blob: str | bytes) -> str:
-        return self.prefix + normalize_id(blob)
-
-    def put(self, data: bytes) -> str:
-        bid = blob_id(data)
-        self.client.put_object(Bucket=self.bucket, Key=self._key(bid), Body=data,
-                               ContentType="application/octet-stream")
-        return bid
-
-    def get(self, blob: str | bytes, max_bytes: int | None = None) -> bytes:
-        bid = normalize_id(blob)
-        try:
-            obj = self.client.get_object(Bucket=self.bucket, Key=self._key(bid))
-        except Exception as exc:
-            if _is_missing(exc):
-                raise _Missing(f"no blob {bid} in s3://{self.bucket}/{self.prefix}") from None
-            raise
-        if max_bytes is not None and int(obj.get("ContentLength", 0)) > max_bytes:
-            raise _TooLarge(f"blob {bid} is more than {max_bytes} bytes")
-        return check(bid, obj["Body"].read())
-
-    def has(self, blob: str | bytes) -> bool:
-        try:
-            self.client.head_object(Bucket=self.bucket, Key=self._key(blob))
-        except Exception as exc:
-            if _is_missing(exc):
-                return False
-            raise
-        return True
-
-    def delete(self, blob: str | bytes) -> None:
-        self.client.delete_object(Bucket=self.bucket, Key=self._key(blob))
-
-
-def _is_missing(exc: Exception) -> bool:
-    """boto3 reports a missing key as ``ClientError`` with code ``NoSuchKey`` / ``404``."""
-    code = str(getattr(exc, "response", {}).get("Error", {}).get("Code", ""))
-    return code in {"NoSuchKey", "404", "NotFound"} or isinstance(exc, KeyError)

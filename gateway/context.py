@@ -13,7 +13,7 @@ from sqlmodel import Session
 from contracts.bindings import Hearth
 from contracts.manifest import Manifest
 from gateway import store
-from gateway.blobs import BlobStore, GatewayBlobs, LocalBlobStore
+from gateway.blobs import BlobStore, GatewayBlobs
 from gateway.feed import JobFeed
 from gateway.metrics import Metrics
 from gateway.ratelimit import RateLimiter
@@ -48,7 +48,7 @@ class Context:
         """The model's tokenizer (billing units, token ids), loaded on first use; the same
         implementation the worker counts receipt units with, without torch."""
         if self._tokenizer is None:
-            from worker.node.tokenizer import TextTokenizer
+            from common.tokenizer import TextTokenizer
 
             self._tokenizer = TextTokenizer()
         return self._tokenizer
@@ -59,7 +59,7 @@ class Context:
 
 def build_context(settings: GatewaySettings, manifest: Manifest | None = None,
                   blobs: BlobStore | None = None) -> Context:
-    from indexer.db import make_engine as index_engine
+    from common.db import make_engine as index_engine
 
     manifest = manifest or Manifest.load(settings.manifest_file())
     hearth = Hearth(manifest)
@@ -71,7 +71,7 @@ def build_context(settings: GatewaySettings, manifest: Manifest | None = None,
     policy = BlobPolicy(settings.blob_retention_s, settings.blob_quota_bytes, settings.blob_provider_quota_bytes,
                         settings.blob_store_max_bytes)
     check_retention(policy, _challenge_window(hearth))
-    gw_blobs = GatewayBlobs(blobs or LocalBlobStore(settings.blob_root()), settings.max_blob_bytes)
+    gw_blobs = GatewayBlobs(blobs or settings.open_blob_store(), settings.max_blob_bytes)
     return Context(
         settings=settings, manifest=manifest, chain=chain, index_engine=ie, db_engine=db,
         blobs=gw_blobs,

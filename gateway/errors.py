@@ -102,12 +102,6 @@ class AuthError(GatewayError):
     error_type = "authentication_error"
 
 
-class ForbiddenError(GatewayError):
-    status_code = 403
-    reason = "forbidden"
-    error_type = "permission_error"
-
-
 class NotFoundError(GatewayError, LookupError):
     status_code = 404
     reason = "not_found"

@@ -19,15 +19,13 @@ import anyio
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
+from contracts import jobstate
 from gateway import index
 from gateway.metrics import Metrics
 
 log = logging.getLogger(__name__)
 
-EVENT_STATUS = {
-    "JobPosted": "posted", "JobClaimed": "claimed", "ReceiptSubmitted": "delivered",
-    "JobChallenged": "challenged", "JobFinalized": "finalized", "JobRefunded": "refunded",
-}
+EVENT_STATUS = {name: status.label for name, status in jobstate.EVENT_STATUS.items()}
 
 
 @dataclass(eq=False)

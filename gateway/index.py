@@ -1,4 +1,4 @@
-"""Read-only queries over the indexer's tables (:mod:`indexer.models`).
+"""Read-only queries over the indexer's tables (:mod:`common.index_models`).
 
 Everything the gateway says about jobs, providers, models and balances comes from here: data
 flows chain -> indexer -> database -> gateway, and the gateway never reads the chain for what
@@ -15,16 +15,28 @@ from typing import Any
 import sqlalchemy as sa
 from sqlmodel import Session, col, func, select
 
+from common.index_models import (
+    Balance,
+    Block,
+    Challenge,
+    Checkpoint,
+    Job,
+    Model,
+    Param,
+    Provider,
+    ProviderModel,
+    RawEvent,
+)
+from common.index_models import Receipt as ReceiptRow
+from contracts import jobstate
 from gateway import schemas
 from gateway.errors import NotFoundError
-from indexer.models import Balance, Block, Challenge, Checkpoint, Job, Model, Param, Provider, ProviderModel, RawEvent
-from indexer.models import Receipt as ReceiptRow
 
 ZERO_ADDRESS = "0x" + "00" * 20
 ZERO32 = "0x" + "00" * 32
-STATES = ("posted", "claimed", "delivered", "challenged", "finalized", "refunded")
-OPEN_STATES = ("posted", "claimed", "delivered", "challenged")
-TERMINAL_STATES = frozenset({"finalized", "refunded"})
+STATES = jobstate.LABELS
+OPEN_STATES = jobstate.labels(jobstate.OPEN)
+TERMINAL_STATES = frozenset(jobstate.labels(jobstate.TERMINAL))
 JOB_EVENTS = (
     "JobPosted", "JobClaimed", "ReceiptSubmitted", "JobChallenged", "DisputeResolved",
     "JobFinalized", "JobRefunded",
@@ -41,10 +53,10 @@ def job_out(j: Job) -> schemas.JobOut:
         block = getattr(j, f"{s}_block")
         if block is not None:
             history.append(schemas.StateEntry(
-                status=s, block=block, tx_hash=getattr(j, f"{s}_tx") or "", at=getattr(j, f"{s}_at") or 0))  # type: ignore[arg-type]
+                status=s, block=block, tx_hash=getattr(j, f"{s}_tx") or "", at=getattr(j, f"{s}_at") or 0))
     history.sort(key=lambda e: (e.block, STATES.index(e.status)))
     return schemas.JobOut(
-        job_id=j.job_id, status=j.status,  # type: ignore[arg-type]
+        job_id=j.job_id, status=j.status,
         client=j.client, provider=None if j.provider == ZERO_ADDRESS else j.provider,
         model_id=j.model_id, input_hash=j.input_hash,
         output_hash=None if j.output_hash == ZERO32 else j.output_hash,

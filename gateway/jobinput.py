@@ -1,4 +1,4 @@
-"""The job input and output formats (:mod:`worker.node.jobio`), with the gateway's limits and
+"""The job input and output formats (:mod:`contracts.jobio`), with the gateway's limits and
 errors. The job's ``inputHash`` is keccak256 of the exact input bytes, so the gateway never
 re-serialises a client's blob, it only checks it."""
 
@@ -7,9 +7,9 @@ from __future__ import annotations
 import numpy as np
 import numpy.typing as npt
 
+from contracts import jobio
+from contracts.errors import InvalidJobInputError
 from gateway.errors import BadRequestError, InvalidInputError
-from worker.node import jobio
-from worker.node.errors import InvalidJobInputError
 
 EMBEDDING_DIM = jobio.EMBEDDING_DIM
 encode_input = jobio.encode_input

@@ -122,7 +122,7 @@ class ChainAccess:
 
     def relayer_key(self) -> str:
         if self._key is None:
-            raise UnavailableError("this gateway has no relayer key (set HEARTH_RELAYER_KEY)",
+            raise UnavailableError("this gateway has no relayer key (set HEARTH_GATEWAY_RELAYER_KEY)",
                                    reason="relayer_unavailable")
         return self._key.get_secret_value()
 
@@ -216,14 +216,8 @@ class ChainAccess:
         if permit.deadline < now:
             raise DeadlineError(f"permit expired at {permit.deadline} (chain time {now})", reason="permit_expired")
         token_nonce = int(self.call(lambda: self.hearth.usd.functions.nonces(req.client).call()))
-        types = {"Permit": [
-            {"name": "owner", "type": "address"}, {"name": "spender", "type": "address"},
-            {"name": "value", "type": "uint256"}, {"name": "nonce", "type": "uint256"},
-            {"name": "deadline", "type": "uint256"},
-        ]}
-        msg = encode_typed_data(self.token_domain(), types, {
-            "owner": req.client, "spender": self.market, "value": permit.value, "nonce": token_nonce,
-            "deadline": permit.deadline})
+        msg = encode_typed_data(self.token_domain(), eip712.PERMIT_TYPES, eip712.permit_message(
+            req.client, self.market, permit.value, token_nonce, permit.deadline))
         sig = permit.r + permit.s + bytes([permit.v])
         try:
             self.verify_signature(req.client, msg, sig, "permit")

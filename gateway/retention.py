@@ -29,13 +29,14 @@ import anyio
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, or_, select
 
+from common.index_models import Job, Provider
+from contracts import jobstate
 from gateway import store
 from gateway.blobs import GatewayBlobs, blob_id
 from gateway.errors import BlobQuotaError, BlobStoreFullError
-from indexer.models import Job, Provider
 
 log = logging.getLogger(__name__)
-OPEN_STATES = ("posted", "claimed", "delivered", "challenged")
+OPEN_STATES = jobstate.labels(jobstate.OPEN)
 
 
 @dataclass(frozen=True)

@@ -10,8 +10,10 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal
 
 from eth_utils import is_address, to_checksum_address
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, StrictInt
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, StrictInt, WithJsonSchema
 from pydantic_core import PydanticCustomError
+
+from contracts import jobstate
 
 UINT40 = 2**40 - 1
 UINT96 = 2**96 - 1
@@ -63,7 +65,16 @@ Uint40 = Annotated[int, BeforeValidator(_int_from_str), Field(ge=0, le=UINT40)]
 Uint96 = Annotated[int, BeforeValidator(_int_from_str), Field(ge=0, le=UINT96)]
 Uint256 = Annotated[int, BeforeValidator(_int_from_str), Field(ge=0, le=UINT256)]
 Amount = Annotated[str, Field(pattern=r"^[0-9]+$", description="token wei, decimal string")]
-JobStatus = Literal["posted", "claimed", "delivered", "challenged", "finalized", "refunded"]
+
+
+def _job_state(value: str) -> str:
+    jobstate.parse(value)  # ValueError: pydantic answers 422 naming the accepted labels
+    return value
+
+
+#: a job state by its label (:data:`contracts.jobstate.LABELS`)
+JobStatus = Annotated[str, AfterValidator(_job_state),
+                      WithJsonSchema({"type": "string", "enum": list(jobstate.LABELS)})]
 
 
 # ---------------------------------------------------------------------------- errors

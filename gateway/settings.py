@@ -1,9 +1,10 @@
 """The gateway's settings, from the environment (pydantic-settings).
 
-Gateway-specific variables carry the ``HEARTH_GATEWAY_`` prefix (``HEARTH_GATEWAY_PORT``,
-``HEARTH_GATEWAY_MAX_BLOB_BYTES``, ...). Variables shared with the other services keep their
-shared names: ``HEARTH_DATA_DIR``, ``HEARTH_MANIFEST``, ``DATABASE_URL`` (the indexer's
-database, which the gateway reads) and ``HEARTH_RELAYER_KEY``.
+Gateway variables carry the ``HEARTH_GATEWAY_`` prefix (``HEARTH_GATEWAY_PORT``,
+``HEARTH_GATEWAY_RELAYER_KEY``, ``HEARTH_GATEWAY_DATABASE_URL`` for its own tables, ...). The
+indexer's database, which the gateway reads, is the indexer's variable
+``HEARTH_INDEXER_DATABASE_URL``; ``HEARTH_DATA_DIR``, ``HEARTH_MANIFEST`` and ``HEARTH_LOG_LEVEL``
+are shared by every service (:class:`common.settings.HearthSettings`).
 
 The relayer key pays gas only (clients pay for jobs from their own wallets). It is a secret:
 from the environment, or on a devnet from the devnet accounts file that ``deploy`` writes under
@@ -13,10 +14,12 @@ the data directory (mode 0600); never from a file in the repository.
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 
 from pydantic import AliasChoices, Field, SecretStr
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import SettingsConfigDict
+
+from common.blobs import BlobStore
+from common.settings import BlobStoreSettings, HearthSettings
 
 log = logging.getLogger(__name__)
 
@@ -24,34 +27,25 @@ log = logging.getLogger(__name__)
 DEVNET_CHAIN_IDS = frozenset({31337, 1337})
 
 
-def _default_data_dir() -> Path:
-    from contracts.manifest import data_dir
-
-    return data_dir()
-
-
-class GatewaySettings(BaseSettings):
+class GatewaySettings(HearthSettings, BlobStoreSettings):
     model_config = SettingsConfigDict(
         env_prefix="HEARTH_GATEWAY_", populate_by_name=True, extra="ignore",
     )
 
-    # ------------------------------------------------------------ shared with other services
-    data_dir: Path = Field(default_factory=_default_data_dir, validation_alias=AliasChoices("HEARTH_DATA_DIR"))
-    manifest_path: Path | None = Field(default=None, validation_alias=AliasChoices("HEARTH_MANIFEST"))
-    #: the indexer's database (read only); default: the indexer's default SQLite file
+    #: the indexer's database (read only), named by the indexer's variable; default: the
+    #: indexer's default SQLite file
     indexer_database_url: str | None = Field(
-        default=None, validation_alias=AliasChoices("DATABASE_URL", "HEARTH_INDEXER_DATABASE_URL"))
-    relayer_key: SecretStr | None = Field(default=None, validation_alias=AliasChoices("HEARTH_RELAYER_KEY"))
+        default=None, validation_alias=AliasChoices("HEARTH_INDEXER_DATABASE_URL", "indexer_database_url"))
+    #: pays gas only
+    relayer_key: SecretStr | None = None
 
     # ------------------------------------------------------------ the gateway's own
     host: str = "127.0.0.1"
     port: int = 8000
     #: the gateway's own tables (API keys, spend, sessions); default: ``gateway.db`` in the data dir
     database_url: str | None = None
-    #: where blobs live; default: ``blobs/`` in the data dir (shared with the CLI and a local worker)
-    blob_dir: Path | None = None
     #: on a devnet chain, take the relayer key of this role from the devnet accounts file when
-    #: ``HEARTH_RELAYER_KEY`` is not set ("" disables)
+    #: ``HEARTH_GATEWAY_RELAYER_KEY`` is not set ("" disables)
     devnet_role: str = "relayer"
     max_blob_bytes: int = Field(default=1 << 20, ge=1)
     #: blobs are kept this long after their last upload (or after the last open job naming them
@@ -90,26 +84,24 @@ class GatewaySettings(BaseSettings):
     trust_proxy: bool = False
 
     # ------------------------------------------------------------ derived
-    def blob_root(self) -> Path:
-        return self.blob_dir or self.data_dir / "blobs"
-
     def gateway_database_url(self) -> str:
         return self.database_url or f"sqlite:///{self.data_dir / 'gateway.db'}"
 
     def index_database_url(self) -> str:
         return self.indexer_database_url or f"sqlite:///{self.data_dir / 'indexer.db'}"
 
-    def manifest_file(self) -> Path:
-        return self.manifest_path or self.data_dir / "manifest.json"
+    def open_blob_store(self) -> BlobStore:
+        """The configured store (``HEARTH_GATEWAY_BLOB_STORE``: local files by default, or s3)."""
+        return self.open_blobs(self.data_dir)
 
     def resolve_relayer_key(self, chain_id: int) -> SecretStr | None:
-        """``HEARTH_RELAYER_KEY``, else (devnet chains only) the devnet accounts file's key."""
+        """``HEARTH_GATEWAY_RELAYER_KEY``, else (devnet chains only) the devnet accounts file's key."""
         if self.relayer_key is not None and self.relayer_key.get_secret_value():
             return self.relayer_key
         if not self.devnet_role or chain_id not in DEVNET_CHAIN_IDS:
             return None
+        from common import accounts
         from contracts.errors import ContractsError
-        from deploy import accounts
 
         try:
             acc = accounts.load(self.data_dir / "devnet-accounts.json")

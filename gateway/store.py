@@ -22,7 +22,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.orm import registry
 from sqlmodel import Field, Session, SQLModel, col, func, select
 
-from indexer.db import session as index_session
+from common import db
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 VERSION_TABLE = "gateway_alembic_version"
@@ -101,27 +101,13 @@ class BlobUpload(GatewayModel, table=True):
 METADATA = GatewayModel.metadata
 
 
-def make_engine(url: str) -> Engine:
-    """An engine for the gateway's database (the indexer's engine factory: WAL, busy timeout)."""
-    from indexer.db import make_engine as _make
-
-    return _make(url)
+make_engine = db.make_engine
+session = db.session  # one commit-or-rollback session helper for both databases
 
 
 def migrate(engine: Engine, revision: str = "head") -> None:
-    from alembic import command
-    from alembic.config import Config
-
-    cfg = Config()
-    cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
-    with engine.begin() as conn:
-        cfg.attributes["connection"] = conn
-        command.upgrade(cfg, revision)
-
-
-
-
-session = index_session  # one commit-or-rollback session helper for both databases
+    """Upgrades the gateway's tables to ``revision`` (idempotent)."""
+    db.migrate(engine, MIGRATIONS_DIR, revision)
 
 
 def token_hash(token: str) -> str:

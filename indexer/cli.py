@@ -1,6 +1,6 @@
 """``python -m indexer`` / ``hearth indexer``: run the indexer, show its status, rebuild.
 
-Options override the environment (``DATABASE_URL``, ``HEARTH_MANIFEST``,
+Options override the environment (``HEARTH_INDEXER_DATABASE_URL``, ``HEARTH_MANIFEST``,
 ``HEARTH_INDEXER_*``); see :class:`indexer.settings.IndexerSettings`.
 """
 
@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import functools
 import json
-import logging
-import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
@@ -19,6 +17,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from common.log import setup_logging
 from contracts.errors import ContractsError
 from indexer.errors import IndexerError
 
@@ -28,7 +27,7 @@ console = Console()
 err_console = Console(stderr=True)
 F = TypeVar("F", bound=Callable[..., Any])
 
-DbOpt = Annotated[str | None, typer.Option("--database-url", help="SQLAlchemy URL (DATABASE_URL).")]
+DbOpt = Annotated[str | None, typer.Option("--database-url", help="SQLAlchemy URL (HEARTH_INDEXER_DATABASE_URL).")]
 ManifestOpt = Annotated[Path | None, typer.Option("--manifest", help="Deployment manifest path.")]
 
 
@@ -50,13 +49,6 @@ def _settings(**overrides: Any) -> Any:
     return IndexerSettings(**{k: v for k, v in overrides.items() if v is not None})
 
 
-def _logging(level: str) -> None:
-    logging.basicConfig(level=level.upper(),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("indexer").setLevel(level.upper())
-    logging.getLogger("httpx").setLevel(logging.WARNING)
-
-
 @app.command()
 @_friendly
 def run(
@@ -69,15 +61,15 @@ def run(
         help="Blocks to trail the head by (0: live view).")] = None,
     poll_interval: Annotated[float | None, typer.Option(help="Seconds between head polls.")] = None,
     metrics_port: Annotated[int | None, typer.Option(help="Prometheus exporter port.")] = None,
-    log_level: Annotated[str, typer.Option(envvar="HEARTH_LOG_LEVEL")] = "INFO",
+    log_level: Annotated[str | None, typer.Option(help="DEBUG, INFO, WARNING (HEARTH_LOG_LEVEL)")] = None,
 ) -> None:
     """Index from the checkpoint (or the deployment block) and follow the head until Ctrl-C."""
     from indexer.service import IndexerService
 
-    _logging(log_level)
     settings = _settings(from_block=from_block, database_url=database_url, manifest_path=manifest,
                          rpc_url=rpc_url, confirmations=confirmations, poll_interval=poll_interval,
-                         metrics_port=metrics_port)
+                         metrics_port=metrics_port, log_level=log_level)
+    setup_logging(settings.log_level)
     IndexerService(settings).run_forever()
 
 
@@ -91,9 +83,9 @@ def status(
     """The checkpoint, the chain head, the lag and the row counts; exits 1 when the chain does not answer."""
     from sqlmodel import SQLModel
 
-    import indexer.models  # noqa: F401 - registers the tables
+    import common.index_models  # noqa: F401 - registers the tables
+    from common.db import make_engine
     from contracts.manifest import Manifest
-    from indexer.db import make_engine
     from indexer.rpc import Rpc
 
     settings = _settings(database_url=database_url, manifest_path=manifest)
@@ -114,7 +106,7 @@ def status(
             out["rows"] = {t: conn.execute(sa.text(f"SELECT count(*) FROM {t}")).scalar()
                            for t in sorted(SQLModel.metadata.tables) if insp.has_table(t)}
     try:
-        m = Manifest.load(settings.manifest_path)
+        m = Manifest.load(settings.manifest_file())
         rpc = Rpc(settings.rpc_url or m.rpc_url, timeout=3, retries=0)
         out["head"] = rpc.block_number()
         if out.get("indexed_block") is not None:
@@ -145,8 +137,9 @@ def rebuild(database_url: DbOpt = None, manifest: ManifestOpt = None) -> None:
     from indexer.lock import WriterLock
     from indexer.sync import Indexer
 
-    _logging(os.environ.get("HEARTH_LOG_LEVEL", "INFO"))
-    ix = Indexer(_settings(database_url=database_url, manifest_path=manifest))
+    settings = _settings(database_url=database_url, manifest_path=manifest)
+    setup_logging(settings.log_level)
+    ix = Indexer(settings)
     lock = WriterLock(ix.engine)
     lock.acquire()
     try:
@@ -161,7 +154,7 @@ def rebuild(database_url: DbOpt = None, manifest: ManifestOpt = None) -> None:
 @_friendly
 def migrate(database_url: DbOpt = None) -> None:
     """Upgrades the database schema to the latest migration."""
-    from indexer.db import make_engine
+    from common.db import make_engine
     from indexer.db import migrate as do_migrate
 
     engine = make_engine(_settings(database_url=database_url).database_url)

@@ -152,9 +152,6 @@ class EventDecoder:
     def address_list(self) -> list[str]:
         return [checksum(a) for a in self.addresses]
 
-    def event_names(self) -> set[str]:
-        return {s.name for s in self._specs.values()}
-
     def decode(self, lg: dict[str, Any]) -> DecodedEvent:
         """Decodes one raw JSON-RPC log (hex strings, as the node sends them)."""
         addr = lg["address"].lower()

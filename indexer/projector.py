@@ -14,8 +14,8 @@ from typing import Any, Protocol
 
 from sqlmodel import SQLModel
 
+from common.index_models import PROJECTION_TABLES
 from indexer.decode import DecodedEvent
-from indexer.models import PROJECTION_TABLES
 
 log = logging.getLogger(__name__)
 

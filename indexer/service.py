@@ -18,13 +18,13 @@ import logging
 import signal
 import threading
 import time
-from dataclasses import asdict, dataclass
-from typing import Any
+from dataclasses import dataclass
 
 from sqlalchemy.engine import Engine
 
+from common.db import make_engine
 from contracts.manifest import Manifest
-from indexer.db import make_engine, migrate
+from indexer.db import migrate
 from indexer.errors import ChainInconsistentError, IndexerError
 from indexer.lock import WriterLock
 from indexer.metrics import IndexerMetrics
@@ -45,9 +45,6 @@ class Health:
     last_error: str | None
     seconds_since_progress: float | None
 
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
 
 class IndexerService:
     """Runs an :class:`~indexer.sync.Indexer` in a background thread."""
@@ -64,7 +61,9 @@ class IndexerService:
         self._thread: threading.Thread | None = None
         self._last_ok: float | None = None
         self.last_error: str | None = None
-        self._caught_up = threading.Condition()
+        #: notified after every completed step; ``_indexed`` is the block that step reached
+        self._progress = threading.Condition()
+        self._indexed = -1
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -140,12 +139,13 @@ class IndexerService:
                 if self.indexer.cp is None:
                     self.indexer.prepare()
                 r = self.indexer.step()
-                self._last_ok = time.monotonic()
-                self.last_error = None
+                with self._progress:
+                    self._last_ok = time.monotonic()
+                    self.last_error = None
+                    self._indexed = self.indexer.cp.block_number if self.indexer.cp else -1
+                    self._progress.notify_all()
                 backoff = poll
                 if r.caught_up:
-                    with self._caught_up:
-                        self._caught_up.notify_all()
                     self._stop.wait(poll)
             except ChainInconsistentError as exc:
                 log.info("chain moved while reading (%s); retrying", exc)
@@ -171,16 +171,10 @@ class IndexerService:
                       self.last_error, since)
 
     def wait_for(self, block: int, timeout: float = 30.0) -> None:
-        """Blocks until the index includes ``block``."""
-        end = time.monotonic() + timeout
-        while True:
-            cp = self.indexer.cp
-            if cp is not None and cp.block_number >= block:
-                return
-            if time.monotonic() > end:
-                raise TimeoutError(f"index at {cp.block_number if cp else None}, wanted {block}")
-            with self._caught_up:
-                self._caught_up.wait(0.05)
+        """Blocks until a completed step has indexed ``block`` (so :meth:`health` reflects it)."""
+        with self._progress:
+            if not self._progress.wait_for(lambda: self._indexed >= block, timeout):
+                raise TimeoutError(f"index at {self._indexed}, wanted {block}")
 
 
 def migrate_only(settings: IndexerSettings | None = None) -> None:

@@ -2,33 +2,24 @@
 
 from __future__ import annotations
 
-from pathlib import Path
+from pydantic import Field, model_validator
+from pydantic_settings import SettingsConfigDict
 
-from pydantic import AliasChoices, Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
-
-from contracts.manifest import manifest_path
-from indexer.db import default_database_url
+from common.settings import HearthSettings
 from indexer.decode import PROTOCOL_CONTRACTS
 
 
-class IndexerSettings(BaseSettings):
+class IndexerSettings(HearthSettings):
     """Everything the indexer service reads; defaults suit the local devnet.
 
-    ``DATABASE_URL`` and ``HEARTH_MANIFEST`` are shared with the other services; the rest take
-    the ``HEARTH_INDEXER_`` prefix (``HEARTH_INDEXER_CONFIRMATIONS=12``)."""
+    Variables take the ``HEARTH_INDEXER_`` prefix (``HEARTH_INDEXER_CONFIRMATIONS=12``,
+    ``HEARTH_INDEXER_DATABASE_URL``); ``HEARTH_DATA_DIR``, ``HEARTH_MANIFEST`` and
+    ``HEARTH_LOG_LEVEL`` are shared with the other services."""
 
-    model_config = SettingsConfigDict(env_prefix="HEARTH_INDEXER_", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix="HEARTH_INDEXER_", extra="ignore", populate_by_name=True)
 
-    database_url: str = Field(
-        default_factory=default_database_url,
-        validation_alias=AliasChoices("DATABASE_URL", "HEARTH_INDEXER_DATABASE_URL", "database_url"),
-    )
-    manifest_path: Path = Field(
-        default_factory=manifest_path,
-        validation_alias=AliasChoices("HEARTH_MANIFEST", "HEARTH_INDEXER_MANIFEST_PATH",
-                                      "manifest_path"),
-    )
+    #: the index's SQLAlchemy URL; default: the SQLite file ``indexer.db`` in the data directory
+    database_url: str = ""
     #: overrides the manifest's RPC URL
     rpc_url: str | None = None
     #: blocks to trail the head by: 0 for a live view on the devnet, N for final data
@@ -54,3 +45,9 @@ class IndexerSettings(BaseSettings):
     reset_on_mismatch: bool = True
     rpc_timeout: float = 30.0
     rpc_retries: int = 5
+
+    @model_validator(mode="after")
+    def _default_database(self) -> IndexerSettings:
+        if not self.database_url:
+            self.database_url = f"sqlite:///{self.data_dir / 'indexer.db'}"
+        return self

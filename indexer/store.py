@@ -20,7 +20,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 from sqlmodel import SQLModel
 
-from indexer.models import PROJECTION_TABLES, UndoEntry
+from common.index_models import PROJECTION_TABLES, UndoEntry
 from indexer.projector import PRIMARY_KEYS, Key
 
 

@@ -31,8 +31,10 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 from sqlmodel import SQLModel
 
+from common.db import make_engine
+from common.index_models import Block, Checkpoint, RawEvent, UndoEntry
 from contracts.manifest import Manifest
-from indexer.db import make_engine, migrate
+from indexer.db import migrate
 from indexer.decode import DecodedEvent, EventDecoder, with_timestamps
 from indexer.errors import (
     ChainInconsistentError,
@@ -43,7 +45,6 @@ from indexer.errors import (
     TooManyResultsError,
 )
 from indexer.metrics import IndexerMetrics
-from indexer.models import Block, Checkpoint, RawEvent, UndoEntry
 from indexer.projector import Projector, touches
 from indexer.rpc import Header, Rpc
 from indexer.settings import IndexerSettings
@@ -88,7 +89,7 @@ class Indexer:
     def __init__(self, settings: IndexerSettings, *, manifest: Manifest | None = None,
                  engine: Engine | None = None, metrics: IndexerMetrics | None = None) -> None:
         self.settings = settings
-        self.manifest = manifest or Manifest.load(settings.manifest_path)
+        self.manifest = manifest or Manifest.load(settings.manifest_file())
         self.engine = engine or make_engine(settings.database_url)
         self.rpc = Rpc(settings.rpc_url or self.manifest.rpc_url, timeout=settings.rpc_timeout,
                        retries=settings.rpc_retries)

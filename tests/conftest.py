@@ -71,3 +71,20 @@ def fresh(devnet: Any, chain: Chain) -> Iterator[Any]:
         chain.revert(snap)
         for s in devnet.hearth._senders.values():
             s.resync()
+
+
+@pytest.fixture
+def s3_endpoint(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """A real S3 API on a local port (moto's threaded server), with throwaway credentials."""
+    from moto.server import ThreadedMotoServer
+
+    for var, value in (("AWS_ACCESS_KEY_ID", "test"), ("AWS_SECRET_ACCESS_KEY", "test"),
+                       ("AWS_DEFAULT_REGION", "us-east-1")):
+        monkeypatch.setenv(var, value)
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    try:
+        yield f"http://{host}:{port}"
+    finally:
+        server.stop()

@@ -2,7 +2,7 @@
 
 Embedded default: the SQLAlchemy transport on a SQLite file (``sqla+sqlite:///<data_dir>/
 celery/broker.sqlite``) with results in ``db+sqlite:///<data_dir>/celery/results.sqlite``; at
-scale ``HEARTH_BROKER_URL`` names Redis or RabbitMQ (and ``HEARTH_RESULT_BACKEND`` a result
+scale ``HEARTH_WORKER_BROKER_URL`` names Redis or RabbitMQ (and ``HEARTH_WORKER_RESULT_BACKEND`` a result
 store; a Redis broker keeps its results in the same Redis by default).
 
 GPU work is configured the way long, expensive tasks should be: ``acks_late`` (a task is
@@ -18,11 +18,23 @@ Run a worker process (one per GPU)::
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
+from typing import Any
 
 from celery import Celery
+from celery.signals import setup_logging as celery_setup_logging
 
+from common.log import setup_logging
 from worker.settings import WorkerSettings, default_broker_url
+
+
+@celery_setup_logging.connect  # type: ignore[untyped-decorator]
+def _logging(loglevel: str | int | None = None, **_: Any) -> None:
+    """A Celery worker process logs like every other entry point (:mod:`common.log`); its own
+    lifecycle lines (``ready.``, task received/succeeded) stay at INFO."""
+    level = logging.getLevelName(loglevel) if isinstance(loglevel, int) else (loglevel or WorkerSettings().log_level)
+    setup_logging(str(level), quiet=("web3", "urllib3", "httpx"))
 
 
 def _ensure_sqlite_dir(url: str) -> None:

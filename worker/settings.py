@@ -1,7 +1,7 @@
-"""Settings of the worker node and its Celery processes, from ``HEARTH_*`` environment
-variables (pydantic-settings). The operator key is a secret: it comes from
-``HEARTH_WORKER_KEY`` (or a key file / the devnet accounts file, see ``worker.cli``), never
-from a file in the repository."""
+"""Settings of the worker node and its Celery processes, from ``HEARTH_WORKER_*`` environment
+variables (plus the shared ``HEARTH_DATA_DIR``, ``HEARTH_MANIFEST``, ``HEARTH_LOG_LEVEL``; see
+:mod:`common.settings`). The operator key is a secret: it comes from ``HEARTH_WORKER_KEY`` (or
+a key file / the devnet accounts file, see ``worker.cli``), never from a file in the repository."""
 
 from __future__ import annotations
 
@@ -9,40 +9,34 @@ from pathlib import Path
 from typing import Literal
 
 from pydantic import AliasChoices, Field, SecretStr
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import SettingsConfigDict
+
+from common.blobs import BlobStore
+from common.settings import BlobStoreSettings, HearthSettings
 
 Role = Literal["provider", "verifier", "both"]
 
-#: ``--broker sqlite`` (or ``HEARTH_BROKER_URL=sqlite``) means the embedded default below.
+#: ``--broker sqlite`` (or ``HEARTH_WORKER_BROKER_URL=sqlite``) means the embedded default below.
 SQLITE_BROKER = "sqlite"
 
 
-class WorkerSettings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="HEARTH_", extra="ignore", populate_by_name=True)
+class WorkerSettings(HearthSettings, BlobStoreSettings):
+    model_config = SettingsConfigDict(env_prefix="HEARTH_WORKER_", extra="ignore", populate_by_name=True)
 
-    # -- where things are
-    data_dir: Path = Path(".hearth")
-    """Node state, local blobs and the embedded Celery databases live here."""
-    manifest: Path | None = None
-    """Deployment manifest; default ``<data_dir>/manifest.json``."""
+    # -- where things are (data_dir, manifest_path: common.settings.HearthSettings; blob_*: BlobStoreSettings)
     rpc_url: str | None = None
     """Overrides the manifest's RPC URL."""
-    blob_url: str | None = None
-    """A gateway's base URL: blobs come from its ``/v1/blobs`` API instead of local files."""
     indexer_database_url: str | None = Field(
-        default=None,
-        validation_alias=AliasChoices("HEARTH_INDEXER_DATABASE_URL", "HEARTH_DATABASE_URL", "DATABASE_URL"),
+        default=None, validation_alias=AliasChoices("HEARTH_INDEXER_DATABASE_URL", "indexer_database_url"),
     )
-    """The indexer's database: claimable jobs are read from its ``job`` table (chain logs
-    otherwise, and whenever the table cannot be read)."""
+    """The indexer's database (the indexer's own variable): claimable jobs are read from its
+    ``job`` table (chain logs otherwise, and whenever the table cannot be read)."""
 
     # -- who and what
-    worker_key: SecretStr | None = None
+    worker_key: SecretStr | None = Field(default=None, validation_alias=AliasChoices("HEARTH_WORKER_KEY", "worker_key"))
     node_name: str | None = None
     """A label for log lines (default: the start of the operator address)."""
     role: Role = "provider"
-    cheat: bool = False
-    """Demo/test only: perturb every output (a cheating node that verifiers must catch)."""
     sample_all: bool = False
     """Verifier: re-execute every receipt instead of the protocol's sample."""
 
@@ -75,8 +69,9 @@ class WorkerSettings(BaseSettings):
     min_withdraw: int = 1
     max_input_bytes: int = 1 << 20
 
-    def manifest_path(self) -> Path:
-        return (self.manifest or self.data_dir / "manifest.json").resolve()
+    def open_blob_store(self) -> BlobStore:
+        """The configured blob store; uploads to a gateway sign in with the operator key."""
+        return self.open_blobs(self.data_dir, self.worker_key.get_secret_value() if self.worker_key else None)
 
     def broker(self) -> str | None:
         """The Celery broker URL, or None for in-process inference."""

@@ -24,7 +24,7 @@ from typing import Any
 
 from celery import Task, shared_task
 
-from worker.blobs import BlobNotFoundError, BlobStore, BlobUnavailableError, normalize_id, open_blob_store
+from common.blobs import BlobNotFoundError, BlobStore, BlobUnavailableError, normalize_id
 from worker.node.compute import ComputeRequest, ComputeResult, Outcome, ResultMemo, compute_jobs, shared_encoder
 from worker.node.errors import RuntimeMismatchError
 from worker.node.executor import EMBED_TASK
@@ -40,8 +40,7 @@ def _settings() -> WorkerSettings:
 
 @functools.cache
 def _store() -> BlobStore:
-    s = _settings()
-    return open_blob_store(s.data_dir, s.blob_url, s.worker_key.get_secret_value() if s.worker_key else None)
+    return _settings().open_blob_store()
 
 
 @functools.cache
@@ -86,7 +85,7 @@ def _delivered(req: ComputeRequest, owner: str, store: BlobStore) -> ComputeResu
     max_retries=6,
 )
 def embed_batch(
-    self: Task, items: list[list[Any]], runtime_hash: str, perturb: bool = False, owner: str | None = None
+    self: Task, items: list[list[Any]], runtime_hash: str, owner: str | None = None
 ) -> list[dict[str, Any]]:
     """Embeds the inputs of ``items`` (``[[job_id, input_blob_id], ...]``) in token-budgeted
     batches; returns one dict per item (``ComputeResult`` / ``ComputeFailure`` fields)."""
@@ -107,7 +106,6 @@ def embed_batch(
         [reqs[i] for i in todo],
         store,
         encoder,
-        perturb=perturb,
         max_tokens=s.max_tokens,
         max_batch_size=s.max_batch_size,
         max_input_bytes=s.max_input_bytes,

@@ -12,7 +12,7 @@ from fastapi import APIRouter, Path, Query, Response
 from sqlmodel import Session
 from starlette.concurrency import run_in_threadpool
 
-from contracts import eip712
+from contracts import eip712, jobstate
 from contracts.types import JobRequest, Permit
 from gateway import index, schemas, store
 from gateway.blobs import blob_id, parse_blob_id
@@ -38,7 +38,6 @@ log = logging.getLogger(__name__)
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"], responses=ERRORS)
 
 JobId = Annotated[int, Path(ge=1, le=2**63 - 1, description="the on-chain job id")]
-RESULT_STATES = frozenset({"delivered", "challenged", "finalized", "refunded"})
 
 
 def _b32(hex_str: str) -> bytes:
@@ -177,17 +176,8 @@ def permit_typed_data(
     """Send the signature's (v, r, s) as ``permit`` with the job; no approval transaction needed."""
     addr = checksum_or_422(owner)
     token_nonce = int(ctx.chain.call(lambda: ctx.chain.hearth.usd.functions.nonces(addr).call()))
-    return {"typed_data": {
-        "types": {
-            "EIP712Domain": eip712.EIP712_DOMAIN_TYPE,
-            "Permit": [{"name": "owner", "type": "address"}, {"name": "spender", "type": "address"},
-                       {"name": "value", "type": "uint256"}, {"name": "nonce", "type": "uint256"},
-                       {"name": "deadline", "type": "uint256"}],
-        },
-        "primaryType": "Permit", "domain": ctx.chain.token_domain(),
-        "message": {"owner": addr, "spender": ctx.chain.market, "value": str(value), "nonce": str(token_nonce),
-                    "deadline": str(ctx.chain.chain_now() + deadline_s)},
-    }}
+    return {"typed_data": eip712.permit_typed_data(ctx.chain.token_domain(), addr, ctx.chain.market, value,
+                                                   token_nonce, ctx.chain.chain_now() + deadline_s)}
 
 
 @router.get("", response_model=schemas.JobPage, summary="Jobs, newest first, filtered and paginated")
@@ -266,7 +256,7 @@ def get_result(job_id: JobId, s: IndexDep, ctx: CtxDep) -> schemas.JobResultOut:
             embeddings = decode_output(output).tolist()
         except ValueError:
             embeddings = None
-    settled = job.status in ("finalized", "refunded")
+    settled = jobstate.parse(job.status) in jobstate.TERMINAL
     if output is None:
         summary = "the receipt is on-chain but this gateway does not hold the output"
     elif job.status == "refunded":

@@ -6,8 +6,9 @@ from alembic import context
 from sqlalchemy.engine import Connection
 from sqlmodel import SQLModel
 
-import indexer.models  # noqa: F401 - registers the tables
-from indexer.db import VERSION_TABLE, make_engine
+import common.index_models  # noqa: F401 - registers the tables
+from common.db import make_engine
+from indexer.db import VERSION_TABLE
 
 config = context.config
 target_metadata = SQLModel.metadata
@@ -40,7 +41,10 @@ def run_offline() -> None:
 def run_online() -> None:
     conn = config.attributes.get("connection")
     if conn is None:
-        engine = make_engine(config.get_main_option("sqlalchemy.url"))
+        url = config.get_main_option("sqlalchemy.url")
+        if not url:
+            raise RuntimeError("no database URL: run the migrations through indexer.db.migrate")
+        engine = make_engine(url)
         with engine.begin() as c:
             _run(c)
         return

@@ -11,7 +11,7 @@ import sqlalchemy as sa
 import sqlmodel
 from alembic import op
 
-import indexer.models
+import common.index_models
 ${imports if imports else ""}
 
 revision = ${repr(up_revision)}

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
-from deploy import accounts as accts
+from common import accounts as accts
 from deploy.cli import app
 
 runner = CliRunner()
@@ -97,3 +97,39 @@ def test_missing_devnet_is_named(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     r = runner.invoke(app, ["model", "list"])
     assert r.exit_code == 1
     assert "no deployment manifest" in r.output
+
+
+def test_deliver_accepts_every_input_the_worker_accepts_and_refuses_the_rest_in_one_line(
+    cli_env: Any, tmp_path: Path,
+) -> None:
+    """`hearth job deliver` runs the worker's own compute path: a job posted as a bare JSON
+    string (a valid input the CLI's old copy refused) is delivered with the worker's output."""
+    from common.blobs import LocalBlobStore
+    from contracts import jobio
+    from deploy.demo import post_embedding_job
+    from worker.node.compute import ComputeRequest, ComputeResult, compute_jobs, shared_encoder
+
+    h = cli_env.hearth
+    store = LocalBlobStore(tmp_path / "blobs")
+    client = cli_env.accounts["client"].key
+    data = b'"one text, posted as a bare JSON string"'
+    blob = store.put(data)
+    now = int(h.w3.eth.get_block("latest")["timestamp"])
+    model_id = bytes.fromhex(h.manifest.models[0].model_id.removeprefix("0x"))
+    h.approve_usd(client, 10**6)
+    job_id, _ = h.post_job(client, model_id, jobio.input_hash(data), 10**6, now + 3600)
+    assert run("job", "claim", str(job_id), "--as", "provider").exit_code == 0
+    r = run("job", "deliver", str(job_id), "--as", "provider")
+    assert r.exit_code == 0, r.output
+    [expected] = compute_jobs([ComputeRequest(job_id, blob)], store, shared_encoder("torch", "fp32"))
+    assert isinstance(expected, ComputeResult)
+    assert h.job(job_id).output_hash == expected.output_hash
+    assert f"units {expected.units}" in r.output
+
+    bad, _ = post_embedding_job(h, store, client, ["fine for now"], 10**6)
+    job = h.job(bad)
+    broken = b'{"texts": "not a list"}'  # filed under the job's input id: the store checks the hash
+    (store.path(job.input_hash)).write_bytes(broken)
+    assert run("job", "claim", str(bad), "--as", "provider").exit_code == 0
+    r = runner.invoke(app, ["job", "deliver", str(bad), "--as", "provider"])
+    assert r.exit_code == 1 and "cannot be run" in r.output and "Traceback" not in r.output, r.output

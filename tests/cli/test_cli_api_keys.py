@@ -17,7 +17,7 @@ import pytest
 from pydantic import SecretStr
 from typer.testing import CliRunner
 
-from deploy import accounts as accts
+from common import accounts as accts
 from deploy.cli import app
 
 runner = CliRunner()

@@ -13,9 +13,9 @@ from eth_abi import encode
 from eth_utils import keccak
 from typer.testing import CliRunner
 
+from common import accounts as accts
 from contracts.chain import ErrorDecoder
 from contracts.errors import ChainError, RevertContext, explain_revert
-from deploy import accounts as accts
 from deploy.cli import app
 
 runner = CliRunner()

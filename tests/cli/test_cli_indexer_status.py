@@ -23,7 +23,7 @@ def chain_down(devnet: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> 
     m.save(tmp_path / "manifest.json")
     monkeypatch.setenv("HEARTH_DATA_DIR", str(tmp_path))
     monkeypatch.setenv("HEARTH_MANIFEST", str(tmp_path / "manifest.json"))
-    monkeypatch.setenv("DATABASE_URL", f"sqlite:///{tmp_path / 'indexer.db'}")
+    monkeypatch.setenv("HEARTH_INDEXER_DATABASE_URL", f"sqlite:///{tmp_path / 'indexer.db'}")
     return tmp_path
 
 

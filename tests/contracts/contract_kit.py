@@ -22,6 +22,7 @@ from web3.contract.contract import ContractFunction
 from web3.exceptions import ContractCustomError, ContractLogicError, Web3RPCError
 from web3.types import EventData, TxReceipt
 
+from common.accounts import DevAccount
 from contracts import eip712
 from contracts.artifacts import load_test_artifacts
 from contracts.bindings import Hearth, apply_job_event, vote_commitment
@@ -29,7 +30,6 @@ from contracts.chain import ErrorDecoder
 from contracts.errors import ChainError
 from contracts.manifest import DeployedContract, Manifest
 from contracts.types import Job, JobRequest, MarketParams, Permit, Receipt, Status
-from deploy.accounts import DevAccount
 from deploy.devnet import get_create_address
 
 USD = 10**6

@@ -99,7 +99,7 @@ class Stack:
 
 
 def _input(texts: list[str]) -> bytes:
-    from worker.node.jobio import encode_input
+    from contracts.jobio import encode_input
 
     return encode_input(texts)
 

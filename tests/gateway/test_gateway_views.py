@@ -46,7 +46,7 @@ def test_blobs_are_content_addressed_and_checked_on_both_sides(stack: Stack) -> 
 
 
 def test_the_worker_http_blob_client_round_trips_through_the_gateway(stack: Stack) -> None:
-    from worker.blobs import HttpBlobStore
+    from common.blobs import HttpBlobStore
 
     store = HttpBlobStore(stack.base_url, key=stack.key("verifier"))  # signs in with Ethereum to upload
     data = b'{"texts":["via the worker client"]}'
@@ -56,7 +56,7 @@ def test_the_worker_http_blob_client_round_trips_through_the_gateway(stack: Stac
     assert store.put(data + b" ") == "0x" + keccak(data + b" ").hex()
 
     anonymous = HttpBlobStore(stack.base_url)
-    from worker.blobs import BlobError
+    from common.blobs import BlobError
 
     with pytest.raises(BlobError, match="401"):
         anonymous.put(b"no identity")
@@ -110,33 +110,18 @@ def test_each_wallet_holds_at_most_its_quota_of_unexpired_uploads(stack: Stack) 
         ctx.blob_policy = saved
 
 
-def test_an_s3_compatible_store_fits_the_same_interface() -> None:
+def test_an_s3_compatible_store_fits_the_same_interface(s3_endpoint: str) -> None:
+    import boto3
+
     from gateway.blobs import GatewayBlobs, S3BlobStore
     from gateway.errors import BlobCorruptError, BlobNotFoundError
 
-    class FakeS3:
-        def __init__(self) -> None:
-            self.objects: dict[str, bytes] = {}
-
-        def put_object(self, Bucket: str, Key: str, Body: bytes, ContentType: str) -> None:  # noqa: N803
-            self.objects[Key] = Body
-
-        def get_object(self, Bucket: str, Key: str) -> dict[str, Any]:  # noqa: N803
-            import io
-
-            return {"Body": io.BytesIO(self.objects[Key]), "ContentLength": len(self.objects[Key])}
-
-        def head_object(self, Bucket: str, Key: str) -> None:  # noqa: N803
-            self.objects[Key]  # noqa: B018 - KeyError means missing
-
-        def delete_object(self, Bucket: str, Key: str) -> None:  # noqa: N803
-            self.objects.pop(Key, None)
-
-    s3 = FakeS3()
+    s3 = boto3.client("s3", endpoint_url=s3_endpoint, region_name="us-east-1")
+    s3.create_bucket(Bucket="bucket")
     blobs = GatewayBlobs(S3BlobStore(s3, "bucket"), max_bytes=100)
     bid = blobs.put(b"hello")
     assert blobs.has(bid) and blobs.get(bid) == b"hello"
-    s3.objects[f"blobs/{bid}"] = b"evil"
+    s3.put_object(Bucket="bucket", Key=f"blobs/{bid}", Body=b"evil")
     with pytest.raises(BlobCorruptError):
         blobs.get(bid)
     blobs.delete(bid)
@@ -376,13 +361,13 @@ def test_the_gateway_counts_and_decodes_tokens_without_torch() -> None:
     import sys
 
     code = ("import sys, gateway.app\n"
-            "from worker.node.tokenizer import TextTokenizer\n"
+            "from common.tokenizer import TextTokenizer\n"
             "t = TextTokenizer()\n"
             "assert t.decode_ids([[101, 7592, 102]]) == ['hello'] and t.count_tokens(['hello']) == [3]\n"
             "assert 'torch' not in sys.modules, 'torch was imported'\n")
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
+    from common.tokenizer import TextTokenizer
     from worker.model.weights import MiniLMTokenizer
-    from worker.node.tokenizer import TextTokenizer
 
     texts = ["Hearth runs inference.", "短い文", " spaced  out ", "x" * 3000]
     assert TextTokenizer().count_tokens(texts) == MiniLMTokenizer().count_tokens(texts)

@@ -128,7 +128,7 @@ def proto(idevnet: Any, ichain: ReorgChain) -> Protocol:
 @pytest.fixture
 def make_indexer(idevnet: Any, db_url: str) -> Iterator[Callable[..., Any]]:
     """Builds indexers over the test's database (each one as a fresh process would)."""
-    from indexer.db import make_engine
+    from common.db import make_engine
     from indexer.settings import IndexerSettings
     from indexer.sync import Indexer
 

@@ -9,8 +9,9 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlmodel import SQLModel, select
 
-import indexer.models as m
-from indexer.db import VERSION_TABLE, downgrade, make_engine, migrate, normalize_url, session
+import common.index_models as m
+from common.db import make_engine, normalize_url, session
+from indexer.db import VERSION_TABLE, downgrade, migrate
 
 
 def test_migrations_build_exactly_the_models_and_downgrade_cleanly(db_url: str) -> None:
@@ -71,11 +72,11 @@ def test_u256_refuses_negative_values(db_url: str) -> None:
 def test_database_urls_default_to_sqlite_under_the_data_dir(
     monkeypatch: pytest.MonkeyPatch, tmp_path: object,
 ) -> None:
-    from indexer.db import default_database_url
+    from indexer.settings import IndexerSettings
 
-    monkeypatch.delenv("DATABASE_URL", raising=False)
+    monkeypatch.delenv("HEARTH_INDEXER_DATABASE_URL", raising=False)
     monkeypatch.setenv("HEARTH_DATA_DIR", str(tmp_path))
-    assert default_database_url() == f"sqlite:///{tmp_path}/indexer.db"
-    monkeypatch.setenv("DATABASE_URL", "postgres://u@h/db")
-    assert default_database_url() == "postgresql+psycopg://u@h/db"
+    assert IndexerSettings().database_url == f"sqlite:///{tmp_path}/indexer.db"
+    monkeypatch.setenv("HEARTH_INDEXER_DATABASE_URL", "postgres://u@h/db")
+    assert normalize_url(IndexerSettings().database_url) == "postgresql+psycopg://u@h/db"
     assert normalize_url("postgresql://u@h/db") == "postgresql+psycopg://u@h/db"

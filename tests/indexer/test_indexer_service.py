@@ -19,8 +19,8 @@ from indexer_checks import assert_index_matches_chain, checkpoint
 from indexer_protocol import Protocol, ReorgChain
 from test_indexer_reorgs import busy
 
+from common.db import make_engine
 from deploy.devnet import free_port
-from indexer.db import make_engine
 from indexer.lock import IndexerLockedError
 from indexer.service import IndexerService
 from indexer.settings import IndexerSettings
@@ -75,8 +75,7 @@ def test_health_and_metrics_report_progress(
     assert not svc.health().ok
     svc.start()
     proto.post()
-    svc.wait_for(ichain.head, timeout=30)
-    time.sleep(0.2)
+    svc.wait_for(ichain.head, timeout=30)  # returns once a finished step reached the head
     h = svc.health()
     assert h.ok and h.running and h.lag <= 1 and h.last_error is None
     body = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
@@ -129,7 +128,7 @@ def test_a_second_writer_on_the_same_database_is_refused(
 
 def _cli_env(idevnet: Any, db_url: str, tmp_path: Path, **extra: str) -> dict[str, str]:
     manifest = idevnet.manifest.save(tmp_path / "manifest.json")
-    return {**os.environ, "DATABASE_URL": db_url, "HEARTH_MANIFEST": str(manifest),
+    return {**os.environ, "HEARTH_INDEXER_DATABASE_URL": db_url, "HEARTH_MANIFEST": str(manifest),
             "HEARTH_DATA_DIR": str(tmp_path), "PYTHONPATH": str(REPO), **extra}
 
 
@@ -174,7 +173,7 @@ def test_the_cli_killed_mid_backfill_resumes_without_gaps_or_duplicates(
 
 
 def test_the_cli_reports_a_missing_manifest_in_one_line(tmp_path: Path, db_url: str) -> None:
-    env = {**os.environ, "DATABASE_URL": db_url, "HEARTH_MANIFEST": str(tmp_path / "none.json"),
+    env = {**os.environ, "HEARTH_INDEXER_DATABASE_URL": db_url, "HEARTH_MANIFEST": str(tmp_path / "none.json"),
            "PYTHONPATH": str(REPO)}
     out = subprocess.run([sys.executable, "-m", "indexer", "run"], env=env, cwd=REPO,
                          capture_output=True, text=True, timeout=60)

@@ -24,9 +24,9 @@ from hypothesis.stateful import (
 from indexer_checks import assert_index_matches_chain
 from indexer_protocol import HST, AnvilStateLost, Protocol, ReorgChain
 
+from common.db import make_engine
 from contracts.errors import ChainError
 from contracts.types import Status
-from indexer.db import make_engine
 from indexer.settings import IndexerSettings
 from indexer.sync import Indexer
 

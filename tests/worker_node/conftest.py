@@ -10,9 +10,9 @@ from typing import Any
 
 import pytest
 
-from worker.blobs import LocalBlobStore
+from common.blobs import LocalBlobStore
+from deploy.demo import CheatingExecutor, post_embedding_job
 from worker.node.compute import shared_encoder
-from worker.node.demo import post_embedding_job
 from worker.node.executor import InProcessExecutor
 from worker.node.node import Node, NodeConfig
 
@@ -39,16 +39,17 @@ def executor(store: LocalBlobStore, encoder: Any) -> InProcessExecutor:
 def make_node(
     fresh: Any, store: LocalBlobStore, executor: InProcessExecutor, tmp_path: Path
 ) -> Iterator[Callable[..., Node]]:
-    """``make_node("provider", cheat=True, ...)``: a node for that devnet account."""
+    """``make_node("provider", cheat=True, ...)``: a node for that devnet account; ``cheat``
+    gives it a :class:`~deploy.demo.CheatingExecutor` (perturbed outputs)."""
     made: list[Node] = []
 
-    def make(who: str, **cfg: Any) -> Node:
+    def make(who: str, *, cheat: bool = False, **cfg: Any) -> Node:
         cfg.setdefault("withdraw_interval_s", 0)
         n = Node(
             fresh.hearth,
             fresh.accounts[who].key,
             store,
-            executor,
+            CheatingExecutor(executor, store) if cheat else executor,
             NodeConfig(name=who, **cfg),
             state_dir=tmp_path / "state",
         )

@@ -18,12 +18,12 @@ from typing import Any
 
 import pytest
 
+from common.blobs import LocalBlobStore
+from contracts import jobio
 from contracts.types import Status
-from worker.blobs import LocalBlobStore
 from worker.celery_app import make_app
 from worker.model import output_hash
 from worker.model.encoder import runtime_hash
-from worker.node import jobio
 from worker.node.executor import EMBED_TASK, CeleryExecutor
 from worker.settings import WorkerSettings
 
@@ -97,14 +97,15 @@ def celery_env(
     data = tmp_path_factory.mktemp(f"celery-{transport}")
     devnet.manifest.save(data / "manifest.json")
     queue = f"hearth-test-{uuid.uuid4().hex[:8]}"
-    env = {"HEARTH_DATA_DIR": str(data), "HEARTH_QUEUE": queue}
+    env = {"HEARTH_DATA_DIR": str(data), "HEARTH_WORKER_QUEUE": queue}
     if transport == "redis":
         ensure_redis()
-        env |= {"HEARTH_BROKER_URL": REDIS_URL, "HEARTH_RESULT_BACKEND": REDIS_URL}
+        env |= {"HEARTH_WORKER_BROKER_URL": REDIS_URL, "HEARTH_WORKER_RESULT_BACKEND": REDIS_URL}
     else:
-        env |= {"HEARTH_BROKER_URL": "sqlite"}
+        env |= {"HEARTH_WORKER_BROKER_URL": "sqlite"}
     settings = WorkerSettings(
-        data_dir=data, queue=queue, broker_url=env["HEARTH_BROKER_URL"], result_backend=env.get("HEARTH_RESULT_BACKEND")
+        data_dir=data, queue=queue, broker_url=env["HEARTH_WORKER_BROKER_URL"],
+        result_backend=env.get("HEARTH_WORKER_RESULT_BACKEND"),
     )
     log = data / "worker.log"
     proc = subprocess.Popen(
@@ -149,7 +150,7 @@ def celery_env(
 
 
 def _send(env: CeleryEnv, items: list[list[Any]], owner: str | None = None) -> list[dict[str, Any]]:
-    res = env.app.send_task(EMBED_TASK, args=[items, RUNTIME, False, owner], queue=env.settings.queue)
+    res = env.app.send_task(EMBED_TASK, args=[items, RUNTIME, owner], queue=env.settings.queue)
     out: list[dict[str, Any]] = res.get(timeout=90, interval=0.1)
     return out
 
@@ -184,7 +185,7 @@ def test_embed_batch_reports_a_tampered_input_as_a_permanent_failure(celery_env:
 def test_node_delivers_through_celery_and_a_delivered_job_is_not_recomputed(
     celery_env: CeleryEnv, fresh: Any, encoder: Any, tmp_path: Path
 ) -> None:
-    from worker.node.demo import post_embedding_job
+    from deploy.demo import post_embedding_job
     from worker.node.node import Node, NodeConfig
 
     h, acc = fresh.hearth, fresh.accounts

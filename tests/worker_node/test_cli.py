@@ -1,4 +1,4 @@
-"""``python -m worker``: key resolution, clear errors, and the cheater demo."""
+"""``python -m worker``: key resolution, clear errors; and the cheater demo (``hearth demo``)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
-from deploy import accounts as accts
+from common import accounts as accts
 from worker.cli import app, resolve_key
 from worker.node.errors import NodeConfigError
 from worker.settings import WorkerSettings
@@ -23,18 +23,18 @@ def test_key_comes_from_env_file_or_devnet_accounts_never_elsewhere(
     s = WorkerSettings(data_dir=tmp_path)
     monkeypatch.delenv("HEARTH_WORKER_KEY", raising=False)
     with pytest.raises(NodeConfigError, match="no operator key"):
-        resolve_key(s, "HEARTH_WORKER_KEY", None, None)
-    monkeypatch.setenv("MY_KEY", KEY + "\n")
-    assert resolve_key(s, "MY_KEY", None, None) == KEY
+        resolve_key(s, None, None)
+    monkeypatch.setenv("HEARTH_WORKER_KEY", KEY + "\n")
+    assert resolve_key(WorkerSettings(data_dir=tmp_path), None, None) == KEY
     f = tmp_path / "key"
     f.write_text(KEY)
     os.chmod(f, 0o600)
-    assert resolve_key(s, "HEARTH_WORKER_KEY", f, None) == KEY
+    assert resolve_key(s, f, None) == KEY
     acc = accts.derive(accts.new_mnemonic())
     accts.save(acc, tmp_path / "devnet-accounts.json")
-    assert resolve_key(s, "HEARTH_WORKER_KEY", None, "verifier2") == acc["verifier2"].key
+    assert resolve_key(s, None, "verifier2") == acc["verifier2"].key
     with pytest.raises(NodeConfigError, match="no devnet account"):
-        resolve_key(s, "HEARTH_WORKER_KEY", None, "nobody")
+        resolve_key(s, None, "nobody")
     # HEARTH_WORKER_KEY also reaches the settings as a secret.
     monkeypatch.setenv("HEARTH_WORKER_KEY", KEY)
     settings = WorkerSettings()
@@ -48,7 +48,7 @@ def test_run_without_a_devnet_fails_with_a_clear_message(tmp_path: Path) -> None
 
 
 def test_demo_shows_the_cheater_slashed_and_the_honest_node_paid(tmp_path: Path) -> None:
-    from worker.node.demo import run_cheater_demo
+    from deploy.demo import run_cheater_demo
 
     out = run_cheater_demo(tmp_path)
     d: dict[str, Any] = {

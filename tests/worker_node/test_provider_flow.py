@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from contracts import jobio
 from contracts.types import Status
 from tests.worker_node.conftest import USD, job_logs
 from worker.model import output_hash
 from worker.model.encoder import runtime_hash
-from worker.node import jobio
 from worker.node.state import JobRow, Phase
 
 TEXTS = ["The quick brown fox jumps over the lazy dog.", "Hearth pays providers per token."]

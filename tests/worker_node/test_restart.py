@@ -12,8 +12,8 @@ from typing import Any
 
 import pytest
 
+from common import accounts as accts
 from contracts.types import Status
-from deploy import accounts as accts
 from tests.worker_node.conftest import job_logs
 from worker.node.state import JobRow, Phase
 
@@ -25,12 +25,11 @@ class Crash(BaseException):
 
 
 def _node_process(data_dir: Path, *args: str, crash_at: str | None = None) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "HEARTH_DATA_DIR": str(data_dir), "HEARTH_WITHDRAW_INTERVAL_S": "0"}
-    env.pop("HEARTH_BROKER_URL", None)
-    if crash_at:
-        env["HEARTH_WORKER_CRASH_AT"] = crash_at
+    env = {**os.environ, "HEARTH_DATA_DIR": str(data_dir), "HEARTH_WORKER_WITHDRAW_INTERVAL_S": "0"}
+    env.pop("HEARTH_WORKER_BROKER_URL", None)
+    command = ["-m", "tests.worker_node.crashing_node", crash_at] if crash_at else ["-m", "worker", "run"]
     return subprocess.run(
-        [sys.executable, "-m", "worker", "run", "--devnet-role", "provider", "--once", *args],
+        [sys.executable, *command, "--devnet-role", "provider", "--once", *args],
         cwd=ROOT,
         env=env,
         capture_output=True,

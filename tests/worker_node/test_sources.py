@@ -16,7 +16,7 @@ from worker.settings import WorkerSettings
 def _jobs_table(meta: sa.MetaData) -> sa.Table:
     """The indexer's real ``jobs`` table when its package is importable, else its columns."""
     try:
-        from indexer.models import Job
+        from common.index_models import Job
 
         return Job.__table__.to_metadata(meta)  # type: ignore[attr-defined,no-any-return]
     except ImportError:

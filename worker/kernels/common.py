@@ -5,11 +5,10 @@
 
 from __future__ import annotations
 
-import os
-
 import torch
 import triton
 import triton.language as tl
+from triton import knobs
 
 FP_FUSION = True
 """Let the compiler contract a*b+c into FMA. Pinned explicitly on every launch because
@@ -17,8 +16,9 @@ Triton's default is changing (3.10); it is part of the numerics behind KERNEL_VE
 
 
 def interpreting() -> bool:
-    """Whether Triton runs kernels through its CPU interpreter (`TRITON_INTERPRET=1`)."""
-    return os.environ.get("TRITON_INTERPRET", "0").lower() in ("1", "true", "yes", "on")
+    """Whether Triton runs kernels through its CPU interpreter (`TRITON_INTERPRET=1`, read by
+    Triton's own settings, ``triton.knobs``)."""
+    return bool(knobs.runtime.interpret)
 
 
 def check_device(t: torch.Tensor) -> None:

@@ -16,8 +16,8 @@ import torch
 from eth_hash.auto import keccak
 from safetensors import safe_open
 
+from common.tokenizer import TextTokenizer
 from worker.model.errors import ModelFilesNotFoundError, UnsupportedConfigError
-from worker.node.tokenizer import TextTokenizer
 
 logger = logging.getLogger(__name__)
 
@@ -235,7 +235,7 @@ class MiniLMTokenizer(TextTokenizer):
     The shipped `tokenizer.json` carries a fixed padding to 128 and truncation at 128; both are
     replaced here by no padding and longest-first truncation at `max_length` tokens, special
     tokens ([CLS], [SEP]) included, which is what sentence-transformers does. Counting and
-    decoding live in the torch-free :class:`worker.node.tokenizer.TextTokenizer` (the gateway's).
+    decoding live in the torch-free :class:`common.tokenizer.TextTokenizer` (the gateway's).
     """
 
     def __init__(self, root: Path | None = None, max_length: int = MAX_SEQ_LENGTH) -> None:

@@ -7,11 +7,10 @@ Public API:
 * :func:`build_node` (a node from :class:`~worker.settings.WorkerSettings`),
   :class:`NodeService` (a node on a thread: ``start``/``stop``/``healthy``),
   :func:`run_node` (blocking, until a stop event);
-* executors: :class:`InProcessExecutor`, :class:`CeleryExecutor`;
-* job formats: :mod:`worker.node.jobio`.
+* executors: :class:`InProcessExecutor`, :class:`CeleryExecutor`.
 
-Names are imported lazily so that ``worker.node.jobio`` stays cheap to import (no torch, no
-web3) for the gateway.
+The job formats are :mod:`contracts.jobio` (the protocol layer). Names are imported lazily so
+that importing a submodule does not load torch or web3.
 """
 
 from __future__ import annotations

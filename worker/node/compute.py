@@ -19,9 +19,10 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from worker.blobs import BlobIntegrityError, BlobStore, BlobTooLargeError, normalize_id
-from worker.node import jobio
-from worker.node.errors import InvalidJobInputError
+from common.blobs import BlobIntegrityError, BlobStore, BlobTooLargeError, normalize_id
+from contracts import jobio
+from contracts.errors import InvalidJobInputError
+from contracts.types import Receipt
 
 if TYPE_CHECKING:
     from worker.model import Encoder
@@ -46,6 +47,10 @@ class ComputeResult:
     units: int
     computed: bool = True
     """False when an earlier run's stored output was reused (idempotent re-delivery)."""
+
+    def receipt(self, model_id: bytes, runtime_hash: bytes, gpu_class: bytes) -> Receipt:
+        """The work receipt that delivers this result (what the provider signs and submits)."""
+        return Receipt(self.job_id, self.output_hash, self.units, model_id, runtime_hash, gpu_class)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -100,7 +105,7 @@ def shared_encoder(backend: str = "torch", dtype: str = "fp32", device: str | No
 
 
 class ResultMemo:
-    """Memo of finished computations, ``(input blob, runtime, perturbed) -> (output, units)``,
+    """Memo of finished computations, ``(input blob, runtime) -> (output, units)``,
     in SQLite. A pure function's results: a re-delivered task (``acks_late`` after a crash)
     finds its output here and in the blob store instead of running the model again."""
 
@@ -109,24 +114,24 @@ class ResultMemo:
         self._db = sqlite3.connect(str(path), timeout=30, check_same_thread=False, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute(
-            "CREATE TABLE IF NOT EXISTS memo (input_blob TEXT, runtime TEXT, perturbed INTEGER,"
-            " output_blob TEXT NOT NULL, units INTEGER NOT NULL, PRIMARY KEY (input_blob, runtime, perturbed))"
+            "CREATE TABLE IF NOT EXISTS results (input_blob TEXT, runtime TEXT,"
+            " output_blob TEXT NOT NULL, units INTEGER NOT NULL, PRIMARY KEY (input_blob, runtime))"
         )
         self._lock = threading.Lock()
 
-    def get(self, input_blob: str, runtime: bytes, perturbed: bool) -> tuple[str, int] | None:
+    def get(self, input_blob: str, runtime: bytes) -> tuple[str, int] | None:
         with self._lock:
             row = self._db.execute(
-                "SELECT output_blob, units FROM memo WHERE input_blob=? AND runtime=? AND perturbed=?",
-                (input_blob, runtime.hex(), int(perturbed)),
+                "SELECT output_blob, units FROM results WHERE input_blob=? AND runtime=?",
+                (input_blob, runtime.hex()),
             ).fetchone()
         return (str(row[0]), int(row[1])) if row else None
 
-    def put(self, input_blob: str, runtime: bytes, perturbed: bool, output_blob: str, units: int) -> None:
+    def put(self, input_blob: str, runtime: bytes, output_blob: str, units: int) -> None:
         with self._lock:
             self._db.execute(
-                "INSERT OR REPLACE INTO memo VALUES (?, ?, ?, ?, ?)",
-                (input_blob, runtime.hex(), int(perturbed), output_blob, units),
+                "INSERT OR REPLACE INTO results VALUES (?, ?, ?, ?)",
+                (input_blob, runtime.hex(), output_blob, units),
             )
 
     def close(self) -> None:
@@ -138,14 +143,13 @@ def compute_jobs(
     store: BlobStore,
     encoder: Encoder,
     *,
-    perturb: bool = False,
     max_tokens: int = 16384,
     max_batch_size: int = 64,
     max_input_bytes: int = jobio.MAX_INPUT_BYTES,
     memo: ResultMemo | None = None,
 ) -> list[Outcome]:
     """Runs ``requests`` (one outcome per request, in order). Missing or unreachable inputs
-    raise (:class:`~worker.blobs.BlobNotFoundError`, :class:`~worker.blobs.BlobUnavailableError`):
+    raise (:class:`~common.blobs.BlobNotFoundError`, :class:`~common.blobs.BlobUnavailableError`):
     retrying can help. Malformed or tampered inputs give a permanent :class:`ComputeFailure`."""
     from worker.model import plan_batches
     from worker.model.batching import QueuedItem
@@ -155,7 +159,7 @@ def compute_jobs(
     token_ids: dict[int, list[list[int]]] = {}
     for i, req in enumerate(requests):
         bid = normalize_id(req.input_blob)
-        if memo is not None and (hit := memo.get(bid, runtime, perturb)) and store.has(hit[0]):
+        if memo is not None and (hit := memo.get(bid, runtime)) and store.has(hit[0]):
             out = store.get(hit[0])
             outcomes[i] = ComputeResult(req.job_id, bid, hit[0], jobio.output_hash(out), hit[1], computed=False)
             continue
@@ -182,13 +186,11 @@ def compute_jobs(
         req = requests[i]
         emb = np.stack([rows[f"{i:08d}:{k:05d}"] for k in range(len(per_job))]).astype(np.float32)
         out = jobio.encode_output(emb)
-        if perturb:
-            out = jobio.perturb_output(out)
         units = sum(len(ids) for ids in per_job)
         output_blob = store.put(out)
         bid = normalize_id(req.input_blob)
         if memo is not None:
-            memo.put(bid, runtime, perturb, output_blob, units)
+            memo.put(bid, runtime, output_blob, units)
         outcomes[i] = ComputeResult(req.job_id, bid, output_blob, jobio.output_hash(out), units)
     log.debug("computed %d jobs (%d texts)", len(token_ids), len(items))
     return [outcomes[i] for i in range(len(requests))]

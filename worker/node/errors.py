@@ -11,10 +11,6 @@ class NodeConfigError(NodeError, ValueError):
     """The node cannot start as configured (no key, no manifest, wrong chain...)."""
 
 
-class InvalidJobInputError(NodeError, ValueError):
-    """An input blob is not in the job input format (see ``worker.node.jobio``)."""
-
-
 class RuntimeMismatchError(NodeError):
     """A compute worker runs another runtime than the node asked for."""
 

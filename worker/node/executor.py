@@ -12,7 +12,7 @@ import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
-from worker.blobs import BlobError, BlobStore
+from common.blobs import BlobError, BlobStore
 from worker.node.compute import (
     ComputeFailure,
     ComputeRequest,
@@ -37,9 +37,7 @@ class Executor(Protocol):
     runtime_hash: bytes
     model_hash: bytes
 
-    def run(
-        self, requests: Sequence[ComputeRequest], *, perturb: bool = False, owner: str | None = None
-    ) -> list[Outcome]: ...
+    def run(self, requests: Sequence[ComputeRequest], *, owner: str | None = None) -> list[Outcome]: ...
 
 
 class InProcessExecutor:
@@ -65,9 +63,7 @@ class InProcessExecutor:
         self.max_batch_size = max_batch_size
         self.max_input_bytes = max_input_bytes
 
-    def run(
-        self, requests: Sequence[ComputeRequest], *, perturb: bool = False, owner: str | None = None
-    ) -> list[Outcome]:
+    def run(self, requests: Sequence[ComputeRequest], *, owner: str | None = None) -> list[Outcome]:
         if not requests:
             return []
         try:
@@ -75,7 +71,6 @@ class InProcessExecutor:
                 requests,
                 self.store,
                 self.encoder,
-                perturb=perturb,
                 max_tokens=self.max_tokens,
                 max_batch_size=self.max_batch_size,
                 max_input_bytes=self.max_input_bytes,
@@ -108,9 +103,7 @@ class CeleryExecutor:
         self.runtime_hash = runtime_hash(backend, dtype)  # type: ignore[arg-type]
         self.model_hash = model_hash()
 
-    def run(
-        self, requests: Sequence[ComputeRequest], *, perturb: bool = False, owner: str | None = None
-    ) -> list[Outcome]:
+    def run(self, requests: Sequence[ComputeRequest], *, owner: str | None = None) -> list[Outcome]:
         if not requests:
             return []
         chunks = [list(requests[i : i + self.jobs_per_task]) for i in range(0, len(requests), self.jobs_per_task)]
@@ -118,7 +111,7 @@ class CeleryExecutor:
         for chunk in chunks:
             items = [[r.job_id, r.input_blob] for r in chunk]
             res = self.app.send_task(
-                EMBED_TASK, args=[items, "0x" + self.runtime_hash.hex(), perturb, owner], queue=self.queue
+                EMBED_TASK, args=[items, "0x" + self.runtime_hash.hex(), owner], queue=self.queue
             )
             log.info("enqueued batch task=%s jobs=%s queue=%s", res.id, [r.job_id for r in chunk], self.queue)
             pending.append((chunk, res))

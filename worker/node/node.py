@@ -46,23 +46,23 @@ from eth_hash.auto import keccak
 from web3.exceptions import TransactionNotFound
 from web3.types import EventData
 
-from contracts.bindings import Hearth, decode_log, vote_commitment
-from contracts.errors import ChainError
-from contracts.types import Job, MarketParams, Outcome, Receipt, Status, gpu_class_bytes
-from contracts.types import Phase as DisputePhase
-from worker.blobs import (
+from common.blobs import (
     BlobIntegrityError,
     BlobNotFoundError,
     BlobStore,
     BlobTooLargeError,
     BlobUnavailableError,
 )
-from worker.node import jobio
+from contracts import jobio
+from contracts.bindings import Hearth, decode_log, vote_commitment
+from contracts.errors import ChainError, InvalidJobInputError
+from contracts.types import Job, MarketParams, Outcome, Receipt, Status, gpu_class_bytes
+from contracts.types import Phase as DisputePhase
 from worker.node.compute import ComputeFailure, ComputeRequest, ComputeResult
-from worker.node.errors import InvalidJobInputError, JobSourceError, NodeError
+from worker.node.errors import JobSourceError, NodeError
 from worker.node.executor import Executor
 from worker.node.sources import ChainJobSource, ChainReader, JobSource, topic_of, tx_hex
-from worker.node.state import CandidateRow, CheckRow, DisputeRow, JobRow, NodeState, Phase
+from worker.node.state import CandidateRow, CandidateState, CheckRow, DisputeRow, JobRow, NodeState, Phase
 from worker.settings import Role
 
 log = logging.getLogger(__name__)
@@ -82,7 +82,6 @@ Checkpoint = Callable[[str, list[int]], None]
 @dataclass(frozen=True)
 class NodeConfig:
     role: Role = "provider"
-    cheat: bool = False
     sample_all: bool = False
     gpu_class: str = "cpu"
     confirmations: int = 0
@@ -127,11 +126,12 @@ class TickReport:
 
 
 class _NodeLog(logging.LoggerAdapter):  # type: ignore[type-arg]
-    """Prefixes the node's label and merges per-call ``extra`` (job_id, block, tx)."""
+    """Adds the node's label to per-call ``extra`` (job_id, block, tx); the formatter of
+    :mod:`common.log` prints them all."""
 
     def process(self, msg: Any, kwargs: Any) -> tuple[Any, Any]:
         kwargs["extra"] = {**(self.extra or {}), **kwargs.get("extra", {})}
-        return f"[{kwargs['extra']['node']}] {msg}", kwargs
+        return msg, kwargs
 
 
 def state_path(state_dir: Path, hearth: Hearth, address: str) -> Path:
@@ -201,7 +201,7 @@ class Node:
             except ChainError as exc:
                 self.log.warning("refresh of this node's eligibility failed: %s", exc)
         self.log.info(
-            "node %s role=%s model=%s runtime=%s gpu=%s source=%s active=%s serving=%s%s",
+            "node %s role=%s model=%s runtime=%s gpu=%s source=%s active=%s serving=%s",
             self.address,
             self.config.role,
             _h(self.model_id)[:10],
@@ -210,7 +210,6 @@ class Node:
             self.source.name,
             active,
             serves,
-            " CHEATING (perturbed outputs)" if self.config.cheat else "",
         )
         if not (active and serves):
             self.log.warning(
@@ -343,7 +342,7 @@ class Node:
                 self.log.debug("found job %d", c.job_id)
 
     def _drop(self, c: CandidateRow, why: str) -> None:
-        c.state, c.note = "gone", why
+        c.state, c.note = CandidateState.GONE, why
         self.state.upsert(c)
         self.log.debug("skipping job %d: %s", c.job_id, why)
 
@@ -401,11 +400,10 @@ class Node:
                 row.phase, row.claim_tx = Phase.CLAIMED, tx_hex(rcpt)
                 self.state.upsert(row)
                 self.log.info(
-                    "claimed %s",
-                    _kv(job=c.job_id, block=rcpt["blockNumber"], tx=row.claim_tx),
+                    "claimed",
                     extra={"job_id": c.job_id, "block": rcpt["blockNumber"], "tx": row.claim_tx},
                 )
-            c.state, c.note = "claimed", None
+            c.state, c.note = CandidateState.CLAIMED, None
             self.state.upsert(c)
             rep.claimed.append(c.job_id)
             capacity -= 1
@@ -424,7 +422,7 @@ class Node:
             return
         t0 = time.monotonic()
         outcomes = self.executor.run(
-            [ComputeRequest(r.job_id, r.input_hash) for r in rows], perturb=self.config.cheat, owner=self.address
+            [ComputeRequest(r.job_id, r.input_hash) for r in rows], owner=self.address
         )
         for r, o in zip(rows, outcomes, strict=True):
             if isinstance(o, ComputeResult):
@@ -482,14 +480,7 @@ class Node:
             rep.delivered.append(r.job_id)
             self.log.info(
                 "delivered %s",
-                _kv(
-                    job=r.job_id,
-                    units=r.units,
-                    payment=ev["args"]["payment"],
-                    output=r.output_hash[:18],
-                    block=rcpt["blockNumber"],
-                    tx=r.receipt_tx,
-                ),
+                _kv(units=r.units, payment=ev["args"]["payment"], output=r.output_hash[:18]),
                 extra={"job_id": r.job_id, "block": rcpt["blockNumber"], "tx": r.receipt_tx},
             )
         self._checked("after_receipt", rep.delivered)
@@ -529,14 +520,7 @@ class Node:
                 rep.finalized.append(r.job_id)
                 self.log.info(
                     "finalized %s",
-                    _kv(
-                        job=r.job_id,
-                        paid=a["providerAmount"],
-                        fee=a["fee"],
-                        refund=a["clientRefund"],
-                        block=rcpt["blockNumber"],
-                        tx=r.finalize_tx,
-                    ),
+                    _kv(paid=a["providerAmount"], fee=a["fee"], refund=a["clientRefund"]),
                     extra={"job_id": r.job_id, "block": rcpt["blockNumber"], "tx": r.finalize_tx},
                 )
             elif job.status == Status.CHALLENGED:
@@ -622,7 +606,7 @@ class Node:
             return
         fresh = [(c, j) for c, j in todo if c.verdict == "pending"]
         outcomes = self.executor.run(
-            [ComputeRequest(c.job_id, _h(j.input_hash)) for c, j in fresh], perturb=self.config.cheat
+            [ComputeRequest(c.job_id, _h(j.input_hash)) for c, j in fresh]
         )
         for (c, _), o in zip(fresh, outcomes, strict=True):
             if isinstance(o, ComputeFailure):
@@ -805,7 +789,7 @@ class Node:
                 self.log.warning("abstaining on job %d: the receipt names another runtime or GPU class", d.job_id)
                 return
             o = self.executor.run(
-                [ComputeRequest(d.job_id, _h(bytes(posted.args["inputHash"])))], perturb=self.config.cheat
+                [ComputeRequest(d.job_id, _h(bytes(posted.args["inputHash"])))]
             )[0]
             if isinstance(o, ComputeFailure):
                 self.log.warning("cannot re-execute job %d for the committee: %s", d.job_id, o.error)

@@ -3,10 +3,10 @@ service with start / stop / health (what the process supervisor and ``python -m 
 
 Where inference runs: with no broker configured (the default) the node runs the model in its
 own process, which is all one machine needs and has no moving parts. With
-``HEARTH_BROKER_URL`` (``sqlite`` for the embedded SQLAlchemy/SQLite transport, or a Redis /
+``HEARTH_WORKER_BROKER_URL`` (``sqlite`` for the embedded SQLAlchemy/SQLite transport, or a Redis /
 RabbitMQ URL) it sends ``hearth.embed_batch`` tasks to Celery workers
 (``celery -A worker.celery_app worker``) on any number of GPU processes and hosts; they must
-share the blob store (same data directory, or the gateway's blob API via ``HEARTH_BLOB_URL``)
+share the blob store (same data directory, or the gateway's blob API via ``HEARTH_WORKER_BLOB_URL``)
 and the node's runtime (backend, dtype, GPU class).
 """
 
@@ -17,11 +17,11 @@ import re
 import threading
 from typing import TYPE_CHECKING
 
+from common.blobs import BlobStore
 from contracts.bindings import Hearth
 from contracts.chain import connect
 from contracts.errors import ContractsError
 from contracts.manifest import Manifest
-from worker.blobs import BlobStore, open_blob_store
 from worker.node.errors import JobSourceError, NodeConfigError
 from worker.node.executor import CeleryExecutor, Executor, InProcessExecutor
 from worker.node.node import Checkpoint, Node, NodeConfig
@@ -47,7 +47,7 @@ def default_gpu_class(device: str | None) -> str:
 
 def load_hearth(settings: WorkerSettings) -> Hearth:
     try:
-        manifest = Manifest.load(settings.manifest_path())
+        manifest = Manifest.load(settings.manifest_file())
     except ContractsError as exc:
         raise NodeConfigError(str(exc)) from exc
     if settings.rpc_url:
@@ -85,7 +85,6 @@ def build_executor(settings: WorkerSettings, store: BlobStore) -> Executor:
 def node_config(settings: WorkerSettings) -> NodeConfig:
     return NodeConfig(
         role=settings.role,
-        cheat=settings.cheat,
         sample_all=settings.sample_all,
         gpu_class=settings.gpu_class or default_gpu_class(settings.device),
         confirmations=settings.confirmations,
@@ -111,7 +110,7 @@ def build_node(
 ) -> Node:
     """A node wired from settings (any part can be passed in instead, e.g. a shared executor)."""
     h = hearth or load_hearth(settings)
-    store = store or open_blob_store(settings.data_dir, settings.blob_url, key)
+    store = store or settings.open_blobs(settings.data_dir, key)
     executor = executor or build_executor(settings, store)
     source: JobSource | None = None
     if settings.indexer_database_url:

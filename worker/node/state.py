@@ -7,6 +7,12 @@ claim, a receipt or a vote. The chain is re-read on restart because the last tra
 have been mined after the process died.
 
 The file holds unrevealed vote salts, so it is created with mode 0600.
+
+Schema: versioned. :data:`MIGRATIONS` lists the schema changes in order, each applied once in
+its own transaction; the file's ``PRAGMA user_version`` says how many have run. A node refuses a
+file written by a newer node (a higher version) instead of guessing. State columns hold the
+values of :class:`Phase`, :class:`CandidateState`, :class:`Verdict` and :class:`Vote` only;
+anything else is refused on write.
 """
 
 from __future__ import annotations
@@ -19,6 +25,8 @@ from dataclasses import dataclass, fields
 from enum import StrEnum
 from pathlib import Path
 from typing import Any, TypeVar
+
+from worker.node.errors import NodeConfigError
 
 T = TypeVar("T")
 
@@ -37,14 +45,45 @@ class Phase(StrEnum):
     ABANDONED = "abandoned"  # lost the claim race or ran out of time (terminal)
 
 
-OPEN_PHASES = (Phase.CLAIMING, Phase.CLAIMED, Phase.COMPUTED, Phase.SUBMITTING, Phase.DELIVERED, Phase.CHALLENGED)
-TERMINAL_PHASES = (Phase.FINALIZED, Phase.REFUNDED, Phase.ABANDONED)
+class CandidateState(StrEnum):
+    """A posted job this node (as provider) might claim."""
+
+    OPEN = "open"  # may be claimed once its input is there
+    CLAIMED = "claimed"  # claimed: a JobRow follows it from here
+    GONE = "gone"  # taken by another, expired, unusable input or refused
+
+
+class Verdict(StrEnum):
+    """What this node (as verifier) made of another provider's receipt."""
+
+    PENDING = "pending"  # not decided yet
+    UNSAMPLED = "unsampled"  # the protocol's sample skipped it
+    INCOMPARABLE = "incomparable"  # another runtime or GPU class: no bitwise check possible
+    UNCHECKABLE = "uncheckable"  # the input cannot be re-executed
+    MATCH = "match"  # re-execution gave the same output
+    MISMATCH = "mismatch"  # re-execution differs: to challenge
+    CHALLENGED = "challenged"  # challenge sent
+    MOOT = "moot"  # the job moved on (finalized, challenged by another...)
+    EXPIRED = "expired"  # the challenge window closed first
+
+
+class Vote(StrEnum):
+    """This node's part in a dispute."""
+
+    NONE = "none"  # a party, not a member
+    PENDING = "pending"  # a member that has not committed yet
+    COMMITTED = "committed"
+    REVEALED = "revealed"
+    ABSTAINED = "abstained"  # cannot re-execute on its runtime / GPU class
+    MISSED = "missed"  # a phase ended before it acted
+
+
 
 
 @dataclass
 class JobRow:
     job_id: int
-    phase: str
+    phase: Phase
     input_hash: str
     deadline: int
     output_blob: str | None = None
@@ -65,7 +104,7 @@ class CandidateRow:
     job_id: int
     input_hash: str
     deadline: int
-    state: str = "open"  # open | gone
+    state: CandidateState = CandidateState.OPEN
     attempts: int = 0
     next_try: float = 0.0
     note: str | None = None
@@ -82,7 +121,8 @@ class CheckRow:
     runtime_hash: str
     gpu_class: str
     challenge_end: int
-    verdict: str = "pending"  # pending | unsampled | match | mismatch | challenged | incomparable | moot
+    verdict: str = Verdict.PENDING
+    """A :class:`Verdict` (checked on write; the verifier duty still assigns its values as strings)."""
     challenge_tx: str | None = None
     note: str | None = None
     updated_at: float = 0.0
@@ -96,7 +136,8 @@ class DisputeRow:
     member: int
     commit_end: int
     reveal_end: int
-    vote: str = "none"  # none | pending | committed | revealed | abstained | missed
+    vote: str = Vote.NONE
+    """A :class:`Vote` (checked on write; the committee duty still assigns its values as strings)."""
     output_hash: str | None = None
     units: int | None = None  # the units this node computed: the vote is on (output, units)
     salt: str | None = None
@@ -107,21 +148,80 @@ class DisputeRow:
     updated_at: float = 0.0
 
 
-_TABLES: dict[str, tuple[type[Any], str]] = {
-    "jobs": (JobRow, "job_id"),
-    "candidates": (CandidateRow, "job_id"),
-    "checks": (CheckRow, "job_id"),
-    "disputes": (DisputeRow, "job_id"),
+_TABLES: dict[str, type[Any]] = {"jobs": JobRow, "candidates": CandidateRow, "checks": CheckRow, "disputes": DisputeRow}
+#: the enum each state column holds
+_ENUMS: dict[tuple[type[Any], str], type[StrEnum]] = {
+    (JobRow, "phase"): Phase,
+    (CandidateRow, "state"): CandidateState,
+    (CheckRow, "verdict"): Verdict,
+    (DisputeRow, "vote"): Vote,
 }
 
+#: The schema's history, oldest first: ``MIGRATIONS[i]`` takes a file from version ``i`` to
+#: ``i + 1``. Append, never edit: files in the field are at every version. Version 1 is the
+#: schema state files had before it was versioned (``IF NOT EXISTS``: such a file has it already).
+MIGRATIONS: tuple[tuple[str, ...], ...] = (
+    (
+        "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
+        "CREATE TABLE IF NOT EXISTS jobs (job_id INTEGER PRIMARY KEY, phase TEXT, input_hash TEXT,"
+        " deadline INTEGER, output_blob TEXT, output_hash TEXT, units INTEGER, signature TEXT,"
+        " challenge_end INTEGER, claim_tx TEXT, receipt_tx TEXT, finalize_tx TEXT, attempts INTEGER,"
+        " note TEXT, updated_at REAL)",
+        "CREATE TABLE IF NOT EXISTS candidates (job_id INTEGER PRIMARY KEY, input_hash TEXT, deadline INTEGER,"
+        " state TEXT, attempts INTEGER, next_try REAL, note TEXT)",
+        "CREATE TABLE IF NOT EXISTS checks (job_id INTEGER PRIMARY KEY, provider TEXT, block INTEGER,"
+        " output_hash TEXT, runtime_hash TEXT, gpu_class TEXT, challenge_end INTEGER, verdict TEXT,"
+        " challenge_tx TEXT, note TEXT, updated_at REAL)",
+        "CREATE TABLE IF NOT EXISTS disputes (job_id INTEGER PRIMARY KEY, member INTEGER, commit_end INTEGER,"
+        " reveal_end INTEGER, vote TEXT, output_hash TEXT, salt TEXT, commit_tx TEXT, reveal_tx TEXT,"
+        " resolved INTEGER, outcome TEXT, updated_at REAL)",
+    ),
+    # 2: committee members vote on (output, units): the units this node computed.
+    ("ALTER TABLE disputes ADD COLUMN units INTEGER",),
+)
+SCHEMA_VERSION = len(MIGRATIONS)
 
-def _ddl(name: str, cls: type[Any], key: str) -> str:
-    cols = []
-    for f in fields(cls):
-        base = str(f.type).split(" |")[0]
-        sql = {"int": "INTEGER", "str": "TEXT", "float": "REAL"}[base]
-        cols.append(f"{f.name} {sql}" + (" PRIMARY KEY" if f.name == key else ""))
-    return f"CREATE TABLE IF NOT EXISTS {name} ({', '.join(cols)})"
+
+def schema_version(db: sqlite3.Connection) -> int:
+    return int(db.execute("PRAGMA user_version").fetchone()[0])
+
+
+def migrate(db: sqlite3.Connection, path: Path) -> int:
+    """Brings the file to :data:`SCHEMA_VERSION` (each step in one transaction); returns the
+    version it found. Refuses a file from a newer node."""
+    found = schema_version(db)
+    if found > SCHEMA_VERSION:
+        raise NodeConfigError(
+            f"state file {path} has schema version {found}; this node knows up to {SCHEMA_VERSION}: "
+            "run the newer node, or move the file away to start from the chain"
+        )
+    for version in range(found, SCHEMA_VERSION):
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            for statement in MIGRATIONS[version]:
+                db.execute(statement)
+            db.execute(f"PRAGMA user_version = {version + 1}")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        db.execute("COMMIT")
+    return found
+
+
+def _stored(row: Any) -> list[Any]:
+    """The row's values for SQL, each state column checked against its enum."""
+    values = []
+    for f in fields(row):
+        v = getattr(row, f.name)
+        enum = _ENUMS.get((type(row), f.name))
+        if enum is not None:
+            try:
+                v = enum(v).value
+            except ValueError:
+                raise ValueError(f"{type(row).__name__}.{f.name} = {v!r} is not one of "
+                                 f"{', '.join(e.value for e in enum)}") from None
+        values.append(v)
+    return values
 
 
 class NodeState:
@@ -137,15 +237,7 @@ class NodeState:
         self._db.execute("PRAGMA synchronous=FULL")
         self._lock = threading.RLock()
         with self._lock:
-            self._db.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
-            for name, (cls, key) in _TABLES.items():
-                self._db.execute(_ddl(name, cls, key))
-                # A state file from an older version lacks newer columns: add them (nullable).
-                have = {r[1] for r in self._db.execute(f"PRAGMA table_info({name})")}
-                for f in fields(cls):
-                    if f.name not in have:
-                        sql = {"int": "INTEGER", "str": "TEXT", "float": "REAL"}[str(f.type).split(" |")[0]]
-                        self._db.execute(f"ALTER TABLE {name} ADD COLUMN {f.name} {sql}")
+            migrate(self._db, path)
 
     def close(self) -> None:
         with self._lock:
@@ -172,7 +264,7 @@ class NodeState:
     # -- rows
 
     def _table(self, cls: type[Any]) -> str:
-        for name, (c, _) in _TABLES.items():
+        for name, c in _TABLES.items():
             if c is cls:
                 return name
         raise KeyError(cls)
@@ -185,8 +277,9 @@ class NodeState:
             f"INSERT OR REPLACE INTO {self._table(type(row))} ({', '.join(names)}) "
             f"VALUES ({', '.join('?' for _ in names)})"
         )
+        values = _stored(row)
         with self._lock:
-            self._db.execute(sql, [getattr(row, n) for n in names])
+            self._db.execute(sql, values)
 
     def insert_new(self, row: Any) -> bool:
         """Inserts ``row`` unless its key exists; returns whether it was inserted."""
@@ -195,8 +288,9 @@ class NodeState:
             f"INSERT OR IGNORE INTO {self._table(type(row))} ({', '.join(names)}) "
             f"VALUES ({', '.join('?' for _ in names)})"
         )
+        values = _stored(row)
         with self._lock:
-            return self._db.execute(sql, [getattr(row, n) for n in names]).rowcount == 1
+            return self._db.execute(sql, values).rowcount == 1
 
     def get(self, cls: type[T], key: int) -> T | None:
         rows = self.select(cls, "job_id=?", (key,))
@@ -207,12 +301,19 @@ class NodeState:
         sql = f"SELECT {', '.join(names)} FROM {self._table(cls)} WHERE {where} ORDER BY {order}"
         with self._lock:
             rows = self._db.execute(sql, params).fetchall()
-        return [cls(**dict(zip(names, r, strict=True))) for r in rows]
+        out = []
+        for r in rows:
+            values = dict(zip(names, r, strict=True))
+            for (table, name), enum in _ENUMS.items():
+                if table is cls and values[name] is not None:
+                    values[name] = enum(values[name])
+            out.append(cls(**values))
+        return out
 
-    def jobs(self, *phases: str) -> list[JobRow]:
+    def jobs(self, *phases: Phase) -> list[JobRow]:
         if not phases:
             return self.select(JobRow)
         return self.select(JobRow, f"phase IN ({', '.join('?' for _ in phases)})", tuple(phases))
 
-    def count_jobs(self, *phases: str) -> int:
+    def count_jobs(self, *phases: Phase) -> int:
         return len(self.jobs(*phases))

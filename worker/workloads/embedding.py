@@ -1,4 +1,4 @@
-"""all-MiniLM-L6-v2 sentence embeddings as a `Workload` (job formats of `worker.node.jobio`)."""
+"""all-MiniLM-L6-v2 sentence embeddings as a `Workload` (job formats of `contracts.jobio`)."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 import numpy.typing as npt
 
-from worker.node import jobio
-from worker.node.errors import InvalidJobInputError
+from contracts import jobio
+from contracts.errors import InvalidJobInputError
 from worker.workloads.base import WorkloadError
 
 if TYPE_CHECKING:

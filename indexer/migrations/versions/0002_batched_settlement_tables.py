@@ -11,7 +11,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-import indexer.models
+import common.index_models
 
 revision = '0002'
 down_revision = '0001'
@@ -25,8 +25,8 @@ def upgrade() -> None:
     sa.Column('provider', sa.String(length=42), nullable=False),
     sa.Column('root', sa.String(length=66), nullable=False),
     sa.Column('count', sa.BigInteger(), nullable=False),
-    sa.Column('units', indexer.models.U256(), nullable=False),
-    sa.Column('value', indexer.models.U256(), nullable=False),
+    sa.Column('units', common.index_models.U256(), nullable=False),
+    sa.Column('value', common.index_models.U256(), nullable=False),
     sa.Column('committed_at', sa.BigInteger(), nullable=False),
     sa.Column('challenge_end', sa.BigInteger(), nullable=False),
     sa.Column('block', sa.BigInteger(), nullable=False),
@@ -41,10 +41,10 @@ def upgrade() -> None:
     sa.Column('log_index', sa.Integer(), autoincrement=False, nullable=False),
     sa.Column('payer', sa.String(length=42), nullable=False),
     sa.Column('provider', sa.String(length=42), nullable=False),
-    sa.Column('amount', indexer.models.U256(), nullable=False),
-    sa.Column('collected', indexer.models.U256(), nullable=False),
-    sa.Column('cumulative_value', indexer.models.U256(), nullable=False),
-    sa.Column('lane_balance', indexer.models.U256(), nullable=False),
+    sa.Column('amount', common.index_models.U256(), nullable=False),
+    sa.Column('collected', common.index_models.U256(), nullable=False),
+    sa.Column('cumulative_value', common.index_models.U256(), nullable=False),
+    sa.Column('lane_balance', common.index_models.U256(), nullable=False),
     sa.Column('block', sa.BigInteger(), nullable=False),
     sa.Column('timestamp', sa.BigInteger(), nullable=False),
     sa.PrimaryKeyConstraint('tx_hash', 'log_index')
@@ -55,20 +55,20 @@ def upgrade() -> None:
 
     op.create_table('escrow_deposits',
     sa.Column('payer', sa.String(length=42), nullable=False),
-    sa.Column('deposit', indexer.models.U256(), nullable=False),
-    sa.Column('deposited_total', indexer.models.U256(), nullable=False),
+    sa.Column('deposit', common.index_models.U256(), nullable=False),
+    sa.Column('deposited_total', common.index_models.U256(), nullable=False),
     sa.Column('updated_block', sa.BigInteger(), nullable=False),
     sa.PrimaryKeyConstraint('payer')
     )
     op.create_table('escrow_lanes',
     sa.Column('payer', sa.String(length=42), nullable=False),
     sa.Column('provider', sa.String(length=42), nullable=False),
-    sa.Column('balance', indexer.models.U256(), nullable=False),
-    sa.Column('collected', indexer.models.U256(), nullable=False),
-    sa.Column('thawing', indexer.models.U256(), nullable=False),
+    sa.Column('balance', common.index_models.U256(), nullable=False),
+    sa.Column('collected', common.index_models.U256(), nullable=False),
+    sa.Column('thawing', common.index_models.U256(), nullable=False),
     sa.Column('thaw_end', sa.BigInteger(), nullable=False),
-    sa.Column('allocated', indexer.models.U256(), nullable=False),
-    sa.Column('withdrawn', indexer.models.U256(), nullable=False),
+    sa.Column('allocated', common.index_models.U256(), nullable=False),
+    sa.Column('withdrawn', common.index_models.U256(), nullable=False),
     sa.Column('updated_block', sa.BigInteger(), nullable=False),
     sa.PrimaryKeyConstraint('payer', 'provider')
     )
@@ -88,37 +88,37 @@ def upgrade() -> None:
     sa.Column('status', sa.String(length=16), nullable=False),
     sa.Column('challenger', sa.String(length=42), nullable=False),
     sa.Column('payer', sa.String(length=42), nullable=False),
-    sa.Column('value', indexer.models.U256(), nullable=False),
+    sa.Column('value', common.index_models.U256(), nullable=False),
     sa.Column('output_hash', sa.String(length=66), nullable=False),
-    sa.Column('bond', indexer.models.U256(), nullable=False),
+    sa.Column('bond', common.index_models.U256(), nullable=False),
     sa.Column('deadline', sa.BigInteger(), nullable=False),
     sa.Column('withheld', sa.Boolean(), nullable=False),
     sa.Column('by_default', sa.Boolean(), nullable=False),
-    sa.Column('slashed', indexer.models.U256(), nullable=False),
-    sa.Column('refunded', indexer.models.U256(), nullable=False),
-    sa.Column('challenger_reward', indexer.models.U256(), nullable=False),
+    sa.Column('slashed', common.index_models.U256(), nullable=False),
+    sa.Column('refunded', common.index_models.U256(), nullable=False),
+    sa.Column('challenger_reward', common.index_models.U256(), nullable=False),
     sa.Column('updated_block', sa.BigInteger(), nullable=False),
     sa.PrimaryKeyConstraint('batch_id', 'leaf_index')
     )
     op.create_table('price_ceilings',
     sa.Column('model_id', sa.String(length=66), nullable=False),
-    sa.Column('ceiling', indexer.models.U256(), nullable=False),
+    sa.Column('ceiling', common.index_models.U256(), nullable=False),
     sa.Column('updated_block', sa.BigInteger(), nullable=False),
     sa.PrimaryKeyConstraint('model_id')
     )
     op.create_table('provider_bonds',
     sa.Column('provider', sa.String(length=42), nullable=False),
-    sa.Column('amount', indexer.models.U256(), nullable=False),
-    sa.Column('thawing', indexer.models.U256(), nullable=False),
+    sa.Column('amount', common.index_models.U256(), nullable=False),
+    sa.Column('thawing', common.index_models.U256(), nullable=False),
     sa.Column('thaw_end', sa.BigInteger(), nullable=False),
-    sa.Column('seized_total', indexer.models.U256(), nullable=False),
+    sa.Column('seized_total', common.index_models.U256(), nullable=False),
     sa.Column('updated_block', sa.BigInteger(), nullable=False),
     sa.PrimaryKeyConstraint('provider')
     )
     op.create_table('provider_prices',
     sa.Column('provider', sa.String(length=42), nullable=False),
     sa.Column('model_id', sa.String(length=66), nullable=False),
-    sa.Column('price', indexer.models.U256(), nullable=False),
+    sa.Column('price', common.index_models.U256(), nullable=False),
     sa.Column('updated_block', sa.BigInteger(), nullable=False),
     sa.PrimaryKeyConstraint('provider', 'model_id')
     )

@@ -8,10 +8,9 @@ Create Date: 2026-11-30
 
 from __future__ import annotations
 
+import common.index_models
 import sqlalchemy as sa
 from alembic import op
-
-import indexer.models
 
 revision = '0003'
 down_revision = '0002'
@@ -29,8 +28,8 @@ def upgrade() -> None:
         batch_op.add_column(sa.Column('draw_block', sa.BigInteger(), nullable=True))
         batch_op.add_column(sa.Column('escalation_end', sa.BigInteger(), nullable=True))
     with op.batch_alter_table('votes', schema=None) as batch_op:
-        batch_op.add_column(sa.Column('units', indexer.models.U256(), nullable=True))
-        batch_op.add_column(sa.Column('bond', indexer.models.U256(), nullable=True))
+        batch_op.add_column(sa.Column('units', common.index_models.U256(), nullable=True))
+        batch_op.add_column(sa.Column('bond', common.index_models.U256(), nullable=True))
 
 
 def downgrade() -> None:

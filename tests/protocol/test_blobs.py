@@ -1,4 +1,5 @@
-"""Blob stores: content addressing, hash checks on write and read, the gateway HTTP client."""
+"""Blob stores: content addressing, hash checks on write and read, the gateway HTTP client, and
+the S3-compatible store against a real local S3 endpoint (moto's server)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from worker.blobs import (
+from common.blobs import (
     BlobError,
     BlobIntegrityError,
     BlobNotFoundError,
@@ -17,6 +18,7 @@ from worker.blobs import (
     HttpBlobStore,
     InvalidBlobIdError,
     LocalBlobStore,
+    S3BlobStore,
     blob_id,
     normalize_id,
     open_blob_store,
@@ -102,6 +104,45 @@ def test_http_store_speaks_the_gateway_blob_api_and_checks_hashes() -> None:
         HttpBlobStore("http://gw", client=_gateway(blobs, status=403)).put(b"refused")
 
 
-def test_open_blob_store_picks_the_gateway_when_a_url_is_set(tmp_path: Path) -> None:
-    assert isinstance(open_blob_store(tmp_path), LocalBlobStore)
-    assert isinstance(open_blob_store(tmp_path, "http://127.0.0.1:1"), HttpBlobStore)
+def test_the_blob_store_setting_picks_local_files_a_gateway_or_s3(
+    tmp_path: Path, s3_endpoint: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from worker.settings import WorkerSettings
+
+    assert isinstance(WorkerSettings(data_dir=tmp_path).open_blob_store(), LocalBlobStore)
+    assert isinstance(WorkerSettings(data_dir=tmp_path, blob_url="http://127.0.0.1:1").open_blob_store(), HttpBlobStore)
+    monkeypatch.setenv("HEARTH_WORKER_BLOB_STORE", "s3")
+    with pytest.raises(BlobError, match="needs a bucket"):
+        WorkerSettings(data_dir=tmp_path).open_blob_store()
+    monkeypatch.setenv("HEARTH_WORKER_S3_BUCKET", "hearth")
+    monkeypatch.setenv("HEARTH_WORKER_S3_ENDPOINT_URL", s3_endpoint)
+    assert isinstance(WorkerSettings(data_dir=tmp_path).open_blob_store(), S3BlobStore)
+    with pytest.raises(BlobError, match="unknown blob store"):
+        open_blob_store("ftp", root=tmp_path)  # type: ignore[arg-type]
+
+
+def test_s3_store_files_blobs_under_their_id_and_checks_them_on_the_way_out(s3_endpoint: str) -> None:
+    import boto3
+
+    client = boto3.client("s3", endpoint_url=s3_endpoint, region_name="us-east-1")
+    client.create_bucket(Bucket="hearth")
+    store = S3BlobStore(client, "hearth", prefix="blobs/")
+    assert isinstance(store, BlobStore)
+    bid = store.put(b"hello")
+    assert bid == blob_id(b"hello") and store.has(bid) and store.get(bid) == b"hello"
+    assert client.get_object(Bucket="hearth", Key=f"blobs/{bid}")["Body"].read() == b"hello"
+    missing = blob_id(b"never stored")
+    assert not store.has(missing)
+    with pytest.raises(BlobNotFoundError):
+        store.get(missing)
+    with pytest.raises(BlobTooLargeError):
+        store.get(bid, max_bytes=4)
+    # Someone with write access to the bucket swaps the bytes: the read refuses them.
+    client.put_object(Bucket="hearth", Key=f"blobs/{bid}", Body=b"jello")
+    with pytest.raises(BlobIntegrityError):
+        store.get(bid)
+    store.delete(bid)
+    assert not store.has(bid)
+    unreachable = S3BlobStore(boto3.client("s3", endpoint_url="http://127.0.0.1:9", region_name="us-east-1"), "x")
+    with pytest.raises(BlobUnavailableError):
+        unreachable.has(bid)

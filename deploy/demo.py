@@ -1,8 +1,12 @@
-"""Posting embedding jobs from a client wallet, and the cheater demo (``python -m worker demo``):
-a private devnet where an honest node and a cheating node take jobs, a verifier re-executes
-every receipt, challenges the cheater, the committee votes by commit-reveal, and the cheater
-is slashed and jailed while the honest node is paid. Chain time is advanced with
+"""Posting embedding jobs from a client wallet, and the cheater demo (``hearth demo``): a
+private devnet where an honest node and a cheating node take jobs, a verifier re-executes every
+receipt, challenges the cheater, the committee votes by commit-reveal, and the cheater is
+slashed and jailed while the honest node is paid. Chain time is advanced with
 ``evm_increaseTime`` instead of waiting out the real windows.
+
+The cheating node is an ordinary :class:`~worker.node.node.Node` given a
+:class:`CheatingExecutor`: no setting of the worker turns a production node into a cheater;
+only this demo and the tests build one.
 """
 
 from __future__ import annotations
@@ -14,12 +18,41 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from common.blobs import BlobStore, LocalBlobStore
+from contracts import jobio
 from contracts.bindings import Hearth
-from contracts.types import MarketParams
-from worker.blobs import BlobStore, LocalBlobStore
-from worker.node import jobio
+from worker.node.compute import ComputeRequest, ComputeResult, Outcome
+from worker.node.executor import Executor
 
 log = logging.getLogger(__name__)
+
+
+def perturb_output(data: bytes) -> bytes:
+    """A cheating node's output: the lowest mantissa bit of the first value flipped. The
+    embedding is numerically all but unchanged; its hash, and so the receipt, is wrong."""
+    if not data:
+        return data
+    return bytes([data[0] ^ 0x01]) + data[1:]
+
+
+class CheatingExecutor:
+    """An executor that delivers perturbed outputs: it runs ``inner`` honestly, then stores and
+    reports a one-bit-flipped copy of each output (what verifiers and committees must catch)."""
+
+    def __init__(self, inner: Executor, store: BlobStore) -> None:
+        self.inner = inner
+        self.store = store
+        self.runtime_hash = inner.runtime_hash
+        self.model_hash = inner.model_hash
+
+    def run(self, requests: Sequence[ComputeRequest], *, owner: str | None = None) -> list[Outcome]:
+        out: list[Outcome] = []
+        for o in self.inner.run(requests, owner=owner):
+            if isinstance(o, ComputeResult):
+                bad = perturb_output(self.store.get(o.output_blob))
+                o = ComputeResult(o.job_id, o.input_blob, self.store.put(bad), jobio.output_hash(bad), o.units)
+            out.append(o)
+        return out
 
 
 def post_embedding_job(
@@ -93,12 +126,13 @@ def run_cheater_demo(work_dir: Path | None = None) -> DemoOutcome:
         store = LocalBlobStore(root / "blobs")
         ex = InProcessExecutor(store)
 
-        def node(who: str, **cfg: Any) -> Node:
+        def node(who: str, executor: Executor = ex, **cfg: Any) -> Node:
             return Node(
-                h, acc[who].key, store, ex, NodeConfig(name=who, withdraw_interval_s=0, **cfg), state_dir=root / "state"
+                h, acc[who].key, store, executor, NodeConfig(name=who, withdraw_interval_s=0, **cfg),
+                state_dir=root / "state",
             )
 
-        honest, cheater = node("provider"), node("cheater", cheat=True)
+        honest, cheater = node("provider"), node("cheater", CheatingExecutor(ex, store))
         verifier = node("verifier", role="verifier", sample_all=True)
         verifier2 = node("verifier2", role="verifier")
         everyone = (honest, cheater, verifier, verifier2)
@@ -127,7 +161,7 @@ def run_cheater_demo(work_dir: Path | None = None) -> DemoOutcome:
         log.info("the committee (drawn, stake-weighted, from the other providers) re-executes and commits")
         for n in everyone:
             n.tick()
-        p = MarketParams(*h.market.functions.params().call())
+        p = h.market_params()
         advance(h, p.commit_period)
         log.info("reveal phase")
         for n in everyone:

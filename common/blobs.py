@@ -9,6 +9,7 @@ ever computing on, or delivering, bytes other than the ones the chain committed 
 Implementations:
 
 * :class:`LocalBlobStore` - files under ``$HEARTH_DATA_DIR/blobs`` (one machine, the default);
+* :class:`S3BlobStore` - objects in an S3-compatible bucket (AWS S3, MinIO, R2, Ceph by endpoint URL);
 * :class:`HttpBlobStore` - a gateway's blob API: ``POST /v1/blobs`` with the raw bytes as the
   body answers ``{"id": "0x..."}``; ``GET /v1/blobs/{id}`` answers the raw bytes (404 when
   unknown); ``HEAD /v1/blobs/{id}`` answers 200 or 404 (a ``GET`` is used when the gateway
@@ -16,7 +17,8 @@ Implementations:
   with Ethereum (EIP-4361: ``GET /v1/auth/nonce``, ``POST /v1/auth/verify``) and sends the
   session token as ``Authorization: Bearer``; it signs in again when the session expires.
 
-An S3-compatible store fits behind the same :class:`BlobStore` protocol.
+:func:`open_blob_store` picks one by a setting (``local``, ``http`` or ``s3``), so the gateway,
+the worker and the CLI choose their store the same way.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ import os
 import re
 import tempfile
 from pathlib import Path
-from typing import Protocol, runtime_checkable
+from typing import Any, Literal, Protocol, runtime_checkable
 
 import httpx
 from eth_hash.auto import keccak
@@ -254,9 +256,92 @@ class HttpBlobStore:
         self._client.close()
 
 
-def open_blob_store(data_dir: Path | str, blob_url: str | None = None, key: str | None = None) -> BlobStore:
-    """The gateway's store when ``blob_url`` is set (uploading as the holder of ``key``), else
-    files under ``<data_dir>/blobs``."""
-    if blob_url:
-        return HttpBlobStore(blob_url, key=key)
-    return LocalBlobStore(Path(data_dir) / "blobs")
+class S3BlobStore:
+    """Blobs as objects ``<prefix><id>`` in an S3-compatible bucket.
+
+    ``client`` is a boto3 S3 client (:func:`s3_client` makes one for an endpoint URL)."""
+
+    def __init__(self, client: Any, bucket: str, prefix: str = "blobs/") -> None:
+        self.client = client
+        self.bucket = bucket
+        self.prefix = prefix
+
+    def _key(self, blob: str | bytes) -> str:
+        return self.prefix + normalize_id(blob)
+
+    def put(self, data: bytes) -> str:
+        bid = blob_id(data)
+        self.client.put_object(Bucket=self.bucket, Key=self._key(bid), Body=data,
+                               ContentType="application/octet-stream")
+        return bid
+
+    def get(self, blob: str | bytes, max_bytes: int | None = None) -> bytes:
+        bid = normalize_id(blob)
+        try:
+            obj = self.client.get_object(Bucket=self.bucket, Key=self._key(bid))
+        except Exception as exc:
+            if _is_missing(exc):
+                raise BlobNotFoundError(f"no blob {bid} in s3://{self.bucket}/{self.prefix}") from None
+            raise BlobUnavailableError(f"s3://{self.bucket}/{self._key(bid)}: {exc}") from exc
+        if max_bytes is not None and int(obj.get("ContentLength", 0)) > max_bytes:
+            raise BlobTooLargeError(f"blob {bid} is more than {max_bytes} bytes")
+        return check(bid, obj["Body"].read())
+
+    def has(self, blob: str | bytes) -> bool:
+        try:
+            self.client.head_object(Bucket=self.bucket, Key=self._key(blob))
+        except Exception as exc:
+            if _is_missing(exc):
+                return False
+            raise BlobUnavailableError(f"s3://{self.bucket}/{self._key(blob)}: {exc}") from exc
+        return True
+
+    def delete(self, blob: str | bytes) -> None:
+        self.client.delete_object(Bucket=self.bucket, Key=self._key(blob))
+
+
+def _is_missing(exc: Exception) -> bool:
+    """boto3 reports a missing key as ``ClientError`` with code ``NoSuchKey`` / ``404``."""
+    code = str(getattr(exc, "response", {}).get("Error", {}).get("Code", ""))
+    return code in {"NoSuchKey", "404", "NotFound"}
+
+
+def s3_client(endpoint_url: str | None = None, region: str | None = None) -> Any:
+    """A boto3 S3 client; credentials come from boto3's usual chain (``AWS_ACCESS_KEY_ID``...)."""
+    try:
+        import boto3
+    except ImportError:
+        raise BlobError("the s3 blob store needs boto3 (pip install boto3)") from None
+    return boto3.client("s3", endpoint_url=endpoint_url, region_name=region)
+
+
+BlobBackend = Literal["local", "http", "s3"]
+
+
+def open_blob_store(
+    backend: BlobBackend,
+    *,
+    root: Path | str | None = None,
+    url: str | None = None,
+    key: str | None = None,
+    s3_bucket: str | None = None,
+    s3_endpoint_url: str | None = None,
+    s3_prefix: str = "blobs/",
+    s3_region: str | None = None,
+) -> BlobStore:
+    """The store a setting names: ``local`` (files under ``root``), ``http`` (a gateway's blob
+    API at ``url``, uploading as the holder of ``key``) or ``s3`` (``s3_bucket`` at
+    ``s3_endpoint_url``)."""
+    if backend == "local":
+        if root is None:
+            raise BlobError("the local blob store needs a directory")
+        return LocalBlobStore(root)
+    if backend == "http":
+        if not url:
+            raise BlobError("the http blob store needs the gateway's URL")
+        return HttpBlobStore(url, key=key)
+    if backend == "s3":
+        if not s3_bucket:
+            raise BlobError("the s3 blob store needs a bucket")
+        return S3BlobStore(s3_client(s3_endpoint_url, s3_region), s3_bucket, s3_prefix)
+    raise BlobError(f"unknown blob store {backend!r}: local, http or s3")

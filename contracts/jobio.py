@@ -31,7 +31,7 @@ import numpy as np
 import numpy.typing as npt
 from eth_hash.auto import keccak
 
-from worker.node.errors import InvalidJobInputError
+from contracts.errors import InvalidJobInputError
 
 EMBEDDING_DIM = 384
 BYTES_PER_EMBEDDING = EMBEDDING_DIM * 4
@@ -97,10 +97,3 @@ def output_hash(data: bytes) -> bytes:
     """keccak256 of an output blob: the receipt's ``outputHash``."""
     return bytes(keccak(data))
 
-
-def perturb_output(data: bytes) -> bytes:
-    """A cheating node's output: the lowest mantissa bit of the first value flipped. The
-    embedding is numerically all but unchanged; its hash, and so the receipt, is wrong."""
-    if not data:
-        return data
-    return bytes([data[0] ^ 0x01]) + data[1:]

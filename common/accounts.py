@@ -1,5 +1,6 @@
 """Devnet accounts. Each devnet gets a fresh random mnemonic; its keys are written to
-``$HEARTH_DATA_DIR/devnet-accounts.json`` (mode 0600), never to a file in the repository."""
+``$HEARTH_DATA_DIR/devnet-accounts.json`` (:data:`ACCOUNTS_FILE`, mode 0600), never to a file
+in the repository."""
 
 from __future__ import annotations
 
@@ -11,11 +12,12 @@ from pathlib import Path
 from eth_account import Account
 
 from contracts.errors import ManifestError
-from contracts.manifest import data_dir
 
 ROLES = (
     "deployer", "client", "provider", "verifier", "verifier2", "cheater", "treasury", "relayer", "client2", "spare",
 )
+#: the accounts file's name in the data directory
+ACCOUNTS_FILE = "devnet-accounts.json"
 Account.enable_unaudited_hdwallet_features()
 
 
@@ -39,12 +41,7 @@ def derive(mnemonic: str) -> dict[str, DevAccount]:
     return out
 
 
-def accounts_path() -> Path:
-    return data_dir() / "devnet-accounts.json"
-
-
-def save(accounts: dict[str, DevAccount], path: Path | None = None) -> Path:
-    path = path or accounts_path()
+def save(accounts: dict[str, DevAccount], path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as f:
@@ -52,8 +49,7 @@ def save(accounts: dict[str, DevAccount], path: Path | None = None) -> Path:
     return path
 
 
-def load(path: Path | None = None) -> dict[str, DevAccount]:
-    path = path or accounts_path()
+def load(path: Path) -> dict[str, DevAccount]:
     if not path.exists():
         raise ManifestError(f"no devnet accounts at {path}: start the devnet (`make up`) first")
     raw = json.loads(path.read_text())
