@@ -46,7 +46,9 @@ from eth_utils.crypto import keccak  # noqa: E402
 
 HST = 10**18
 MAX_UINT = 2**256 - 1
-JOB_TYPE = "(address,address,bytes32,bytes32,uint96,uint96,uint96,uint96,uint40,uint40,uint8,bytes32)"
+JOB_TYPE = ("(address,address,bytes32,bytes32,uint96,uint96,uint96,uint96,uint40,uint40,uint8,bytes32,"
+            "uint64,bytes32,address,uint16,uint40)")
+GPU = b"h100".ljust(32, b"\x00")
 RECEIPT_TYPE = "(uint256,bytes32,uint64,bytes32,bytes32,bytes32)"
 RECEIPT_TYPEHASH = keccak(text="Receipt(uint256 jobId,bytes32 outputHash,uint64 units,bytes32 modelHash,"
                                "bytes32 runtimeHash,bytes32 gpuClass)")
@@ -68,8 +70,9 @@ def job_tuple(j: dict[str, Any], status: int) -> tuple[Any, ...]:
     claimed, delivered = status >= 2, status >= 3
     return (j["client"], j["provider"] if claimed else ZERO, j["model"], j["input"], j["max"],
             j["price"], j["payment"] if delivered else 0, j["collateral"] if claimed else 0,
-            j["deadline"], j["challenge_end"] if delivered else 0, status,
-            j["output"] if delivered else Z32)
+            j["deadline"], j["challenge_end"] if delivered else j["window"], status,
+            j["output"] if delivered else Z32, 100 if delivered else 0, GPU if delivered else Z32,
+            j["treasury"], j["fee_bps"], j["claim_expiry"] if claimed else 0)
 
 
 def _sign(args: tuple[bytes, bytes]) -> bytes:
@@ -183,10 +186,9 @@ def build_chain(dn: Any, target_events: int, block_txs: int, providers: int = 16
         b.tx(owner, b.usd, call("mint(address,uint256)", ["address", "uint256"], [c, 10**15]))
     b.flush()  # across senders, order within a block is not guaranteed: mint first
     for p in paddrs:
-        b.tx(p, b.staking, call("register(string,string,string)", ["string"] * 3,
-                                [f"https://{p[2:10].lower()}.example", "eu", "h100"]))
         b.tx(p, b.hst, call("approve(address,uint256)", ["address", "uint256"], [b.staking, MAX_UINT]))
-        b.tx(p, b.staking, call("stake(uint256)", ["uint256"], [stake]))
+        b.tx(p, b.staking, call("register(string,string,string,uint256)", ["string"] * 3 + ["uint256"],
+                                [f"https://{p[2:10].lower()}.example", "eu", "h100", stake]))
         b.tx(p, b.staking, call("setServing(bytes32,bool)", ["bytes32", "bool"], [b.model, True]))
     for c in caddrs:
         b.tx(c, b.usd, call("approve(address,uint256)", ["address", "uint256"], [b.market, MAX_UINT]))
@@ -205,25 +207,32 @@ def build_chain(dn: Any, target_events: int, block_txs: int, providers: int = 16
                                          ["bytes32", "bytes32", "uint96", "uint40"],
                                          [j["model"], j["input"], j["max"], j["deadline"]]), 300_000)
     b.flush()
-    posted = b.logs(b.market, keccak(text="JobPosted(uint256,address,bytes32,bytes32,uint96,uint96,uint40,address)"),
-                    first_block)
+    posted = b.logs(b.market, keccak(
+        text="JobPosted(uint256,address,bytes32,bytes32,uint96,uint96,uint40,address,address,uint16,uint32)"),
+        first_block)
     by_input = {bytes.fromhex(lg["data"][2:66]): lg for lg in posted}
     for j in jobs:
         lg = by_input[j["input"]]
         j["id"] = int(lg["topics"][1], 16)
         j["price"] = int(lg["data"][2 + 64 * 2:2 + 64 * 3], 16)
+        j["treasury"] = to_checksum_address("0x" + lg["data"][2 + 64 * 5 + 24:2 + 64 * 6])
+        j["fee_bps"] = int(lg["data"][2 + 64 * 6:2 + 64 * 7], 16)
+        j["window"] = int(lg["data"][2 + 64 * 7:2 + 64 * 8], 16)
     log.info("posted %d jobs (%.0fs)", len(jobs), time.monotonic() - t0)
 
     # claims
-    collateral = dn.hearth.market_params().claim_collateral
     first_claim = b.rpc.block_number() + 1
     for i, j in enumerate(jobs[:full + refunded_claimed]):
         posted_record = job_tuple(j, 1)
-        j["provider"], j["collateral"], j["pkey"] = paddrs[i % providers], collateral, pkeys[i % providers]
+        j["provider"], j["pkey"] = paddrs[i % providers], pkeys[i % providers]
         b.tx(j["provider"], b.market, call(f"claimJob(uint256,{JOB_TYPE})", ["uint256", JOB_TYPE],
                                            [j["id"], posted_record]), 300_000)
     b.flush()
-    claimed = b.logs(b.market, keccak(text="JobClaimed(uint256,address,uint96)"), first_claim)
+    claimed = b.logs(b.market, keccak(text="JobClaimed(uint256,address,uint96,uint40)"), first_claim)
+    for lg in claimed:  # collateral scales with the job; the claim's expiry is part of the record
+        j = next(x for x in jobs if x.get("id") == int(lg["topics"][1], 16))
+        j["collateral"] = int(lg["data"][2:66], 16)
+        j["claim_expiry"] = int(lg["data"][66:130], 16)
     if len(claimed) != full + refunded_claimed:
         ok = {int(lg["topics"][1], 16) for lg in claimed}
         j = next(j for j in jobs[:full + refunded_claimed] if j["id"] not in ok)
@@ -235,7 +244,7 @@ def build_chain(dn: Any, target_events: int, block_txs: int, providers: int = 16
 
     # receipts, signed in a process pool
     ds = bytes(dn.hearth.market.functions.DOMAIN_SEPARATOR().call())
-    gpu = b"h100".ljust(32, b"\x00")
+    gpu = GPU
     digests = []
     for j in jobs[:full]:
         j["output"] = keccak(j["input"])

@@ -494,11 +494,14 @@ contract JobMarket is IJobMarket, Ownable2Step, ReentrancyGuardTransient, EIP712
             _balances[job.client] += job.maxPayment;
         }
         _store(jobId, j);
-        uint256 slashed = DisputeGame.settle(
-            d, jobId, _staking, outcome, won ? 0 : job.collateral, job.treasury, _balances, _rewards
-        );
+        // A lost dispute slashes the job's collateral whole: it is locked for this job, and a
+        // slash backed by an unlock of its amount always takes all of it (see IStaking.slash).
+        // The events come first, so that every slash of this transaction follows an event
+        // naming the job.
+        uint256 slashed = outcome == Outcome.ProviderLost ? job.collateral : 0;
         emit DisputeResolved(jobId, outcome, byGovernance, slashed, won ? j.challengeEnd : 0, 0);
         if (!won) emit JobRefunded(jobId, job.client, job.maxPayment, 0);
+        DisputeGame.settle(d, jobId, _staking, outcome, won ? 0 : job.collateral, job.treasury, _balances, _rewards);
     }
 
     /// @dev Pulls exactly `amount`; tokens that deliver less (fee-on-transfer) are refused.

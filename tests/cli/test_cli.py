@@ -38,9 +38,9 @@ def test_one_job_goes_through_post_claim_deliver_and_finalize_with_balances_show
     r = run("job", "claim", str(job_id), "--as", "provider")
     assert r.exit_code == 0, r.output
     job = cli_env.hearth.job(job_id)
-    locked = cli_env.hearth.market_params().collateral_for(job.max_payment)
-    assert locked > 10 * 10**18, "collateral scales with the job's value"
-    assert f"collateral locked: {locked / 10**18:.6f} HST" in r.output
+    assert job.collateral == cli_env.hearth.market_params().collateral_for(job.max_payment)
+    assert job.collateral > 10 * 10**18, "collateral scales with the job's value"
+    assert f"collateral locked: {job.collateral / 10**18:.6f} HST" in r.output
 
     r = run("job", "deliver", str(job_id), "--as", "provider")
     assert r.exit_code == 0, r.output

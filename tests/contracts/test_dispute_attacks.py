@@ -78,6 +78,8 @@ def test_2_registration_needs_the_minimum_stake_and_providers_outside_the_set_ne
         market.send("spare", market.staking.functions.register("junk", "x", "cpu", 0))
     job_id, job = market.delivered()
     market.challenge(job_id, job)
+    draw_block = market.dispute(job_id)["drawBlock"]
+    market.clock.rpc("anvil_mine", [hex(draw_block + 1 - market.w3.eth.block_number)])  # the seed is fixed now
     snap = market.clock.snapshot()
     gas_before = market.draw(job_id)["gasUsed"]
     seats_before = market.seats(job_id)
@@ -107,6 +109,8 @@ def test_3_the_draw_reads_a_logarithmic_number_of_tree_nodes_whatever_was_ever_r
     reused), so the walk-length attack has nothing to walk."""
     job_id, job = market.delivered()
     market.challenge(job_id, job)
+    draw_block = market.dispute(job_id)["drawBlock"]
+    market.clock.rpc("anvil_mine", [hex(draw_block + 1 - market.w3.eth.block_number)])  # the seed is fixed now
     snap = market.clock.snapshot()
     gas_before = market.draw(job_id)["gasUsed"]
     market.revert(snap)

@@ -41,7 +41,7 @@ from contracts.bindings import vote_commitment
 from contracts.types import Job, Outcome, Phase, Receipt, Status
 
 EXAMPLES = int(os.environ.get("HEARTH_HYPOTHESIS_EXAMPLES", "15"))
-STEPS = 10
+STEPS = 12
 HONEST = ("provider", "verifier", "verifier2")
 SYBILS = ("sybil0", "sybil1", "sybil2")
 ADVERSARY = ("cheater", *SYBILS)
@@ -105,11 +105,20 @@ class DisputeMachine(RuleBasedStateMachine):
     # ------------------------------------------------------------ jobs
 
     @precondition(lambda self: len(self.open_cases(Status.DELIVERED, Status.CHALLENGED)) < 4)
-    @rule(provider=st.sampled_from(PROVIDERS), cheat=st.sampled_from(["no", "no", "output", "units"]),
-          client=st.sampled_from(CLIENTS), max_payment=st.integers(1, 3 * USD))
-    def deliver(self, provider: str, cheat: str, client: str, max_payment: int) -> None:
+    @rule(data=st.data(), provider=st.sampled_from(PROVIDERS), cheat=st.sampled_from(["no", "no", "output", "units"]),
+          client=st.sampled_from(CLIENTS), max_payment=st.integers(1, 3 * USD),
+          challenger=st.none() | st.sampled_from(PROVIDERS))
+    def deliver(self, data: st.DataObject, provider: str, cheat: str, client: str, max_payment: int,
+                challenger: str | None) -> None:
         """A job posted, claimed and delivered: by an honest provider always correctly, by the
-        adversary with a wrong output or inflated units when it cheats."""
+        adversary with a wrong output or inflated units when it cheats; with ``challenger``,
+        challenged at once and carried on (see ``challenge``)."""
+        self.deliver_case(provider, cheat, client, max_payment)
+        if challenger is not None and self.open_cases(Status.DELIVERED):
+            self.challenge(data, challenger, data.draw(st.booleans(), label="grind"),
+                           data.draw(st.sampled_from(["draw", "vote", "resolve", "resolve"]), label="then"))
+
+    def deliver_case(self, provider: str, cheat: str, client: str, max_payment: int) -> None:
         if provider in HONEST:
             cheat = "no"
         if self.m.market.functions.paused().call():
@@ -198,8 +207,11 @@ class DisputeMachine(RuleBasedStateMachine):
         """The committee votes: honest members re-execute and vote the truth (or one stays
         silent); the adversary's members collude (vote for the adversary), stay silent or vote
         the truth."""
+        now = self.m.clock.now()
         cases = [c for c in self.open_cases(Status.CHALLENGED)
-                 if self.dispute(c)["phase"] == Phase.VOTING and not c.ballots]
+                 if self.dispute(c)["phase"] == Phase.VOTING and not c.ballots and now < self.dispute(c)["commitEnd"]]
+        if not cases:  # the commit phases have passed: nobody voted, the members stay silent
+            return
         c = data.draw(st.sampled_from(cases), label="job")
         members = list(dict.fromkeys(self.role_of[a.lower()] for a in self.fn.committee(c.job_id).call()))
         for r in members:

@@ -53,15 +53,24 @@ def test_verifier_samples_receipts_by_the_hash_of_the_block_after_them(
         assert h.status(job_id) == Status.CHALLENGED
 
 
-def test_sample_draw_is_keccak_of_next_block_hash_and_job_id(fresh: Any, chain: Any, make_node: Any) -> None:
+def test_sample_draw_is_keccak_of_a_private_secret_the_next_block_hash_and_the_job_id(
+    fresh: Any, chain: Any, make_node: Any
+) -> None:
     verifier = make_node("verifier", role="verifier")
+    other = make_node("verifier2", role="verifier")
     chain.mine(3)
     block = fresh.hearth.w3.eth.block_number - 2
     nxt = bytes(fresh.hearth.w3.eth.get_block(block + 1)["hash"])
+    secret = keccak(b"hearth verifier sampling" + bytes.fromhex(fresh.accounts["verifier"].key.removeprefix("0x")))
+    public, differs = 0, 0
     for job_id in range(1, 40):
-        draw = int.from_bytes(keccak(nxt + job_id.to_bytes(32, "big")), "big") % 10_000
+        draw = int.from_bytes(keccak(secret + nxt + job_id.to_bytes(32, "big")), "big") % 10_000
         assert verifier.sampled(job_id, block, 5000) == (draw < 5000)
         assert verifier.sampled(job_id, block, draw + 1) and not verifier.sampled(job_id, block, draw)
+        # Without the secret (what a provider can compute) the draw says nothing.
+        public += int.from_bytes(keccak(nxt + job_id.to_bytes(32, "big")), "big") % 10_000 == draw
+        differs += verifier.sampled(job_id, block, 5000) != other.sampled(job_id, block, 5000)
+    assert public == 0 and differs > 0  # each verifier's sample is its own
 
 
 def test_wrong_challenge_is_voted_down_and_the_provider_gets_the_bond(

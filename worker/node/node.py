@@ -561,11 +561,19 @@ class Node:
         self.state.set_cursor("receipts", safe + 1)
 
     def sampled(self, job_id: int, receipt_block: int, rate_bps: int) -> bool:
-        """The protocol's sample: keccak256(blockhash(receipt block + 1) ++ uint256(jobId))
-        mod 10000 < sampleRateBps. The provider cannot know that block's hash when it posts."""
+        """This verifier's private sample: keccak256(secret ++ blockhash(receipt block + 1) ++
+        uint256(jobId)) mod 10000 < sampleRateBps, with ``secret`` derived from the verifier's
+        key. The provider cannot know that block's hash when it delivers, and cannot compute
+        any verifier's draw even afterwards, so it cannot tell which receipts are checked (nor
+        have its own sybil challenge first exactly when it was sampled)."""
         bh = bytes(self.h.w3.eth.get_block(receipt_block + 1)["hash"])
-        seed = keccak(bh + job_id.to_bytes(32, "big"))
+        seed = keccak(self.sampling_secret + bh + job_id.to_bytes(32, "big"))
         return int.from_bytes(seed, "big") % BPS < rate_bps
+
+    @property
+    def sampling_secret(self) -> bytes:
+        """A per-verifier secret for sampling, derived from its private key (never published)."""
+        return keccak(b"hearth verifier sampling" + bytes.fromhex(self.key.removeprefix("0x")))
 
     def _verify(self, head: int, now: int, rep: TickReport) -> None:
         rows = self.state.select(CheckRow, "verdict IN ('pending', 'mismatch')")

@@ -217,24 +217,31 @@ interface IJobMarket {
 
     // ---------------------------------------------------------------- errors of this contract
 
+    /// @notice No job with this id (0, or above `jobCount`).
     error UnknownJob(uint256 jobId);
     /// @notice The record passed does not hash to the stored commitment.
     error JobMismatch(uint256 jobId);
     /// @notice The job (or the record passed) is not in the status the call needs.
     error WrongStatus(uint256 jobId, Status status);
+    /// @notice Posting with maxPayment = 0.
     error ZeroPayment();
     /// @notice The deadline (unix seconds) has passed (or, at posting, is not in the future).
     error DeadlinePassed(uint256 deadline);
     /// @notice `refund` before the deadline: possible once block.timestamp > deadline.
     error DeadlineNotPassed(uint256 jobId, uint256 deadline);
+    /// @notice A job request or receipt signature that is not the client's (or the provider's), EOA or ERC-1271.
     error InvalidSignature();
+    /// @notice A receipt naming another model than the job's.
     error ModelMismatch(uint256 jobId, bytes32 expected, bytes32 got);
+    /// @notice A receipt reporting zero units.
     error ZeroUnits(uint256 jobId);
     /// @notice Delivery after the claim expired (block.timestamp > claimExpiry).
     error ClaimExpired(uint256 jobId, uint256 claimExpiry);
     /// @notice `releaseClaim` while block.timestamp <= claimExpiry.
     error ClaimNotExpired(uint256 jobId, uint256 claimExpiry);
+    /// @notice `challenge` once block.timestamp >= challengeEnd.
     error ChallengeWindowClosed(uint256 jobId);
+    /// @notice `finalize` while block.timestamp < challengeEnd (unix seconds).
     error ChallengeWindowOpen(uint256 jobId, uint256 challengeEnd);
     /// @notice The challenger is the provider, or not an eligible provider of the model.
     error ChallengerNotEligible(address challenger);
@@ -245,25 +252,36 @@ interface IJobMarket {
     error DrawExpired(uint256 jobId, uint256 drawBlock);
     /// @notice A call that needs the dispute in another phase.
     error WrongPhase(uint256 jobId, Phase phase);
+    /// @notice A commit or reveal by an account holding no seat on the dispute's committee.
     error NotCommitteeMember(uint256 jobId, address voter);
+    /// @notice A second commit by the same member.
     error AlreadyCommitted(uint256 jobId, address voter);
+    /// @notice A commit once block.timestamp >= commitEnd (unix seconds).
     error CommitPhaseOver(uint256 jobId, uint256 commitEnd);
+    /// @notice A reveal outside commitEnd <= block.timestamp < revealEnd (unix seconds).
     error RevealPhaseNotOpen(uint256 jobId, uint256 commitEnd, uint256 revealEnd);
+    /// @notice A reveal whose (output, units, salt) does not hash to the member's commitment, or without a commitment.
     error RevealDoesNotMatchCommit(uint256 jobId, address voter);
+    /// @notice A second reveal by the same member.
     error AlreadyRevealed(uint256 jobId, address voter);
     /// @notice `resolveDispute` before the dispute can end: `until` is the unix second (or, for
     /// an undrawn dispute, the block number after which the draw expires).
     error DisputeStillOpen(uint256 jobId, uint256 until);
+    /// @notice `resolveEscalated` for a dispute that is not escalated.
     error DisputeNotEscalated(uint256 jobId);
     /// @notice `resolveEscalated` at or after the escalation deadline.
     error EscalationClosed(uint256 jobId, uint256 escalationEnd);
+    /// @notice `withdraw` or `withdrawRewards` with a zero credit.
     error NothingToWithdraw(address account);
+    /// @notice A payment token that delivered less than transferred (fee-on-transfer): refused.
     error TokenTransferShortfall(uint256 expected, uint256 received);
+    /// @notice Parameters out of range (see `Params`; committeeSize odd in [MIN_COMMITTEE, MAX_COMMITTEE], reward shares <= 100%).
     error InvalidParameter();
     /// @notice `applyParams` with no proposal pending, or with parameters other than the proposal's.
     error NoPendingParams();
     /// @notice `applyParams` before block.timestamp >= effectiveAt.
     error ParamsNotReady(uint256 effectiveAt);
+    /// @notice `renounceOwnership` is disabled: disputes and parameters need governance to exist.
     error OwnershipCannotBeRenounced();
 
     // ---------------------------------------------------------------- errors of the contracts it calls
@@ -314,6 +332,7 @@ interface IJobMarket {
     /// @notice An expired claim was released: the job is Posted again.
     /// @param penalty staking-token wei slashed from the collateral to the client
     event ClaimReleased(uint256 indexed jobId, address indexed provider, uint256 penalty);
+    /// @notice A receipt was accepted; the challenge window runs while block.timestamp < challengeEnd.
     event ReceiptSubmitted(
         uint256 indexed jobId,
         address indexed provider,
@@ -331,7 +350,9 @@ interface IJobMarket {
     /// twice holds two seats and votes with both); empty when too few providers were eligible
     /// (the dispute then settles neutrally).
     event CommitteeDrawn(uint256 indexed jobId, address[] seats, uint40 commitEnd, uint40 revealEnd);
+    /// @notice A member committed; `bond` staking-token wei of its stake are locked until the dispute settles.
     event VoteCommitted(uint256 indexed jobId, address indexed voter, bytes32 commitment, uint96 bond);
+    /// @notice A member revealed its vote on (output, units).
     event VoteRevealed(uint256 indexed jobId, address indexed voter, bytes32 outputHash, uint64 units);
     /// @param slashed staking-token wei actually slashed from the provider
     /// @param challengeEnd for ProviderWon, the new window end (now: finalize at once)
@@ -375,11 +396,17 @@ interface IJobMarket {
     event BalanceCredited(address indexed account, uint256 amount, uint256 indexed jobId);
     /// @notice A staking-token credit (challenger and committee rewards, treasury share).
     event RewardCredited(address indexed account, uint256 amount, uint256 indexed jobId);
+    /// @notice A payment-token credit was paid out.
     event Withdrawn(address indexed account, address indexed to, uint256 amount);
+    /// @notice A staking-token credit was paid out.
     event RewardsWithdrawn(address indexed account, address indexed to, uint256 amount);
+    /// @notice Posting was paused.
     event Paused(address account);
+    /// @notice Posting was resumed.
     event Unpaused(address account);
+    /// @notice Parameters were proposed; `applyParams` accepts them from `effectiveAt` (unix seconds).
     event ParamsProposed(Params params, uint256 effectiveAt);
+    /// @notice Parameters took effect (at deployment, or by `applyParams`).
     event ParamsSet(Params params);
 
     // ---------------------------------------------------------------- functions
@@ -498,24 +525,35 @@ interface IJobMarket {
     /// @notice Whether posting is paused.
     function paused() external view returns (bool);
 
+    /// @notice The job's status (a cleared word at or below `jobCount` reads Finalized).
     function jobStatus(uint256 jobId) external view returns (Status);
+    /// @notice The commitment storage holds for a record (its hash with the status in the low byte).
     function hashJob(Job calldata job) external pure returns (bytes32);
+    /// @notice The number of jobs ever posted (the last id).
     function jobCount() external view returns (uint256);
     /// @notice Payment-token wei withdrawable by `account`.
     function balanceOf(address account) external view returns (uint256);
     /// @notice Staking-token wei withdrawable by `account`.
     function rewardOf(address account) external view returns (uint256);
+    /// @notice The parameters in effect.
     function params() external view returns (Params memory);
     /// @notice keccak256(abi.encode(params)) of the pending parameters and the unix second from
     /// which `applyParams` accepts them (0, 0: none pending).
     function pendingParams() external view returns (bytes32 paramsHash, uint256 effectiveAt);
     /// @notice The committee seats of a job's dispute (one address per seat).
     function committee(uint256 jobId) external view returns (address[] memory);
+    /// @notice A job's dispute (all zero when never challenged).
     function dispute(uint256 jobId) external view returns (DisputeView memory);
+    /// @notice An account's seats, commit, reveal and locked bond in a job's dispute.
     function member(uint256 jobId, address account) external view returns (MemberView memory);
+    /// @notice The payment token (escrow, fees, challenge bonds).
     function paymentToken() external view returns (address);
+    /// @notice The staking contract.
     function staking() external view returns (address);
+    /// @notice The model registry.
     function registry() external view returns (address);
+    /// @notice The next job-request nonce of `owner`.
     function nonces(address owner) external view returns (uint256);
+    /// @notice The EIP-712 domain separator of job requests and receipts.
     function DOMAIN_SEPARATOR() external view returns (bytes32);
 }

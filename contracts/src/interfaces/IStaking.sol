@@ -86,6 +86,7 @@ interface IStaking {
     /// @param unbonding everything unbonding after the request
     /// @param readyAt unix seconds from which `withdraw` succeeds
     event UnbondRequested(address indexed provider, uint256 amount, uint256 unbonding, uint256 readyAt);
+    /// @notice Unbonded stake was paid out.
     event StakeWithdrawn(address indexed provider, uint256 amount);
     /// @notice A slash. `amount` is what was actually taken (never more than asked).
     /// @param fromStaked the part taken from staked, the rest was taken from unbonding
@@ -102,6 +103,7 @@ interface IStaking {
     /// @notice A provider's membership of the eligible set of (modelId, gpuClass) changed.
     /// @param weight its stake weight in the set now (0: it left the set)
     event EligibilityChanged(address indexed provider, bytes32 indexed modelId, bytes32 gpuClass, uint256 weight);
+    /// @notice Staking parameters (wei, seconds, seconds) took effect.
     event ParametersSet(uint256 minStake, uint256 unbondingPeriod, uint256 jailPeriod);
     event SettlementSet(address settlement);
 
@@ -183,10 +185,16 @@ interface IStaking {
     function eligibleSet(bytes32 modelId, bytes32 gpuClass) external view returns (uint256 members, uint256 weight);
     /// @notice The provider's numerics class as a bytes32.
     function classOf(address provider) external view returns (bytes32);
+    /// @notice A provider's stake, locks, unbonding, jail, metadata and strikes.
     function getProvider(address provider) external view returns (ProviderInfo memory);
+    /// @notice Staking-token wei needed to register and to be eligible.
     function minStake() external view returns (uint256);
+    /// @notice Seconds between `requestUnbond` and the earliest `withdraw`.
     function unbondingPeriod() external view returns (uint256);
+    /// @notice Seconds a jailed provider stays out of every eligible set.
     function jailPeriod() external view returns (uint256);
+    /// @notice The staking token.
     function stakingToken() external view returns (address);
+    /// @notice The market, the only caller of lock, unlock and slash.
     function market() external view returns (address);
 }

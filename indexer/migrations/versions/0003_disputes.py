@@ -8,9 +8,10 @@ Create Date: 2026-11-30
 
 from __future__ import annotations
 
-import common.index_models
 import sqlalchemy as sa
 from alembic import op
+
+import common.index_models
 
 revision = '0003'
 down_revision = '0002'
