@@ -9,21 +9,42 @@ from typing import Annotated
 
 from fastapi import APIRouter, Header
 
-from gateway import apikeys, schemas
+from gateway import apikeys, schemas, serving
 from gateway.context import CtxDep
+from gateway.errors import BadRequestError, NotFoundError
 from gateway.routes.common import ERRORS
 
 router = APIRouter(prefix="/v1", tags=["openai"], responses=ERRORS)
 
 
-@router.post("/embeddings", response_model=schemas.EmbeddingsOut, summary="Create embeddings (OpenAI-compatible)")
+@router.post("/embeddings", response_model=schemas.EmbeddingsOut | serving.ServingEmbeddingsOut,
+             summary="Create embeddings (OpenAI-compatible)")
 async def create_embeddings(
     body: schemas.EmbeddingsIn, ctx: CtxDep,
     authorization: Annotated[str | None, Header(description="Bearer <API key>")] = None,
-) -> schemas.EmbeddingsOut:
-    """Posts one job for all inputs on-chain, waits for a provider's delivery, checks the output
-    against the on-chain receipt and answers in OpenAI's format (plus a ``hearth`` object naming
-    the job and its transactions)."""
+    x_hearth_region: Annotated[str | None, Header(description="preferred provider region")] = None,
+) -> schemas.EmbeddingsOut | serving.ServingEmbeddingsOut:
+    """On the serving plane (see :mod:`gateway.serving` for when): forwards to a provider's
+    endpoint with a signed payment receipt and answers as soon as it answers, with a ``hearth``
+    object naming provider, request id and the signed work receipt. On the per-job path: posts
+    one job for all inputs on-chain, waits for a provider's delivery, checks the output against
+    the on-chain receipt, and names the job and its transactions."""
+    from sqlmodel import Session
+    from starlette.concurrency import run_in_threadpool
+
+    from gateway import index
+
     key = apikeys.authenticate(ctx, authorization)
     ctx.check_wallet_rate(key.wallet)
+    if ctx.settings.serving_mode != "per_job":
+        with Session(ctx.index_engine) as s:
+            model = index.find_model(s, body.model)
+        if model is None or not model.active:
+            raise NotFoundError(f"model {body.model!r} is not registered or not active", reason="model_not_found")
+        if serving.use_serving(ctx, model.model_id):
+            if body.dimensions is not None and body.dimensions != 384:
+                raise BadRequestError("this model has 384 dimensions and cannot shorten them",
+                                      reason="unsupported_dimensions")
+            texts = await run_in_threadpool(apikeys.input_texts, ctx, body.input)
+            return await serving.embed(ctx, key, body, texts, model, x_hearth_region)
     return await apikeys.embed(ctx, key, body)
