@@ -175,3 +175,110 @@ def test_a_signer_being_revoked_stops_service_at_once(stack: ServingStack) -> No
     assert r.status_code == 402, r.text
     assert r.json()["error"]["reason"] == "signer_revoked"
     assert r.headers["x-should-retry"] == "false"
+
+
+
+def paid_request(stack: ServingStack, provider: str, texts: list[str], *, signer_key: str | None = None,
+                 value: int | None = None, payer: str = "client", pay_to: str | None = None,
+                 request_id: bytes | None = None) -> httpx.Response:
+    """A request straight to a provider endpoint with a payment receipt built by hand."""
+    import secrets
+
+    from contracts.serving import PAYMENT_HEADER, encode_payment
+    from contracts.settlement import PaymentReceipt, sign_payment_receipt
+    from worker.node.tokenizer import TextTokenizer
+
+    p = stack.providers[provider]
+    s = stack.settlement()
+    units = sum(TextTokenizer().count_tokens(texts))
+    pr = PaymentReceipt(stack.address(payer), pay_to or p.address, request_id or secrets.token_bytes(32),
+                        units * p.price if value is None else value, int(time.time()))
+    sig = sign_payment_receipt(signer_key or stack.ctx.serving.signer_key, pr, s.chain_id, s.escrow.address)
+    return httpx.post(f"{p.url}/v1/embeddings", json={"model": stack.model_id, "input": texts},
+                      headers={PAYMENT_HEADER: encode_payment(pr, sig)}, timeout=30)
+
+
+def test_a_provider_refuses_receipts_that_pay_the_wrong_value_or_provider_or_come_from_a_stranger(
+        stack: ServingStack) -> None:
+    texts = ["pay me right"]
+    ok = paid_request(stack, "verifier", texts)
+    assert ok.status_code == 200, ok.text
+    cases = {
+        "wrong_value": paid_request(stack, "verifier", texts, value=1),
+        "wrong_provider": paid_request(stack, "verifier", texts, pay_to=stack.address("provider")),
+        "signer_not_authorized": paid_request(stack, "verifier", texts, signer_key="0x" + "11" * 32),
+    }
+    for reason, r in cases.items():
+        assert r.status_code == 402, r.text
+        assert r.json()["error"]["reason"] == reason
+    missing = httpx.post(f"{stack.providers['verifier'].url}/v1/embeddings",
+                         json={"model": stack.model_id, "input": texts}, timeout=30)
+    assert missing.status_code == 402 and missing.json()["error"]["reason"] == "payment_missing"
+    # A receipt's request id is served once: a replay is refused, not served (and paid) again.
+    rid = bytes.fromhex(ok.json()["hearth"]["receipt"]["requestId"][2:])
+    again = paid_request(stack, "verifier", texts, request_id=rid)
+    assert again.status_code == 409 and again.json()["error"]["reason"] == "request_replayed"
+
+
+# ---------------------------------------------------------------- failover (these run last: they kill a provider)
+
+
+def spent(stack: ServingStack, key: str) -> int:
+    from gateway.store import ApiKey, session
+
+    with session(stack.ctx.db_engine) as db:
+        k = db.get(ApiKey, "0x" + keccak(text=key).hex())
+        assert k is not None
+        return int(k.spent)
+
+
+def test_a_provider_killed_mid_flight_leaves_every_request_answered_by_the_other_and_none_charged_twice(
+        stack: ServingStack, key: str) -> None:
+    eu, other = stack.providers["provider"], stack.providers["verifier"]
+    before, spent_before = served(stack), spent(stack, key)
+    texts = [f"sentence {k} of a request that keeps the provider busy for a while" for k in range(8)]
+
+    def one(i: int) -> httpx.Response:
+        return raw_embed(stack, key, texts, **{"x-hearth-region": "eu"})
+
+    with ThreadPoolExecutor(8) as pool:
+        futs = [pool.submit(one, i) for i in range(40)]
+        end = time.monotonic() + 30
+        while eu.status()["served_requests"] < 4:  # in full flow: kill it now
+            assert time.monotonic() < end
+            time.sleep(0.05)
+        eu.kill9()
+        rs = [f.result() for f in futs]
+    assert all(r.status_code == 200 for r in rs), [r.text for r in rs if r.status_code != 200]
+    infos = [r.json()["hearth"] for r in rs]
+    assert {h["provider"] for h in infos} <= {eu.address, other.address}
+    assert any(h["provider"] == other.address and h["attempts"] >= 2 for h in infos), "no request was retried"
+    after = served(stack)
+    new = {rid: row for rid, row in after.items() if rid not in before}
+    assert sorted(new) == sorted(h["request_id"] for h in infos)  # each request recorded once
+    assert all(new[h["request_id"]].provider == h["provider"] for h in infos)
+    assert spent(stack, key) - spent_before == sum(int(h["cost"]) for h in infos) == sum(r.value for r in new.values())
+
+
+def test_a_provider_restarted_after_kill_9_lost_no_leaf_and_no_receipt_and_is_paid_once(stack: ServingStack) -> None:
+    eu = stack.providers["provider"]
+    eu.start().wait_healthy()
+    s = stack.settlement()
+    mine = {rid: r for rid, r in served(stack).items() if r.provider == eu.address}
+    assert mine
+    end = time.monotonic() + 30
+    while True:
+        leaves = set()
+        for bid in eu.status()["batch_ids"]:
+            page = httpx.get(f"{eu.url}/v1/serving/batches/{bid}/leaves", timeout=10).json()
+            leaves |= {lf["receipt"]["requestId"] for lf in page["leaves"]}
+        if set(mine) <= leaves or time.monotonic() > end:
+            break
+        time.sleep(0.3)
+    assert set(mine) <= leaves, f"{len(set(mine) - leaves)} answered requests lost their leaf"
+    payer = stack.address("client")
+    want = sum(r.value for r in mine.values())
+    end = time.monotonic() + 30
+    while s.lane(payer, eu.address).collected != want and time.monotonic() < end:
+        time.sleep(0.3)
+    assert s.lane(payer, eu.address).collected == want
