@@ -30,7 +30,6 @@ async def create_embeddings(
     one job for all inputs on-chain, waits for a provider's delivery, checks the output against
     the on-chain receipt, and names the job and its transactions."""
     from sqlmodel import Session
-    from starlette.concurrency import run_in_threadpool
 
     from gateway import index
 
@@ -45,6 +44,6 @@ async def create_embeddings(
             if body.dimensions is not None and body.dimensions != 384:
                 raise BadRequestError("this model has 384 dimensions and cannot shorten them",
                                       reason="unsupported_dimensions")
-            texts = await run_in_threadpool(apikeys.input_texts, ctx, body.input)
+            texts = apikeys.input_texts(ctx, body.input)  # inline: a request's texts tokenize in microseconds
             return await serving.embed(ctx, key, body, texts, model, x_hearth_region)
     return await apikeys.embed(ctx, key, body)

@@ -48,6 +48,8 @@ class ServingSettings(BaseSettings):
 
 
 def main() -> None:
+    import sys
+
     import uvicorn
     from eth_account import Account
 
@@ -59,6 +61,9 @@ def main() -> None:
     from worker.serving.ledger import Ledger
     from worker.serving.provider import ProviderConfig, ProviderService
 
+    # Hand the GIL over within 1 ms (default 5 ms): the event loop, the batcher and the ledger's
+    # writer pass every request between them, and each hand-over waited up to a switch interval.
+    sys.setswitchinterval(0.001)
     st = ServingSettings()
     logging.basicConfig(level=st.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s")
     for noisy in ("web3", "urllib3", "httpx"):

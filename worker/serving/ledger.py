@@ -165,9 +165,18 @@ class Ledger:
 
     # ------------------------------------------------------------ recording (group commit)
 
+    _INSERT = ("INSERT INTO leaves (request_id, payer, signer, pay_value, pay_timestamp, pay_signature, model_id, "
+               "input_hash, output_hash, units, value, runtime_hash, numerics_class, work_signature, aggregator, "
+               "created_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)")
+
     def record(self, payment: PaymentReceipt, signer: str, pay_signature: bytes, work: WorkReceipt,
                work_signature: bytes, aggregator: str | None) -> Future[int]:
-        """Queues a leaf; the future resolves to its sequence number once it is on disk."""
+        """Writes a leaf; the future resolves to its sequence number once it is on disk.
+
+        When nothing else is being written the row is committed here, in the caller's thread
+        (one short fsync'd transaction: no hand-over to another thread on the answer's path);
+        under load rows queue for the writer thread, which commits all of them in one
+        transaction (group commit)."""
         row = (work.request_id, payment.payer, signer, str(payment.value), payment.timestamp, pay_signature,
                work.model_id, work.input_hash, work.output_hash, work.units, str(work.value), work.runtime_hash,
                work.numerics_class, work_signature, aggregator, time.time())
@@ -175,8 +184,15 @@ class Ledger:
         with self._cond:
             if not self._running:
                 raise LedgerError("the ledger is closed")
-            self._queue.append((row, fut))
-            self._cond.notify()
+            inline = not self._queue and self._lock.acquire(blocking=False)
+            if not inline:
+                self._queue.append((row, fut))
+                self._cond.notify()
+                return fut
+        try:
+            self._write([(row, fut)])
+        finally:
+            self._lock.release()
         return fut
 
     def _write_loop(self) -> None:
@@ -187,28 +203,26 @@ class Ledger:
                 if not self._queue and not self._running:
                     return
                 taken, self._queue = self._queue, []
-            try:
-                seqs: list[int | BaseException] = []
-                with self._tx() as c:
-                    for row, _ in taken:
-                        try:
-                            cur = c.execute(
-                                "INSERT INTO leaves (request_id, payer, signer, pay_value, pay_timestamp, "
-                                "pay_signature, model_id, input_hash, output_hash, units, value, runtime_hash, "
-                                "numerics_class, work_signature, aggregator, created_at) "
-                                "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)", row)
-                            seqs.append(int(cur.lastrowid or 0))
-                        except sqlite3.IntegrityError as exc:
-                            seqs.append(LedgerError(f"request {bytes(row[0]).hex()} is already recorded ({exc})"))
-            except BaseException as exc:  # noqa: BLE001 - handed to every waiter
-                for _, fut in taken:
-                    fut.set_exception(exc)
-                continue
-            for (_, fut), s in zip(taken, seqs, strict=True):
-                if isinstance(s, BaseException):
-                    fut.set_exception(s)
-                else:
-                    fut.set_result(s)
+            self._write(taken)
+
+    def _write(self, taken: list[tuple[tuple[Any, ...], Future[int]]]) -> None:
+        try:
+            seqs: list[int | BaseException] = []
+            with self._tx() as c:
+                for row, _ in taken:
+                    try:
+                        seqs.append(int(c.execute(self._INSERT, row).lastrowid or 0))
+                    except sqlite3.IntegrityError as exc:
+                        seqs.append(LedgerError(f"request {bytes(row[0]).hex()} is already recorded ({exc})"))
+        except BaseException as exc:  # noqa: BLE001 - handed to every waiter
+            for _, fut in taken:
+                fut.set_exception(exc)
+            return
+        for (_, fut), s in zip(taken, seqs, strict=True):
+            if isinstance(s, BaseException):
+                fut.set_exception(s)
+            else:
+                fut.set_result(s)
 
     # ------------------------------------------------------------ reading
 

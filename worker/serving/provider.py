@@ -26,6 +26,7 @@ import asyncio
 import base64
 import logging
 import threading
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -180,6 +181,7 @@ class ProviderService:
 
     async def embed(self, body: EmbeddingsBody, payment: str | None, aggregator: str | None) -> dict[str, Any]:
         cfg = self.config
+        t0 = time.perf_counter()
         if body.model not in (cfg.model_name, "0x" + cfg.model_id.hex()):
             raise Refusal(404, "model_not_found", f"this provider serves {cfg.model_name}, not {body.model!r}")
         texts = [body.input] if isinstance(body.input, str) else list(body.input)
@@ -194,7 +196,9 @@ class ProviderService:
             rid = receipt.request_id.hex()
             futs = [self.batcher.submit(f"{rid}:{i:05d}", t, n) for i, (t, n) in enumerate(zip(texts, counts,
                                                                                                  strict=True))]
+            t1 = time.perf_counter()
             rows = [await asyncio.wrap_future(f) for f in futs]
+            t2 = time.perf_counter()
             out = np.ascontiguousarray(np.stack(rows), dtype="<f4").tobytes()
             work = WorkReceipt(receipt.request_id, receipt.payer, cfg.model_id,
                                bytes(keccak(jobio.encode_input(texts))), bytes(keccak(out)), units, receipt.value,
@@ -202,6 +206,7 @@ class ProviderService:
             wsig = sign_work_receipt(self.key, work, self.s.chain_id, self.s.batches.address)
             await asyncio.wrap_future(self.ledger.record(receipt, signer, pay_sig, work, wsig, aggregator))
             recorded = True
+            t3 = time.perf_counter()
         finally:
             self._unreserve(receipt.payer, receipt.request_id, receipt.value, recorded=recorded)
         self.served_requests += 1
@@ -211,7 +216,9 @@ class ProviderService:
             "data": [{"object": "embedding", "index": i, "embedding": base64.b64encode(out[i * step:(i + 1) * step])
                       .decode()} for i in range(len(texts))],
             "usage": {"prompt_tokens": units, "total_tokens": units},
-            "hearth": {"provider": self.address, "receipt": work_receipt_json(work), "signature": "0x" + wsig.hex()},
+            "hearth": {"provider": self.address, "receipt": work_receipt_json(work), "signature": "0x" + wsig.hex(),
+                       "timing_ms": {"checks": round((t1 - t0) * 1000, 2), "model": round((t2 - t1) * 1000, 2),
+                                     "receipt_and_ledger": round((t3 - t2) * 1000, 2)}},
         }
 
     # ------------------------------------------------------------ verifiers' view
