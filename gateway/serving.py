@@ -270,6 +270,27 @@ def build_plane(ctx: Any) -> ServingPlane | None:
                         max_attempts=st.serving_attempts, spooler=BlobSpooler(ctx))
 
 
+_MODELS: dict[tuple[int, str], tuple[float, Any]] = {}
+
+
+def find_model(ctx: Any, name_or_id: str, ttl_s: float = 2.0) -> Any:
+    """The index's model row by name or id, cached for ``ttl_s`` (models change by governance,
+    rarely; the serving path then reads the index once per ``ttl_s``, not once per request)."""
+    from gateway import index
+
+    now = time.monotonic()
+    k = (id(ctx.index_engine), name_or_id)
+    hit = _MODELS.get(k)
+    if hit is not None and now - hit[0] < ttl_s:
+        return hit[1]
+    with Session(ctx.index_engine) as s:
+        model = index.find_model(s, name_or_id)
+        if model is not None:
+            s.expunge(model)
+    _MODELS[k] = (now, model)
+    return model
+
+
 def use_serving(ctx: Any, model_id: str) -> bool:
     plane: ServingPlane | None = ctx.serving
     mode = ctx.settings.serving_mode

@@ -8,6 +8,7 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Header
+from fastapi.responses import JSONResponse
 
 from gateway import apikeys, schemas, serving
 from gateway.context import CtxDep
@@ -29,15 +30,10 @@ async def create_embeddings(
     object naming provider, request id and the signed work receipt. On the per-job path: posts
     one job for all inputs on-chain, waits for a provider's delivery, checks the output against
     the on-chain receipt, and names the job and its transactions."""
-    from sqlmodel import Session
-
-    from gateway import index
-
     key = apikeys.authenticate(ctx, authorization)
     ctx.check_wallet_rate(key.wallet)
     if ctx.settings.serving_mode != "per_job":
-        with Session(ctx.index_engine) as s:
-            model = index.find_model(s, body.model)
+        model = serving.find_model(ctx, body.model)
         if model is None or not model.active:
             raise NotFoundError(f"model {body.model!r} is not registered or not active", reason="model_not_found")
         if serving.use_serving(ctx, model.model_id):
@@ -45,5 +41,7 @@ async def create_embeddings(
                 raise BadRequestError("this model has 384 dimensions and cannot shorten them",
                                       reason="unsupported_dimensions")
             texts = apikeys.input_texts(ctx, body.input)  # inline: a request's texts tokenize in microseconds
-            return await serving.embed(ctx, key, body, texts, model, x_hearth_region)
+            out = await serving.embed(ctx, key, body, texts, model, x_hearth_region)
+            # Built and checked by the plane already: skip re-validating it against the response union.
+            return JSONResponse(out.model_dump())  # type: ignore[return-value]
     return await apikeys.embed(ctx, key, body)

@@ -220,6 +220,28 @@ def test_a_provider_refuses_receipts_that_pay_the_wrong_value_or_provider_or_com
     assert again.status_code == 409 and again.json()["error"]["reason"] == "request_replayed"
 
 
+
+def test_a_thaw_on_a_lane_stops_service_at_once_and_the_provider_collects_what_it_is_owed(
+        stack: ServingStack) -> None:
+    """client2's lane to the cheap provider served one request (the lane test above); the
+    payer now announces a thaw of what is left."""
+    s = stack.settlement()
+    cheap = stack.providers["verifier"]
+    payer = stack.address("client2")
+    owed = sum(r.value for r in served(stack).values() if r.payer == payer and r.provider == cheap.address)
+    assert owed > 0
+    lane = s.lane(payer, cheap.address)
+    stack.hearth.sender(stack.key("client2")).send(s.escrow.functions.thaw(cheap.address, lane.balance - owed))
+    time.sleep(1.0)  # a block's refresh
+    r = paid_request(stack, "verifier", ["during the thaw"], payer="client2")
+    assert r.status_code == 402, r.text
+    assert r.json()["error"]["reason"] == "lane_thawing"
+    end = time.monotonic() + 20
+    while s.lane(payer, cheap.address).collected != owed and time.monotonic() < end:
+        time.sleep(0.2)
+    assert s.lane(payer, cheap.address).collected == owed
+
+
 # ---------------------------------------------------------------- failover (these run last: they kill a provider)
 
 

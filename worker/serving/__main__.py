@@ -47,7 +47,25 @@ class ServingSettings(BaseSettings):
     log_level: str = "INFO"
 
 
-def main() -> None:
+def settings_from(argv: list[str]) -> ServingSettings:
+    """Settings from the environment, overridden by ``--devnet-role R --port N --region X --price P
+    --announce --public-url URL --data-dir D`` (what ``make up`` passes to each endpoint)."""
+    import argparse
+
+    ap = argparse.ArgumentParser(prog="python -m worker.serving", description=__doc__)
+    ap.add_argument("--devnet-role")
+    ap.add_argument("--port", type=int)
+    ap.add_argument("--region")
+    ap.add_argument("--price", type=int)
+    ap.add_argument("--public-url")
+    ap.add_argument("--data-dir", type=Path)
+    ap.add_argument("--announce", action="store_true", default=None)
+    args = ap.parse_args(argv)
+    overrides = {k: v for k, v in vars(args).items() if v is not None}
+    return ServingSettings(**overrides)
+
+
+def main(argv: list[str] | None = None) -> None:
     import sys
 
     import uvicorn
@@ -64,7 +82,7 @@ def main() -> None:
     # Hand the GIL over within 1 ms (default 5 ms): the event loop, the batcher and the ledger's
     # writer pass every request between them, and each hand-over waited up to a switch interval.
     sys.setswitchinterval(0.001)
-    st = ServingSettings()
+    st = settings_from(sys.argv[1:] if argv is None else argv)
     logging.basicConfig(level=st.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s")
     for noisy in ("web3", "urllib3", "httpx"):
         logging.getLogger(noisy).setLevel(logging.WARNING)

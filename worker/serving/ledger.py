@@ -135,6 +135,9 @@ class Ledger:
                                       f"this node reads version {SCHEMA_VERSION}")
                 if rows.get("provider", "").lower() != provider.lower():
                     raise LedgerError(f"{path} is the ledger of provider {rows.get('provider')}, not {provider}")
+        self._totals: dict[str, int] = {}
+        for payer, value in self._db.execute("SELECT payer, value FROM leaves").fetchall():
+            self._totals[payer] = self._totals.get(payer, 0) + int(value)
         self._queue: list[tuple[tuple[Any, ...], Future[int]]] = []
         self._cond = threading.Condition()
         self._running = True
@@ -218,6 +221,10 @@ class Ledger:
             for _, fut in taken:
                 fut.set_exception(exc)
             return
+        with self._lock:
+            for (row, _), s in zip(taken, seqs, strict=True):
+                if not isinstance(s, BaseException):
+                    self._totals[row[1]] = self._totals.get(row[1], 0) + int(row[3])
         for (_, fut), s in zip(taken, seqs, strict=True):
             if isinstance(s, BaseException):
                 fut.set_exception(s)
@@ -231,13 +238,10 @@ class Ledger:
             return self._db.execute("SELECT 1 FROM leaves WHERE request_id=?", (request_id,)).fetchone() is not None
 
     def totals_by_payer(self) -> dict[str, int]:
-        """Value of every recorded leaf, per payer (what the provider has served each payer)."""
+        """Value of every recorded leaf, per payer (what the provider has served each payer); kept
+        in memory (read from the file on open, added to on every commit)."""
         with self._lock:
-            rows = self._db.execute("SELECT payer, value FROM leaves").fetchall()
-        out: dict[str, int] = {}
-        for payer, value in rows:
-            out[payer] = out.get(payer, 0) + int(value)
-        return out
+            return dict(self._totals)
 
     def aggregators(self) -> dict[str, str]:
         """The latest aggregator URL each payer's receipts named."""

@@ -186,7 +186,6 @@ class VoucherCollector:
         with self._lock:
             urgent, self._urgent = self._urgent, set()
         totals = self.ledger.totals_by_payer()
-        aggs = self.ledger.aggregators()
         due = []
         for payer, total in totals.items():
             held = self.ledger.voucher(payer)
@@ -196,6 +195,7 @@ class VoucherCollector:
             elif total - covered >= self.threshold or ((payer in urgent or force) and total > covered):
                 due.append(payer)
         paid = 0
+        aggs = self.ledger.aggregators() if due else {}
         for payer in due:
             paid += self._collect(payer, aggs.get(payer) or self.default_aggregator)
         return paid
