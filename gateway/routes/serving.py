@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 from typing import Any
 
@@ -25,7 +26,8 @@ def vouchers(body: serving.VoucherIn, ctx: CtxDep) -> dict[str, Any]:
 
 @router.get("/signer", summary="This gateway's receipt signer, and its proof of possession for a payer")
 def signer(ctx: CtxDep, payer: str | None = None,
-           expiry: int | None = Query(default=None, description="unix time the authorization ends")) -> dict[str, Any]:
+           expiry: int | None = Query(default=None, ge=0, lt=2**64,
+                                      description="unix time the authorization ends")) -> dict[str, Any]:
     """The address wallets authorize (``PaymentEscrow.authorizeSigner(signer, expiry, canAllocate,
     proof)``) to pay on the serving plane; with ``payer`` and ``expiry``, the signer's
     ``SignerAuthorization`` proof to pass along."""
@@ -49,6 +51,8 @@ def providers(ctx: CtxDep, model: str | None = None) -> list[dict[str, Any]]:
     if plane is None:
         return []
     model_id = model or ctx.manifest.models[0].model_id
+    if not re.fullmatch(r"0x[0-9a-fA-F]{64}", model_id):
+        raise BadRequestError("model must be a 0x model id (32 bytes of hex)", reason="bad_model_id")
     out = []
     for c in plane.router.candidates(model_id):
         st = plane.router.stats.get(c.address)
