@@ -163,6 +163,7 @@ def main() -> None:
 
     reqs = requests_for(args.requests)
     t_start = time.perf_counter()
+    load_start = round(os.getloadavg()[0], 2)  # other work on the machine skews every number: recorded
 
     tmp = Path(tempfile.mkdtemp(prefix="hearth-bench-e2e-"))
     dn = bring_up(port=free_port(), write=False, anvil_log=tmp / "anvil.log")
@@ -186,6 +187,7 @@ def main() -> None:
 
         gw_port, pj_port, prov_port = free_port(), free_port(), free_port()
         gw_env = {"HEARTH_RELAYER_KEY": dn.accounts["relayer"].key, "HEARTH_GATEWAY_RATE_LIMIT_IP_PER_MIN": "1e12",
+                  "HEARTH_GATEWAY_PROVIDER_TIMEOUT_S": "120",  # c=64 queues for seconds on a CPU
                   "HEARTH_GATEWAY_RATE_LIMIT_WALLET_PER_MIN": "1e12"}
         gw_log = spawn([sys.executable, "-m", "gateway", "run", "--port", str(gw_port), "--log-level", "warning"],
                        {**gw_env, "HEARTH_GATEWAY_PUBLIC_URL": f"http://127.0.0.1:{gw_port}"}, "gateway")
@@ -274,7 +276,8 @@ def main() -> None:
             "setup": "loopback on one machine: Anvil (automine), indexer in the bench process, gateway and provider "
                      "endpoint as separate processes (one uvicorn worker each), MiniLM torch fp32 on CPU; requests of "
                      "1-8 sentences of 4-24 words; httpx asyncio clients",
-            "machine": {"python": platform.python_version(), "cpus": os.cpu_count(), "platform": platform.platform()},
+            "machine": {"python": platform.python_version(), "cpus": os.cpu_count(), "platform": platform.platform(),
+                        "load_average_1m_at_start": load_start, "load_average_1m_at_end": round(os.getloadavg()[0], 2)},
             "wall_s": round(time.perf_counter() - t_start, 1),
             "date": time.strftime("%Y-%m-%d"),
         }

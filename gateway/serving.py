@@ -381,7 +381,15 @@ async def embed(ctx: Any, key: store.ApiKey, body: schemas.EmbeddingsIn, texts: 
         assert last is not None
         raise last
     cand, work, wsig, out, ms, provider_timing = answered
-    _record(ctx, key, charge_id, cand, work, data, out, attempts, ms)  # one short transaction, inline
+    try:
+        _record(ctx, key, charge_id, cand, work, data, out, attempts, ms)  # one short transaction, inline
+    except Exception:
+        # Not recorded, so never in a voucher: the provider is not paid for it, and neither is
+        # the client charged (its reservation is given back) for an answer it does not get.
+        store.release(ctx.db_engine, charge_id)
+        log.exception("request %s answered by %s but not recorded", request_id.hex(), cand.address)
+        raise UnavailableError("the answer could not be recorded; nothing was charged", reason="record_failed") \
+            from None
     plane.served += 1
     step = 1536
     if body.encoding_format == "base64":

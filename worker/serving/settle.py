@@ -25,6 +25,7 @@ import httpx
 from web3 import Web3
 
 from contracts.chain import PendingTx, TxSender
+from contracts.errors import ChainError
 from contracts.serving import recover_voucher, voucher_from_json
 from contracts.settlement import Settlement, WorkBatch, WorkReceipt
 from worker.serving.ledger import BatchRow, Ledger
@@ -42,6 +43,7 @@ class BatchCommitter:
         self.max_age_s = max_age_s
         self.poll_s = poll_s
         self._inflight: dict[int, PendingTx] = {}
+        self._resend: dict[int, float] = {}
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.committed = 0
@@ -76,6 +78,12 @@ class BatchCommitter:
 
     def tick(self, *, final: bool = False) -> None:
         self._reap(wait=final)
+        for seq, at in list(self._resend.items()):
+            if time.monotonic() >= at:
+                del self._resend[seq]
+                row = next((b for b in self.ledger.batches(open_only=True) if b.seq == seq), None)
+                if row is not None:
+                    self._send(row)
         n, oldest = self.ledger.unbatched()
         while n and (final or n >= self.max_leaves or (oldest is not None and time.time() - oldest >= self.max_age_s)):
             cut = self.ledger.cut_batch(self.max_leaves, int(self.s.h.w3.eth.block_number), self._root_of)
@@ -100,7 +108,14 @@ class BatchCommitter:
                     self.s.h.w3.eth.get_transaction_receipt(pending.tx_hash)
                 except Exception:  # noqa: BLE001 - not mined yet
                     continue
-            rcpt = self.sender.wait(pending, timeout=60)
+            try:
+                rcpt = self.sender.wait(pending, timeout=60)
+            except ChainError as exc:  # reverted or never mined: sent again after a pause
+                del self._inflight[seq]
+                self._resend[seq] = time.monotonic() + 5.0
+                self.error = exc
+                log.warning("commit of batch %d failed (%s): sending it again in 5 s", seq, exc)
+                continue
             self._record(seq, rcpt)
             del self._inflight[seq]
 
