@@ -145,8 +145,9 @@ def wait_http(url: str, what: str, log: Path, timeout: float = 180) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--requests", type=int, default=2000, help="requests per concurrency, in-process and serving")
-    ap.add_argument("--per-job", type=str, default="4,16,48",
-                    help="per-job requests at concurrency 1,8,64 (the devnet stake holds at most 50 open jobs)")
+    ap.add_argument("--per-job", type=str, default="4,16,24",
+                    help="per-job requests at concurrency 1,8,64 (at most 50 in all: one provider's devnet "
+                         "stake holds 50 jobs until their challenge windows end)")
     ap.add_argument("--skip-per-job", action="store_true")
     ap.add_argument("--max-wait-ms", type=float, default=2.0, help="the batcher's wait, both paths")
     args = ap.parse_args()
