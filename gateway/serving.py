@@ -3,9 +3,10 @@ inference time, paid with a signed ``PaymentReceipt`` and settled later in batch
 
 Which path a request takes (``HEARTH_GATEWAY_SERVING_MODE``):
 
-* ``auto`` (default): the serving plane when this gateway has a receipt signer and at least one
+* ``auto`` (default): the serving plane when this gateway has a receipt signer, at least one
   provider is routable for the model (active, serves it, quoted a price, registered an
-  endpoint); the per-job path otherwise;
+  endpoint) and the API key's wallet authorized the gateway's signer on-chain; the per-job path
+  otherwise;
 * ``serving``: always the serving plane (503 ``no_provider`` when none is routable);
 * ``per_job``: always the per-job path (one on-chain job per request, :mod:`gateway.apikeys`).
 
@@ -291,7 +292,26 @@ def find_model(ctx: Any, name_or_id: str, ttl_s: float = 2.0) -> Any:
     return model
 
 
-def use_serving(ctx: Any, model_id: str) -> bool:
+_SIGNERS: dict[tuple[str, str], tuple[float, bool]] = {}
+
+
+def signer_authorized(ctx: Any, wallet: str, ttl_s: float = 5.0) -> bool:
+    """Whether ``wallet`` authorized this gateway's receipt signer on-chain (cached ``ttl_s``)."""
+    plane: ServingPlane = ctx.serving
+    k = (plane.signer, wallet)
+    now = time.monotonic()
+    hit = _SIGNERS.get(k)
+    if hit is not None and now - hit[0] < ttl_s:
+        return hit[1]
+    ok = bool(ctx.chain.hearth.escrow.functions.isValidSigner(wallet, plane.signer).call())
+    _SIGNERS[k] = (now, ok)
+    return ok
+
+
+def use_serving(ctx: Any, model_id: str, wallet: str) -> bool:
+    """The path of a request (see the module docstring): in ``auto`` mode the serving plane when
+    a provider is routable for the model and the key's wallet authorized this gateway's signer
+    (a wallet that did not keeps the per-job path it always had)."""
     plane: ServingPlane | None = ctx.serving
     mode = ctx.settings.serving_mode
     if plane is None:
@@ -301,7 +321,7 @@ def use_serving(ctx: Any, model_id: str) -> bool:
         return False
     if mode == "serving":
         return True
-    return bool(plane.router.candidates(model_id))
+    return bool(plane.router.candidates(model_id)) and signer_authorized(ctx, wallet)
 
 
 async def embed(ctx: Any, key: store.ApiKey, body: schemas.EmbeddingsIn, texts: list[str], model: Any,

@@ -36,7 +36,7 @@ async def create_embeddings(
         model = serving.find_model(ctx, body.model)
         if model is None or not model.active:
             raise NotFoundError(f"model {body.model!r} is not registered or not active", reason="model_not_found")
-        if serving.use_serving(ctx, model.model_id):
+        if serving.use_serving(ctx, model.model_id, key.wallet):
             if body.dimensions is not None and body.dimensions != 384:
                 raise BadRequestError("this model has 384 dimensions and cannot shorten them",
                                       reason="unsupported_dimensions")

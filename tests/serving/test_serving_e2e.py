@@ -242,6 +242,19 @@ def test_a_thaw_on_a_lane_stops_service_at_once_and_the_provider_collects_what_i
     assert s.lane(payer, cheap.address).collected == owed
 
 
+
+def test_a_wallet_that_did_not_authorize_the_gateways_signer_keeps_the_per_job_path(stack: ServingStack) -> None:
+    """verifier2 never authorized the signer: its request is priced for an on-chain job, which
+    its zero allowance to the relayer refuses before anything is posted or charged."""
+    k = api_key(stack, "verifier2")
+    before = served(stack)
+    r = raw_embed(stack, k, ["which path?"])
+    assert r.status_code == 402, r.text
+    assert r.json()["error"]["reason"] == "insufficient_allowance"
+    assert r.headers["x-should-retry"] == "false"
+    assert served(stack).keys() == before.keys()
+
+
 # ---------------------------------------------------------------- failover (these run last: they kill a provider)
 
 
