@@ -775,6 +775,9 @@ app.add_typer(gateway_cli.app, name="gateway", help="The gateway service.")
 from deploy.cli_settlement import mount as _mount_settlement  # noqa: E402 - uses the helpers above
 
 _mount_settlement(app)
+from deploy.cli_serving import mount as _mount_serving  # noqa: E402 - uses the helpers above
+
+_mount_serving(provider_app)
 
 
 def main(prog_name: str = "hearth") -> None:

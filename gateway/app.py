@@ -28,7 +28,7 @@ from contracts.manifest import Manifest
 from gateway.blobs import BlobStore
 from gateway.context import Context, build_context
 from gateway.errors import GatewayError, InputTooLargeError, RateLimitedError
-from gateway.routes import auth, blobs, embeddings, events, jobs, network
+from gateway.routes import auth, blobs, embeddings, events, jobs, network, serving
 from gateway.settings import GatewaySettings
 
 log = logging.getLogger(__name__)
@@ -168,6 +168,10 @@ def _install_error_handlers(app: FastAPI, ctx: Context) -> None:
         headers = {}
         if isinstance(exc, RateLimitedError):
             headers["Retry-After"] = str(max(1, round(exc.retry_after)))
+        if exc.should_retry is not None:
+            headers["x-should-retry"] = "true" if exc.should_retry else "false"
+        elif 400 <= exc.status_code < 500 and exc.status_code not in (408, 429):
+            headers["x-should-retry"] = "false"
         if exc.status_code >= 500:
             log.warning("%s %s -> %d %s: %s", request.method, request.url.path, exc.status_code, exc.reason,
                         exc.message)
@@ -262,12 +266,15 @@ def create_app(settings: GatewaySettings | None = None, *, manifest: Manifest | 
         finally:
             await ctx.sweeper.stop()
             await ctx.feed.stop()
+            if ctx.serving is not None:
+                await ctx.serving.close()
 
     app = FastAPI(title="Hearth gateway", version="1", description=DESCRIPTION, lifespan=lifespan,
                   docs_url=None, redoc_url=None)
     app.state.ctx = ctx
     _install_error_handlers(app, ctx)
-    for r in (jobs.router, blobs.router, network.router, events.router, auth.router, embeddings.router):
+    for r in (jobs.router, blobs.router, network.router, events.router, auth.router, embeddings.router,
+              serving.router):
         app.include_router(r)
 
     @app.get("/healthz", tags=["ops"], summary="Liveness and what the gateway is connected to")

@@ -39,6 +39,8 @@ class Context:
     blob_policy: BlobPolicy
     sweeper: BlobSweeper
     _tokenizer: Any = None
+    #: the serving plane (``gateway.serving.ServingPlane``), None when this gateway has no signer
+    serving: Any = None
 
     @property
     def chain_id(self) -> int:
@@ -72,7 +74,7 @@ def build_context(settings: GatewaySettings, manifest: Manifest | None = None,
                         settings.blob_store_max_bytes)
     check_retention(policy, _challenge_window(hearth))
     gw_blobs = GatewayBlobs(blobs or settings.open_blob_store(), settings.max_blob_bytes)
-    return Context(
+    ctx = Context(
         settings=settings, manifest=manifest, chain=chain, index_engine=ie, db_engine=db,
         blobs=gw_blobs,
         feed=JobFeed(ie, manifest.chain_id, settings.feed_poll_interval_s, metrics),
@@ -82,6 +84,10 @@ def build_context(settings: GatewaySettings, manifest: Manifest | None = None,
         blob_policy=policy,
         sweeper=BlobSweeper(gw_blobs, db, ie, policy, settings.blob_sweep_interval_s),
     )
+    from gateway.serving import build_plane
+
+    ctx.serving = build_plane(ctx)
+    return ctx
 
 
 def _challenge_window(hearth: Hearth) -> int | None:

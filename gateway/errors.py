@@ -16,6 +16,9 @@ class GatewayError(Exception):
     reason: ClassVar[str] = "internal_error"
     #: OpenAI-style error type, so the ``openai`` client classifies errors sensibly
     error_type: ClassVar[str] = "api_error"
+    #: the ``x-should-retry`` header: None lets clients decide by status (4xx other than 408
+    #: and 429 are answered ``false`` anyway)
+    should_retry: ClassVar[bool | None] = None
 
     def __init__(self, message: str, *, reason: str | None = None, **extra: Any) -> None:
         super().__init__(message)
@@ -183,3 +186,4 @@ class ResultTimeoutError(GatewayError):
 
     status_code = 504
     reason = "job_timeout"
+    should_retry = False  # the job was posted and paid: a retry would post and pay another

@@ -14,6 +14,7 @@ the data directory (mode 0600); never from a file in the repository.
 from __future__ import annotations
 
 import logging
+from typing import Literal
 
 from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import SettingsConfigDict
@@ -83,6 +84,20 @@ class GatewaySettings(HearthSettings, BlobStoreSettings):
     #: trust X-Forwarded-For for the client IP (only behind a proxy you run)
     trust_proxy: bool = False
 
+    # ------------------------------------------------------------ serving plane (gateway.serving)
+    #: auto: serving plane when a provider endpoint is routable, else per job; serving; per_job
+    serving_mode: Literal["auto", "serving", "per_job"] = "auto"
+    #: the key that signs payment receipts and vouchers for wallets that authorized it on-chain
+    #: (``PaymentEscrow.authorizeSigner``); on a devnet chain the relayer key when unset
+    signer_key: SecretStr | None = None
+    #: this gateway's URL as providers reach it (where they ask for vouchers)
+    public_url: str | None = None
+    provider_timeout_s: float = Field(default=10.0, gt=0)
+    serving_attempts: int = Field(default=3, ge=1)
+    latency_budget_ms: float = Field(default=50.0, ge=0)
+    max_provider_inflight: int = Field(default=128, ge=1)
+    serving_refresh_s: float = Field(default=1.0, gt=0)
+
     # ------------------------------------------------------------ derived
     def gateway_database_url(self) -> str:
         return self.database_url or f"sqlite:///{self.data_dir / 'gateway.db'}"
@@ -111,3 +126,11 @@ class GatewaySettings(HearthSettings, BlobStoreSettings):
             return None
         log.warning("relayer key: devnet role %r from %s", self.devnet_role, self.data_dir / "devnet-accounts.json")
         return SecretStr(acc[self.devnet_role].key)
+
+    def resolve_signer_key(self, chain_id: int) -> SecretStr | None:
+        """``HEARTH_GATEWAY_SIGNER_KEY``, else (devnet chains only) the relayer key."""
+        if self.signer_key is not None and self.signer_key.get_secret_value():
+            return self.signer_key
+        if chain_id not in DEVNET_CHAIN_IDS:
+            return None
+        return self.resolve_relayer_key(chain_id)

@@ -1,0 +1,522 @@
+"""The serving plane in the gateway: ``/v1/embeddings`` answered by a provider's endpoint in
+inference time, paid with a signed ``PaymentReceipt`` and settled later in batches.
+
+Which path a request takes (``HEARTH_GATEWAY_SERVING_MODE``):
+
+* ``auto`` (default): the serving plane when this gateway has a receipt signer, at least one
+  provider is routable for the model (active, serves it, quoted a price, registered an
+  endpoint) and the API key's wallet authorized the gateway's signer on-chain; the per-job path
+  otherwise;
+* ``serving``: always the serving plane (503 ``no_provider`` when none is routable);
+* ``per_job``: always the per-job path (one on-chain job per request, :mod:`gateway.apikeys`).
+
+Per request: the API key authenticates and its wallet is the payer; the units are counted
+with the worker's tokenizer; the cost at the most expensive provider it may try is reserved
+against the key's spending cap (and trimmed to what was charged once answered). The gateway
+signs a ``PaymentReceipt(payer, provider, requestId, units x price, now)`` with its signer key
+(which the wallet authorized on-chain with ``PaymentEscrow.authorizeSigner``), forwards, and
+checks the answer: the ``WorkReceipt`` recovers to the provider, names the request id, payer,
+model, the input's hash, the output's hash (keccak of the returned bytes), the units it counted
+and the value it signed. A provider that fails, times out or answers wrongly is retried on the
+next (same request id, a receipt for that provider). Only a checked answer is recorded as
+served (``gw_serving_requests``), and only served requests enter vouchers: a provider that
+answered too late, or not at all, is paid nothing for it, so no request is charged twice and an
+unanswered one is charged nothing.
+
+Vouchers: providers ask ``POST /v1/serving/vouchers`` for a payer; the gateway signs the
+cumulative value of every request it recorded as served by that provider for that payer
+(monotone, so re-asking is harmless).
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+import secrets
+import time
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import httpx
+import sqlalchemy as sa
+from eth_account import Account
+from eth_utils import keccak
+from pydantic import BaseModel
+from sqlmodel import Field, Session, col, select
+
+from contracts.serving import (
+    AGGREGATOR_HEADER,
+    PAYMENT_HEADER,
+    WireError,
+    encode_payment,
+    voucher_json,
+    work_receipt_from_json,
+    work_receipt_json,
+)
+from contracts.settlement import (
+    PaymentReceipt,
+    Voucher,
+    recover_work_receipt,
+    sign_payment_receipt,
+    sign_signer_authorization,
+    sign_voucher,
+)
+from gateway import schemas, store
+from gateway.errors import (
+    BadRequestError,
+    GatewayError,
+    NotFoundError,
+    PaymentError,
+    SpendingCapError,
+    UnavailableError,
+)
+from gateway.routing import Candidate, Router
+
+log = logging.getLogger(__name__)
+
+#: provider refusals that no other provider would answer differently (the payer's signer)
+PAYER_WIDE = ("signer_not_authorized", "signer_revoked", "bad_payment_signature")
+
+
+class NoProviderAnsweredError(GatewayError):
+    """Every provider tried failed or timed out; nothing was charged."""
+
+    status_code = 502
+    reason = "no_provider_answered"
+
+
+# ---------------------------------------------------------------------------- tables
+
+
+class ServingRequest(store.GatewayModel, table=True):
+    """A request answered on the serving plane (checked), the unit vouchers are made of."""
+
+    __tablename__ = "gw_serving_requests"
+
+    request_id: str = Field(primary_key=True, max_length=66)
+    key_hash: str = Field(max_length=66, index=True)
+    payer: str = Field(max_length=42)
+    provider: str = Field(max_length=42)
+    model_id: str = Field(max_length=66)
+    units: int = Field(sa_type=sa.BigInteger)
+    value: int = Field(sa_type=sa.BigInteger)
+    charge_id: int | None = Field(default=None, sa_type=sa.BigInteger)
+    input_blob: str = Field(max_length=66)
+    output_hash: str = Field(max_length=66)
+    attempts: int = 1
+    latency_ms: float = 0.0
+    created_at: int = Field(sa_type=sa.BigInteger)
+
+    __table_args__ = (sa.Index("ix_gw_serving_requests_lane", "payer", "provider"),)
+
+
+class ServingVoucher(store.GatewayModel, table=True):
+    """The latest voucher signed per lane."""
+
+    __tablename__ = "gw_serving_vouchers"
+
+    payer: str = Field(primary_key=True, max_length=42)
+    provider: str = Field(primary_key=True, max_length=42)
+    cumulative: int = Field(sa_type=sa.BigInteger)
+    timestamp: int = Field(sa_type=sa.BigInteger)
+    signature: str = Field(max_length=132)
+
+
+# ---------------------------------------------------------------------------- API shapes
+
+
+class HearthServingInfo(BaseModel):
+    path: Literal["serving"] = "serving"
+    #: where the time went: the gateway's own work, the provider round trip, and what the
+    #: provider reported of it (checks, model, receipt and ledger)
+    timing_ms: dict[str, Any] | None = None
+    provider: str
+    request_id: str
+    receipt: dict[str, Any]
+    receipt_signature: str
+    cost: str
+    attempts: int
+    verified: bool = True
+
+
+class ServingEmbeddingsOut(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[schemas.EmbeddingItem]
+    model: str
+    usage: schemas.Usage
+    hearth: HearthServingInfo
+
+
+class VoucherIn(BaseModel):
+    payer: str
+    provider: str
+
+
+# ---------------------------------------------------------------------------- blobs
+
+
+class BlobSpooler:
+    """Stores served requests' input and output blobs off the answer's path: one thread writes
+    whatever is queued every ``interval_s`` (files, then the holds in one transaction), so a
+    request pays neither the file writes nor a transaction per blob. The holds keep each blob
+    ``blob_retention_s`` (longer than the challenge window, checked on start), where verifiers
+    fetch them. Accepted risk: a gateway crash loses the blobs of the last ``interval_s``; the
+    leaves stay valid, they just cannot be re-executed from this gateway's store."""
+
+    def __init__(self, ctx: Any, interval_s: float = 0.05) -> None:
+        import threading
+
+        self.ctx = ctx
+        self.interval_s = interval_s
+        self._queue: list[tuple[bytes, str]] = []
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="blob-spooler", daemon=True)
+        self._started = False
+        self.written = 0
+
+    def put(self, data: bytes, owner: str) -> None:
+        with self._lock:
+            self._queue.append((data, owner))
+            if not self._started:
+                self._started = True
+                self._thread.start()
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            self.flush()
+
+    def flush(self) -> None:
+        with self._lock:
+            taken, self._queue = self._queue, []
+        if not taken:
+            return
+        from gateway.blobs import blob_id
+
+        now = store.now()
+        try:
+            for data, _ in taken:
+                self.ctx.blobs.put(data)
+            with store.session(self.ctx.db_engine) as s:
+                seen: set[tuple[str, str]] = set()
+                for data, owner in taken:
+                    k = (blob_id(data), owner)
+                    if k not in seen:
+                        seen.add(k)
+                        store.hold_blob(s, k[0], owner, len(data), now, self.ctx.blob_policy.retention_s)
+            self.written += len(taken)
+        except Exception:  # noqa: BLE001 - logged; the next flush goes on
+            log.exception("could not store %d served blobs", len(taken))
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._started:
+            self._thread.join(10)
+        self.flush()
+
+
+# ---------------------------------------------------------------------------- the plane
+
+
+@dataclass
+class ServingPlane:
+    router: Router
+    signer_key: str
+    chain_id: int
+    escrow: str
+    settlement: str
+    public_url: str
+    timeout_s: float = 10.0
+    max_attempts: int = 3
+    signer: str = ""
+    _http: httpx.AsyncClient | None = None
+    served: int = 0
+    retried: int = 0
+    spooler: BlobSpooler | None = None
+
+    def __post_init__(self) -> None:
+        self.signer = str(Account.from_key(self.signer_key).address)
+
+    def http(self) -> httpx.AsyncClient:
+        if self._http is None:
+            self._http = httpx.AsyncClient(timeout=self.timeout_s, limits=httpx.Limits(
+                max_connections=512, max_keepalive_connections=256))
+        return self._http
+
+    async def close(self) -> None:
+        if self.spooler is not None:
+            self.spooler.stop()
+        if self._http is not None:
+            await self._http.aclose()
+            self._http = None
+
+    def signer_proof(self, payer: str, expiry: int) -> bytes:
+        return sign_signer_authorization(self.signer_key, payer, expiry, self.chain_id, self.escrow)
+
+
+def build_plane(ctx: Any) -> ServingPlane | None:
+    """The serving plane of a gateway context, or None when it has no receipt signer or the
+    deployment has no escrow."""
+    st = ctx.settings
+    h = ctx.chain.hearth
+    if h.escrow is None or h.settlement is None or st.serving_mode == "per_job":
+        return None
+    key = st.resolve_signer_key(ctx.chain_id)
+    if key is None:
+        return None
+    router = Router(ctx.index_engine, refresh_s=st.serving_refresh_s, latency_budget_ms=st.latency_budget_ms,
+                    max_inflight=st.max_provider_inflight)
+    return ServingPlane(router, key.get_secret_value(), ctx.chain_id, h.escrow.address, h.settlement.address,
+                        st.public_url or f"http://{st.host}:{st.port}", timeout_s=st.provider_timeout_s,
+                        max_attempts=st.serving_attempts, spooler=BlobSpooler(ctx))
+
+
+_MODELS: dict[tuple[int, str], tuple[float, Any]] = {}
+
+
+def find_model(ctx: Any, name_or_id: str, ttl_s: float = 2.0) -> Any:
+    """The index's model row by name or id, cached for ``ttl_s`` (models change by governance,
+    rarely; the serving path then reads the index once per ``ttl_s``, not once per request)."""
+    from gateway import index
+
+    now = time.monotonic()
+    k = (id(ctx.index_engine), name_or_id)
+    hit = _MODELS.get(k)
+    if hit is not None and now - hit[0] < ttl_s:
+        return hit[1]
+    with Session(ctx.index_engine) as s:
+        model = index.find_model(s, name_or_id)
+        if model is not None:
+            s.expunge(model)
+    _MODELS[k] = (now, model)
+    return model
+
+
+_SIGNERS: dict[tuple[str, str], tuple[float, bool]] = {}
+
+
+def signer_authorized(ctx: Any, wallet: str, ttl_s: float = 5.0) -> bool:
+    """Whether ``wallet`` authorized this gateway's receipt signer on-chain (cached ``ttl_s``)."""
+    plane: ServingPlane = ctx.serving
+    k = (plane.signer, wallet)
+    now = time.monotonic()
+    hit = _SIGNERS.get(k)
+    if hit is not None and now - hit[0] < ttl_s:
+        return hit[1]
+    ok = bool(ctx.chain.hearth.escrow.functions.isValidSigner(wallet, plane.signer).call())
+    _SIGNERS[k] = (now, ok)
+    return ok
+
+
+def use_serving(ctx: Any, model_id: str, wallet: str) -> bool:
+    """The path of a request (see the module docstring): in ``auto`` mode the serving plane when
+    a provider is routable for the model and the key's wallet authorized this gateway's signer
+    (a wallet that did not keeps the per-job path it always had)."""
+    plane: ServingPlane | None = ctx.serving
+    mode = ctx.settings.serving_mode
+    if plane is None:
+        if mode == "serving":
+            raise UnavailableError("this gateway has no receipt signer, so it cannot use the serving plane",
+                                   reason="no_signer")
+        return False
+    if mode == "serving":
+        return True
+    return bool(plane.router.candidates(model_id)) and signer_authorized(ctx, wallet)
+
+
+async def embed(ctx: Any, key: store.ApiKey, body: schemas.EmbeddingsIn, texts: list[str], model: Any,
+                region: str | None) -> ServingEmbeddingsOut:
+    from gateway.jobinput import encode_input
+
+    plane: ServingPlane = ctx.serving
+    t_start = time.perf_counter()
+    # Inline, not in a thread: counting a request's tokens takes well under a millisecond, less
+    # than a hop to the thread pool and back.
+    units = int(sum(ctx.tokenizer().count_tokens(texts)))
+    data = encode_input(texts)
+    input_hash = bytes(keccak(data))
+    order = plane.router.order(model.model_id, region)[: plane.max_attempts]
+    if not order:
+        raise UnavailableError(f"no provider serves {model.name or model.model_id} on the serving plane now",
+                               reason="no_provider")
+    reserve = max(1, units * max(c.price for c in order))
+    charge_id = store.reserve(ctx.db_engine, key.key_hash, reserve, store.now())
+    if charge_id is None:
+        raise SpendingCapError(f"this request costs up to {reserve}; the key has "
+                               f"{max(0, key.spending_cap - key.spent)} left of its cap", cost=str(reserve))
+    request_id = secrets.token_bytes(32)
+    model_b = bytes.fromhex(model.model_id[2:])
+    last: GatewayError | None = None
+    answered: tuple[Candidate, Any, bytes, bytes, float, Any] | None = None
+    attempts = 0
+    try:
+        for cand in order:
+            attempts += 1
+            value = units * cand.price
+            pr = PaymentReceipt(key.wallet, cand.address, request_id, value, int(time.time()))
+            sig = sign_payment_receipt(plane.signer_key, pr, plane.chain_id, plane.escrow)
+            plane.router.begin(cand.address)
+            t0 = time.perf_counter()
+            ok = False
+            try:
+                resp = await plane.http().post(
+                    f"{cand.endpoint}/v1/embeddings",
+                    json={"model": model.model_id, "input": texts, "encoding_format": "base64"},
+                    headers={PAYMENT_HEADER: encode_payment(pr, sig), AGGREGATOR_HEADER: plane.public_url})
+                ms = (time.perf_counter() - t0) * 1000
+                if resp.status_code == 200:
+                    work, wsig, out = _check_answer(plane, cand, resp.json(), pr, model_b, input_hash, units,
+                                                    len(texts))
+                    ok = True
+                    answered = (cand, work, wsig, out, ms, resp.json()["hearth"].get("timing_ms"))
+                    break
+                err = _error_of(resp)
+                if resp.status_code == 402:
+                    ok = True  # the provider is healthy: it refused this payer
+                    last = PaymentError(f"provider {cand.address} refused payment: {err[1]}", reason=err[0],
+                                        provider=cand.address)
+                    if err[0] in PAYER_WIDE:
+                        break
+                else:
+                    last = NoProviderAnsweredError(f"provider {cand.address} answered {resp.status_code}: {err[1]}",
+                                                   provider=cand.address)
+            except httpx.TimeoutException:
+                last = NoProviderAnsweredError(f"provider {cand.address} timed out after {plane.timeout_s}s",
+                                               provider=cand.address)
+            except httpx.TransportError as exc:
+                last = NoProviderAnsweredError(f"provider {cand.address} is unreachable: {exc}", provider=cand.address)
+            except (WireError, AnswerError, ValueError, KeyError, TypeError) as exc:
+                last = NoProviderAnsweredError(f"provider {cand.address} answered wrongly: {exc}",
+                                               provider=cand.address, reason="bad_provider_answer")
+                log.warning("provider %s answered request %s wrongly: %s", cand.address, request_id.hex(), exc)
+            finally:
+                plane.router.end(cand.address, ok=ok, latency_ms=(time.perf_counter() - t0) * 1000 if ok else None)
+            if attempts < len(order):
+                plane.retried += 1
+    except BaseException:
+        store.release(ctx.db_engine, charge_id)
+        raise
+    if answered is None:
+        store.release(ctx.db_engine, charge_id)
+        assert last is not None
+        raise last
+    cand, work, wsig, out, ms, provider_timing = answered
+    try:
+        _record(ctx, key, charge_id, cand, work, data, out, attempts, ms)  # one short transaction, inline
+    except Exception:
+        # Not recorded, so never in a voucher: the provider is not paid for it, and neither is
+        # the client charged (its reservation is given back) for an answer it does not get.
+        store.release(ctx.db_engine, charge_id)
+        log.exception("request %s answered by %s but not recorded", request_id.hex(), cand.address)
+        raise UnavailableError("the answer could not be recorded; nothing was charged", reason="record_failed") \
+            from None
+    plane.served += 1
+    step = 1536
+    if body.encoding_format == "base64":
+        items = [schemas.EmbeddingItem(index=i, embedding=base64.b64encode(out[i * step:(i + 1) * step]).decode())
+                 for i in range(len(texts))]
+    else:
+        import numpy as np
+
+        rows = np.frombuffer(out, dtype="<f4").reshape(-1, 384)
+        items = [schemas.EmbeddingItem(index=i, embedding=r.tolist()) for i, r in enumerate(rows)]
+    return ServingEmbeddingsOut(
+        data=items, model=model.name or model.model_id, usage=schemas.Usage(prompt_tokens=units, total_tokens=units),
+        hearth=HearthServingInfo(provider=cand.address, request_id="0x" + request_id.hex(),
+                                 receipt=work_receipt_json(work), receipt_signature="0x" + wsig.hex(),
+                                 cost=str(work.value), attempts=attempts,
+                                 timing_ms={"total": round((time.perf_counter() - t_start) * 1000, 2),
+                                            "provider_round_trip": round(ms, 2), "provider": provider_timing}))
+
+
+class AnswerError(Exception):
+    """A provider's answer that does not match what was asked and paid."""
+
+
+def _error_of(resp: httpx.Response) -> tuple[str, str]:
+    try:
+        e = resp.json()["error"]
+        return str(e["reason"]), str(e["message"])
+    except Exception:  # noqa: BLE001 - any non-conforming body
+        return "provider_error", resp.text[:200]
+
+
+def _check_answer(plane: ServingPlane, cand: Candidate, body: Any, pr: PaymentReceipt, model_id: bytes,
+                  input_hash: bytes, units: int, n: int) -> tuple[Any, bytes, bytes]:
+    h = body["hearth"]
+    work = work_receipt_from_json(h["receipt"])
+    wsig = bytes.fromhex(str(h["signature"])[2:])
+    items = sorted(body["data"], key=lambda d: int(d["index"]))
+    if [int(d["index"]) for d in items] != list(range(n)):
+        raise AnswerError(f"{len(items)} embeddings for {n} inputs")
+    out = b"".join(base64.b64decode(d["embedding"], validate=True) for d in items)
+    if len(out) != n * 1536:
+        raise AnswerError(f"{len(out)} output bytes for {n} inputs")
+    if recover_work_receipt(work, wsig, plane.chain_id, plane.settlement).lower() != cand.address.lower():
+        raise AnswerError("the work receipt is not signed by the provider")
+    checks = {"requestId": work.request_id == pr.request_id, "payer": work.payer.lower() == pr.payer.lower(),
+              "modelId": work.model_id == model_id, "inputHash": work.input_hash == input_hash,
+              "outputHash": work.output_hash == bytes(keccak(out)), "units": work.units == units,
+              "value": work.value == pr.value}
+    bad = [k for k, v in checks.items() if not v]
+    if bad:
+        raise AnswerError(f"the work receipt's {', '.join(bad)} do not match")
+    return work, wsig, out
+
+
+def _record(ctx: Any, key: store.ApiKey, charge_id: int, cand: Candidate, work: Any, data: bytes, out: bytes,
+            attempts: int, ms: float) -> None:
+    from gateway.retention import payer
+
+    now = store.now()
+    with store.session(ctx.db_engine) as s:
+        s.add(ServingRequest(request_id="0x" + work.request_id.hex(), key_hash=key.key_hash, payer=key.wallet,
+                             provider=cand.address, model_id="0x" + work.model_id.hex(), units=work.units,
+                             value=work.value, charge_id=charge_id, input_blob="0x" + keccak(data).hex(),
+                             output_hash="0x" + work.output_hash.hex(), attempts=attempts, latency_ms=ms,
+                             created_at=now))
+        charge = s.get(store.Charge, charge_id)
+        assert charge is not None
+        s.execute(sa.update(store.ApiKey).where(col(store.ApiKey.key_hash) == key.key_hash)
+                  .values(spent=col(store.ApiKey.spent) - (charge.amount - work.value)))
+        charge.amount = work.value
+        charge.status = "served"
+        s.add(charge)
+    plane: ServingPlane = ctx.serving
+    if plane.spooler is not None:
+        for blob in (data, out):  # kept for the challenge window: verifiers fetch them
+            plane.spooler.put(blob, payer(key.wallet))
+
+
+def aggregate(ctx: Any, body: VoucherIn) -> dict[str, Any]:
+    from web3 import Web3
+
+    plane: ServingPlane | None = ctx.serving
+    if plane is None:
+        raise UnavailableError("this gateway signs no receipts", reason="no_signer")
+    if not (Web3.is_address(body.payer) and Web3.is_address(body.provider)):
+        raise BadRequestError("payer and provider must be addresses", reason="invalid_address")
+    payer_a, provider_a = Web3.to_checksum_address(body.payer), Web3.to_checksum_address(body.provider)
+    with store.session(ctx.db_engine) as s:
+        total = int(s.execute(sa.select(sa.func.coalesce(sa.func.sum(ServingRequest.value), 0)).where(
+            col(ServingRequest.payer) == payer_a, col(ServingRequest.provider) == provider_a)).scalar_one())
+        if total == 0:
+            raise NotFoundError(f"no served requests of {payer_a} to {provider_a}", reason="nothing_to_aggregate")
+        sv = sign_voucher(plane.signer_key, Voucher(payer_a, provider_a, total, store.now()), plane.chain_id,
+                          plane.escrow)
+        row = s.get(ServingVoucher, (payer_a, provider_a))
+        if row is None:
+            row = ServingVoucher(payer=payer_a, provider=provider_a, cumulative=total, timestamp=sv.voucher.timestamp,
+                                 signature="0x" + sv.signature.hex())
+        else:
+            row.cumulative, row.timestamp, row.signature = total, sv.voucher.timestamp, "0x" + sv.signature.hex()
+        s.add(row)
+    return {"voucher": voucher_json(sv.voucher, sv.signature)}
+
+
+def served_requests(ctx: Any, key_hash: str | None = None) -> list[ServingRequest]:
+    with Session(ctx.db_engine) as s:
+        q = select(ServingRequest)
+        if key_hash:
+            q = q.where(ServingRequest.key_hash == key_hash)
+        return list(s.exec(q.order_by(col(ServingRequest.created_at))))

@@ -1,0 +1,256 @@
+"""The provider's settlement duties: commit batches of leaves, collect vouchers.
+
+:class:`BatchCommitter` cuts a batch every ``max_leaves`` leaves or ``max_age_s`` seconds
+(whichever comes first): it assigns the leaves to the batch in the ledger (one transaction,
+the tree's root with it) *before* sending ``commitBatch``, sends through ``TxSender.submit``
+without waiting, and records the on-chain batch id when the transaction is mined, so several
+commits are in flight at once. On restart, a batch cut but not known to be mined is looked up
+among the provider's ``BatchCommitted`` logs by its root before it is sent again: a leaf is in
+exactly one committed batch.
+
+:class:`VoucherCollector` asks the payer's aggregator (the gateway whose signer signed the
+receipts) for a cumulative voucher once a payer's uncollected value passes ``threshold``, or at
+once when the payer starts a thaw, checks the voucher's signer on-chain, stores it, and
+redeems it with ``collect``.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Any
+
+import httpx
+from web3 import Web3
+
+from contracts.chain import PendingTx, TxSender
+from contracts.errors import ChainError
+from contracts.serving import recover_voucher, voucher_from_json
+from contracts.settlement import Settlement, WorkBatch, WorkReceipt
+from worker.serving.ledger import BatchRow, Ledger
+
+log = logging.getLogger(__name__)
+
+
+class BatchCommitter:
+    def __init__(self, settlement: Settlement, sender: TxSender, ledger: Ledger, *, max_leaves: int = 256,
+                 max_age_s: float = 2.0, poll_s: float = 0.1) -> None:
+        self.s = settlement
+        self.sender = sender
+        self.ledger = ledger
+        self.max_leaves = max_leaves
+        self.max_age_s = max_age_s
+        self.poll_s = poll_s
+        self._inflight: dict[int, PendingTx] = {}
+        self._resend: dict[int, float] = {}
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.committed = 0
+        self.error: BaseException | None = None
+
+    def start(self) -> None:
+        self._recover()
+        self._thread = threading.Thread(target=self._loop, name="batch-committer", daemon=True)
+        self._thread.start()
+
+    def stop(self, flush: bool = True) -> None:
+        self._stop.set()
+        if self._thread:
+            self._thread.join(30)
+        if flush:
+            self.tick(final=True)
+
+    def healthy(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.poll_s):
+            try:
+                self.tick()
+            except Exception as exc:  # noqa: BLE001 - retried next tick; reported on health
+                self.error = exc
+                log.warning("batch committer: %s", exc)
+
+    def _root_of(self, receipts: list[WorkReceipt]) -> tuple[bytes, int, int]:
+        wb = WorkBatch(list(receipts), self.s.chain_id, self.s.batches.address)
+        return wb.root, wb.units, wb.value
+
+    def tick(self, *, final: bool = False) -> None:
+        self._reap(wait=final)
+        for seq, at in list(self._resend.items()):
+            if time.monotonic() >= at:
+                del self._resend[seq]
+                row = next((b for b in self.ledger.batches(open_only=True) if b.seq == seq), None)
+                if row is not None:
+                    self._send(row)
+        n, oldest = self.ledger.unbatched()
+        while n and (final or n >= self.max_leaves or (oldest is not None and time.time() - oldest >= self.max_age_s)):
+            cut = self.ledger.cut_batch(self.max_leaves, int(self.s.h.w3.eth.block_number), self._root_of)
+            if cut is None:
+                break
+            self._send(cut[0])
+            n, oldest = self.ledger.unbatched()
+        if final:
+            self._reap(wait=True)
+
+    def _send(self, b: BatchRow) -> None:
+        fn = self.s.batches.functions.commitBatch(b.root, b.count, b.units, b.value)
+        pending = self.sender.submit(fn)
+        self.ledger.set_batch_tx(b.seq, "0x" + bytes(pending.tx_hash).hex())
+        self._inflight[b.seq] = pending
+        log.info("batch %d sent: %d leaves, value %d, tx %s", b.seq, b.count, b.value, pending.tx_hash.hex())
+
+    def _reap(self, *, wait: bool) -> None:
+        for seq, pending in list(self._inflight.items()):
+            if not wait:
+                try:
+                    self.s.h.w3.eth.get_transaction_receipt(pending.tx_hash)
+                except Exception:  # noqa: BLE001 - not mined yet
+                    continue
+            try:
+                rcpt = self.sender.wait(pending, timeout=60)
+            except ChainError as exc:  # reverted or never mined: sent again after a pause
+                del self._inflight[seq]
+                self._resend[seq] = time.monotonic() + 5.0
+                self.error = exc
+                log.warning("commit of batch %d failed (%s): sending it again in 5 s", seq, exc)
+                continue
+            self._record(seq, rcpt)
+            del self._inflight[seq]
+
+    def _record(self, seq: int, rcpt: Any) -> None:
+        for lg in rcpt["logs"]:
+            if lg["address"] == self.s.batches.address:
+                a = self.s.batches.events.BatchCommitted().process_log(lg)["args"]
+                self.ledger.set_batch_committed(seq, int(a["batchId"]), int(a["committedAt"]), int(rcpt["gasUsed"]))
+                self.committed += 1
+                log.info("batch %d committed as batch id %d", seq, int(a["batchId"]))
+                return
+        raise RuntimeError(f"commit of batch {seq} emitted no BatchCommitted")
+
+    def _recover(self) -> None:
+        """Batches cut before a restart and not known mined: find them on-chain by root, else send."""
+        open_ = self.ledger.batches(open_only=True)
+        if not open_:
+            return
+        me = self.sender.address
+        start = min(b.created_block for b in open_)
+        logs = self.s.batches.events.BatchCommitted().get_logs(from_block=start, argument_filters={"provider": me})
+        by_root = {bytes(lg["args"]["root"]): lg for lg in logs}
+        for b in open_:
+            lg = by_root.get(b.root)
+            if lg is not None:
+                rcpt = self.s.h.w3.eth.get_transaction_receipt(lg["transactionHash"])
+                self._record(b.seq, rcpt)
+            else:
+                log.info("batch %d was cut but not committed before the restart: sending it", b.seq)
+                self._send(b)
+
+
+class VoucherCollector:
+    def __init__(self, settlement: Settlement, sender: TxSender, ledger: Ledger, *, threshold: int,
+                 interval_s: float = 1.0, default_aggregator: str | None = None) -> None:
+        self.s = settlement
+        self.sender = sender
+        self.ledger = ledger
+        self.threshold = threshold
+        self.interval_s = interval_s
+        self.default_aggregator = default_aggregator
+        self._urgent: set[str] = set()
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._http = httpx.Client(timeout=10)
+        self.collected_total = 0
+        self.error: BaseException | None = None
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._loop, name="voucher-collector", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._wake.set()
+        if self._thread:
+            self._thread.join(30)
+        self._http.close()
+
+    def healthy(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def urge(self, payer: str) -> None:
+        """Collect from ``payer`` now (its lane started thawing, or its signer is leaving)."""
+        with self._lock:
+            self._urgent.add(payer)
+        self._wake.set()
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            self._wake.wait(self.interval_s)
+            self._wake.clear()
+            try:
+                self.tick()
+            except Exception as exc:  # noqa: BLE001 - retried next tick
+                self.error = exc
+                log.warning("voucher collector: %s", exc)
+
+    def tick(self, *, force: bool = False) -> int:
+        """Collects what is due; returns what was paid."""
+        with self._lock:
+            urgent, self._urgent = self._urgent, set()
+        totals = self.ledger.totals_by_payer()
+        due = []
+        for payer, total in totals.items():
+            held = self.ledger.voucher(payer)
+            covered = held.voucher.cumulative_value if held else 0
+            if held is not None and not held.collected:
+                due.append(payer)  # stored but not redeemed yet (e.g. a restart)
+            elif total - covered >= self.threshold or ((payer in urgent or force) and total > covered):
+                due.append(payer)
+        paid = 0
+        aggs = self.ledger.aggregators() if due else {}
+        for payer in due:
+            paid += self._collect(payer, aggs.get(payer) or self.default_aggregator)
+        return paid
+
+    def _collect(self, payer: str, aggregator: str | None) -> int:
+        held = self.ledger.voucher(payer)
+        if held is None or held.collected:
+            if aggregator is None:
+                log.warning("no aggregator known for payer %s", payer)
+                return 0
+            r = self._http.post(f"{aggregator.rstrip('/')}/v1/serving/vouchers",
+                                json={"payer": payer, "provider": self.sender.address})
+            if r.status_code != 200:
+                log.warning("aggregator %s refused a voucher for %s: %s", aggregator, payer, r.text[:200])
+                return 0
+            v, sig = voucher_from_json(r.json()["voucher"])
+            if v.payer.lower() != payer.lower() or v.provider.lower() != self.sender.address.lower():
+                raise RuntimeError(f"aggregator {aggregator} answered a voucher for another lane")
+            signer = recover_voucher(v, sig, self.s.chain_id, self.s.escrow.address)
+            if not self.s.escrow.functions.isValidSigner(Web3.to_checksum_address(payer), signer).call():
+                log.warning("voucher for %s signed by %s, not a valid signer", payer, signer)
+                return 0
+            if held is not None and v.cumulative_value <= held.voucher.cumulative_value:
+                return 0  # nothing new accepted by the payer's side
+            self.ledger.put_voucher(v, sig)
+            held = self.ledger.voucher(payer)
+            assert held is not None
+        lane = self.s.lane(payer, self.sender.address)
+        if held.voucher.cumulative_value <= lane.collected:
+            self.ledger.set_voucher_collected(payer, held.voucher.cumulative_value, "", 0)
+            return 0
+        fn = self.s.escrow.functions.collect([held.voucher.as_tuple()], [held.signature])
+        rcpt = self.sender.wait(self.sender.submit(fn), timeout=60)
+        paid = 0
+        for lg in rcpt["logs"]:
+            if lg["address"] == self.s.escrow.address:
+                ev = self.s.escrow.events.Collected().process_log(lg)
+                paid += int(ev["args"]["amount"])
+        self.ledger.set_voucher_collected(payer, held.voucher.cumulative_value,
+                                          "0x" + bytes(rcpt["transactionHash"]).hex(), int(rcpt["gasUsed"]))
+        self.collected_total += paid
+        log.info("collected %d from %s (voucher %d)", paid, payer, held.voucher.cumulative_value)
+        return paid
