@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
-from deploy import accounts as accts
+from common import accounts as accts
 from deploy.cli import app
 
 runner = CliRunner()

@@ -37,6 +37,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
+from contracts import jobio
 from contracts.serving import AGGREGATOR_HEADER, PAYMENT_HEADER, WireError, decode_payment, work_receipt_json
 from contracts.settlement import (
     Settlement,
@@ -45,7 +46,6 @@ from contracts.settlement import (
     recover_payment_receipt,
     sign_work_receipt,
 )
-from worker.node import jobio
 from worker.serving.chainview import ChainView
 from worker.serving.ledger import Ledger
 from worker.serving.settle import BatchCommitter, VoucherCollector
