@@ -12,6 +12,11 @@ import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+# Triton decides between its CPU interpreter and compiled kernels when a kernel is decorated, that
+# is when a kernel module is first imported, and any test module (or a module it imports) may be
+# the first. So the switch is set here, before collection imports anything: kernel tests on CPU
+# tensors run interpreted (export TRITON_INTERPRET=0 on a CUDA machine for the compiled path).
+os.environ.setdefault("TRITON_INTERPRET", "1")
 
 
 @dataclass

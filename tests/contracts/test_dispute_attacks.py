@@ -61,7 +61,8 @@ def test_1_a_contract_challenger_cannot_see_or_draw_the_committee_in_its_challen
     # What the grinder sees inside its challenge transaction: no seat at all.
     assert g.challengeAndInspect(market.market.address, job_id, job.as_tuple()).call(
         {"from": market.addr("spare")}) == 0
-    draw_block = market.w3.eth.block_number + 2  # as estimated on the latest block
+    # The sender estimates on the pending block, the one the transaction would be mined in.
+    draw_block = market.w3.eth.block_number + 1 + 2
     with reverts("DrawNotReady", job_id, draw_block):
         market.send("spare", g.challengeAndDraw(market.market.address, job_id, job.as_tuple()))
 

@@ -96,7 +96,9 @@ def test_a_second_challenge_of_the_same_receipt_reverts(market: Market) -> None:
 def test_draw_reverts_until_the_draw_block_has_been_mined(market: Market) -> None:
     job_id, _ = challenged(market)
     draw_block = market.dispute(job_id)["drawBlock"]
-    while market.w3.eth.block_number <= draw_block:  # still at or before drawBlock
+    # A transaction sent now is mined in the next block (the sender estimates on that pending
+    # block): it reverts while that block is at or before drawBlock.
+    while market.w3.eth.block_number + 1 <= draw_block:
         with reverts("DrawNotReady", job_id, draw_block):
             market.send("relayer", market.market.functions.drawCommittee(job_id))
         market.clock.rpc("anvil_mine", ["0x1"])

@@ -22,6 +22,7 @@ PACKAGES = ("contracts", "common", "indexer", "worker", "gateway", "deploy")
 #: the only places that touch ``os.environ``, and why
 ALLOWED = {
     "deploy/up.py": "passes the supervisor's environment through to the services it starts",
+    "deploy/cli_serving.py": "`provider join --run` hands its environment (plus the key) to the endpoint it execs",
     "worker/model/_mkl.py": "writes MKL_CBWR before torch loads (a library switch, not a setting)",
 }
 

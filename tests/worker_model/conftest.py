@@ -1,7 +1,7 @@
 """Fixtures of the model-runtime tests.
 
-Triton kernels run through Triton's CPU interpreter here, so `TRITON_INTERPRET=1` is set
-before anything imports Triton. Nothing may reach a model hub: the reference
+Triton kernels run through Triton's CPU interpreter here: `TRITON_INTERPRET=1` is set by the
+root conftest before anything imports Triton. Nothing may reach a model hub: the reference
 sentence-transformers model is loaded from the installed wheel's directory.
 """
 
@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 
-os.environ.setdefault("TRITON_INTERPRET", "1")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
