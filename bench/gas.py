@@ -325,6 +325,8 @@ def measure(b: Bench, n_jobs: int, scale: list[int]) -> dict[str, Any]:
             out[f"challenge_gas_{n}_eligible"] = sc["steps"][key]["challenge"]
             out[f"draw_gas_{n}_eligible"] = sc["steps"][key]["drawCommittee"]
         out["draw_gas_with_non_eligible"] = sc["non_eligible"]
+        out["draw_sampling_gas_unchanged_by_non_eligible"] = (
+            sc["non_eligible"]["sampling_gas_before"] == sc["non_eligible"]["sampling_gas_after"])
     return out
 
 
@@ -377,15 +379,27 @@ def dispute_scaling(b: Bench, exact: int, sizes: list[int]) -> dict[str, Any]:
             n_eligible += 1
         steps[str(n)] = one_dispute(f"scale {n}")
         if n == sizes[0]:
+            # The sampling itself, with one fixed seed, before and after the junk joins: the same
+            # seats must come out for the same gas. (A whole drawCommittee also writes one
+            # storage record per distinct member drawn, so its gas moves with the committee a
+            # seed happens to draw, not with the providers outside the set.)
+            def sample() -> tuple[int, list[str]]:
+                fn = h.staking.functions.drawCommittee(b.model_id, GPU, 8, b.params.committee_size, 2,
+                                                       b.acc["provider"].address, b.acc["verifier"].address)
+                return int(fn.estimate_gas()), list(fn.call())
+            before_gas, before_seats = sample()
             before = one_dispute(f"scale {n} before junk")["drawCommittee"]
             for i in range(JUNK):
                 if i % 2:
                     b.add_provider(b.model_id, "h100")  # same model, another class
                 else:
                     b.add_provider(keccak(text="another model"), "cpu")  # same class, another model
+            after_gas, after_seats = sample()
             after = one_dispute(f"scale {n} after junk")["drawCommittee"]
-            non_eligible = {"eligible": n, "non_eligible_added": JUNK, "draw_gas_before": before,
-                            "draw_gas_after": after}
+            assert before_seats == after_seats, "the non-eligible providers changed the draw"
+            non_eligible = {"eligible": n, "non_eligible_added": JUNK,
+                            "sampling_gas_before": before_gas, "sampling_gas_after": after_gas,
+                            "draw_gas_before": before, "draw_gas_after": after}
     return {"eligible": sizes, "steps": steps, "non_eligible": non_eligible}
 
 
@@ -420,8 +434,11 @@ def report(res: dict[str, Any], console: Console) -> None:
                                                         "resolveDispute")))
         console.print(t)
         ne = sc["non_eligible"]
-        console.print(f"draw at {ne['eligible']} eligible: {ne['draw_gas_before']:,} gas; after "
-                      f"{ne['non_eligible_added']} staked non-eligible providers joined: {ne['draw_gas_after']:,} gas")
+        console.print(f"stake-weighted sampling of a committee at {ne['eligible']} eligible, fixed seed: "
+                      f"{ne['sampling_gas_before']:,} gas; after {ne['non_eligible_added']} staked non-eligible "
+                      f"providers joined: {ne['sampling_gas_after']:,} gas (same seats)")
+        console.print(f"whole drawCommittee (different seeds): {ne['draw_gas_before']:,} / "
+                      f"{ne['draw_gas_after']:,} gas")
 
 
 def main() -> None:
