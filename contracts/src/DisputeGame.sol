@@ -6,15 +6,17 @@ import {IStaking} from "./interfaces/IStaking.sol";
 
 /// @title DisputeGame
 /// @notice The dispute game shared by every settlement path: per-job receipts (`JobMarket`)
-/// and, later, single leaves of a Merkle-committed batch. A caller keeps one `Dispute` per
-/// disputed receipt (keyed by any id it never reuses) and calls, in order: `open` (the
-/// challenge), `draw` (anyone, from a block hash fixed after the challenge), `commit` and
+/// and single leaves of a Merkle-committed batch (`BatchSettlement`). A caller keeps one
+/// `Dispute` per disputed receipt (keyed by any id it never reuses) and calls, in order: `open`
+/// with its committee terms (the challenge; `openWithParams` reads them from the market's
+/// parameters), `draw` (anyone, from a block hash fixed after the challenge), `commit` and
 /// `reveal` (committee members), `resolve` (anyone) or `decide` (governance, escalated only),
 /// then settles its own escrow and calls `settle` for the bond, the slash shares and the
 /// committee's rewards and penalties.
 /// @dev An external library: its code is deployed once and runs by DELEGATECALL in the
 /// caller's storage and context (events come from the caller, staking sees the caller as
-/// `msg.sender`). Events and errors are those of `IJobMarket`.
+/// `msg.sender`, so `Staking` must let every caller lock, unlock and slash). Events and errors
+/// are those of `IJobMarket`.
 library DisputeGame {
     /// @notice Blocks between a challenge and the block whose hash seeds its draw.
     uint256 internal constant DRAW_DELAY = 2;

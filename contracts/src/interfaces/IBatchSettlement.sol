@@ -98,7 +98,8 @@ interface IBatchSettlement {
     /// @notice Governance parameters. `resolveWindow`: how long after a challenge the game's
     /// voting may run, the committee's draw included (at least the market's commit and reveal
     /// periods; the draw closes `commitPeriod + revealPeriod` before it ends); a dispute's full
-    /// length adds the market's `escalationPeriod`.
+    /// length adds the market's `escalationPeriod` as of the last `setParams` (set them again after
+    /// the market changes it).
     struct Params {
         address treasury;
         uint32 challengeWindow;
