@@ -403,14 +403,36 @@ def batch_reveal(batch_id: int, index: int, as_: RoleOpt = None) -> None:
     console.print(f"revealed leaf {i} of batch {batch_id}")
 
 
+@batch_app.command("draw")
+@friendly
+def batch_draw(batch_id: int, index: int, as_: RoleOpt = None) -> None:
+    """Draw a leaf dispute's committee (the dispute game; anyone, from the block after the draw block)."""
+    s = _settlement()
+    s.h.sender(key_for(as_)).send(s.batches.functions.drawLeafCommittee(batch_id, index))
+    seats = s.batches.functions.leafCommittee(batch_id, index).call()
+    console.print(f"leaf {index} of batch {batch_id}: committee of {len(seats)} seats drawn")
+
+
 @batch_app.command("resolve")
 @friendly
-def batch_resolve(
+def batch_resolve(batch_id: int, index: int, as_: RoleOpt = None) -> None:
+    """End a leaf dispute: the committee's verdict, escalation to governance, or the neutral default."""
+    s = _settlement()
+    batch, _ = _batch(s, batch_id)
+    s.h.sender(key_for(as_)).send(s.batches.functions.resolveLeafDispute(batch_id, batch.as_tuple(), index))
+    status = s.batches.functions.leafCase(batch_id, index).call()[0]
+    word = {3: "escalated to governance", 4: "upheld", 5: "fraud"}.get(int(status), str(status))
+    console.print(f"leaf {index} of batch {batch_id}: {word}")
+
+
+@batch_app.command("decide")
+@friendly
+def batch_decide(
     batch_id: int, index: int,
-    fraud: bool = typer.Option(..., "--fraud/--upheld", help="The decision (governance until the committee game)."),
+    fraud: bool = typer.Option(..., "--fraud/--upheld", help="Governance's decision of an escalated dispute."),
     as_: RoleOpt = None,
 ) -> None:
-    """Decide a leaf dispute (owner)."""
+    """Decide an escalated leaf dispute (owner, before its escalation deadline)."""
     s = _settlement()
     batch, _ = _batch(s, batch_id)
     s.h.sender(key_for(as_)).send(s.batches.functions.resolveLeaf(batch_id, batch.as_tuple(), index, fraud))

@@ -161,7 +161,7 @@ def deploy_contracts(
     if market != market_addr:
         raise ChainError(f"market deployed at {market}, expected {market_addr}: deployer key used concurrently?")
     addrs = dict(zip(CONTRACT_NAMES, (usd, hst, registry, game, staking, market), strict=True))
-    addrs.update(deploy_settlement(w3, sender, usd, staking, market, treasury))
+    addrs.update(deploy_settlement(w3, sender, usd, staking, market, treasury, game=game))
     return Manifest(
         chain_id=w3.eth.chain_id, rpc_url=rpc_url, deployment_block=start_block + 1,
         contracts={n: DeployedContract(address=a, abi=arts[n].abi, userdoc=arts[n].userdoc, devdoc=arts[n].devdoc)
@@ -171,13 +171,13 @@ def deploy_contracts(
 
 def deploy_settlement(
     w3: Web3, sender: TxSender, usd: str, staking: str, market: str, treasury: str,
-    params: SettlementParams | None = None,
+    params: SettlementParams | None = None, *, game: str,
 ) -> dict[str, str]:
     """Deploys PaymentEscrow and BatchSettlement and binds the settlement to escrow and staking."""
     owner = sender.address
     escrow = _deploy(w3, sender, "PaymentEscrow", owner, usd, MIN_THAW_DELAY, THAW_MARGIN)
     p = params or SettlementParams(treasury=treasury)
-    settlement = _deploy(w3, sender, "BatchSettlement", owner, escrow, staking, market, p.as_tuple())
+    settlement = _deploy(w3, sender, "BatchSettlement", owner, escrow, staking, market, p.as_tuple(), library=game)
     abi = {n: artifact(n).abi for n in ("PaymentEscrow", "Staking")}
     sender.send(w3.eth.contract(address=Web3.to_checksum_address(escrow), abi=abi["PaymentEscrow"])
                 .functions.setSettlement(settlement))

@@ -14,17 +14,13 @@ import {IBatchSettlement} from "./interfaces/IBatchSettlement.sol";
 import {IPaymentEscrow} from "./interfaces/IPaymentEscrow.sol";
 import {IStaking} from "./interfaces/IStaking.sol";
 import {IJobMarket} from "./interfaces/IJobMarket.sol";
+import {DisputeGame} from "./DisputeGame.sol";
 
 /// @title BatchSettlement
+/// @notice See `IBatchSettlement`. Leaf disputes run the shared `DisputeGame` library (linked at
+/// deployment, as in `JobMarket`) in this contract's storage: one game per (batchId, index).
 /// @dev Storage holds one word per batch: the hash of its `Batch` record, which every call that
 /// acts on a batch takes as calldata and checks (as `JobMarket` does for jobs).
-///
-/// Merge note (shared dispute game): `_openLeafDispute` records the dispute and `_resolveLeaf`
-/// applies its outcome. Today the outcome comes from governance (`resolveLeaf`) or, past the
-/// deadline, the neutral default (`expireLeafDispute`). With the shared game, `_openLeafDispute`
-/// opens a game on (batchId, index, leaf) whose committee re-executes the leaf's request and
-/// votes on (outputHash, units), and the game's resolution calls `_resolveLeaf(batchId,
-/// provider, index, fraud, false)`; `_disputeDuration` then returns the game's full length.
 contract BatchSettlement is IBatchSettlement, Ownable2Step, ReentrancyGuardTransient, EIP712 {
     using SafeERC20 for IERC20;
     using SafeCast for uint256;
@@ -52,11 +48,19 @@ contract BatchSettlement is IBatchSettlement, Ownable2Step, ReentrancyGuardTrans
     IERC20 private immutable _stakeToken;
 
     Params private _params;
+    /// @dev The market's escalation period when the parameters were last set: leaf games escalate
+    /// for this long, and the settlement horizon counts it.
+    uint32 private _escalationPeriod;
     uint256 private _batchCount;
     mapping(uint256 batchId => bytes32) private _batches;
     mapping(uint256 batchId => mapping(uint256 index => LeafCase)) private _cases;
     mapping(address provider => mapping(bytes32 modelId => uint256)) private _prices;
     mapping(bytes32 modelId => uint256) private _ceilings;
+    mapping(uint256 disputeId => DisputeGame.Dispute) private _games;
+    /// @dev Payment-token credits (challenge bonds, committee shares), withdrawn by `withdraw`.
+    mapping(address account => uint256) private _balances;
+    /// @dev Staking-token credits (shares of slashes), withdrawn by `withdrawRewards`.
+    mapping(address account => uint256) private _rewards;
 
     constructor(address owner_, IPaymentEscrow escrow_, IStaking staking_, IJobMarket market_, Params memory params_)
         Ownable(owner_)
@@ -165,8 +169,47 @@ contract BatchSettlement is IBatchSettlement, Ownable2Step, ReentrancyGuardTrans
             msg.sender != batch.provider && _staking.isActive(msg.sender) && _staking.serves(msg.sender, leaf.modelId),
             NotEligible(msg.sender)
         );
-        uint256 bond = _openLeafDispute(batchId, index, msg.sender, leaf);
+        uint256 bond = _openLeafDispute(batchId, batch.provider, index, msg.sender, leaf);
         if (bond != 0) _pullExact(msg.sender, bond);
+    }
+
+    /// @inheritdoc IBatchSettlement
+    function drawLeafCommittee(uint256 batchId, uint256 index) external nonReentrant {
+        LeafCase storage c = _cases[batchId][index];
+        require(c.status == LeafStatus.Disputed, WrongLeafStatus(batchId, index, c.status));
+        uint256 id = _disputeId(batchId, index);
+        DisputeGame.Dispute storage d = _games[id];
+        uint256 last = _drawDeadline(c, d);
+        require(block.timestamp <= last, DrawWindowClosed(batchId, index, last));
+        DisputeGame.draw(d, id, _staking);
+    }
+
+    /// @inheritdoc IBatchSettlement
+    function commitLeafVote(uint256 batchId, uint256 index, bytes32 commitment) external nonReentrant {
+        uint256 id = _disputeId(batchId, index);
+        DisputeGame.commit(_games[id], id, _staking, msg.sender, commitment);
+    }
+
+    /// @inheritdoc IBatchSettlement
+    function revealLeafVote(uint256 batchId, uint256 index, bytes32 outputHash, uint64 units, bytes32 salt)
+        external
+    {
+        uint256 id = _disputeId(batchId, index);
+        DisputeGame.reveal(_games[id], id, msg.sender, outputHash, units, salt);
+    }
+
+    /// @inheritdoc IBatchSettlement
+    function resolveLeafDispute(uint256 batchId, Batch calldata batch, uint256 index) external nonReentrant {
+        _checkBatch(batchId, batch, index);
+        LeafCase storage c = _cases[batchId][index];
+        require(c.status == LeafStatus.Disputed, WrongLeafStatus(batchId, index, c.status));
+        DisputeGame.Dispute storage d = _games[_disputeId(batchId, index)];
+        IJobMarket.Outcome outcome = DisputeGame.resolve(d, _disputeId(batchId, index));
+        if (outcome == IJobMarket.Outcome.Escalated) {
+            emit LeafDisputeEscalated(batchId, index, d.escalationEnd);
+            return;
+        }
+        _resolveLeaf(batchId, batch.provider, index, outcome);
     }
 
     /// @inheritdoc IBatchSettlement
@@ -178,16 +221,26 @@ contract BatchSettlement is IBatchSettlement, Ownable2Step, ReentrancyGuardTrans
         _checkBatch(batchId, batch, index);
         LeafCase storage c = _cases[batchId][index];
         require(c.status == LeafStatus.Disputed, WrongLeafStatus(batchId, index, c.status));
-        _resolveLeaf(batchId, batch.provider, index, fraud, false);
+        uint256 id = _disputeId(batchId, index);
+        _resolveLeaf(batchId, batch.provider, index, DisputeGame.decide(_games[id], id, !fraud));
     }
 
     /// @inheritdoc IBatchSettlement
-    function expireLeafDispute(uint256 batchId, Batch calldata batch, uint256 index) external nonReentrant {
-        _checkBatch(batchId, batch, index);
-        LeafCase storage c = _cases[batchId][index];
-        require(c.status == LeafStatus.Disputed, WrongLeafStatus(batchId, index, c.status));
-        require(block.timestamp >= c.deadline, DisputeOpen(batchId, index, c.deadline));
-        _resolveLeaf(batchId, batch.provider, index, false, true);
+    function withdraw(address to) external nonReentrant returns (uint256 amount) {
+        amount = _balances[msg.sender];
+        require(amount != 0, IJobMarket.NothingToWithdraw(msg.sender));
+        _balances[msg.sender] = 0;
+        emit Withdrawn(msg.sender, to, amount);
+        _payment.safeTransfer(to, amount);
+    }
+
+    /// @inheritdoc IBatchSettlement
+    function withdrawRewards(address to) external nonReentrant returns (uint256 amount) {
+        amount = _rewards[msg.sender];
+        require(amount != 0, IJobMarket.NothingToWithdraw(msg.sender));
+        _rewards[msg.sender] = 0;
+        emit RewardsWithdrawn(msg.sender, to, amount);
+        _stakeToken.safeTransfer(to, amount);
     }
 
     // ---------------------------------------------------------------- prices
@@ -267,6 +320,47 @@ contract BatchSettlement is IBatchSettlement, Ownable2Step, ReentrancyGuardTrans
     }
 
     /// @inheritdoc IBatchSettlement
+    function leafDisputeId(uint256 batchId, uint256 index) external pure returns (uint256) {
+        return _disputeId(batchId, index);
+    }
+
+    /// @inheritdoc IBatchSettlement
+    function leafDispute(uint256 batchId, uint256 index) external view returns (IJobMarket.DisputeView memory) {
+        return DisputeGame.view_(_games[_disputeId(batchId, index)]);
+    }
+
+    /// @inheritdoc IBatchSettlement
+    function leafCommittee(uint256 batchId, uint256 index) external view returns (address[] memory) {
+        return _games[_disputeId(batchId, index)].seats;
+    }
+
+    /// @inheritdoc IBatchSettlement
+    function leafMember(uint256 batchId, uint256 index, address account)
+        external
+        view
+        returns (IJobMarket.MemberView memory)
+    {
+        return DisputeGame.memberView(_games[_disputeId(batchId, index)], account);
+    }
+
+    /// @inheritdoc IBatchSettlement
+    function drawDeadline(uint256 batchId, uint256 index) external view returns (uint256) {
+        LeafCase storage c = _cases[batchId][index];
+        if (c.status != LeafStatus.Disputed) return 0;
+        return _drawDeadline(c, _games[_disputeId(batchId, index)]);
+    }
+
+    /// @inheritdoc IBatchSettlement
+    function balanceOf(address account) external view returns (uint256) {
+        return _balances[account];
+    }
+
+    /// @inheritdoc IBatchSettlement
+    function rewardOf(address account) external view returns (uint256) {
+        return _rewards[account];
+    }
+
+    /// @inheritdoc IBatchSettlement
     function lockedUntil(address provider) external view returns (uint256) {
         return _staking.lockedUntil(provider);
     }
@@ -299,12 +393,16 @@ contract BatchSettlement is IBatchSettlement, Ownable2Step, ReentrancyGuardTrans
 
     // ---------------------------------------------------------------- internal: dispute hooks
 
-    /// @dev Records a dispute on a leaf and returns the bond the challenger must post. Merge
-    /// point: the shared dispute game opens its committee here.
-    function _openLeafDispute(uint256 batchId, uint256 index, address challenger, WorkReceipt calldata leaf)
-        internal
-        returns (uint256 bond)
-    {
+    /// @dev Records a dispute on a leaf, opens its game under the market's committee terms
+    /// (with this contract's bond and challenger reward) and returns the bond the challenger
+    /// must post.
+    function _openLeafDispute(
+        uint256 batchId,
+        address provider,
+        uint256 index,
+        address challenger,
+        WorkReceipt calldata leaf
+    ) internal returns (uint256 bond) {
         Params storage p = _params;
         LeafCase storage c = _cases[batchId][index];
         bond = p.demandBond;
@@ -318,27 +416,84 @@ contract BatchSettlement is IBatchSettlement, Ownable2Step, ReentrancyGuardTrans
         emit LeafChallenged(
             batchId, index, challenger, leaf.payer, leaf.value, leaf.outputHash, uint96(bond), deadline
         );
+        uint256 id = _disputeId(batchId, index);
+        DisputeGame.Claim memory claim = DisputeGame.Claim(
+            provider, challenger, leaf.modelId, _staking.classOf(provider), leaf.outputHash, leaf.units
+        );
+        DisputeGame.open(_games[id], id, claim, _leafTerms(p, bond));
     }
 
-    /// @dev Applies a dispute's outcome. Merge point: the shared dispute game calls this.
-    /// `byDefault`: nobody decided in time; the receipt stands and nobody is penalized.
-    function _resolveLeaf(uint256 batchId, address provider, uint256 index, bool fraud, bool byDefault) internal {
+    /// @dev A leaf game's terms: the market's committee, this contract's bond, challenger reward
+    /// (uncapped, as before the game) and escalation period.
+    function _leafTerms(Params storage p, uint256 bond) internal view returns (DisputeGame.Terms memory t) {
+        IJobMarket.Params memory m = _market.params();
+        uint16 rewardBps = p.challengerRewardBps;
+        // Both shares of a slash must fit in it.
+        uint16 committeeBps = m.committeeRewardBps;
+        if (uint256(rewardBps) + committeeBps > BPS) committeeBps = uint16(BPS - rewardBps);
+        t.committeeSize = m.committeeSize;
+        t.commitPeriod = m.commitPeriod;
+        t.revealPeriod = m.revealPeriod;
+        t.escalationPeriod = _escalationPeriod;
+        t.bond = uint64(bond);
+        t.memberBond = m.memberBond;
+        t.memberPenaltyBps = m.memberPenaltyBps;
+        t.challengerRewardBps = rewardBps;
+        t.committeeRewardBps = committeeBps;
+        t.maxChallengerReward = type(uint96).max;
+    }
+
+    /// @dev Applies a game's final outcome: ProviderLost is fraud (slash, refund, shares of the
+    /// slash); ProviderWon upholds the receipt (the bond to the provider less the committee's
+    /// share); Neutral upholds it by default (the bond back to the challenger).
+    function _resolveLeaf(uint256 batchId, address provider, uint256 index, IJobMarket.Outcome outcome) internal {
         LeafCase storage c = _cases[batchId][index];
-        if (fraud) {
-            _fraud(batchId, provider, index, c, false);
+        uint256 id = _disputeId(batchId, index);
+        DisputeGame.Dispute storage d = _games[id];
+        Params storage p = _params;
+        if (outcome == IJobMarket.Outcome.ProviderLost) {
+            FraudOutcome memory o;
+            o.challenger = c.challenger;
+            o.payer = c.payer;
+            o.refund = uint256(c.value) + Math.mulDiv(c.value, p.penaltyBps, BPS);
+            c.status = LeafStatus.Fraud;
+            c.bond = 0;
+            o.slashed = DisputeGame.settle(
+                d, id, _staking, outcome, 0, p.leafSlash, p.treasury, _balances, _rewards
+            );
+            o.reward = Math.mulDiv(o.slashed, d.terms.challengerRewardBps, BPS);
+            o.refund = _escrow.seizeBond(provider, o.payer, o.refund);
+            emit LeafFraudProven(
+                batchId, index, provider, o.challenger, o.payer, o.refund, o.slashed, o.reward, false
+            );
             return;
         }
         uint256 bond = c.bond;
+        bool byDefault = outcome == IJobMarket.Outcome.Neutral;
         c.status = LeafStatus.Upheld;
         c.bond = 0;
-        address to = byDefault ? c.challenger : provider;
-        emit LeafUpheld(batchId, index, provider, byDefault ? 0 : bond, byDefault);
-        if (bond != 0) _payment.safeTransfer(to, bond);
+        uint256 toProvider = byDefault ? 0 : bond - Math.mulDiv(bond, d.terms.committeeRewardBps, BPS);
+        emit LeafUpheld(batchId, index, provider, toProvider, byDefault);
+        DisputeGame.settle(d, id, _staking, outcome, 0, 0, p.treasury, _balances, _rewards);
     }
 
-    /// @dev How long a leaf dispute may take. Merge point: the shared game's full length.
+    /// @dev How long a leaf dispute may take until it can end in fraud: the voting window (draw,
+    /// commit, reveal) and the escalation period. Past it, only the neutral default remains.
     function _disputeDuration(Params storage p) internal view returns (uint256) {
-        return p.resolveWindow;
+        return uint256(p.resolveWindow) + _escalationPeriod;
+    }
+
+    /// @dev The draw must leave the committee its full commit and reveal periods inside the
+    /// dispute's voting window, so that fraud is decided within the settlement horizon.
+    function _drawDeadline(LeafCase storage c, DisputeGame.Dispute storage d) internal view returns (uint256) {
+        DisputeGame.Terms storage t = d.terms;
+        uint256 reserved = uint256(t.escalationPeriod) + t.commitPeriod + t.revealPeriod;
+        // The market's periods may have grown past the voting window since: then no draw.
+        return c.deadline > reserved ? c.deadline - reserved : 0;
+    }
+
+    function _disputeId(uint256 batchId, uint256 index) internal pure returns (uint256) {
+        return batchId << 32 | index;
     }
 
     // ---------------------------------------------------------------- internal
@@ -417,7 +572,7 @@ contract BatchSettlement is IBatchSettlement, Ownable2Step, ReentrancyGuardTrans
         require(received == amount, TokenTransferShortfall(amount, received));
     }
 
-    /// @dev The leaf dispute must last at least as long as the market's commit and reveal
+    /// @dev The leaf dispute's voting window must hold at least the market's commit and reveal
     /// phases (the committee game both paths share).
     function _setParams(Params memory p) internal {
         IJobMarket.Params memory m = _market.params();
@@ -428,6 +583,7 @@ contract BatchSettlement is IBatchSettlement, Ownable2Step, ReentrancyGuardTrans
             InvalidParameter()
         );
         _params = p;
+        _escalationPeriod = m.escalationPeriod;
         emit ParamsSet(p);
     }
 }

@@ -6,15 +6,17 @@ import {IStaking} from "./interfaces/IStaking.sol";
 
 /// @title DisputeGame
 /// @notice The dispute game shared by every settlement path: per-job receipts (`JobMarket`)
-/// and, later, single leaves of a Merkle-committed batch. A caller keeps one `Dispute` per
-/// disputed receipt (keyed by any id it never reuses) and calls, in order: `open` (the
-/// challenge), `draw` (anyone, from a block hash fixed after the challenge), `commit` and
+/// and single leaves of a Merkle-committed batch (`BatchSettlement`). A caller keeps one
+/// `Dispute` per disputed receipt (keyed by any id it never reuses) and calls, in order: `open`
+/// with its committee terms (the challenge; `openWithParams` reads them from the market's
+/// parameters), `draw` (anyone, from a block hash fixed after the challenge), `commit` and
 /// `reveal` (committee members), `resolve` (anyone) or `decide` (governance, escalated only),
 /// then settles its own escrow and calls `settle` for the bond, the slash shares and the
 /// committee's rewards and penalties.
 /// @dev An external library: its code is deployed once and runs by DELEGATECALL in the
 /// caller's storage and context (events come from the caller, staking sees the caller as
-/// `msg.sender`). Events and errors are those of `IJobMarket`.
+/// `msg.sender`, so `Staking` must let every caller lock, unlock and slash). Events and errors
+/// are those of `IJobMarket`.
 library DisputeGame {
     /// @notice Blocks between a challenge and the block whose hash seeds its draw.
     uint256 internal constant DRAW_DELAY = 2;
@@ -81,25 +83,40 @@ library DisputeGame {
         uint64 units;
     }
 
-    /// @notice Records a challenge under the current parameters' committee terms; the draw
-    /// block is `DRAW_DELAY` blocks ahead. Returns the bond the caller must collect.
-    function open(Dispute storage d, uint256 id, Claim calldata c, IJobMarket.Params storage p)
+    /// @notice Records a challenge under the caller's committee terms `t` (fixed for the
+    /// dispute's life); the draw block is `DRAW_DELAY` blocks ahead. Returns the bond the caller
+    /// must collect.
+    function open(Dispute storage d, uint256 id, Claim calldata c, Terms calldata t) external returns (uint256) {
+        return _open(d, id, c, t);
+    }
+
+    /// @notice `open` under the market's current parameters (read here from the market's storage,
+    /// which keeps the market's bytecode and gas as they were).
+    function openWithParams(Dispute storage d, uint256 id, Claim calldata c, IJobMarket.Params storage p)
         external
-        returns (uint256 bond)
+        returns (uint256)
     {
-        require(d.phase == IJobMarket.Phase.None, IJobMarket.WrongPhase(id, d.phase));
-        Terms memory t = Terms(
-            p.committeeSize,
-            p.commitPeriod,
-            p.revealPeriod,
-            p.escalationPeriod,
-            p.challengeBond,
-            p.memberBond,
-            p.memberPenaltyBps,
-            p.challengerRewardBps,
-            p.committeeRewardBps,
-            p.maxChallengerReward
+        return _open(
+            d,
+            id,
+            c,
+            Terms(
+                p.committeeSize,
+                p.commitPeriod,
+                p.revealPeriod,
+                p.escalationPeriod,
+                p.challengeBond,
+                p.memberBond,
+                p.memberPenaltyBps,
+                p.challengerRewardBps,
+                p.committeeRewardBps,
+                p.maxChallengerReward
+            )
         );
+    }
+
+    function _open(Dispute storage d, uint256 id, Claim calldata c, Terms memory t) private returns (uint256 bond) {
+        require(d.phase == IJobMarket.Phase.None, IJobMarket.WrongPhase(id, d.phase));
         bond = t.bond;
         d.challenger = c.challenger;
         d.provider = c.provider;
@@ -244,9 +261,10 @@ library DisputeGame {
     }
 
     /// @notice Settles the dispute's money once the caller has settled its escrow. For
-    /// ProviderLost it slashes `collateral` (locked by the provider for this receipt) to the
-    /// caller and jails the provider; for Neutral it unlocks `collateral`; for ProviderWon the
-    /// caller passes 0 and keeps the collateral locked until it finalizes. Then the challenger's
+    /// ProviderLost it unlocks `collateral` (locked by the provider for this receipt, 0 when
+    /// none is), slashes `penalty` to the caller and jails the provider; for Neutral it unlocks
+    /// `collateral`; for ProviderWon the caller passes 0 and keeps the collateral locked until
+    /// it finalizes. Then the challenger's
     /// bond, the shares of the slash, and each member's bond, penalty and reward. Credits go to
     /// the `usd` (payment token) and `stake` (staking token) ledgers; the treasury gets the rest.
     /// @return slashed staking-token wei actually slashed from the provider
@@ -256,12 +274,13 @@ library DisputeGame {
         IStaking staking,
         IJobMarket.Outcome outcome,
         uint256 collateral,
+        uint256 penalty,
         address treasury,
         mapping(address => uint256) storage usd,
         mapping(address => uint256) storage stake
     ) external returns (uint256 slashed) {
         if (outcome == IJobMarket.Outcome.ProviderLost) {
-            slashed = staking.slash(d.provider, collateral, collateral, address(this), true);
+            slashed = staking.slash(d.provider, collateral, penalty, address(this), true);
         } else if (collateral != 0) {
             staking.unlockCollateral(d.provider, collateral);
         }

@@ -214,7 +214,7 @@ contract JobMarket is IJobMarket, Ownable2Step, ReentrancyGuardTransient, EIP712
         Job memory j = job;
         j.status = Status.Challenged;
         _store(jobId, j);
-        uint256 bond = DisputeGame.open(
+        uint256 bond = DisputeGame.openWithParams(
             _disputes[jobId],
             jobId,
             DisputeGame.Claim(job.provider, msg.sender, job.modelId, job.gpuClass, job.outputHash, job.units),
@@ -501,7 +501,8 @@ contract JobMarket is IJobMarket, Ownable2Step, ReentrancyGuardTransient, EIP712
         uint256 slashed = outcome == Outcome.ProviderLost ? job.collateral : 0;
         emit DisputeResolved(jobId, outcome, byGovernance, slashed, won ? j.challengeEnd : 0, 0);
         if (!won) emit JobRefunded(jobId, job.client, job.maxPayment, 0);
-        DisputeGame.settle(d, jobId, _staking, outcome, won ? 0 : job.collateral, job.treasury, _balances, _rewards);
+        uint256 collateral = won ? 0 : job.collateral;
+        DisputeGame.settle(d, jobId, _staking, outcome, collateral, collateral, job.treasury, _balances, _rewards);
     }
 
     /// @dev Pulls exactly `amount`; tokens that deliver less (fee-on-transfer) are refused.

@@ -84,6 +84,15 @@ contract Staking is IStaking, Ownable2Step, ReentrancyGuardTransient {
         _;
     }
 
+    /// @dev The market or the batch settlement (both run the dispute game, which locks and
+    /// unlocks committee members' bonds).
+    modifier onlyGame() {
+        require(
+            msg.sender == _market || (msg.sender == _settlement && msg.sender != address(0)), OnlyMarket(msg.sender)
+        );
+        _;
+    }
+
     /// @param owner_ governance
     /// @param token_ the staking token
     /// @param market_ the market (the only caller of lock, unlock and slash)
@@ -240,12 +249,12 @@ contract Staking is IStaking, Ownable2Step, ReentrancyGuardTransient {
     }
 
     /// @inheritdoc IStaking
-    function lockBond(address provider, uint256 amount) external onlyMarket {
+    function lockBond(address provider, uint256 amount) external onlyGame {
         _lock(_providers[provider], provider, amount);
     }
 
     /// @inheritdoc IStaking
-    function unlockCollateral(address provider, uint256 amount) external onlyMarket {
+    function unlockCollateral(address provider, uint256 amount) external onlyGame {
         Provider storage p = _providers[provider];
         require(amount <= p.locked, CollateralUnderflow(provider, amount, p.locked));
         // Cannot underflow: checked just above.

@@ -2,6 +2,7 @@
 pragma solidity ^0.8.28;
 
 import {IJobMarket} from "../src/interfaces/IJobMarket.sol";
+import {IBatchSettlement} from "../src/interfaces/IBatchSettlement.sol";
 
 /// @title Grinder
 /// @notice Test only. A staked provider that is a contract and tries to capture a committee by
@@ -46,5 +47,33 @@ contract Grinder {
         require(msg.sender == _owner, NotOwner(msg.sender));
         market.challenge(jobId, job);
         market.drawCommittee(jobId);
+    }
+
+    /// @notice Challenges a batch leaf and returns the committee seats visible in the same transaction.
+    function challengeLeafAndInspect(
+        IBatchSettlement settlement,
+        uint256 batchId,
+        IBatchSettlement.Batch calldata batch,
+        uint256 index,
+        IBatchSettlement.WorkReceipt calldata leaf,
+        bytes32[] calldata proof
+    ) external returns (uint256 seats) {
+        require(msg.sender == _owner, NotOwner(msg.sender));
+        settlement.challengeLeaf(batchId, batch, index, leaf, proof);
+        seats = settlement.leafCommittee(batchId, index).length;
+    }
+
+    /// @notice Challenges a batch leaf and tries to draw its committee in the same transaction.
+    function challengeLeafAndDraw(
+        IBatchSettlement settlement,
+        uint256 batchId,
+        IBatchSettlement.Batch calldata batch,
+        uint256 index,
+        IBatchSettlement.WorkReceipt calldata leaf,
+        bytes32[] calldata proof
+    ) external {
+        require(msg.sender == _owner, NotOwner(msg.sender));
+        settlement.challengeLeaf(batchId, batch, index, leaf, proof);
+        settlement.drawLeafCommittee(batchId, index);
     }
 }

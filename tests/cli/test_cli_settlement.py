@@ -73,9 +73,18 @@ def test_the_readme_walk_deposits_signs_aggregates_commits_collects_and_challeng
     r = run("batch", "challenge", str(batch_id), "1", "--as", "verifier")
     assert r.exit_code == 0, r.output
     assert h.settlement.functions.leafCase(batch_id, 1).call()[0] == 3  # Disputed
-    r = run("batch", "resolve", str(batch_id), "1", "--fraud", "--as", "deployer")
-    assert r.exit_code == 0, r.output
-    assert h.settlement.functions.leafCase(batch_id, 1).call()[0] == 5  # Fraud
+    # The dispute game runs: nothing to resolve before the committee's draw, and governance
+    # decides only escalated disputes.
+    r = run("batch", "resolve", str(batch_id), "1", "--as", "relayer")
+    assert r.exit_code == 1 and "dispute is still open" in r.output, r.output
+    r = run("batch", "decide", str(batch_id), "1", "--fraud", "--as", "deployer")
+    assert r.exit_code == 1 and "dispute was not escalated" in r.output, r.output
+    r = run("batch", "draw", str(batch_id), "1", "--as", "relayer")
+    assert r.exit_code == 1 and "draw not ready" in r.output, r.output  # the seed's block is not mined yet
+    h.w3.provider.make_request("anvil_mine", ["0x3"])  # type: ignore[arg-type]
+    r = run("batch", "draw", str(batch_id), "1", "--as", "relayer")
+    assert r.exit_code == 0 and "committee of 3 seats drawn" in r.output, r.output
+    assert h.settlement.functions.leafCase(batch_id, 1).call()[0] == 3  # still Disputed: the committee votes
 
 
 def test_settlement_commands_answer_bad_input_with_one_line(cli_env: Any) -> None:

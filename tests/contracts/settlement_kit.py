@@ -4,14 +4,16 @@ top of :class:`contract_kit.Market` (frozen clock, decoded events, custom-error 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
-from contract_kit import Market
+from contract_kit import Market, _salt
 from eth_account import Account
 from eth_utils import keccak
 from web3.contract import Contract
 from web3.types import TxReceipt
 
+from contracts.bindings import vote_commitment
 from contracts.settlement import (
     Batch,
     Lane,
@@ -149,7 +151,69 @@ class Settle:
                                                                       leaf.as_tuple(), proof))
 
     def resolve(self, batch_id: int, batch: Batch, index: int, fraud: bool, role: str = "deployer") -> TxReceipt:
+        """Governance's decision of an escalated leaf dispute."""
         return self.m.send(role, self.batches.functions.resolveLeaf(batch_id, batch.as_tuple(), index, fraud))
+
+    # ------------------------------------------------------------ leaf disputes (the shared game)
+
+    @staticmethod
+    def dispute_id(batch_id: int, index: int) -> int:
+        return batch_id << 32 | index
+
+    def leaf_dispute(self, batch_id: int, index: int) -> dict[str, Any]:
+        names = ("challenger", "provider", "phase", "bond", "drawBlock", "challengedAt", "commitEnd", "revealEnd",
+                 "escalationEnd", "seats", "agreeSeats", "disagreeSeats", "modelId", "gpuClass", "outputHash", "units")
+        return dict(zip(names, self.batches.functions.leafDispute(batch_id, index).call(), strict=True))
+
+    def draw_leaf(self, batch_id: int, index: int, role: str = "relayer") -> TxReceipt:
+        """Mines past the leaf dispute's draw block and draws its committee."""
+        behind = int(self.leaf_dispute(batch_id, index)["drawBlock"]) + 1 - self.m.w3.eth.block_number
+        if behind > 0:
+            self.m.clock.rpc("anvil_mine", [hex(behind)])
+        return self.m.send(role, self.batches.functions.drawLeafCommittee(batch_id, index))
+
+    def leaf_committee(self, batch_id: int, index: int) -> list[str]:
+        """The committee's distinct members as roles, in seat order."""
+        by_addr = {a.address.lower(): r for r, a in self.m.accounts.items()}
+        seats = self.batches.functions.leafCommittee(batch_id, index).call()
+        return list(dict.fromkeys(by_addr.get(a.lower(), a) for a in seats))
+
+    def leaf_vote(self, batch_id: int, index: int, votes: dict[str, tuple[bytes, int]],
+                  warp: Callable[[int], None] | None = None) -> None:
+        """Commits and reveals ``votes`` (member -> (output hash, units)), ending past the reveal phase."""
+        warp = warp or self.m.clock.warp
+        did = self.dispute_id(batch_id, index)
+        f = self.batches.functions
+        for role, (output, units) in votes.items():
+            self.m.send(role, f.commitLeafVote(batch_id, index, vote_commitment(
+                did, self.m.addr(role), output, units, _salt(role))))
+        d = self.leaf_dispute(batch_id, index)
+        warp(int(d["commitEnd"]))
+        for role, (output, units) in votes.items():
+            self.m.send(role, f.revealLeafVote(batch_id, index, output, units, _salt(role)))
+        warp(int(d["revealEnd"]))
+
+    def resolve_dispute(self, batch_id: int, batch: Batch, index: int, role: str = "relayer") -> TxReceipt:
+        return self.m.send(role, self.batches.functions.resolveLeafDispute(batch_id, batch.as_tuple(), index))
+
+    def decide_by_committee(self, batch_id: int, batch: Batch, index: int, leaf: WorkReceipt, fraud: bool,
+                            warp: Callable[[int], None] | None = None) -> TxReceipt:
+        """Draws the committee, has every member vote the truth (the leaf's own output and units,
+        or another output when ``fraud``) and resolves. With no committee drawn it resolves at once
+        (the neutral default)."""
+        self.draw_leaf(batch_id, index)
+        members = self.leaf_committee(batch_id, index)
+        vote = (keccak(text="the honest output"), leaf.units) if fraud else (leaf.output_hash, leaf.units)
+        if members:
+            self.leaf_vote(batch_id, index, dict.fromkeys(members, vote), warp)
+        return self.resolve_dispute(batch_id, batch, index)
+
+    def escalate(self, batch_id: int, batch: Batch, index: int,
+                 warp: Callable[[int], None] | None = None) -> TxReceipt:
+        """Draws the committee, lets nobody vote and resolves: the dispute escalates to governance."""
+        self.draw_leaf(batch_id, index)
+        (warp or self.m.clock.warp)(int(self.leaf_dispute(batch_id, index)["revealEnd"]))
+        return self.resolve_dispute(batch_id, batch, index)
 
     def case(self, batch_id: int, index: int) -> dict[str, Any]:
         raw = self.batches.functions.leafCase(batch_id, index).call()

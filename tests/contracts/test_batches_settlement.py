@@ -131,7 +131,7 @@ def test_a_disputed_leaf_found_fraudulent_refunds_value_and_penalty_into_the_pay
     batch_id, batch, wb = committed(settle)
     leaf = wb.receipts[1]
     rcpt = settle.challenge("verifier", batch_id, batch, 1, leaf, wb.proof(1))
-    deadline = m.clock.now() + settle.params.resolve_window
+    deadline = m.clock.now() + settle.params.resolve_window + m.params.escalation_period
     assert m.event(rcpt, "LeafChallenged") == {
         "batchId": batch_id, "index": 1, "challenger": m.addr("verifier"), "payer": m.addr("client"),
         "value": leaf.value, "outputHash": leaf.output_hash, "bond": settle.params.demand_bond, "deadline": deadline,
@@ -141,7 +141,7 @@ def test_a_disputed_leaf_found_fraudulent_refunds_value_and_penalty_into_the_pay
     with reverts("OwnableUnauthorizedAccount", m.addr("verifier")):
         settle.resolve(batch_id, batch, 1, True, role="verifier")
     deposit = settle.deposit_of("client")
-    rcpt = settle.resolve(batch_id, batch, 1, True)
+    rcpt = settle.decide_by_committee(batch_id, batch, 1, leaf, fraud=True)
     refund = leaf.value + leaf.value * settle.params.penalty_bps // BPS
     ev = m.event(rcpt, "LeafFraudProven")
     assert (ev["payer"], ev["refunded"], ev["withheld"]) == (m.addr("client"), refund, False)
@@ -159,37 +159,25 @@ def test_a_refund_larger_than_the_bond_takes_the_whole_bond(settle: Settle) -> N
     settle.bond("provider", 100)
     batch_id, batch, wb = committed(settle)
     settle.challenge("verifier", batch_id, batch, 0, wb.receipts[0], wb.proof(0))
-    rcpt = settle.resolve(batch_id, batch, 0, True)
+    rcpt = settle.decide_by_committee(batch_id, batch, 0, wb.receipts[0], fraud=True)
     assert m.event(rcpt, "LeafFraudProven")["refunded"] == 100
     assert settle.bond_of("provider") == 0
 
 
-def test_an_upheld_leaf_pays_the_challengers_bond_to_the_provider(settle: Settle) -> None:
+def test_an_upheld_leaf_credits_the_challengers_bond_to_the_provider_less_the_committees_share(
+    settle: Settle,
+) -> None:
     m = settle.m
     batch_id, batch, wb = committed(settle)
     settle.challenge("verifier", batch_id, batch, 3, wb.receipts[3], wb.proof(3))
-    before = m.usd("provider")
-    rcpt = settle.resolve(batch_id, batch, 3, False)
+    before = int(settle.batches.functions.balanceOf(m.addr("provider")).call())
+    rcpt = settle.decide_by_committee(batch_id, batch, 3, wb.receipts[3], fraud=False)
+    bond = settle.params.demand_bond
+    share = bond * min(m.params.committee_reward_bps, BPS - settle.params.challenger_reward_bps) // BPS
     assert m.event(rcpt, "LeafUpheld") == {"batchId": batch_id, "index": 3, "provider": m.addr("provider"),
-                                           "bondToProvider": settle.params.demand_bond, "byDefault": False}
-    assert m.usd("provider") == before + settle.params.demand_bond
+                                           "bondToProvider": bond - share, "byDefault": False}
+    assert int(settle.batches.functions.balanceOf(m.addr("provider")).call()) == before + bond - share
     assert settle.case(batch_id, 3)["status"] == UPHELD
-
-
-def test_an_undecided_dispute_ends_by_default_with_the_bond_returned(settle: Settle) -> None:
-    m = settle.m
-    batch_id, batch, wb = committed(settle)
-    settle.challenge("verifier", batch_id, batch, 0, wb.receipts[0], wb.proof(0))
-    deadline = m.clock.now() + settle.params.resolve_window
-    with reverts("DisputeOpen", batch_id, 0, deadline):
-        m.send("relayer", settle.batches.functions.expireLeafDispute(batch_id, batch.as_tuple(), 0))
-    m.clock.warp(deadline)
-    before = m.usd("verifier")
-    rcpt = m.send("relayer", settle.batches.functions.expireLeafDispute(batch_id, batch.as_tuple(), 0))
-    assert m.event(rcpt, "LeafUpheld")["byDefault"] is True
-    assert m.usd("verifier") == before + settle.params.demand_bond
-    with reverts("WrongLeafStatus", batch_id, 0, UPHELD):
-        m.send("relayer", settle.batches.functions.expireLeafDispute(batch_id, batch.as_tuple(), 0))
 
 
 def test_a_revealed_leaf_can_be_challenged_within_its_grace_only(settle: Settle) -> None:

@@ -368,7 +368,8 @@ class SettlementMachine(RuleBasedStateMachine):
                 return
             self.act(challenger, self.b.challengeLeaf(bb.batch_id, bb.batch.as_tuple(), index, leaf.as_tuple(),
                                                       bb.wb.proof(index)), None)
-            rcpt = self.act("deployer", self.b.resolveLeaf(bb.batch_id, bb.batch.as_tuple(), index, fraud), None)
+            self.outcomes[f"leaf dispute: {'fraud' if fraud else 'upheld'}"] += 1
+            rcpt = self.settle.decide_by_committee(bb.batch_id, bb.batch, index, leaf, fraud, self.warp)
             if not fraud:
                 bb.cases[index] = "upheld"
                 return

@@ -11,6 +11,7 @@ from eth_utils import keccak
 from indexer_checks import assert_index_matches_chain, db_tables
 from indexer_protocol import ReorgChain
 
+from contracts.bindings import vote_commitment
 from contracts.settlement import (
     Settlement,
     Voucher,
@@ -78,8 +79,24 @@ class SettlementActions:
         bond = self.s.params().demand_bond
         self.h.sender(self.key(challenger)).send(self.h.usd.functions.approve(self.s.batches.address, bond))
         self.s.challenge_leaf(self.key(challenger), batch_id, batch, index, wb.receipts[index], wb.proof(index))
-        self.h.sender(self.key("deployer")).send(
-            self.s.batches.functions.resolveLeaf(batch_id, batch.as_tuple(), index, True))
+        # The shared dispute game: a committee drawn after the challenge votes another output.
+        b = self.s.batches.functions
+        self.chain.mine(3)
+        self.h.sender(self.key("relayer")).send(b.drawLeafCommittee(batch_id, index))
+        by_addr = {str(a.address).lower(): r for r, a in self.dn.accounts.items()}
+        members = list(dict.fromkeys(by_addr[a.lower()] for a in b.leafCommittee(batch_id, index).call()))
+        assert members, "no committee drawn"
+        did, honest, units = batch_id << 32 | index, keccak(text="honest output"), wb.receipts[index].units
+        salt = keccak(text="salt")
+        for r in members:
+            self.h.sender(self.key(r)).send(b.commitLeafVote(batch_id, index, vote_commitment(
+                did, self.addr(r), honest, units, salt)))
+        d = b.leafDispute(batch_id, index).call()
+        self.chain.advance(int(d[6]) - self.chain.timestamp())
+        for r in members:
+            self.h.sender(self.key(r)).send(b.revealLeafVote(batch_id, index, honest, units, salt))
+        self.chain.advance(int(d[7]) - self.chain.timestamp())
+        self.h.sender(self.key("relayer")).send(b.resolveLeafDispute(batch_id, batch.as_tuple(), index))
 
     def demand_and_reveal(self, batch_id: int, batch: Any, wb: Any, index: int) -> None:
         bond = self.s.params().demand_bond

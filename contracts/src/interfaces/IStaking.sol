@@ -136,9 +136,11 @@ interface IStaking {
     /// @notice Locks collateral for a claimed job. Market only. Reverts unless the provider is an
     /// eligible member for the model (`ProviderNotActive`, `ModelNotServed`) with enough free stake.
     function lockCollateral(address provider, bytes32 modelId, uint256 amount) external;
-    /// @notice Locks a committee member's bond. Market only. Needs free stake only.
+    /// @notice Locks a committee member's bond. Market or settlement (both run the dispute game).
+    /// Needs free stake only.
     function lockBond(address provider, uint256 amount) external;
-    /// @notice Releases locked stake. Market only.
+    /// @notice Releases locked stake. Market or settlement (the settlement only unlocks the
+    /// committee bonds its own disputes locked).
     function unlockCollateral(address provider, uint256 amount) external;
     /// @notice Unlocks `unlock` of the provider's locked stake, then slashes up to `amount` from
     /// its free stake (then from unbonding) to `recipient`. Market or settlement only. Locked stake of other
