@@ -177,7 +177,8 @@ def main() -> None:
         indexer = IndexerService(IndexerSettings(database_url=index_url, poll_interval=0.2,
                                                  manifest_path=tmp / "manifest.json"), manifest=dn.manifest)
         indexer.start()
-        base_env = {**os.environ, "PYTHONPATH": str(ROOT), "HEARTH_DATA_DIR": str(tmp), "HEARTH_INDEXER_DATABASE_URL": index_url,
+        base_env = {**os.environ, "PYTHONPATH": str(ROOT), "HEARTH_DATA_DIR": str(tmp),
+                    "HEARTH_INDEXER_DATABASE_URL": index_url,
                     "HEARTH_MANIFEST": str(tmp / "manifest.json"), "PYTHONUNBUFFERED": "1"}
 
         def spawn(cmd: list[str], env: dict[str, str], name: str) -> Path:
@@ -187,7 +188,8 @@ def main() -> None:
             return log
 
         gw_port, pj_port, prov_port = free_port(), free_port(), free_port()
-        gw_env = {"HEARTH_GATEWAY_RELAYER_KEY": dn.accounts["relayer"].key, "HEARTH_GATEWAY_RATE_LIMIT_IP_PER_MIN": "1e12",
+        gw_env = {"HEARTH_GATEWAY_RELAYER_KEY": dn.accounts["relayer"].key,
+                  "HEARTH_GATEWAY_RATE_LIMIT_IP_PER_MIN": "1e12",
                   "HEARTH_GATEWAY_PROVIDER_TIMEOUT_S": "120",  # c=64 queues for seconds on a CPU
                   "HEARTH_GATEWAY_RATE_LIMIT_WALLET_PER_MIN": "1e12"}
         gw_log = spawn([sys.executable, "-m", "gateway", "run", "--port", str(gw_port), "--log-level", "warning"],
