@@ -310,6 +310,8 @@ class TxSender:
             if err.error_name:
                 return ChainError(f"{where} (the chain changed after it was checked): {err}", err.error_name,
                                   err.error_args, action=action)
+        except Exception:  # noqa: BLE001 - the replay is best effort: the node may not serve old state
+            log.debug("could not replay reverted tx %s", tx, exc_info=True)
         return ChainError(f"{where} without a reason: the chain's state changed between the check and the "
                           f"inclusion (another party acted first?); check the current state and retry {doing}",
                           action=action)

@@ -133,8 +133,9 @@ def _wrong_status(a: tuple[Any, ...], c: RevertContext) -> str:
 
 def _insufficient_free_stake(a: tuple[Any, ...], c: RevertContext) -> str:
     provider, requested, free = a
-    what = "collateral for this job" if c.action == "claimJob" else "this"
-    return (f"provider {provider} has {STAKE_TOKEN.show(free)} of free stake but {what} needs "
+    what = {"claimJob": "the job's collateral needs", "requestUnbond": "the unbond asks for"}.get(
+        c.action or "", "this needs")
+    return (f"provider {provider} has {STAKE_TOKEN.show(free)} of free stake but {what} "
             f"{STAKE_TOKEN.show(requested)}: stake more, or wait until collateral locked by its open jobs is "
             f"released (stake that is locked or unbonding is not free)")
 

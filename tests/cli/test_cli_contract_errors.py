@@ -70,7 +70,7 @@ def test_withdrawing_with_no_credit_says_there_is_nothing_and_where_credit_comes
 
 def test_unbonding_more_than_the_free_stake_gives_both_amounts_in_tokens(cli_env: Any) -> None:
     out = one_line_error(cli("provider", "unbond", "100000", "--as", "provider"))
-    assert "has 500 HST of free stake but this needs 100,000 HST" in out
+    assert "has 500 HST of free stake but the unbond asks for 100,000 HST" in out
 
 
 def test_a_transaction_that_reverts_on_chain_is_replayed_for_its_reason(cli_env: Any) -> None:
