@@ -20,7 +20,7 @@ LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 FIELDS = ("node", "job_id", "block", "tx", "tx_hash", "client", "wallet", "batch_size", "padded_tokens")
 FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 #: libraries that log every request at INFO
-NOISY = ("web3", "urllib3", "httpx", "celery", "kombu", "asyncio")
+NOISY = ("web3", "urllib3", "httpx", "celery", "kombu", "asyncio", "alembic.runtime.plugins")
 
 
 class StructuredFormatter(logging.Formatter):
