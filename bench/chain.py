@@ -36,9 +36,8 @@ from rich.table import Table  # noqa: E402
 from web3.types import TxReceipt  # noqa: E402
 
 from contracts import eip712  # noqa: E402
-from contracts.bindings import apply_job_event, decode_log  # noqa: E402
 from contracts.chain import PendingTx  # noqa: E402
-from contracts.types import Job, JobRequest, MarketParams, Permit, Receipt  # noqa: E402
+from contracts.types import JobRequest, MarketParams, Permit, Receipt  # noqa: E402
 from deploy.devnet import HST, USD, Devnet, bring_up, free_port, fund  # noqa: E402
 
 UNITS = 1_000
@@ -73,15 +72,6 @@ class Lifecycles:
     def payment(self) -> int:
         return UNITS * self.price
 
-    def _fold(self, job_id: int, job: Job | None, rcpt: TxReceipt) -> Job:
-        for lg in rcpt["logs"]:
-            if lg["address"] == self.h.market.address:
-                ev = decode_log(self.h.market, lg)
-                if ev["args"].get("jobId") == job_id:
-                    job = apply_job_event(job, ev["event"], dict(ev["args"]))
-        assert job is not None
-        return job
-
     def _post(self, i: int, nonce: int) -> PendingTx:
         now = int(self.h.w3.eth.get_block("latest")["timestamp"])
         req = JobRequest(self.client.address, self.model_id, keccak(text=f"input {i}"), self.payment, now + 3600,
@@ -93,10 +83,10 @@ class Lifecycles:
     def _finish(self, posted: PendingTx) -> None:
         rcpt = self.relayer.wait(posted)
         job_id = self.h.job_id_from(rcpt)
-        job = self._fold(job_id, None, rcpt)
+        job = self.h.fold_receipt(job_id, None, rcpt)
         claimed = self.provider.wait(self.provider.submit(
             self.h.market.functions.claimJob(job_id, job.as_tuple())))
-        job = self._fold(job_id, job, claimed)
+        job = self.h.fold_receipt(job_id, job, claimed)
         rec = Receipt(job_id, keccak(text=f"output {job_id}"), UNITS, self.model_id, self.runtime_hash, GPU)
         sig = eip712.sign_receipt(self.provider.account.key, rec, self.h.chain_id, self.h.market.address)
         delivered = self.provider.wait(self.provider.submit(

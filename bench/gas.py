@@ -55,7 +55,7 @@ from web3.contract.contract import ContractFunction  # noqa: E402
 from web3.types import TxReceipt  # noqa: E402
 
 from contracts import eip712  # noqa: E402
-from contracts.bindings import apply_job_event, decode_log, vote_commitment  # noqa: E402
+from contracts.bindings import vote_commitment  # noqa: E402
 from contracts.compiler import EVM_VERSION, OPTIMIZER_RUNS, find_compiler  # noqa: E402
 from contracts.types import Job, JobRequest, MarketParams, Permit, Receipt  # noqa: E402
 from deploy.devnet import Devnet, bring_up, free_port  # noqa: E402
@@ -130,13 +130,7 @@ class Bench:
         return int(self.h.w3.eth.get_block("latest")["timestamp"])
 
     def fold(self, job_id: int, job: Job | None, rcpt: TxReceipt) -> Job:
-        for lg in rcpt["logs"]:
-            if lg["address"] == self.h.market.address:
-                ev = decode_log(self.h.market, lg)
-                if ev["args"].get("jobId") == job_id:
-                    job = apply_job_event(job, ev["event"], dict(ev["args"]))
-        assert job is not None
-        return job
+        return self.h.fold_receipt(job_id, job, rcpt)
 
     # ------------------------------------------------------------ the job path
 

@@ -167,6 +167,17 @@ class Hearth:
         rcpt = self.sender(relayer_key).send(fn)
         return self.job_id_from(rcpt), rcpt
 
+    def fold_receipt(self, job_id: int, job: Job | None, rcpt: TxReceipt) -> Job:
+        """``job`` advanced by the market events about ``job_id`` in one transaction receipt."""
+        for lg in rcpt["logs"]:
+            if lg["address"] == self.market.address:
+                ev = decode_log(self.market, lg)
+                if ev["args"].get("jobId") == job_id:
+                    job = apply_job_event(job, ev["event"], dict(ev["args"]))
+        if job is None:
+            raise ChainError(f"transaction {rcpt['transactionHash'].hex()} has no event of job {job_id}")
+        return job
+
     def job_id_from(self, rcpt: TxReceipt) -> int:
         for lg in rcpt["logs"]:
             if lg["address"] == self.market.address:
