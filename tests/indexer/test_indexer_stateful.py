@@ -17,7 +17,6 @@ from hypothesis import strategies as st
 from hypothesis.stateful import (
     RuleBasedStateMachine,
     initialize,
-    precondition,
     rule,
     run_state_machine_as_test,
 )
@@ -34,6 +33,9 @@ STAGES = ["after_raw_events", "after_projections", "before_commit", "reorg_befor
 MAX_REORG = 25
 EXAMPLES = int(os.environ.get("HEARTH_INDEXER_STATEFUL_EXAMPLES", "15"))
 STEPS = int(os.environ.get("HEARTH_INDEXER_STATEFUL_STEPS", "30"))
+#: the most transactions a reorg re-includes, and the range a list index is drawn from
+MAX_KEEP = 8
+PICK = 1 << 16
 #: what the runs did, so the test can insist that reorgs, crashes and checks really happened
 STATS: Counter[str] = Counter()
 TRACE = bool(os.environ.get("HEARTH_INDEXER_STATEFUL_TRACE"))
@@ -104,6 +106,16 @@ class IndexerMachine(RuleBasedStateMachine):
         self.ix = self._indexer(initial_range=initial_range)
 
     # ---------------------------------------------------------------- chain state
+    #
+    # Every draw below has the same shape whatever the chain holds: Hypothesis replays choice
+    # sequences and refuses (FlakyStrategyDefinition) a draw whose bounds, or whose very
+    # presence, depend on state outside the test case, and Anvil's clock and history are such
+    # state. So indices are drawn from fixed ranges and mapped onto what exists afterwards.
+
+    @staticmethod
+    def _pick(data: st.DataObject, items: list[Any], label: str) -> Any | None:
+        i = data.draw(st.integers(0, PICK - 1), label=label)
+        return items[i % len(items)] if items else None
 
     def _jobs(self, *statuses: Status) -> list[int]:
         if self.chain.state_lost:
@@ -131,32 +143,28 @@ class IndexerMachine(RuleBasedStateMachine):
 
     @rule(data=st.data(), provider=st.sampled_from(["provider", "verifier2", "cheater"]))
     def claim(self, data: st.DataObject, provider: str) -> None:
-        jobs = self._jobs(Status.POSTED)
-        if jobs:
-            j = data.draw(st.sampled_from(jobs))
+        j = self._pick(data, self._jobs(Status.POSTED), "job")
+        if j is not None:
             self._act(lambda: self.proto.claim(j, provider))
 
     @rule(data=st.data(), units=st.integers(1, 10**5))
     def deliver(self, data: st.DataObject, units: int) -> None:
-        jobs = self._jobs(Status.CLAIMED)
-        if jobs:
-            j = data.draw(st.sampled_from(jobs))
+        j = self._pick(data, self._jobs(Status.CLAIMED), "job")
+        if j is not None:
             provider = self.proto.role_of(self.proto.h.job(j).provider)
             self._act(lambda: self.proto.deliver(j, provider, units))
 
     @rule(data=st.data())
     def finalize(self, data: st.DataObject) -> None:
-        jobs = self._jobs(Status.DELIVERED)
-        if jobs:
-            j = data.draw(st.sampled_from(jobs))
+        j = self._pick(data, self._jobs(Status.DELIVERED), "job")
+        if j is not None:
             self.chain.advance(601)
             self._act(lambda: self.proto.finalize(j))
 
     @rule(data=st.data())
     def refund(self, data: st.DataObject) -> None:
-        jobs = self._jobs(Status.POSTED, Status.CLAIMED)
-        if jobs:
-            j = data.draw(st.sampled_from(jobs))
+        j = self._pick(data, self._jobs(Status.POSTED, Status.CLAIMED), "job")
+        if j is not None:
             wait = self.proto.h.job(j).deadline - self.chain.timestamp() + 1
             if 0 < wait <= 1000:
                 self.chain.advance(wait)
@@ -178,17 +186,16 @@ class IndexerMachine(RuleBasedStateMachine):
         self._trace(f"mine {blocks}")
         self.chain.mine(blocks)
 
-    @rule(data=st.data())
-    def reorg(self, data: st.DataObject) -> None:
-        room = min(MAX_REORG, self.chain.head - self.floor)
-        if room < 1:
+    @rule(wanted=st.integers(1, MAX_REORG),
+          offsets=st.lists(st.integers(0, MAX_REORG - 1), max_size=MAX_KEEP))
+    def reorg(self, wanted: int, offsets: list[int]) -> None:
+        depth = min(wanted, self.chain.head - self.floor)
+        if depth < 1:
             return
-        depth = data.draw(st.integers(1, room), label="reorg depth")
         head = self.chain.head
         raws = [self.chain.raw_tx(t) for t in self.chain.block_txs(head - depth + 1, head)]
-        keep = data.draw(st.integers(0, len(raws)), label="re-included txs")
-        offsets = sorted(data.draw(st.lists(st.integers(0, depth - 1), min_size=keep,
-                                            max_size=keep), label="offsets"))
+        keep = min(len(offsets), len(raws))  # re-include the first `keep` transactions
+        offsets = sorted(o % depth for o in offsets[:keep])
         self._trace(f"reorg depth={depth} keep={keep} offsets={offsets}")
         self.chain.reorg(depth, list(zip(raws[:keep], offsets, strict=True)))
         STATS["reorg"] += 1
@@ -196,11 +203,10 @@ class IndexerMachine(RuleBasedStateMachine):
         STATS[f"reorg depth >= {min(depth, 20) // 10 * 10}"] += 1
         self._forget_snapshots_above(self.chain.head - depth)
 
-    @rule(data=st.data())
-    def rollback(self, data: st.DataObject) -> None:
-        room = min(MAX_REORG, self.chain.head - self.floor)
-        if room >= 1:
-            depth = data.draw(st.integers(1, room), label="rollback depth")
+    @rule(wanted=st.integers(1, MAX_REORG))
+    def rollback(self, wanted: int) -> None:
+        depth = min(wanted, self.chain.head - self.floor)
+        if depth >= 1:
             self._trace(f"rollback {depth}")
             self.chain.rollback(depth)
             STATS["rollback"] += 1
@@ -216,10 +222,11 @@ class IndexerMachine(RuleBasedStateMachine):
         self.snapshots.append((self.chain.snapshot(), self.chain.head))
         self._trace(f"snapshot {self.snapshots[-1]}")
 
-    @precondition(lambda self: bool(self.snapshots))
-    @rule(data=st.data())
-    def revert(self, data: st.DataObject) -> None:
-        i = data.draw(st.integers(0, len(self.snapshots) - 1), label="snapshot")
+    @rule(pick=st.integers(0, PICK - 1))
+    def revert(self, pick: int) -> None:
+        if not self.snapshots:
+            return
+        i = pick % len(self.snapshots)
         snap, _ = self.snapshots[i]
         self._trace(f"revert {self.snapshots[i]}")
         self.chain.revert(snap)
