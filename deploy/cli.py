@@ -626,6 +626,9 @@ def api_key_create(
     cap: str = typer.Option("1", help="Spending cap in hUSD: the most the gateway may ever spend for this key."),
     gateway: GatewayOpt = "http://127.0.0.1:8000",
     ttl: int = typer.Option(30 * 86400, help="Seconds until the key expires."),
+    region: str | None = typer.Option(
+        None, help="Provider region the key prefers (e.g. eu-west): the serving plane routes there first when a "
+                   "request sends no x-hearth-region header."),
     as_: RoleOpt = None,
 ) -> None:
     """Sign an ApiKeyGrant with your wallet, register it, and set the relayer's allowance to the
@@ -653,8 +656,10 @@ def api_key_create(
                            else td["message"][f["name"]]) for f in td["types"][td["primaryType"]]}
         sig = Account.sign_typed_data(key, full_message={**td, "message": msg}).signature
         # Register first, then allow: a refused grant changes nothing on-chain.
-        gw.call("POST", "/v1/api-keys", "the grant",
-                json={"grant": td["message"], "signature": "0x" + bytes(sig).hex()})
+        body: dict[str, Any] = {"grant": td["message"], "signature": "0x" + bytes(sig).hex()}
+        if region is not None:
+            body["region"] = region
+        gw.call("POST", "/v1/api-keys", "the grant", json=body)
         gw.sign_in(key)
         keys = gw.api_keys()
     try:
@@ -663,7 +668,8 @@ def api_key_create(
         raise CliError(f"the key was registered but the relayer's allowance could not be set: {exc}; "
                        f"`hearth api-key list` shows what it should be") from None
     console.print(f"API key for {wallet}, cap {cap} hUSD, expires "
-                  f"{datetime.fromtimestamp(int(td['message']['expiry']), UTC):%Y-%m-%d %H:%M} UTC")
+                  f"{datetime.fromtimestamp(int(td['message']['expiry']), UTC):%Y-%m-%d %H:%M} UTC"
+                  + (f", prefers region {region}" if region else ""))
     console.print(_allowance_line(relayer, keys, before, after), soft_wrap=True)
     print(api_key)
 
@@ -683,8 +689,9 @@ def api_key_list(gateway: GatewayOpt = "http://127.0.0.1:8000", as_: RoleOpt = N
         keys = gw.api_keys()
     now = time.time()
     t = Table(title=f"API keys of {wallet} (amounts in hUSD)", box=box.SIMPLE)
-    for col in ("key hash", "cap", "spent", "left", "jobs", "refunds", "expires (UTC)", "state"):
-        t.add_column(col, justify="left" if col in ("key hash", "expires (UTC)", "state") else "right", no_wrap=True)
+    for col in ("key hash", "cap", "spent", "left", "jobs", "refunds", "expires (UTC)", "region", "state"):
+        t.add_column(col, justify="left" if col in ("key hash", "expires (UTC)", "region", "state") else "right",
+                     no_wrap=True)
 
     def short(wei: str) -> str:
         return f"{Decimal(int(wei)).scaleb(-USD_DECIMALS).normalize():f}"
@@ -693,7 +700,7 @@ def api_key_list(gateway: GatewayOpt = "http://127.0.0.1:8000", as_: RoleOpt = N
         state = "revoked" if k["revoked"] else ("expired" if int(k["expiry"]) <= now else "live")
         t.add_row(k["api_key_hash"][:10] + "…", short(k["spending_cap"]), short(k["spent"]), short(k["remaining"]),
                   str(k["jobs"]), short(k["refunds_owed"]), f"{datetime.fromtimestamp(int(k['expiry']), UTC):%Y-%m-%d}",
-                  state)
+                  k.get("region") or "-", state)
     console.print(t)
     if relayer:
         allowance = int(h.usd.functions.allowance(wallet, relayer).call())
