@@ -745,12 +745,21 @@ def up(
     restart: bool = typer.Option(False, "--restart/--no-restart", envvar="HEARTH_UP_RESTART",
                                  help="Restart a crashed service with backoff instead of stopping the stack."),
     stop_timeout: float = typer.Option(10.0, min=0.0, help="Seconds a service gets after SIGTERM before SIGKILL."),
+    provider_ports: str = typer.Option("8101,8102", help="Ports of the two serving-plane providers (eu-west, "
+                                                          "us-east), comma-separated."),
 ) -> None:
-    """The whole stack: devnet, indexer, one CPU worker and the gateway, until Ctrl-C or SIGTERM."""
+    """The whole stack until Ctrl-C or SIGTERM: devnet, indexer, one CPU worker (per-job path), the
+    gateway, two serving-plane providers and (when installed) the batch verifier."""
     from deploy.up import run_stack
 
+    try:
+        ports = [int(x) for x in provider_ports.split(",")]
+    except ValueError:
+        raise CliError(f"--provider-ports takes two comma-separated ports, not {provider_ports!r}") from None
+    if len(ports) != 2 or len(set(ports)) != 2 or not all(0 < p < 65536 for p in ports):
+        raise CliError(f"--provider-ports takes two different ports, not {provider_ports!r}")
     run_stack(port=port, chain_id=chain_id, block_time=block_time or None, gateway_port=gateway_port,
-              restart=restart, stop_timeout=stop_timeout)
+              restart=restart, stop_timeout=stop_timeout, provider_ports=ports)
 
 
 @app.command("demo", cls=HearthCommand)
