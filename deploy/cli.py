@@ -689,9 +689,8 @@ def api_key_list(gateway: GatewayOpt = "http://127.0.0.1:8000", as_: RoleOpt = N
         keys = gw.api_keys()
     now = time.time()
     t = Table(title=f"API keys of {wallet} (amounts in hUSD)", box=box.SIMPLE)
-    for col in ("key hash", "cap", "spent", "left", "jobs", "refunds", "expires (UTC)", "region", "state"):
-        t.add_column(col, justify="left" if col in ("key hash", "expires (UTC)", "region", "state") else "right",
-                     no_wrap=True)
+    for col in ("key hash", "cap", "spent", "left", "jobs", "refunds", "expires (UTC)", "state"):
+        t.add_column(col, justify="left" if col in ("key hash", "expires (UTC)", "state") else "right", no_wrap=True)
 
     def short(wei: str) -> str:
         return f"{Decimal(int(wei)).scaleb(-USD_DECIMALS).normalize():f}"
@@ -700,8 +699,11 @@ def api_key_list(gateway: GatewayOpt = "http://127.0.0.1:8000", as_: RoleOpt = N
         state = "revoked" if k["revoked"] else ("expired" if int(k["expiry"]) <= now else "live")
         t.add_row(k["api_key_hash"][:10] + "…", short(k["spending_cap"]), short(k["spent"]), short(k["remaining"]),
                   str(k["jobs"]), short(k["refunds_owed"]), f"{datetime.fromtimestamp(int(k['expiry']), UTC):%Y-%m-%d}",
-                  k.get("region") or "-", state)
+                  state)
     console.print(t)
+    for k in keys:  # below the table, which stays within 80 columns
+        if k.get("region"):
+            console.print(f"key {k['api_key_hash'][:10]}… prefers region {k['region']}")
     if relayer:
         allowance = int(h.usd.functions.allowance(wallet, relayer).call())
         live = sum(int(k["remaining"]) for k in _live(keys))
