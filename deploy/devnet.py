@@ -249,7 +249,7 @@ SERVING_PROVIDERS = (("provider-eu", "eu-west", 150), ("provider-us", "us-east",
 #: opens to each provider (the gateway tops the lanes up from the deposit afterwards)
 SERVING_PAYER = "client"
 SERVING_DEPOSIT = 200 * USD
-SERVING_LANE = 300_000
+SERVING_LANE = 1_200_000
 #: how long the payer's authorization of the gateway's signer lasts
 SERVING_SIGNER_TTL_S = 365 * 86400
 

@@ -241,13 +241,15 @@ def services(gateway_port: int, names: Sequence[str] | None = None,
 
 
 #: What ``make up`` sets unless the environment says otherwise: a demo-sized serving plane, in
-#: which a few hundred requests (``make demo``) already show providers collecting vouchers
-#: (threshold 0.1 hUSD instead of 1) and the gateway topping lanes up (below 0.2 hUSD free, back
-#: to 0.5; the devnet opens lanes of 0.3).
+#: which a few hundred requests (``make demo``, about 1 hUSD) already show providers collecting
+#: vouchers (threshold 0.1 hUSD instead of 1) and the gateway topping lanes up (checked every
+#: second; below 1 hUSD free, back to 1.5; the devnet opens lanes of 1.2). The threshold leaves a
+#: few seconds of demo traffic between a top-up's decision and its block.
 STACK_DEFAULTS = {
     "HEARTH_SERVING_COLLECT_THRESHOLD": "100000",
-    "HEARTH_GATEWAY_LANE_TOPUP_THRESHOLD": "200000",
-    "HEARTH_GATEWAY_LANE_TOPUP_TARGET": "500000",
+    "HEARTH_GATEWAY_LANE_TOPUP_THRESHOLD": "1000000",
+    "HEARTH_GATEWAY_LANE_TOPUP_TARGET": "1500000",
+    "HEARTH_GATEWAY_LANE_TOPUP_INTERVAL_S": "1",
 }
 
 
