@@ -1,7 +1,6 @@
 """Fixtures of the serving-plane tests: one stack per module (chain snapshotted before, reverted
 after), two provider endpoint processes in different regions at different quoted prices, a
-payer whose lanes are funded and who authorized the gateway's receipt signer. A test module may
-set ``GATEWAY_SETTINGS`` (a dict) to override the gateway's settings for its stack."""
+payer whose lanes are funded and who authorized the gateway's receipt signer."""
 
 from __future__ import annotations
 
@@ -24,8 +23,7 @@ PROVIDERS = {"provider": ("eu", 200), "verifier": ("us", 100)}
 
 
 @pytest.fixture(scope="module")
-def stack(devnet: Any, chain: Any, tmp_path_factory: pytest.TempPathFactory,
-          request: pytest.FixtureRequest) -> Iterator[ServingStack]:
+def stack(devnet: Any, chain: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServingStack]:
     from deploy.devnet import free_port
     from gateway.app import create_app
     from gateway.settings import GatewaySettings
@@ -52,7 +50,6 @@ def stack(devnet: Any, chain: Any, tmp_path_factory: pytest.TempPathFactory,
         data_dir=tmp, indexer_database_url=index_url, relayer_key=SecretStr(devnet.accounts["relayer"].key),
         rate_limit_ip_per_min=1_000_000, rate_limit_wallet_per_min=1_000_000, feed_poll_interval_s=0.1,
         public_url=base, serving_refresh_s=0.2, provider_timeout_s=20, port=port,
-        **getattr(request.module, "GATEWAY_SETTINGS", {}),
     )
     app = create_app(settings, manifest=devnet.manifest)
     server = Server(app, port)
