@@ -236,6 +236,10 @@ def read_settlement(res: DemoResult, hearth: Any, payer: str, providers: set[str
                      if tx in {t.tx_hash for t in (*batches, *collections, *topups)}}
 
 
+def _short(address: str) -> str:
+    return f"{address[:6]}…{address[-4:]}" if len(address) == 42 else address
+
+
 def _hex(b: Any) -> str:
     return "0x" + bytes(b).hex()
 
@@ -273,6 +277,8 @@ def create_api_key(gateway_url: str, wallet_key: str, cap: int, region: str | No
 
 def main(n: int = 300, concurrency: int = 8, gateway: str = "http://127.0.0.1:8000", payer_role: str = "client",
          region: str = "eu-west") -> DemoResult:
+    import logging
+
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -281,6 +287,9 @@ def main(n: int = 300, concurrency: int = 8, gateway: str = "http://127.0.0.1:80
     from contracts.manifest import Manifest
     from deploy.settings import CliSettings
 
+    # The openai client logs every request (and retry) at INFO: the progress bar says it better.
+    for name in ("httpx", "httpx2", "openai"):
+        logging.getLogger(name).setLevel(logging.WARNING)
     console = Console(soft_wrap=True)
     st = CliSettings()
     try:
@@ -325,15 +334,22 @@ def print_result(console: Any, res: DemoResult) -> None:
     console.print(t)
     if res.failures:
         console.print("[red]failed:[/] " + ", ".join(f"{k}: {v}" for k, v in sorted(res.failures.items())))
+    order = sorted(res.providers.items(), key=lambda kv: -kv[1].requests)
     t = Table(title="who served what (from each answer's hearth object)")
-    for c in ("provider", "region", "price/token", "requests", "tokens", "cost hUSD", "batches", "leaves",
-              "collected hUSD", "topped up hUSD"):
-        t.add_column(c, justify="left" if c in ("provider", "region") else "right")
-    for a, p in sorted(res.providers.items(), key=lambda kv: -kv[1].requests):
-        t.add_row(a, p.region, str(p.price), str(p.requests), str(p.tokens), fmt(p.cost, USD_DECIMALS),
-                  str(sum(1 for b in res.batches if b.provider == a)),
+    for c in ("provider", "region", "price/token", "requests", "tokens", "cost hUSD"):
+        t.add_column(c, justify="left" if c in ("provider", "region") else "right", no_wrap=True)
+    for a, p in order:
+        t.add_row(_short(a), p.region, str(p.price), str(p.requests), str(p.tokens), fmt(p.cost, USD_DECIMALS))
+    console.print(t)
+    t = Table(title="settlement on-chain during the run")
+    for c in ("provider", "batches", "leaves", "vouchers", "collected hUSD", "top-ups", "topped up hUSD"):
+        t.add_column(c, justify="left" if c == "provider" else "right", no_wrap=True)
+    for a, _ in order:
+        t.add_row(_short(a), str(sum(1 for b in res.batches if b.provider == a)),
                   str(sum(b.amount for b in res.batches if b.provider == a)),
+                  str(sum(1 for c in res.collections if c.provider == a)),
                   fmt(sum(c.amount for c in res.collections if c.provider == a), USD_DECIMALS),
+                  str(sum(1 for c in res.topups if c.provider == a)),
                   fmt(sum(c.amount for c in res.topups if c.provider == a), USD_DECIMALS))
     console.print(t)
     n_collect_tx = len({c.tx_hash for c in res.collections})

@@ -244,8 +244,12 @@ def services(gateway_port: int, names: Sequence[str] | None = None,
 #: which a few hundred requests (``make demo``, about 1 hUSD) already show providers collecting
 #: vouchers (threshold 0.1 hUSD instead of 1) and the gateway topping lanes up (checked every
 #: second; below 1 hUSD free, back to 1.5; the devnet opens lanes of 1.2). The threshold leaves a
-#: few seconds of demo traffic between a top-up's decision and its block.
+#: few seconds of demo traffic between a top-up's decision and its block. The gateway's rate
+#: limits (240 requests a minute per wallet by default) would refuse most of a demo's requests
+#: with 429: on the devnet one wallet sends them all.
 STACK_DEFAULTS = {
+    "HEARTH_GATEWAY_RATE_LIMIT_WALLET_PER_MIN": "60000",
+    "HEARTH_GATEWAY_RATE_LIMIT_IP_PER_MIN": "60000",
     "HEARTH_SERVING_COLLECT_THRESHOLD": "100000",
     "HEARTH_GATEWAY_LANE_TOPUP_THRESHOLD": "1000000",
     "HEARTH_GATEWAY_LANE_TOPUP_TARGET": "1500000",

@@ -210,10 +210,18 @@ def test_the_stack_runs_both_serving_providers_and_the_verifier_only_where_its_m
     assert kids[-1].name == "verifier" and list(kids[-1].argv[1:3]) == ["-m", up.VERIFIER_MODULE]
 
 
-def test_the_stacks_demo_sized_defaults_give_way_to_the_environment(tmp_path: Path) -> None:
+def test_the_stacks_demo_sized_defaults_give_way_to_the_environment(tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
     from deploy.up import STACK_DEFAULTS, child_environment
+    from gateway.settings import GatewaySettings
 
     env = child_environment({"HEARTH_SERVING_COLLECT_THRESHOLD": "7"}, tmp_path)
     assert env["HEARTH_SERVING_COLLECT_THRESHOLD"] == "7"
     assert env["HEARTH_GATEWAY_LANE_TOPUP_TARGET"] == STACK_DEFAULTS["HEARTH_GATEWAY_LANE_TOPUP_TARGET"]
     assert env["HEARTH_DATA_DIR"] == str(tmp_path)
+    # The gateway reads them under these names (a misspelt one would be ignored silently).
+    for k, v in STACK_DEFAULTS.items():
+        monkeypatch.setenv(k, v)
+    gw = GatewaySettings(data_dir=tmp_path)
+    assert (gw.rate_limit_wallet_per_min, gw.rate_limit_ip_per_min, gw.lane_topup_threshold, gw.lane_topup_target,
+            gw.lane_topup_interval_s) == (60000, 60000, 1_000_000, 1_500_000, 1.0)
