@@ -26,6 +26,7 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
+from importlib.util import find_spec
 from typing import Any
 
 import httpx
@@ -291,6 +292,8 @@ def main(n: int = 300, concurrency: int = 8, gateway: str = "http://127.0.0.1:80
     for name in ("httpx", "httpx2", "openai"):
         logging.getLogger(name).setLevel(logging.WARNING)
     console = Console(soft_wrap=True)
+    if find_spec("openai") is None:
+        raise DemoError("the demo needs the `openai` package: pip install -e '.[dev]' (make does this)")
     st = CliSettings()
     try:
         manifest = Manifest.load(st.manifest_file())
