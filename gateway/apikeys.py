@@ -113,7 +113,10 @@ def grant_typed_data(g: schemas.ApiKeyGrantIn, chain_id: int) -> dict[str, Any]:
     }
 
 
-def register_grant(ctx: Context, g: schemas.ApiKeyGrantIn, signature: bytes) -> store.ApiKey:
+def register_grant(ctx: Context, g: schemas.ApiKeyGrantIn, signature: bytes, region: str | None = None) -> store.ApiKey:
+    """Registers a wallet-signed grant. ``region`` is the key's preferred provider region: a
+    routing preference the wallet states when registering, not part of what it signs (it moves
+    no money; a request's ``x-hearth-region`` header overrides it)."""
     relayer = ctx.chain.relayer_address
     if relayer is None:
         raise UnavailableError("this gateway has no relayer key, so it cannot serve API keys",
@@ -133,7 +136,7 @@ def register_grant(ctx: Context, g: schemas.ApiKeyGrantIn, signature: bytes) -> 
     row = store.ApiKey(
         key_hash=g.api_key_hash, wallet=g.wallet, gateway=g.gateway,
         spending_cap=min(g.spending_cap, store.MAX_BIGINT), spent=0, expiry=g.expiry, nonce=str(g.nonce),
-        signature="0x" + signature.hex(), created_at=now)
+        signature="0x" + signature.hex(), created_at=now, region=region)
     try:
         with store.session(ctx.db_engine) as s:
             s.add(row)
@@ -156,7 +159,7 @@ def key_out(ctx: Context, key: store.ApiKey) -> schemas.ApiKeyOut:
     return schemas.ApiKeyOut(
         api_key_hash=key.key_hash, wallet=key.wallet, gateway=key.gateway, spending_cap=str(key.spending_cap),
         spent=str(key.spent), remaining=str(max(0, key.spending_cap - key.spent)), expiry=key.expiry,
-        revoked=key.revoked_at is not None, refunds_owed=str(owed), jobs=len(job_ids))
+        revoked=key.revoked_at is not None, refunds_owed=str(owed), jobs=len(job_ids), region=key.region)
 
 
 def keys_of(ctx: Context, wallet: str) -> list[store.ApiKey]:

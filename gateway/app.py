@@ -259,6 +259,8 @@ def create_app(settings: GatewaySettings | None = None, *, manifest: Manifest | 
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await ctx.feed.start()
         await ctx.sweeper.start()
+        if ctx.serving is not None:
+            ctx.serving.start()
         log.info("gateway up: chain %d market %s relayer %s", ctx.chain_id, ctx.chain.market,
                  ctx.chain.relayer_address or "(none: read-only)")
         try:
@@ -296,7 +298,9 @@ def create_app(settings: GatewaySettings | None = None, *, manifest: Manifest | 
         return {"ok": True, "chain_id": ctx.chain_id, "market": ctx.chain.market, "devnet_rpc_url": devnet_rpc,
                 "relayer": ctx.chain.relayer_address, "index_ok": index_ok, "indexed_block": block,
                 "indexed_block_time": block_time, "time": time.time(),
-                "feed_running": ctx.feed.healthy(), "blob_sweeper_running": ctx.sweeper.healthy()}
+                "feed_running": ctx.feed.healthy(), "blob_sweeper_running": ctx.sweeper.healthy(),
+                "lane_keeper_running": bool(ctx.serving is not None and ctx.serving.keeper is not None
+                                            and ctx.serving.keeper.healthy())}
 
     @app.get("/metrics", tags=["ops"], include_in_schema=False)
     def metrics() -> Response:

@@ -65,6 +65,8 @@ Uint40 = Annotated[int, BeforeValidator(_int_from_str), Field(ge=0, le=UINT40)]
 Uint96 = Annotated[int, BeforeValidator(_int_from_str), Field(ge=0, le=UINT96)]
 Uint256 = Annotated[int, BeforeValidator(_int_from_str), Field(ge=0, le=UINT256)]
 Amount = Annotated[str, Field(pattern=r"^[0-9]+$", description="token wei, decimal string")]
+#: a provider region as providers register it on-chain (``eu-west``, ``us-east``, ...)
+Region = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,31}$", examples=["eu-west"])]
 
 
 def _job_state(value: str) -> str:
@@ -354,6 +356,9 @@ class ApiKeyGrantIn(BaseModel):
 class ApiKeyCreateIn(BaseModel):
     grant: ApiKeyGrantIn
     signature: HexBytes
+    region: Region | None = Field(
+        default=None, description="the provider region this key prefers: routing on the serving plane uses it when "
+                                  "a request sends no x-hearth-region header")
 
 
 class ApiKeyOut(BaseModel):
@@ -367,6 +372,7 @@ class ApiKeyOut(BaseModel):
     revoked: bool
     refunds_owed: Amount = Field(description="escrow returned to the relayer for this key's jobs (refunded or unused)")
     jobs: int
+    region: str | None = Field(default=None, description="the provider region this key prefers")
 
 
 # ---------------------------------------------------------------------------- embeddings

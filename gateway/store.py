@@ -49,6 +49,8 @@ class ApiKey(GatewayModel, table=True):
     signature: str = Field(max_length=4098)
     created_at: int = Field(sa_type=sa.BigInteger)
     revoked_at: int | None = Field(default=None, sa_type=sa.BigInteger)
+    #: the provider region the key prefers (serving-plane routing, when a request names none)
+    region: str | None = Field(default=None, max_length=32)
 
 
 class Charge(GatewayModel, table=True):
