@@ -18,8 +18,7 @@ def test_node_resubmits_a_receipt_that_a_reorg_dropped(fresh: Any, chain: Any, m
         if name == "after_claim":
             snaps["claimed"] = chain.snapshot()
 
-    node = make_node("provider")
-    node._checkpoint = checkpoint
+    node = make_node("provider", checkpoint=checkpoint)
     assert node.tick().delivered == [job_id]
     assert h.job(job_id).status == Status.DELIVERED
 

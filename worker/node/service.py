@@ -22,10 +22,11 @@ from contracts.bindings import Hearth
 from contracts.chain import connect
 from contracts.errors import ContractsError
 from contracts.manifest import Manifest
-from worker.node.errors import JobSourceError, NodeConfigError
+from worker.node.config import Checkpoint, NodeConfig
+from worker.node.errors import NodeConfigError
 from worker.node.executor import CeleryExecutor, Executor, InProcessExecutor
-from worker.node.node import Checkpoint, Node, NodeConfig
-from worker.node.sources import IndexerJobSource, JobSource
+from worker.node.node import Node
+from worker.node.sources import GatewayJobSource, JobSource
 from worker.settings import WorkerSettings
 
 if TYPE_CHECKING:
@@ -95,6 +96,7 @@ def node_config(settings: WorkerSettings) -> NodeConfig:
         min_withdraw=settings.min_withdraw,
         max_input_bytes=settings.max_input_bytes,
         poll_interval_s=settings.poll_interval_s,
+        max_duty_failures=settings.max_duty_failures,
         name=settings.node_name,
     )
 
@@ -113,11 +115,8 @@ def build_node(
     store = store or settings.open_blobs(settings.data_dir, key)
     executor = executor or build_executor(settings, store)
     source: JobSource | None = None
-    if settings.indexer_database_url:
-        try:
-            source = IndexerJobSource(settings.indexer_database_url, h, [executor.model_hash])
-        except JobSourceError as exc:
-            log.warning("%s; reading JobPosted logs from the chain instead", exc)
+    if settings.gateway_url:
+        source = GatewayJobSource(settings.gateway_url, [executor.model_hash])
     return Node(
         h,
         key,
