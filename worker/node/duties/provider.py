@@ -100,7 +100,12 @@ class Provider(Duty):
                 continue
             entry = ctx.market.entry(c.job_id)
             if entry is None or entry.job is None:
-                self._drop(c, "not on chain")
+                # Listed by a gateway after this tick read the chain (or not on this chain at all).
+                c.attempts += 1
+                if c.attempts >= cfg.max_input_attempts:
+                    self._drop(c, "not on chain")
+                else:
+                    st.upsert(c)
                 continue
             job = entry.job
             if job.status != Status.POSTED:
