@@ -13,8 +13,8 @@ import pytest
 from common.blobs import LocalBlobStore
 from deploy.demo import CheatingExecutor, post_embedding_job
 from worker.node.compute import shared_encoder
-from worker.node.executor import InProcessExecutor
 from worker.node.config import Checkpoint, NodeConfig
+from worker.node.executor import InProcessExecutor
 from worker.node.node import Node
 
 USD = 10**6

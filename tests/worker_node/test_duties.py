@@ -31,7 +31,8 @@ class FlakyExecutor:
         if self.failures > 0:
             self.failures -= 1
             raise RuntimeError("CUDA error: an illegal memory access was encountered")
-        return self.inner.run(requests, owner=owner)
+        out: list[Outcome] = self.inner.run(requests, owner=owner)
+        return out
 
 
 def test_duties_follow_the_role(make_node: Any) -> None:

@@ -9,10 +9,14 @@ from typing import Any
 
 import pytest
 
+from contracts import jobio
 from deploy.devnet import free_port
+from worker.node.config import NodeConfig
 from worker.node.errors import JobSourceError
+from worker.node.node import Node
 from worker.node.service import build_node
-from worker.node.sources import GatewayJobSource
+from worker.node.sources import Candidate, GatewayJobSource
+from worker.node.state import CandidateRow, CandidateState
 from worker.settings import WorkerSettings
 
 
@@ -53,3 +57,37 @@ def test_an_unreachable_gateway_is_a_job_source_error_naming_the_url() -> None:
     with pytest.raises(JobSourceError, match=f"cannot read posted jobs from {url}/v1/jobs"):
         source.poll(0)
     source.close()
+
+
+class ListedAhead:
+    """A job list that names a job before this node's view of the chain holds it (a gateway's
+    index can be a block ahead of the tick's read)."""
+
+    name = "ahead"
+
+    def __init__(self, candidate: Candidate) -> None:
+        self.candidate = candidate
+
+    def poll(self, safe_block: int) -> list[Candidate]:
+        return [self.candidate]
+
+
+def test_a_job_listed_before_the_node_sees_it_on_chain_is_kept_and_claimed_later(
+    fresh: Any, tmp_path: Path, store: Any, executor: Any, post_job: Any
+) -> None:
+    h = fresh.hearth
+    texts = ["listed one block early"]
+    next_id = int(h.market.functions.jobCount().call()) + 1
+    now = int(h.w3.eth.get_block("latest")["timestamp"])
+    listed = Candidate(next_id, jobio.input_hash(jobio.encode_input(texts)), now + 3600)
+    node = Node(h, fresh.accounts["provider"].key, store, executor, NodeConfig(name="provider"),
+                state_dir=tmp_path / "state", job_source=ListedAhead(listed))
+    try:
+        assert node.tick().claimed == []
+        row = node.state.get(CandidateRow, next_id)
+        assert row is not None and row.state == CandidateState.OPEN
+        job_id, _ = post_job(texts)
+        assert job_id == next_id
+        assert node.tick().delivered == [job_id]
+    finally:
+        node.close()
