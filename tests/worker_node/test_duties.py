@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -72,6 +73,24 @@ def test_a_duty_failing_max_duty_failures_ticks_in_a_row_stops_the_node_naming_i
     assert "duty 'provider' failed 3 ticks in a row; last error: RuntimeError: CUDA error" in str(err.value)
     assert any(r.levelno == logging.CRITICAL and "duty provider failed 3 ticks in a row" in r.getMessage()
                and "illegal memory access" in r.getMessage() for r in caplog.records)
+
+
+def test_a_node_service_whose_duty_keeps_failing_stops_and_reports_unhealthy(
+    make_node: Any, executor: Any, post_job: Any
+) -> None:
+    from worker.node.service import NodeService
+
+    node = make_node("provider", max_duty_failures=2, poll_interval_s=0.05)
+    node.op.executor = FlakyExecutor(executor, failures=100)
+    post_job(["never computed"])
+    svc = NodeService(node)
+    svc.start()
+    deadline = time.monotonic() + 30
+    while svc.error is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert isinstance(svc.error, DutyFailedError) and svc.error.duty == "provider"
+    assert not svc.healthy()
+    svc.stop()
 
 
 def test_the_worker_command_exits_non_zero_when_a_duty_keeps_failing(

@@ -165,6 +165,9 @@ class Node:
         return time.monotonic() - self.last_ok < max(30.0, 10 * self.config.poll_interval_s)
 
     def close(self) -> None:
+        close = getattr(self.provider.source, "close", None) if self.provider else None
+        if close is not None:
+            close()
         self.op.state.close()
 
     # ------------------------------------------------------------------ one pass

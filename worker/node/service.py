@@ -23,7 +23,7 @@ from contracts.chain import connect
 from contracts.errors import ContractsError
 from contracts.manifest import Manifest
 from worker.node.config import Checkpoint, NodeConfig
-from worker.node.errors import NodeConfigError
+from worker.node.errors import DutyFailedError, NodeConfigError
 from worker.node.executor import CeleryExecutor, Executor, InProcessExecutor
 from worker.node.node import Node
 from worker.node.sources import GatewayJobSource, JobSource
@@ -139,15 +139,24 @@ class NodeService:
         self.node = node
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self.error: BaseException | None = None
+        """What stopped the node's loop (a duty that kept failing), once it has."""
 
     def start(self) -> None:
         if self._thread and self._thread.is_alive():
             return
         self._stop.clear()
         self._thread = threading.Thread(
-            target=self.node.run, args=(self._stop,), name=f"hearth-node-{self.node.address[:10]}", daemon=True
+            target=self._run, name=f"hearth-node-{self.node.address[:10]}", daemon=True
         )
         self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            self.node.run(self._stop)
+        except Exception as exc:  # noqa: BLE001 - kept for the owner (healthy() turns false)
+            self.error = exc
+            log.error("node %s stopped: %s", self.node.address, exc, exc_info=not isinstance(exc, DutyFailedError))
 
     def stop(self, timeout: float | None = 30.0) -> None:
         self._stop.set()
