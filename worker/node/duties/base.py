@@ -78,7 +78,8 @@ class Duty:
 
     def __init__(self, op: Operator) -> None:
         self.op = op
-        self.log = op.log
+        # Named by the duty's module (``worker.node.duties.provider``...), labelled by the node.
+        self.log = NodeLog(logging.getLogger(type(self).__module__), op.log.extra)
 
     def run(self, ctx: TickContext) -> None:
         raise NotImplementedError
