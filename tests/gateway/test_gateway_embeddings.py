@@ -24,8 +24,9 @@ def worker(stack: Stack) -> Iterator[Any]:
     from worker.settings import WorkerSettings
 
     settings = WorkerSettings(data_dir=stack.tmp / "worker", blob_url=stack.base_url, gpu_class="cpu",
-                              indexer_database_url=stack.settings.index_database_url(), poll_interval_s=0.2)
+                              gateway_url=stack.base_url, poll_interval_s=0.2)
     node = build_node(settings, stack.key("provider"), hearth=Hearth(stack.devnet.manifest))
+    assert node.provider is not None and node.provider.source.name == "gateway"  # posted jobs from the public API
     svc = NodeService(node)
     svc.start()
     try:
@@ -58,6 +59,7 @@ def test_the_openai_client_gets_embeddings_equal_to_the_worker_encoders(stack: S
 
     res = client(stack, api_key).embeddings.create(model="all-MiniLM-L6-v2", input=TEXTS)
 
+    assert worker.node.provider.source.name == "gateway"  # found through the public API, never fell back
     got = np.array([d.embedding for d in res.data], dtype=np.float32)
     expected = Encoder(backend="torch", dtype="fp32").encode(TEXTS)
     assert got.shape == (3, 384) and np.array_equal(got, expected)
