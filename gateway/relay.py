@@ -373,7 +373,10 @@ class RelayTracker:
         except Exception:  # noqa: BLE001 - unknown or not mined yet: still pending
             return row
         if rcpt["status"] == 1:
-            job_id = self.chain.hearth.job_id_from(rcpt)
+            try:
+                job_id: int | None = self.chain.hearth.job_id_from(rcpt)
+            except ChainError:  # mined but posted no job: not a job relay after all
+                job_id = None
             return store.finish_relay(self.db, row.tx_hash, store.RelayStatus.MINED, store.now(), job_id=job_id,
                                       block_number=int(rcpt["blockNumber"]), mined_tx=row.tx_hash) or row
         return store.finish_relay(self.db, row.tx_hash, store.RelayStatus.REVERTED, store.now(), reason="reverted",
