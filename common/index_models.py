@@ -55,6 +55,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Dialect
 from sqlmodel import JSON, Field, SQLModel
 
+from contracts.jobstate import ChallengeState
 from contracts.types import Status
 
 __all__ = [
@@ -241,8 +242,9 @@ class Challenge(SQLModel, table=True):
     draw_block: int | None = Field(default=None, sa_type=sa.BigInteger)
     #: until when governance may decide an escalated dispute (unix seconds)
     escalation_end: int | None = Field(default=None, sa_type=sa.BigInteger)
-    #: open (awaiting the draw), voting, no_committee, escalated, provider_won, challenger_won, neutral
-    status: str = Field(default="open", max_length=16)
+    #: a ``contracts.jobstate.ChallengeState``: open (awaiting the draw), voting, no_committee,
+    #: escalated, provider_won, challenger_won, neutral
+    status: str = Field(default=ChallengeState.OPEN.value, max_length=16)
     agree: int = 0
     disagree: int = 0
     provider_won: bool | None = None

@@ -19,7 +19,8 @@ from sqlmodel import SQLModel
 
 from common.index_models import PROJECTION_TABLES
 from contracts.jobfold import job_changes
-from contracts.types import Status
+from contracts.jobstate import OUTCOME_STATE, ChallengeState
+from contracts.types import Outcome, Status
 from indexer.decode import DecodedEvent
 
 log = logging.getLogger(__name__)
@@ -356,7 +357,7 @@ def _challenged(p: Projector, ev: DecodedEvent) -> None:
     p._put("challenges", (a["jobId"],), new_row(
         "challenges", job_id=a["jobId"], challenger=a["challenger"], bond=a["bond"],
         committee=[], commit_end=0, reveal_end=0, draw_block=a["drawBlock"],
-        status="open", block=ev.block_number, tx_hash=ev.tx_hash, timestamp=ev.block_timestamp), ev)
+        status=ChallengeState.OPEN.value, block=ev.block_number, tx_hash=ev.tx_hash, timestamp=ev.block_timestamp), ev)
 
 
 @_on("JobMarket", "CommitteeDrawn")
@@ -365,7 +366,7 @@ def _drawn(p: Projector, ev: DecodedEvent) -> None:
     ch = p._get("challenges", (a["jobId"],))
     if ch is not None:
         ch.update(committee=list(a["seats"]), commit_end=a["commitEnd"], reveal_end=a["revealEnd"],
-                  status="voting" if a["seats"] else "no_committee")
+                  status=(ChallengeState.VOTING if a["seats"] else ChallengeState.NO_COMMITTEE).value)
         p._put("challenges", (a["jobId"],), ch, ev)
 
 
@@ -421,21 +422,17 @@ def _member_settled(p: Projector, ev: DecodedEvent) -> None:
         p._unlock(a["member"], vote["bond"], ev)
 
 
-#: IJobMarket.Outcome -> challenges.status
-_OUTCOME_STATUS = {1: "provider_won", 2: "challenger_won", 3: "neutral", 4: "escalated"}
-
-
 @_on("JobMarket", "DisputeResolved")
 def _resolved(p: Projector, ev: DecodedEvent) -> None:
     a = ev.args
-    outcome = int(a["outcome"])
-    escalated = outcome == 4
+    outcome = Outcome(int(a["outcome"]))
+    escalated = outcome == Outcome.ESCALATED
     ch = p._get("challenges", (a["jobId"],))
     if ch is not None:
         if escalated:
-            ch.update(status="escalated", escalation_end=a["escalationEnd"])
+            ch.update(status=ChallengeState.ESCALATED.value, escalation_end=a["escalationEnd"])
         else:
-            ch.update(status=_OUTCOME_STATUS[outcome], provider_won=outcome == 1,
+            ch.update(status=OUTCOME_STATE[outcome].value, provider_won=outcome == Outcome.PROVIDER_WON,
                       by_governance=a["byGovernance"],
                       slashed=a["slashed"], resolved_block=ev.block_number,
                       resolved_tx=ev.tx_hash, resolved_at=ev.block_timestamp)
