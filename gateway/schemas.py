@@ -134,12 +134,35 @@ class JobSubmission(BaseModel):
 
 
 class JobPostedOut(BaseModel):
-    job_id: int
-    tx_hash: str
-    block_number: int
-    status: Literal["posted"] = "posted"
+    """The answer to a relayed job (202): the transaction is broadcast, not mined yet."""
+
+    tx_hash: str = Field(description="the relayed transaction; poll status_url for its outcome")
+    status: Literal["pending"] = "pending"
+    status_url: str = Field(description="GET it until status is mined (job_id set) or reverted/failed")
     client: str
     input_hash: str
+
+
+class RelayError(BaseModel):
+    reason: str = Field(description="machine-readable, as in error answers (e.g. nonce_used)")
+    revert: str | None = Field(default=None, description="the contract's custom error, when known")
+    message: str
+
+
+class RelayOut(BaseModel):
+    """A relayed job's transaction, from broadcast to outcome."""
+
+    tx_hash: str
+    kind: Literal["signed", "api_key"]
+    status: Literal["pending", "mined", "reverted", "failed"]
+    client: str
+    job_id: int | None = Field(default=None, description="set once mined")
+    block_number: int | None = None
+    mined_tx: str | None = Field(default=None, description="the hash mined (differs after a fee bump)")
+    job_url: str | None = Field(default=None, description="the job's state, once mined")
+    error: RelayError | None = Field(default=None, description="why it reverted or failed (nothing was charged)")
+    created_at: int
+    updated_at: int
 
 
 class StateEntry(BaseModel):
