@@ -18,7 +18,8 @@ chain with the model in one batched read:
 
 Chain time is frozen (see ``Clock``) so boundaries are exact; rules warp onto them. Each
 example starts from the same snapshot. ``HEARTH_HYPOTHESIS_EXAMPLES`` sets the number of
-examples (default 100: about 2.5 minutes on CI; raise it for a deeper search), ``HEARTH_HYPOTHESIS_SEED`` replays a run (the seed is printed).
+examples (default 100: about 2.5 minutes on CI; raise it for a deeper search),
+``HEARTH_HYPOTHESIS_SEED`` replays a run (the seed is printed).
 """
 
 from __future__ import annotations
