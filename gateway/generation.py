@@ -258,11 +258,13 @@ async def generate(ctx: Any, key: store.ApiKey, body: gen.ChatCompletionsIn | ge
     raise last
 
 
-def _hearth(cand: Candidate, work: WorkReceipt, wsig: bytes, seed: int, attempts: int,
+def _hearth(cand: Candidate, work: WorkReceipt, wsig: bytes, seed: int, ids: list[int], attempts: int,
             timing: dict[str, Any]) -> dict[str, Any]:
+    """What the client can check the answer with: the receipt, the seed (send it again to
+    reproduce the answer) and the output ids the receipt's output hash covers."""
     return {"path": "serving", "provider": cand.address, "request_id": "0x" + work.request_id.hex(),
             "receipt": receipt_json(work), "receipt_signature": "0x" + wsig.hex(), "cost": str(work.value),
-            "attempts": attempts, "verified": True, "seed": seed, "timing_ms": timing}
+            "attempts": attempts, "verified": True, "seed": seed, "output_ids": ids, "timing_ms": timing}
 
 
 def _answer(ctx: Any, key: store.ApiKey, charge_id: int, cand: Candidate, checked: Any, model: Any,
@@ -291,7 +293,7 @@ def _answer(ctx: Any, key: store.ApiKey, charge_id: int, cand: Candidate, checke
         "object": "chat.completion" if chat else "text_completion", "created": int(time.time()),
         "model": model.name or model.model_id, "choices": [choice], "usage": usage,
         "system_fingerprint": "hearth-" + work.runtime_hash.hex()[:16],
-        "hearth": _hearth(cand, work, wsig, seed, attempts, timing)})
+        "hearth": _hearth(cand, work, wsig, seed, ids, attempts, timing)})
 
 
 async def _relay(ctx: Any, key: store.ApiKey, charge_id: int, cand: Candidate, resp: httpx.Response,
@@ -346,7 +348,7 @@ async def _relay(ctx: Any, key: store.ApiKey, charge_id: int, cand: Candidate, r
                 settled()
                 ok = True
                 plane.served += 1
-                yield _sse(chunk(None, reason, hearth=_hearth(cand, work, wsig, seed, attempts,
+                yield _sse(chunk(None, reason, hearth=_hearth(cand, work, wsig, seed, ids, attempts,
                                                               {"total": round(ms, 2)})))
                 if include_usage:
                     usage = {"prompt_tokens": len(req.prompt_ids), "completion_tokens": len(ids),
