@@ -117,7 +117,7 @@ def test_a_streamed_chat_completion_arrives_chunk_by_chunk_with_usage_and_reprod
         llm_stack: ServingStack, key: str, tok: ChatTokenizer) -> None:
     c = client(llm_stack, key)
     messages = [{"role": "user", "content": "Write a story about a dragon."}]
-    chunks = list(c.chat.completions.create(model=LLM, messages=messages, max_tokens=6,  # type: ignore[arg-type]
+    chunks = list(c.chat.completions.create(model=LLM, messages=messages, max_tokens=4,  # type: ignore[arg-type]
                                             temperature=1.0, stream=True, stream_options={"include_usage": True}))
     assert all(ch.object == "chat.completion.chunk" for ch in chunks)
     text = "".join(ch.choices[0].delta.content or "" for ch in chunks if ch.choices)
@@ -128,9 +128,9 @@ def test_a_streamed_chat_completion_arrives_chunk_by_chunk_with_usage_and_reprod
     usage = chunks[-1].usage
     assert usage is not None and not chunks[-1].choices and usage.completion_tokens >= 1
     h = hearth(final[0])
-    check_receipt(llm_stack, h, tok.encode_chat(messages), 6, 1.0, [], usage, final[0].choices[0].finish_reason or "")
+    check_receipt(llm_stack, h, tok.encode_chat(messages), 4, 1.0, [], usage, final[0].choices[0].finish_reason or "")
     # The provider picked the seed; the same request with that seed gives the same tokens.
-    again = c.chat.completions.create(model=LLM, messages=messages, max_tokens=6,  # type: ignore[arg-type]
+    again = c.chat.completions.create(model=LLM, messages=messages, max_tokens=4,  # type: ignore[arg-type]
                                       temperature=1.0, seed=h["seed"])
     assert again.choices[0].message.content == text
     assert work_receipt_from_json(hearth(again)["receipt"]).output_hash == \
@@ -142,7 +142,7 @@ def test_seeded_sampling_is_reproduced_exactly_and_another_seed_samples_differen
     c = client(llm_stack, key)
     outs = []
     for seed in (1234, 1234, 99):
-        r = c.completions.create(model=LLM, prompt="Once upon a time", max_tokens=6, temperature=1.5, seed=seed)
+        r = c.completions.create(model=LLM, prompt="Once upon a time", max_tokens=4, temperature=1.5, seed=seed)
         h = hearth(r)
         assert h["seed"] == seed
         outs.append((r.choices[0].text, work_receipt_from_json(h["receipt"]).output_hash))
@@ -150,11 +150,10 @@ def test_seeded_sampling_is_reproduced_exactly_and_another_seed_samples_differen
     assert outs[2] != outs[0]
 
 
-def test_a_stop_sequence_ends_the_completion_before_it_streamed_or_not(llm_stack: ServingStack, key: str) -> None:
+def test_a_stop_sequence_ends_the_streamed_completion_before_it(llm_stack: ServingStack, key: str) -> None:
+    """The stream holds back ", " until " 8" decides it, and the gateway checks that the streamed
+    text is the text of the receipted tokens cut at the stop string."""
     c = client(llm_stack, key)
-    r = c.completions.create(model=LLM, prompt=COUNT, max_tokens=12, temperature=0, stop=", 8")
-    assert r.choices[0].finish_reason == "stop"
-    assert r.choices[0].text == " 6, 7"
     chunks = list(c.completions.create(model=LLM, prompt=COUNT, max_tokens=12, temperature=0, stop=[", 8", "zz"],
                                        stream=True))
     assert "".join(ch.choices[0].text for ch in chunks if ch.choices) == " 6, 7"
@@ -175,6 +174,33 @@ def test_what_is_not_implemented_is_refused_with_a_clear_400_and_charges_nothing
         c.chat.completions.create(model="all-MiniLM-L6-v2", messages=msgs)  # type: ignore[arg-type]
     assert exc.value.body["reason"] == "model_not_generative"  # type: ignore[index]
     assert spent(llm_stack, key) == before and len(served(llm_stack)) == n_served
+
+
+def test_the_provider_takes_only_a_receipt_for_the_cap_of_prompt_plus_max_tokens(
+        llm_stack: ServingStack, tok: ChatTokenizer) -> None:
+    import secrets
+
+    import httpx
+
+    from contracts.serving import PAYMENT_HEADER, encode_payment
+    from contracts.settlement import PaymentReceipt, sign_payment_receipt
+
+    p = llm_stack.providers["provider"]
+    s = llm_stack.settlement()
+    messages = [{"role": "user", "content": "hi"}]
+    cap = (len(tok.encode_chat(messages)) + 5) * LLM_PRICES["provider"]
+    for value in (cap - LLM_PRICES["provider"], cap + 1):
+        pr = PaymentReceipt(llm_stack.address("client"), p.address, secrets.token_bytes(32), value, int(time.time()))
+        sig = sign_payment_receipt(llm_stack.ctx.serving.signer_key, pr, s.chain_id, s.escrow.address)
+        r = httpx.post(f"{p.url}/v1/chat/completions", json={"model": LLM, "messages": messages, "max_tokens": 5},
+                       headers={PAYMENT_HEADER: encode_payment(pr, sig)}, timeout=30)
+        assert r.status_code == 402, r.text
+        assert r.json()["error"]["reason"] == "wrong_value" and r.json()["error"]["details"]["expected"] == str(cap)
+    r = httpx.post(f"{p.url}/v1/chat/completions", json={"model": LLM, "messages": messages}, timeout=30)
+    assert r.status_code == 402 and r.json()["error"]["reason"] == "payment_missing"
+    r = httpx.post(f"{llm_stack.providers['verifier'].url}/v1/chat/completions",
+                   json={"model": LLM, "messages": messages}, timeout=30)
+    assert r.status_code == 404 and r.json()["error"]["reason"] == "model_not_found"  # an embeddings-only node
 
 
 def test_the_provider_collects_exactly_the_receipts_actual_values(llm_stack: ServingStack, key: str) -> None:
