@@ -31,7 +31,9 @@ embeddings', so verifiers can re-execute the request by teacher-forced prefill.
 reason carries the ``hearth`` object once the receipt checked out and was recorded, then the
 usage chunk (``stream_options.include_usage``), then ``data: [DONE]``. A provider that fails
 before its stream starts is retried on the next one (same request id); after the first chunk
-the stream cannot move, so a failure ends it with an ``error`` event and no charge.
+the stream cannot move, so a failure ends it with an ``error`` event and no charge. A provider
+has the gateway's provider timeout plus :data:`SECONDS_PER_TOKEN` per token of the cap to send
+a whole answer (or, streaming, each next chunk) before it counts as timed out.
 
 Not implemented, refused with a 400 naming the parameter: ``n > 1``, ``logprobs`` /
 ``top_logprobs`` (not part of what the receipt commits to), ``echo``, ``suffix``,
@@ -71,6 +73,9 @@ log = logging.getLogger(__name__)
 
 #: SmolLM2-135M-Instruct's context (prompt + completion tokens)
 CONTEXT = 8192
+#: how long a provider may take per token of a request's cap before it counts as timed out
+#: (added to the provider timeout: a whole answer, or a stream's prefill, arrives in one read)
+SECONDS_PER_TOKEN = 0.1
 
 
 class StreamBroken(Exception):
@@ -106,7 +111,12 @@ def check_generative(ctx: Any, model: Any) -> None:
     is the registered id."""
     from common.chat_tokenizer import model_hash
 
-    if model.model_id.lower() != "0x" + model_hash().hex():
+    try:
+        llm_id = model_hash()
+    except FileNotFoundError as exc:
+        raise UnavailableError(f"this gateway cannot tokenize for text generation: {exc}",
+                               reason="generation_unavailable") from None
+    if model.model_id.lower() != "0x" + llm_id.hex():
         raise BadRequestError(f"model {model.name or model.model_id} does not generate text",
                               reason="model_not_generative", param="model")
 
@@ -188,6 +198,7 @@ async def generate(ctx: Any, key: store.ApiKey, body: gen.ChatCompletionsIn | ge
     else:
         fwd["prompt"] = req.prompt_ids  # token ids: the provider reads exactly these
     path = "/v1/chat/completions" if chat else "/v1/completions"
+    read_timeout = httpx.Timeout(plane.timeout_s, read=plane.timeout_s + SECONDS_PER_TOKEN * cap_units)
     last: GatewayError | None = None
     attempts = 0
     http = plane.http()
@@ -201,7 +212,7 @@ async def generate(ctx: Any, key: store.ApiKey, body: gen.ChatCompletionsIn | ge
             ok, handed_over = False, False
             try:
                 resp = await http.send(http.build_request(
-                    "POST", cand.endpoint + path, json=fwd,
+                    "POST", cand.endpoint + path, json=fwd, timeout=read_timeout,
                     headers={PAYMENT_HEADER: encode_payment(pr, sig), AGGREGATOR_HEADER: plane.public_url}),
                     stream=True)
                 try:
