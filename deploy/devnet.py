@@ -1,5 +1,6 @@
 """The local devnet: start Anvil from ``contracts/node_modules``, compile, deploy, register
-MiniLM with its real content hash, fund and stake demo accounts, write the manifest."""
+MiniLM and SmolLM2 with their real content hashes, fund and stake demo accounts, write the
+manifest."""
 
 from __future__ import annotations
 
@@ -39,6 +40,9 @@ HST = 10**18
 #: MiniLM's devnet price: 100 hUSD per million tokens (100 wei of a 6-decimal token per
 #: token), high enough that the protocol fee on a one-sentence demo job is visible.
 DEFAULT_PRICE_PER_UNIT = 100
+#: SmolLM2's registry price per token (prompt + completion): 300 hUSD per million tokens.
+LLM_PRICE_PER_UNIT = 300
+LLM_NAME = "SmolLM2-135M-Instruct"
 MIN_STAKE = 100 * HST
 UNBONDING_PERIOD = 3600
 JAIL_PERIOD = 86400
@@ -289,6 +293,15 @@ def setup_serving_plane(dn: Devnet, providers: list[ServingProvider], *, payer: 
              payer, deposit, acc[signer_role].address, lane, len(providers))
 
 
+def smollm2_ids() -> tuple[bytes, bytes]:
+    """SmolLM2's content hash (keccak of the GGUF bytes: the on-chain model id) and the runtime
+    hash of the PyTorch path (`worker.workloads.generation.RUNTIME`)."""
+    from worker.model.llm import model_hash
+    from worker.workloads.generation import runtime_hash
+
+    return model_hash(), runtime_hash()
+
+
 @dataclass
 class Devnet:
     anvil: Anvil
@@ -315,6 +328,9 @@ def bring_up(
         owner = acc["deployer"].key
         model_id, runtime_hash = minilm_ids()
         register_model(h, owner, model_id, runtime_hash, DEFAULT_PRICE_PER_UNIT, "all-MiniLM-L6-v2")
+        # Providers declare SmolLM2 served themselves when they run it (python -m worker.serving
+        # with HEARTH_SERVING_MODELS naming it), so the gateway never routes it to one that does not.
+        register_model(h, owner, *smollm2_ids(), LLM_PRICE_PER_UNIT, LLM_NAME)
         list_numerics_classes(h, owner)
         for role in ("client", "client2"):
             fund(h, owner, acc[role].address, usd=1_000 * USD)

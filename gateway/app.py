@@ -29,7 +29,7 @@ from contracts.manifest import Manifest
 from gateway.blobs import BlobStore
 from gateway.context import Context, build_context
 from gateway.errors import GatewayError, InputTooLargeError, RateLimitedError
-from gateway.routes import auth, blobs, embeddings, events, jobs, network, serving
+from gateway.routes import auth, blobs, chat, embeddings, events, jobs, network, serving
 from gateway.settings import GatewaySettings
 
 log = logging.getLogger(__name__)
@@ -279,7 +279,7 @@ def create_app(settings: GatewaySettings | None = None, *, manifest: Manifest | 
     app.state.ctx = ctx
     _install_error_handlers(app, ctx)
     for r in (jobs.router, jobs.relays_router, blobs.router, network.router, events.router, auth.router,
-              embeddings.router, serving.router):
+              embeddings.router, chat.router, serving.router):
         app.include_router(r)
 
     @app.get("/healthz", tags=["ops"], summary="Liveness and what the gateway is connected to")

@@ -57,6 +57,17 @@ class Context:
             self._tokenizer = TextTokenizer()
         return self._tokenizer
 
+    _chat_tokenizer: Any = None
+
+    def chat_tokenizer(self) -> Any:
+        """SmolLM2's tokenizer and chat template (:class:`common.chat_tokenizer.ChatTokenizer`),
+        loaded on first use (about 2 s): the prompt ids the provider's receipt must commit to."""
+        if self._chat_tokenizer is None:
+            from common.chat_tokenizer import ChatTokenizer
+
+            self._chat_tokenizer = ChatTokenizer.from_gguf()
+        return self._chat_tokenizer
+
     def check_wallet_rate(self, wallet: str) -> None:
         self.wallet_limiter.check(wallet, "wallet")
 
