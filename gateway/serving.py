@@ -357,7 +357,7 @@ async def embed(ctx: Any, key: store.ApiKey, body: schemas.EmbeddingsIn, texts: 
             sig = sign_payment_receipt(plane.signer_key, pr, plane.chain_id, plane.escrow)
             plane.router.begin(cand.address)
             t0 = time.perf_counter()
-            ok = False
+            ok, measured = False, True
             try:
                 resp = await plane.http().post(
                     f"{cand.endpoint}/v1/embeddings",
@@ -371,7 +371,12 @@ async def embed(ctx: Any, key: store.ApiKey, body: schemas.EmbeddingsIn, texts: 
                     answered = (cand, work, wsig, out, ms, resp.json()["hearth"].get("timing_ms"))
                     break
                 err = _error_of(resp)
-                if resp.status_code == 402:
+                if resp.status_code == 503 and err[0] == "capacity":
+                    ok, measured = True, False  # healthy, at its stake's bound: the next provider
+                    plane.router.saturated(cand.address, _retry_after(resp))
+                    last = UnavailableError(f"provider {cand.address} is at its capacity: {err[1]}",
+                                            reason="capacity", provider=cand.address)
+                elif resp.status_code == 402:
                     ok = True  # the provider is healthy: it refused this payer
                     last = PaymentError(f"provider {cand.address} refused payment: {err[1]}", reason=err[0],
                                         provider=cand.address)
@@ -390,7 +395,8 @@ async def embed(ctx: Any, key: store.ApiKey, body: schemas.EmbeddingsIn, texts: 
                                                provider=cand.address, reason="bad_provider_answer")
                 log.warning("provider %s answered request %s wrongly: %s", cand.address, request_id.hex(), exc)
             finally:
-                plane.router.end(cand.address, ok=ok, latency_ms=(time.perf_counter() - t0) * 1000 if ok else None)
+                plane.router.end(cand.address, ok=ok,
+                                 latency_ms=(time.perf_counter() - t0) * 1000 if ok and measured else None)
             if attempts < len(order):
                 plane.retried += 1
     except BaseException:
@@ -431,6 +437,13 @@ async def embed(ctx: Any, key: store.ApiKey, body: schemas.EmbeddingsIn, texts: 
 
 class AnswerError(Exception):
     """A provider's answer that does not match what was asked and paid."""
+
+
+def _retry_after(resp: httpx.Response) -> float:
+    try:
+        return max(0.0, float(resp.headers.get("retry-after", "1")))
+    except ValueError:
+        return 1.0
 
 
 def _error_of(resp: httpx.Response) -> tuple[str, str]:

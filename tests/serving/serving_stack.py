@@ -11,6 +11,8 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -51,6 +53,8 @@ class ProviderProc:
     region: str
     price: int
     env_extra: dict[str, str] = field(default_factory=dict)
+    #: the command to run instead of ``python -m worker.serving`` (a test's own launcher)
+    argv: list[str] | None = None
     proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -71,7 +75,7 @@ class ProviderProc:
                **self.env_extra}
         self.data_dir.mkdir(parents=True, exist_ok=True)
         log = open(self.data_dir / "provider.log", "ab")  # noqa: SIM115 - the child holds it
-        self.proc = subprocess.Popen([sys.executable, "-m", "worker.serving"], env=env, stdout=log,
+        self.proc = subprocess.Popen(self.argv or [sys.executable, "-m", "worker.serving"], env=env, stdout=log,
                                      stderr=subprocess.STDOUT, start_new_session=True)
         return self
 
@@ -187,3 +191,84 @@ def authorize_gateway(stack: ServingStack, payer: str) -> None:
     fn = stack.settlement().escrow.functions.authorizeSigner(r["signer"], r["expiry"], False,
                                                             bytes.fromhex(r["proof"][2:]))
     stack.hearth.sender(k).send(fn)
+
+
+@dataclass(frozen=True)
+class ProviderSpec:
+    """A provider endpoint of a test stack: its region, quoted price, extra environment and
+    launcher (None: ``python -m worker.serving``)."""
+
+    region: str
+    price: int
+    env: dict[str, str] = field(default_factory=dict)
+    argv: list[str] | None = None
+
+
+@contextmanager
+def open_stack(devnet: Any, chain: Any, tmp: Path, providers: dict[str, ProviderSpec],
+               lanes: dict[str, int] | None = None) -> Iterator[ServingStack]:
+    """The serving stack with ``providers`` (devnet role -> spec): chain snapshotted before and
+    reverted after; the client's lanes funded (``lanes``, default 50 hUSD each) and the gateway's
+    signer authorized; returns once the gateway routes to every provider."""
+    from pydantic import SecretStr
+
+    from deploy.devnet import free_port
+    from gateway.app import create_app
+    from gateway.settings import GatewaySettings
+    from indexer.service import IndexerService
+    from indexer.settings import IndexerSettings
+
+    snap = chain.snapshot()
+    for s in devnet.hearth._senders.values():
+        s.resync()
+    manifest_path = devnet.manifest.save(tmp / "manifest.json")
+    procs = {
+        role: ProviderProc(role, devnet.accounts[role].key, free_port(), tmp / role, manifest_path, spec.region,
+                           spec.price, env_extra={"HEARTH_SERVING_COLLECT_THRESHOLD": "1", **spec.env},
+                           argv=spec.argv).start()
+        for role, spec in providers.items()
+    }
+    index_url = f"sqlite:///{tmp / 'indexer.db'}"
+    indexer = IndexerService(IndexerSettings(database_url=index_url, poll_interval=0.05,
+                                             manifest_path=tmp / "manifest.json"), manifest=devnet.manifest)
+    indexer.start()
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    settings = GatewaySettings(
+        data_dir=tmp, indexer_database_url=index_url, relayer_key=SecretStr(devnet.accounts["relayer"].key),
+        rate_limit_ip_per_min=1_000_000, rate_limit_wallet_per_min=1_000_000, feed_poll_interval_s=0.1,
+        public_url=base, serving_refresh_s=0.2, provider_timeout_s=20, port=port,
+    )
+    app = create_app(settings, manifest=devnet.manifest)
+    server = Server(app, port)
+    server.start()
+    http = httpx.Client(base_url=base, timeout=60)
+    st = ServingStack(devnet, chain, app, settings, indexer, base, http, tmp, procs)
+    try:
+        for _ in range(200):
+            try:
+                if http.get("/healthz").status_code == 200:
+                    break
+            except httpx.TransportError:
+                time.sleep(0.05)
+        fund_lanes(st, "client", lanes or dict.fromkeys(providers, 50 * USD))
+        authorize_gateway(st, "client")
+        for p in procs.values():
+            p.wait_healthy()
+        for s in devnet.hearth._senders.values():
+            s.resync()
+        st.wait_indexed()
+        end = time.monotonic() + 20
+        while len(st.ctx.serving.router.candidates(st.model_id)) < len(procs):
+            assert time.monotonic() < end, "the gateway never saw every provider's endpoint"
+            time.sleep(0.1)
+        yield st
+    finally:
+        http.close()
+        for p in procs.values():
+            p.stop()
+        server.stop()
+        indexer.stop()
+        chain.revert(snap)
+        for s in devnet.hearth._senders.values():
+            s.resync()

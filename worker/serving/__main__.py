@@ -44,6 +44,9 @@ class ServingSettings(BaseSettings):
     dtype: str = "fp32"
     device: str | None = None
     max_wait_s: float = 0.002
+    #: payment-token wei of unsettled, challengeable value each whole staking token backs
+    #: (default one hUSD per HST; see ``worker.serving.capacity``)
+    capacity_per_stake_token: int = Field(default=10**6, gt=0)
     log_level: str = "INFO"
 
 
@@ -115,7 +118,7 @@ def main(argv: list[str] | None = None) -> None:
                          runtime_hash=encoder.runtime_hash(), numerics_class=gpu_class_bytes(st.gpu_class),
                          max_leaves=st.max_leaves, max_batch_age_s=st.max_batch_age_s,
                          collect_threshold=st.collect_threshold, default_aggregator=st.default_aggregator,
-                         max_wait_s=st.max_wait_s)
+                         max_wait_s=st.max_wait_s, capacity_per_stake_token=st.capacity_per_stake_token)
     svc = ProviderService(s, key, encoder, ledger, cfg)
     svc.start()
     log.info("provider endpoint %s serving %s on %s:%d (pid %d)", address, cfg.model_name, st.host, st.port,
