@@ -4,11 +4,14 @@ backs (``HEARTH_SERVING_CAPACITY_PER_STAKE_TOKEN`` payment-token wei per whole H
 with ``503 capacity`` and a ``Retry-After``, and routes the client's later requests to
 "verifier" without failing any, nor trying the full provider again meanwhile. Once the
 provider's batches leave their challenge window (the chain's clock moved past it) its capacity
-is back."""
+is back. The same stack then serves the dashboard's providers page (headless Chromium through
+Playwright, Debian's /usr/bin/chromium), which shows both providers with the gateway's
+measurements, their stake and capacity left and their settlement record."""
 
 from __future__ import annotations
 
 import secrets
+import shutil
 import sys
 import time
 from collections.abc import Iterator
@@ -22,6 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from serving_stack import ProviderSpec, ServingStack, api_key, open_stack  # noqa: E402
 
+CHROMIUM = "/usr/bin/chromium"
 TEXT = "capacity follows stake"
 #: 500 HST x 3 wei per HST: 1,500 wei of unsettled value, a few requests at 100 wei a token
 PER_STAKE_TOKEN = 3
@@ -102,3 +106,60 @@ def test_a_provider_at_its_stakes_bound_refuses_with_capacity_and_the_gateway_ro
         time.sleep(0.1)
     r = paid_request(st, "provider", [TEXT])
     assert r.status_code == 200, r.text
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=[
+            "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+            "--disable-sync", "--disable-dev-shm-usage"])
+        try:
+            yield b
+        finally:
+            b.close()
+
+
+@pytest.mark.browser
+@pytest.mark.skipif(not shutil.which(CHROMIUM), reason="needs Debian's chromium (`make browser`)")
+def test_the_providers_page_shows_both_serving_providers_with_their_measurements_and_record(
+    browser: Any, stack: ServingStack,
+) -> None:
+    key = api_key(stack, "client")
+    r = stack.http.post("/v1/embeddings", json={"model": "all-MiniLM-L6-v2", "input": ["hello us"]},
+                        headers={"authorization": f"Bearer {key}", "x-hearth-region": "us"})
+    assert r.status_code == 200, r.text
+    end = time.monotonic() + 30
+    while not all(p["batches_committed"] for p in stack.http.get("/v1/serving/providers").json()):
+        assert time.monotonic() < end, "the providers' batches never reached the index"
+        time.sleep(0.2)
+    served = {p["address"]: p["requests_served"] for p in stack.http.get("/v1/serving/providers").json()}
+
+    ctx = browser.new_context(viewport={"width": 1500, "height": 900})
+    page = ctx.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    try:
+        page.goto(stack.base_url + "/#/providers")
+        rows = page.locator("#serving-providers tbody tr[data-serving-provider]")
+        rows.first.wait_for(timeout=15_000)
+        assert rows.count() == 2
+        for role, (region, price) in {"provider": ("eu", "0.000100"), "verifier": ("us", "0.000200")}.items():
+            address = stack.address(role)
+            row = page.locator(f'#serving-providers tr[data-serving-provider="{address}"]')
+            cells = [c.inner_text() for c in row.locator("td").all()]
+            assert cells[0] == f"{address[:6]}…{address[-4:]}"
+            assert cells[1] == region and cells[2] == price
+            assert cells[3] != "–"  # the gateway measured its latency
+            assert cells[5] == "500.00"  # stake, HST
+            assert 0 <= float(cells[6]) <= (0.0015 if role == "provider" else 500)  # capacity left, hUSD
+            assert int(row.locator('[data-field="requests_served"]').inner_text()) == served[address] >= 1
+            assert int(row.locator('[data-field="batches_committed"]').inner_text()) >= 1
+            assert row.locator('[data-field="challenges"]').inner_text() == "0"
+            assert row.locator('[data-field="slashes"]').inner_text() == "0"
+            assert row.locator('[data-field="vouchers_collected"]').inner_text().isdigit()
+    finally:
+        ctx.close()
+    assert not errors, errors
