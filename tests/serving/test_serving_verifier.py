@@ -198,3 +198,51 @@ def test_a_cheating_provider_is_caught_on_a_committed_batch_and_slashed_and_an_h
         assert {d["outcome"] for d in again.summary()["disputes"]} == {"fraud"}
     finally:
         again.close()
+
+
+def test_a_provider_that_withholds_a_sampled_leaf_is_demanded_and_slashed(stack: ServingStack, chain: Any) -> None:
+    """A provider ("client2", staked here, no endpoint) commits a batch and publishes nothing: the
+    verifier demands the sampled leaf on-chain ``demand_after_s`` after the commit and, with no
+    reveal before the deadline, settles it as withheld (fraud: slashed and jailed)."""
+    import secrets
+
+    from contracts.settlement import Settlement, WorkReceipt
+    from contracts.types import gpu_class_bytes
+    from deploy.devnet import fund, stake_provider
+    from worker.node.compute import shared_encoder
+    from worker.serving.verifier import VerifierSettings, build
+
+    st, h = stack, stack.hearth
+    s = Settlement(h)
+    model = bytes.fromhex(st.model_id[2:])
+    fund(h, st.key("deployer"), st.address("client2"), hst=1_000 * HST)
+    stake_provider(h, st.key("client2"), 500 * HST, [model])
+    enc = shared_encoder()
+    receipts = [WorkReceipt(secrets.token_bytes(32), st.address("client"), model, secrets.token_bytes(32),
+                            secrets.token_bytes(32), 5, 500, enc.runtime_hash(), gpu_class_bytes("cpu"))]
+    batch_id, _, _ = s.commit(st.key("client2"), s.work_batch(receipts))
+    stake0 = int(h.staking.functions.getProvider(st.address("client2")).call()[0])
+    v = build(VerifierSettings(key=st.key("verifier"), data_dir=st.tmp / "duty-withheld", blob_url=st.base_url,
+                               sample_rate_bps=10_000, demand_after_s=60, manifest_path=st.tmp / "manifest.json"),
+              encoder=enc, settlement=s)
+    ev = s.batches.events
+    try:
+        chain.mine()
+        v.tick()
+        assert (batch_id, 0) in {(b, i) for b, i, _, _ in v.leaves()}
+        assert not ev.LeafDemanded().get_logs(from_block=0)  # not yet: the provider may still publish
+        chain.advance(61)
+        v.tick()
+        demanded = ev.LeafDemanded().get_logs(from_block=0)
+        assert [(int(lg["args"]["batchId"]), int(lg["args"]["index"])) for lg in demanded] == [(batch_id, 0)]
+        chain.advance(int(s.params().reveal_window))
+        v.tick()
+        fraud = [lg["args"] for lg in ev.LeafFraudProven().get_logs(from_block=0)
+                 if int(lg["args"]["batchId"]) == batch_id]
+        assert len(fraud) == 1 and fraud[0]["withheld"] is True
+        assert int(fraud[0]["slashed"]) == s.params().leaf_slash
+        assert int(h.staking.functions.getProvider(st.address("client2")).call()[0]) == stake0 - s.params().leaf_slash
+        v.tick()
+        assert v.tick().resolved == []  # settled once
+    finally:
+        v.close()

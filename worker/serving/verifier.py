@@ -113,6 +113,9 @@ class VerifierSettings(HearthSettings, BlobStoreSettings):
     poll_s: float = Field(default=1.0, gt=0)
     confirmations: int = Field(default=0, ge=0)
     """Events are read this many blocks behind the head (reorg safety on a real chain)."""
+    demand_after_s: int = Field(default=120, ge=0)
+    """A sampled leaf not published with a valid proof this long (chain seconds) after its batch's
+    commit is demanded on-chain (``demandLeaf``); not revealed in time, it is fraud."""
     min_withdraw: int = 1
     """Withdraw payment-token credits once they reach this (wei); staking rewards always."""
     backend: str = "torch"
@@ -216,6 +219,16 @@ def sample_indices(seed: bytes, count: int, rate_bps: int, min_samples: int) -> 
     return sorted(order[:n])
 
 
+def _receipt(raw: Any) -> WorkReceipt:
+    """A ``WorkReceipt`` from decoded calldata (a tuple, or a dict keyed by field name)."""
+    if isinstance(raw, dict):
+        raw = [raw[k] for k in ("requestId", "payer", "modelId", "inputHash", "outputHash", "units", "value",
+                                "runtimeHash", "numericsClass")]
+    r = list(raw)
+    return WorkReceipt(bytes(r[0]), str(r[1]), bytes(r[2]), bytes(r[3]), bytes(r[4]), int(r[5]), int(r[6]),
+                       bytes(r[7]), bytes(r[8]))
+
+
 def _batch_of(row: tuple[Any, ...]) -> Batch:
     _, provider, root, count, units, value, committed_at = row[:7]
     return Batch(str(provider), bytes(root), int(count), int(units), int(str(value)), int(committed_at))
@@ -224,7 +237,7 @@ def _batch_of(row: tuple[Any, ...]) -> Batch:
 class BatchVerifier:
     def __init__(self, settlement: Settlement, key: str, checkers: dict[bytes, Checker], blobs: Any,
                  state: VerifierState, *, sample_rate_bps: int = 1000, min_samples: int = 1, confirmations: int = 0,
-                 min_withdraw: int = 1, http_timeout_s: float = 30.0) -> None:
+                 demand_after_s: int = 120, min_withdraw: int = 1, http_timeout_s: float = 30.0) -> None:
         self.s = settlement
         self.h = settlement.h
         self.w3 = settlement.h.w3
@@ -237,6 +250,7 @@ class BatchVerifier:
         self.sample_rate_bps = sample_rate_bps
         self.min_samples = min_samples
         self.confirmations = confirmations
+        self.demand_after_s = demand_after_s
         self.min_withdraw = min_withdraw
         self.http = httpx.Client(timeout=http_timeout_s)
         self.f = settlement.batches.functions
@@ -278,6 +292,7 @@ class BatchVerifier:
         self._watch(safe)
         self._sample(head, now, rep)
         self._check(now, rep)
+        self._demand(now, rep)
         self._challenge(now, rep)
         self._disputes(head, now, rep)
         self._withdraw()
@@ -401,19 +416,23 @@ class BatchVerifier:
                 published = self._published(int(bid), batch)
             except (httpx.HTTPError, ValueError, KeyError) as exc:
                 self.state.x("UPDATE batches SET note=? WHERE batch_id=?", (f"leaves not published: {exc}", bid))
-                log.warning("batch %d of %s: leaves not available (%s); retrying", bid, batch.provider, exc)
-                continue
+                log.warning("batch %d of %s: leaves not available (%s)", bid, batch.provider, exc)
+                published = {}
+            overdue = now >= batch.committed_at + self.demand_after_s
             for (idx,) in self.state.q("SELECT idx FROM leaves WHERE batch_id=? AND verdict='pending'", (bid,)):
-                self._check_leaf(int(bid), int(idx), batch, published.get(int(idx)), rep)
+                got = published.get(int(idx))
+                if got is None and overdue:
+                    self.state.x("UPDATE leaves SET verdict='demand', note='not published' WHERE batch_id=? "
+                                 "AND idx=?", (bid, idx))
+                    continue
+                self._check_leaf(int(bid), int(idx), batch, got, rep)
             if not self.state.q("SELECT 1 FROM leaves WHERE batch_id=? AND verdict='pending'", (bid,)):
                 self.state.x("UPDATE batches SET status='done' WHERE batch_id=?", (bid,))
 
     def _check_leaf(self, bid: int, idx: int, batch: Batch, got: tuple[WorkReceipt, list[bytes]] | None,
                     rep: TickReport) -> None:
-        if got is None:
-            # Not published with a valid proof: demanding it on-chain is the contract's remedy
-            # (``demandLeaf``); this verifier only reports it for now.
-            log.warning("leaf %d/%d of %s: no valid leaf and proof published", bid, idx, batch.provider)
+        if got is None:  # demanded on-chain once ``demand_after_s`` has passed
+            log.info("leaf %d/%d of %s: no valid leaf and proof published", bid, idx, batch.provider)
             return
         leaf, proof = got
         res = self.reexecute(leaf)
@@ -450,7 +469,7 @@ class BatchVerifier:
         for bid, idx, _verdict, receipt, proof, *brow in rows:
             batch = _batch_of((bid, *brow))
             status, challenger = self._case_status(int(bid), int(idx))
-            if status != 0:  # the leaf is demanded or disputed already: by us (a restart) or another
+            if status not in (0, 2):  # demanded or disputed already: by us (a restart) or another
                 mine = challenger.lower() == self.address.lower()
                 self.state.x("UPDATE leaves SET verdict=? WHERE batch_id=? AND idx=?",
                              ("challenged" if mine else "moot", bid, idx))
@@ -458,14 +477,14 @@ class BatchVerifier:
                     self.state.x("INSERT OR IGNORE INTO disputes (batch_id, idx, challenger) VALUES (?, ?, 1)",
                                  (bid, idx))
                 continue
-            if now >= self._challenge_end(batch.committed_at):
+            end = self._challenge_end(batch.committed_at) if status == 0 else int(
+                self.f.leafCase(int(bid), int(idx)).call()[2])  # a revealed leaf: its grace period
+            if now >= end:
                 self.state.x("UPDATE leaves SET verdict='expired' WHERE batch_id=? AND idx=?", (bid, idx))
                 continue
             leaf = work_receipt_from_json(json.loads(receipt))
             proof_b = [bytes.fromhex(p[2:]) for p in json.loads(proof)]
-            bond = int(self.s.params().demand_bond)
-            if bond and int(self.h.usd.functions.allowance(self.address, self.s.batches.address).call()) < bond:
-                self.sender.send(self.h.usd.functions.approve(self.s.batches.address, bond * 100))
+            self._approve_bond()
             self.state.x("UPDATE leaves SET verdict='challenging' WHERE batch_id=? AND idx=?", (bid, idx))
             try:
                 rcpt = self.sender.send(self.f.challengeLeaf(int(bid), batch.as_tuple(), int(idx), leaf.as_tuple(),
@@ -482,6 +501,73 @@ class BatchVerifier:
             rep.challenged.append((int(bid), int(idx)))
             log.warning("challenged batch=%d index=%d provider=%s block=%d tx=%s", bid, idx, batch.provider,
                         rcpt["blockNumber"], tx)
+
+    # ------------------------------------------------------------ withheld leaves
+    def _demand(self, now: int, rep: TickReport) -> None:
+        """Demands the sampled leaves the provider did not publish, then checks what it reveals, or
+        settles a leaf as withheld (fraud) once its reveal deadline passed."""
+        rows = self.state.q("SELECT l.batch_id, l.idx, l.verdict, b.provider, b.root, b.count, b.units, b.value, "
+                            "b.committed_at FROM leaves l JOIN batches b USING (batch_id) "
+                            "WHERE l.verdict IN ('demand', 'demanded')")
+        for bid, idx, verdict, *brow in rows:
+            bid, idx = int(bid), int(idx)
+            batch = _batch_of((bid, *brow))
+            case = self.f.leafCase(bid, idx).call()
+            status, mine, deadline = int(case[0]), str(case[1]).lower() == self.address.lower(), int(case[2])
+            if verdict == "demand":
+                if status == 0:
+                    if now >= self._challenge_end(batch.committed_at):
+                        self.state.x("UPDATE leaves SET verdict='expired' WHERE batch_id=? AND idx=?", (bid, idx))
+                        continue
+                    self._approve_bond()
+                    try:
+                        rcpt = self.sender.send(self.f.demandLeaf(bid, batch.as_tuple(), idx))
+                    except ChainError as exc:
+                        log.warning("demand of leaf %d/%d failed: %s", bid, idx, exc)
+                        continue
+                    log.warning("demanded leaf batch=%d index=%d provider=%s block=%d tx=0x%s", bid, idx,
+                                batch.provider, rcpt["blockNumber"], bytes(rcpt["transactionHash"]).hex())
+                    status, mine = 1, True
+                if status != 1 or not mine:
+                    self.state.x("UPDATE leaves SET verdict='moot', note='questioned by another' WHERE batch_id=? "
+                                 "AND idx=?", (bid, idx))
+                    continue
+                self.state.x("UPDATE leaves SET verdict='demanded' WHERE batch_id=? AND idx=?", (bid, idx))
+                continue
+            if status == 1 and now >= deadline:
+                try:
+                    rcpt = self.sender.send(self.f.settleWithheldLeaf(bid, batch.as_tuple(), idx))
+                except ChainError as exc:
+                    log.warning("settleWithheldLeaf %d/%d failed: %s", bid, idx, exc)
+                    continue
+                self.state.x("UPDATE leaves SET verdict='withheld' WHERE batch_id=? AND idx=?", (bid, idx))
+                rep.resolved.append((bid, idx))
+                log.warning("leaf withheld, fraud: batch=%d index=%d provider=%s block=%d tx=0x%s", bid, idx,
+                            batch.provider, rcpt["blockNumber"], bytes(rcpt["transactionHash"]).hex())
+            elif status == 2:  # revealed: checked like a published leaf (a challenge may follow)
+                got = self._revealed(bid, idx)
+                if got is not None:
+                    self.state.x("UPDATE leaves SET verdict='pending' WHERE batch_id=? AND idx=?", (bid, idx))
+                    self._check_leaf(bid, idx, batch, got, rep)
+            elif status == 5:
+                self.state.x("UPDATE leaves SET verdict='withheld' WHERE batch_id=? AND idx=?", (bid, idx))
+            elif status != 1:
+                self.state.x("UPDATE leaves SET verdict='moot' WHERE batch_id=? AND idx=?", (bid, idx))
+
+    def _revealed(self, bid: int, idx: int) -> tuple[WorkReceipt, list[bytes]] | None:
+        """The leaf and proof a ``revealLeaf`` sent (its calldata)."""
+        logs = self.ev.LeafRevealed().get_logs(from_block=self.start_block,
+                                               argument_filters={"batchId": bid, "index": idx})
+        if not logs:
+            return None
+        tx = self.w3.eth.get_transaction(logs[-1]["transactionHash"])
+        _, params = self.s.batches.decode_function_input(tx["input"])
+        return _receipt(params["leaf"]), [bytes(p) for p in params["proof"]]
+
+    def _approve_bond(self) -> None:
+        bond = int(self.s.params().demand_bond)
+        if bond and int(self.h.usd.functions.allowance(self.address, self.s.batches.address).call()) < bond:
+            self.sender.send(self.h.usd.functions.approve(self.s.batches.address, bond * 100))
 
     # ------------------------------------------------------------ 5-6. disputes
     _VIEW = ("challenger", "provider", "phase", "bond", "drawBlock", "challengedAt", "commitEnd", "revealEnd",
@@ -543,13 +629,7 @@ class BatchVerifier:
             return None
         tx = self.w3.eth.get_transaction(logs[-1]["transactionHash"])
         _, params = self.s.batches.decode_function_input(tx["input"])
-        raw = params["leaf"]
-        if isinstance(raw, dict):
-            raw = [raw[k] for k in ("requestId", "payer", "modelId", "inputHash", "outputHash", "units", "value",
-                                    "runtimeHash", "numericsClass")]
-        r = list(raw)
-        return WorkReceipt(bytes(r[0]), str(r[1]), bytes(r[2]), bytes(r[3]), bytes(r[4]), int(r[5]), int(r[6]),
-                           bytes(r[7]), bytes(r[8]))
+        return _receipt(params["leaf"])
 
     def _commit(self, bid: int, idx: int, out_hash: bytes | None, units: int | None, salt: bytes | None,
                 rep: TickReport) -> None:
@@ -687,7 +767,8 @@ def build(st: VerifierSettings, *, encoder: Any = None, settlement: Settlement |
     blobs = st.open_blobs(st.data_dir, key)
     return BatchVerifier(settlement, key, {model_id: checker}, blobs, VerifierState(path, address),
                          sample_rate_bps=st.sample_rate_bps, min_samples=st.min_samples,
-                         confirmations=st.confirmations, min_withdraw=st.min_withdraw,
+                         confirmations=st.confirmations, demand_after_s=st.demand_after_s,
+                         min_withdraw=st.min_withdraw,
                          http_timeout_s=st.http_timeout_s)
 
 
