@@ -13,8 +13,11 @@ leaf) runs this next to, or instead of, its endpoint. Each tick it:
    draw afterwards (as in the per-job verifier of ``worker.node``);
 3. **fetches** the batch's leaves and proofs from the provider's registered endpoint
    (``GET /v1/serving/batches/{id}/leaves``), checks the published batch and each sampled
-   leaf's Merkle proof against the chain, and the leaf's input (and output) blob from the blob
-   store (a gateway keeps them for the challenge window);
+   leaf's Merkle proof against the chain, and the leaf's input blob from the blob store (a
+   gateway keeps them for the challenge window). A sampled leaf still not published with a valid
+   proof ``demand_after_s`` after the commit is demanded on-chain (``demandLeaf``): a revealed
+   leaf is checked like a published one; one not revealed by its deadline is settled as withheld
+   (``settleWithheldLeaf``: fraud);
 4. **re-executes** each sampled leaf whose runtime and numerics class are this verifier's (the
    ``Workload`` interface; anything else is ``incomparable``: no bitwise check is possible) and
    compares output hash and units;
