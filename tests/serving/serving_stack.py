@@ -222,9 +222,13 @@ def open_stack(devnet: Any, chain: Any, tmp: Path, providers: dict[str, Provider
     for s in devnet.hearth._senders.values():
         s.resync()
     manifest_path = devnet.manifest.save(tmp / "manifest.json")
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    # An endpoint running the verifier duty (HEARTH_SERVING_VERIFY) reads blobs from the gateway.
     procs = {
         role: ProviderProc(role, devnet.accounts[role].key, free_port(), tmp / role, manifest_path, spec.region,
-                           spec.price, env_extra={"HEARTH_SERVING_COLLECT_THRESHOLD": "1", **spec.env},
+                           spec.price, env_extra={"HEARTH_SERVING_COLLECT_THRESHOLD": "1",
+                                                  "HEARTH_VERIFIER_BLOB_URL": base, **spec.env},
                            argv=spec.argv).start()
         for role, spec in providers.items()
     }
@@ -232,8 +236,6 @@ def open_stack(devnet: Any, chain: Any, tmp: Path, providers: dict[str, Provider
     indexer = IndexerService(IndexerSettings(database_url=index_url, poll_interval=0.05,
                                              manifest_path=tmp / "manifest.json"), manifest=devnet.manifest)
     indexer.start()
-    port = free_port()
-    base = f"http://127.0.0.1:{port}"
     settings = GatewaySettings(
         data_dir=tmp, indexer_database_url=index_url, relayer_key=SecretStr(devnet.accounts["relayer"].key),
         rate_limit_ip_per_min=1_000_000, rate_limit_wallet_per_min=1_000_000, feed_poll_interval_s=0.1,

@@ -1,11 +1,12 @@
 """The verifier duty on committed batches, end to end on the devnet with the serving stack: an
 honest provider ("provider", eu) and a cheating one ("cheater", ap: a test launcher whose encoder
-nudges every embedding). Verifier duties run in this process (sharing one encoder): "verifier"
-samples and challenges, "verifier2" and "spare" serve on the leaf committees (they hold most of
-the stake, so the committee's seats fall to them). The cheater's committed leaves are caught,
-challenged with their Merkle proofs, convicted by the committee and slashed; the challenger is
-paid; the honest provider's batches are checked and never challenged; a restarted verifier
-neither re-challenges nor loses its place."""
+nudges every embedding). "verifier" samples and challenges (its duty in this process); the leaf
+committees are drawn from the other two staked providers, "verifier2" (its duty in this
+process) and "provider" (the duty inside its endpoint process, ``HEARTH_SERVING_VERIFY=1``,
+sampling nothing). The cheater's committed leaves are caught, challenged with their Merkle
+proofs, convicted by the committee and slashed; the challenger is paid; the honest provider's
+batches are checked and never challenged; a restarted verifier neither re-challenges nor loses
+its place. A provider that publishes nothing has its sampled leaf demanded and is slashed."""
 
 from __future__ import annotations
 
@@ -20,33 +21,22 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from serving_stack import USD, ProviderSpec, ServingStack, api_key, open_stack  # noqa: E402
+from serving_stack import ProviderSpec, ServingStack, api_key, open_stack  # noqa: E402
 
 HST = 10**18
 CHEAT = str(Path(__file__).resolve().parent / "cheating_provider.py")
-PROVIDERS = {"provider": ProviderSpec("eu", 200), "cheater": ProviderSpec("ap", 100, argv=[sys.executable, CHEAT])}
-VERIFIERS = ("verifier", "verifier2", "spare")
+#: the honest endpoint also serves on committees (and samples nothing itself)
+DUTY = {"HEARTH_SERVING_VERIFY": "1", "HEARTH_VERIFIER_SAMPLE_RATE_BPS": "0", "HEARTH_VERIFIER_MIN_SAMPLES": "0",
+        "HEARTH_VERIFIER_POLL_S": "0.2"}
+PROVIDERS = {"provider": ProviderSpec("eu", 200, env=DUTY),
+             "cheater": ProviderSpec("ap", 100, argv=[sys.executable, CHEAT])}
+VERIFIERS = ("verifier", "verifier2")
 
 
 @pytest.fixture(scope="module")
 def stack(devnet: Any, chain: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServingStack]:
     with open_stack(devnet, chain, tmp_path_factory.mktemp("verifier"), PROVIDERS) as st:
         yield st
-
-
-def stake_committee(st: ServingStack) -> None:
-    """verifier2 and a new provider "spare" stake 20,000 HST each: committee seats are drawn by
-    stake, so the two of them (who run the duty here) hold nearly every seat."""
-    from deploy.devnet import fund, stake_provider
-
-    h = st.hearth
-    owner = st.key("deployer")
-    fund(h, owner, st.address("spare"), usd=100 * USD, hst=20_000 * HST)
-    stake_provider(h, st.key("spare"), 20_000 * HST, [bytes.fromhex(st.model_id[2:])])
-    fund(h, owner, st.address("verifier2"), hst=20_000 * HST)
-    s = h.sender(st.key("verifier2"))
-    s.send(h.hst.functions.approve(h.staking.address, 20_000 * HST))
-    s.send(h.staking.functions.stake(20_000 * HST))
 
 
 class Miner(threading.Thread):
@@ -92,7 +82,6 @@ def test_a_cheating_provider_is_caught_on_a_committed_batch_and_slashed_and_an_h
 
     st = stack
     h = st.hearth
-    stake_committee(st)
     key = api_key(st, "client")
     served = [embed(st, key, f"an honest sentence {i}", "eu") for i in range(3)]
     cheated = [embed(st, key, f"a cheated sentence {i}", "ap") for i in range(2)]
@@ -131,7 +120,7 @@ def test_a_cheating_provider_is_caught_on_a_committed_batch_and_slashed_and_an_h
         assert all(str(lg["args"]["challenger"]) == st.address("verifier") for lg in challenged)
 
         # The committee votes; the chain's clock is moved past each phase once its votes are in.
-        members = {st.address(r).lower() for r in ("verifier2", "spare")}
+        members = {st.address(r).lower() for r in ("verifier2", "provider")}
 
         def drive() -> bool:
             """True once every dispute is settled; meanwhile, when every open dispute's current

@@ -4,13 +4,17 @@ Settings from the environment (``HEARTH_SERVING_*``, see :class:`ServingSettings
 operator key from ``HEARTH_WORKER_KEY`` (or, on a devnet, ``HEARTH_SERVING_DEVNET_ROLE`` and the
 accounts file). With ``HEARTH_SERVING_ANNOUNCE=1`` the node first writes its public URL and
 region on-chain (``updateProvider``) and quotes ``HEARTH_SERVING_PRICE`` when given, so
-gateways route to it.
+gateways route to it. With ``HEARTH_SERVING_VERIFY=1`` the process also runs the verifier duty
+on other providers' batches and on leaf committees (:mod:`worker.serving.verifier`, its settings
+``HEARTH_VERIFIER_*``) with the same key and transaction sender, so one staked account needs one
+process.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import threading
 from pathlib import Path
 
 from pydantic import AliasChoices, Field, SecretStr
@@ -48,6 +52,8 @@ class ServingSettings(BaseSettings):
     #: (default one hUSD per HST; see ``worker.serving.capacity``)
     capacity_per_stake_token: int = Field(default=10**6, gt=0)
     log_level: str = "INFO"
+    #: also run the verifier duty (``worker.serving.verifier``) in this process, with this key
+    verify: bool = False
 
 
 def settings_from(argv: list[str]) -> ServingSettings:
@@ -121,12 +127,26 @@ def main(argv: list[str] | None = None) -> None:
                          max_wait_s=st.max_wait_s, capacity_per_stake_token=st.capacity_per_stake_token)
     svc = ProviderService(s, key, encoder, ledger, cfg)
     svc.start()
+    duty_stop = threading.Event()
+    duty = None
+    if st.verify:
+        from worker.serving.verifier import VerifierSettings, build
+
+        vst = VerifierSettings(key=SecretStr(key), data_dir=st.data_dir, manifest_path=st.manifest,
+                               backend=st.backend, dtype=st.dtype, device=st.device, gpu_class=st.gpu_class)
+        # Its own encoder instance (the batcher's runs in another thread), the endpoint's sender.
+        duty = build(vst, encoder=shared_encoder(st.backend, st.dtype, st.device), settlement=s)
+        duty.start(duty_stop, vst.poll_s)
+        log.info("verifier duty on: sampling %d bps of other providers' batches", vst.sample_rate_bps)
     log.info("provider endpoint %s serving %s on %s:%d (pid %d)", address, cfg.model_name, st.host, st.port,
              os.getpid())
     try:
         uvicorn.run(svc.app, host=st.host, port=st.port, log_level="warning", access_log=False)
     finally:
+        duty_stop.set()
         svc.stop()
+        if duty is not None:
+            duty.close()
 
 
 if __name__ == "__main__":

@@ -284,6 +284,10 @@ class BatchVerifier:
         return self._thread
 
     def close(self) -> None:
+        """Closes the state file and HTTP client; a started duty thread is joined first (set its
+        stop event before)."""
+        if self._thread is not None:
+            self._thread.join(30)
         self.http.close()
         self.state.close()
 
