@@ -163,14 +163,17 @@ class Router:
             s.full_until = time.monotonic() + min(MAX_CAPACITY_WAIT_S, max(0.0, retry_after_s))
             s.at_capacity += 1
 
-    def end(self, address: str, *, ok: bool, latency_ms: float | None = None) -> None:
+    def end(self, address: str, *, ok: bool, latency_ms: float | None = None, answered: bool = True) -> None:
+        """A request to ``address`` ended: ``ok`` when the provider is healthy (it answered, or
+        refused for a reason of the payer's or of its capacity: ``answered`` False, not counted
+        as served)."""
         with self._lock:
             s = self.stats.setdefault(address, ProviderStats())
             s.inflight = max(0, s.inflight - 1)
             if ok:
                 s.failures = 0
                 s.down_until = 0.0
-                s.served += 1
+                s.served += 1 if answered else 0
                 if latency_ms is not None:
                     s.ema_ms = latency_ms if s.ema_ms is None else (1 - EMA_ALPHA) * s.ema_ms + EMA_ALPHA * latency_ms
             else:

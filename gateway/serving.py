@@ -447,7 +447,7 @@ async def embed(ctx: Any, key: store.ApiKey, body: schemas.EmbeddingsIn, texts: 
                                                provider=cand.address, reason="bad_provider_answer")
                 log.warning("provider %s answered request %s wrongly: %s", cand.address, request_id.hex(), exc)
             finally:
-                plane.router.end(cand.address, ok=ok,
+                plane.router.end(cand.address, ok=ok, answered=measured,
                                  latency_ms=(time.perf_counter() - t0) * 1000 if ok and measured else None)
             if attempts < len(order):
                 plane.retried += 1

@@ -80,7 +80,7 @@ def test_a_provider_at_its_stakes_bound_refuses_with_capacity_and_the_gateway_ro
     # Refused once (the answer's second attempt), then not tried again while at capacity.
     assert [n for _, n, _ in answers[fits:]] == [2] + [1] * (len(answers) - fits - 1)
     stats = st.ctx.serving.router.stats[full.address]
-    assert stats.at_capacity == 1 and stats.failed == 0
+    assert stats.at_capacity == 1 and stats.failed == 0 and stats.served == fits
     status = full.status()
     assert int(status["capacity"]["bound"]) == bound
     assert int(status["capacity"]["exposure"]) == fits * value <= bound
