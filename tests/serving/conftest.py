@@ -13,7 +13,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from serving_stack import ProviderSpec, ServingStack, open_stack  # noqa: E402
+from serving_stack import ServingStack, serving_stack  # noqa: E402
 
 #: role -> (region, price per unit): "verifier" is cheaper, "provider" is in "eu"
 PROVIDERS = {"provider": ("eu", 200), "verifier": ("us", 100)}
@@ -21,6 +21,7 @@ PROVIDERS = {"provider": ("eu", 200), "verifier": ("us", 100)}
 
 @pytest.fixture(scope="module")
 def stack(devnet: Any, chain: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServingStack]:
-    specs = {role: ProviderSpec(region, price) for role, (region, price) in PROVIDERS.items()}
-    with open_stack(devnet, chain, tmp_path_factory.mktemp("serving"), specs) as st:
+    with serving_stack(devnet, chain, tmp_path_factory.mktemp("serving"),
+                       {role: (region, price, {"HEARTH_SERVING_COLLECT_THRESHOLD": "1"})
+                        for role, (region, price) in PROVIDERS.items()}) as st:
         yield st

@@ -20,6 +20,7 @@ from typing import Any
 import httpx
 from eth_account import Account
 from eth_utils import keccak
+from pydantic import SecretStr
 
 USD = 10**6
 ROOT = Path(__file__).resolve().parents[2]
@@ -162,13 +163,17 @@ def sign_typed(key: str, typed: dict[str, Any]) -> str:
     return "0x" + bytes(Account.sign_typed_data(key, full_message={**typed, "message": msg}).signature).hex()
 
 
-def api_key(stack: ServingStack, role: str, cap: int = 100 * USD) -> str:
+def api_key(stack: ServingStack, role: str, cap: int = 100 * USD, region: str | None = None) -> str:
     key = "hk-" + secrets.token_hex(16)
     td = stack.http.get("/v1/api-keys/typed-data", params={
         "wallet": stack.address(role), "api_key_hash": "0x" + keccak(text=key).hex(), "spending_cap": cap,
     }).json()["typed_data"]
-    r = stack.http.post("/v1/api-keys", json={"grant": td["message"], "signature": sign_typed(stack.key(role), td)})
+    body: dict[str, Any] = {"grant": td["message"], "signature": sign_typed(stack.key(role), td)}
+    if region is not None:
+        body["region"] = region
+    r = stack.http.post("/v1/api-keys", json=body)
     assert r.status_code == 201, r.text
+    assert r.json()["region"] == region
     return key
 
 
@@ -183,35 +188,26 @@ def fund_lanes(stack: ServingStack, payer: str, lanes: dict[str, int]) -> None:
     s.allocate(k, stack.address(payer), {stack.address(p): a for p, a in lanes.items()})
 
 
-def authorize_gateway(stack: ServingStack, payer: str) -> None:
-    """``payer`` authorizes the gateway's receipt signer, with the proof the gateway serves."""
+def authorize_gateway(stack: ServingStack, payer: str, can_allocate: bool = False) -> None:
+    """``payer`` authorizes the gateway's receipt signer, with the proof the gateway serves
+    (``can_allocate``: and lets it allocate the payer's deposit to lanes)."""
     r = stack.http.get("/v1/serving/signer", params={"payer": stack.address(payer),
                                                      "expiry": int(time.time()) + 30 * 86400}).json()
     k = stack.key(payer)
-    fn = stack.settlement().escrow.functions.authorizeSigner(r["signer"], r["expiry"], False,
+    fn = stack.settlement().escrow.functions.authorizeSigner(r["signer"], r["expiry"], can_allocate,
                                                             bytes.fromhex(r["proof"][2:]))
     stack.hearth.sender(k).send(fn)
 
 
-@dataclass(frozen=True)
-class ProviderSpec:
-    """A provider endpoint of a test stack: its region, quoted price, extra environment and
-    launcher (None: ``python -m worker.serving``)."""
-
-    region: str
-    price: int
-    env: dict[str, str] = field(default_factory=dict)
-    argv: list[str] | None = None
-
-
 @contextmanager
-def open_stack(devnet: Any, chain: Any, tmp: Path, providers: dict[str, ProviderSpec],
-               lanes: dict[str, int] | None = None) -> Iterator[ServingStack]:
-    """The serving stack with ``providers`` (devnet role -> spec): chain snapshotted before and
-    reverted after; the client's lanes funded (``lanes``, default 50 hUSD each) and the gateway's
-    signer authorized; returns once the gateway routes to every provider."""
-    from pydantic import SecretStr
-
+def serving_stack(devnet: Any, chain: Any, tmp: Path, providers_spec: dict[str, tuple[str, int, dict[str, str]]],
+                  model_index: int = 0, routed: int | None = None,
+                  argv: dict[str, list[str]] | None = None) -> Iterator[ServingStack]:
+    """The gateway, the indexer and one provider process per role (region, price, extra
+    environment; ``argv`` names a role's own launcher instead of ``python -m worker.serving``);
+    ready once the gateway routes ``manifest.models[model_index]`` to ``routed`` of them
+    (default: all). Every provider gets ``HEARTH_VERIFIER_BLOB_URL`` (the gateway), read only
+    when it runs the verifier duty (``HEARTH_SERVING_VERIFY``)."""
     from deploy.devnet import free_port
     from gateway.app import create_app
     from gateway.settings import GatewaySettings
@@ -224,13 +220,11 @@ def open_stack(devnet: Any, chain: Any, tmp: Path, providers: dict[str, Provider
     manifest_path = devnet.manifest.save(tmp / "manifest.json")
     port = free_port()
     base = f"http://127.0.0.1:{port}"
-    # An endpoint running the verifier duty (HEARTH_SERVING_VERIFY) reads blobs from the gateway.
-    procs = {
-        role: ProviderProc(role, devnet.accounts[role].key, free_port(), tmp / role, manifest_path, spec.region,
-                           spec.price, env_extra={"HEARTH_SERVING_COLLECT_THRESHOLD": "1",
-                                                  "HEARTH_VERIFIER_BLOB_URL": base, **spec.env},
-                           argv=spec.argv).start()
-        for role, spec in providers.items()
+    providers = {
+        role: ProviderProc(role, devnet.accounts[role].key, free_port(), tmp / role, manifest_path, region, price,
+                           env_extra={"HEARTH_VERIFIER_BLOB_URL": base, **env},
+                           argv=(argv or {}).get(role)).start()
+        for role, (region, price, env) in providers_spec.items()
     }
     index_url = f"sqlite:///{tmp / 'indexer.db'}"
     indexer = IndexerService(IndexerSettings(database_url=index_url, poll_interval=0.05,
@@ -245,7 +239,7 @@ def open_stack(devnet: Any, chain: Any, tmp: Path, providers: dict[str, Provider
     server = Server(app, port)
     server.start()
     http = httpx.Client(base_url=base, timeout=60)
-    st = ServingStack(devnet, chain, app, settings, indexer, base, http, tmp, procs)
+    st = ServingStack(devnet, chain, app, settings, indexer, base, http, tmp, providers)
     try:
         for _ in range(200):
             try:
@@ -253,21 +247,22 @@ def open_stack(devnet: Any, chain: Any, tmp: Path, providers: dict[str, Provider
                     break
             except httpx.TransportError:
                 time.sleep(0.05)
-        fund_lanes(st, "client", lanes or dict.fromkeys(providers, 50 * USD))
+        fund_lanes(st, "client", {role: 50 * USD for role in providers})
         authorize_gateway(st, "client")
-        for p in procs.values():
-            p.wait_healthy()
+        for p in providers.values():
+            p.wait_healthy(timeout=180)
         for s in devnet.hearth._senders.values():
             s.resync()
         st.wait_indexed()
         end = time.monotonic() + 20
-        while len(st.ctx.serving.router.candidates(st.model_id)) < len(procs):
+        model_id = devnet.manifest.models[model_index].model_id
+        while len(st.ctx.serving.router.candidates(model_id)) < (routed or len(providers)):
             assert time.monotonic() < end, "the gateway never saw every provider's endpoint"
             time.sleep(0.1)
         yield st
     finally:
         http.close()
-        for p in procs.values():
+        for p in providers.values():
             p.stop()
         server.stop()
         indexer.stop()

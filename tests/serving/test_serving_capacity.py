@@ -23,21 +23,22 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from serving_stack import ProviderSpec, ServingStack, api_key, open_stack  # noqa: E402
+from serving_stack import ServingStack, api_key, serving_stack  # noqa: E402
 
 CHROMIUM = "/usr/bin/chromium"
 TEXT = "capacity follows stake"
 #: 500 HST x 3 wei per HST: 1,500 wei of unsettled value, a few requests at 100 wei a token
 PER_STAKE_TOKEN = 3
 PROVIDERS = {
-    "provider": ProviderSpec("eu", 100, env={"HEARTH_SERVING_CAPACITY_PER_STAKE_TOKEN": str(PER_STAKE_TOKEN)}),
-    "verifier": ProviderSpec("us", 200),
+    "provider": ("eu", 100, {"HEARTH_SERVING_COLLECT_THRESHOLD": "1",
+                             "HEARTH_SERVING_CAPACITY_PER_STAKE_TOKEN": str(PER_STAKE_TOKEN)}),
+    "verifier": ("us", 200, {"HEARTH_SERVING_COLLECT_THRESHOLD": "1"}),
 }
 
 
 @pytest.fixture(scope="module")
 def stack(devnet: Any, chain: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServingStack]:
-    with open_stack(devnet, chain, tmp_path_factory.mktemp("capacity"), PROVIDERS) as st:
+    with serving_stack(devnet, chain, tmp_path_factory.mktemp("capacity"), PROVIDERS) as st:
         yield st
 
 

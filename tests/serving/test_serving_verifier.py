@@ -21,21 +21,23 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from serving_stack import ProviderSpec, ServingStack, api_key, open_stack  # noqa: E402
+from serving_stack import ServingStack, api_key, serving_stack  # noqa: E402
 
 HST = 10**18
 CHEAT = str(Path(__file__).resolve().parent / "cheating_provider.py")
 #: the honest endpoint also serves on committees (and samples nothing itself)
 DUTY = {"HEARTH_SERVING_VERIFY": "1", "HEARTH_VERIFIER_SAMPLE_RATE_BPS": "0", "HEARTH_VERIFIER_MIN_SAMPLES": "0",
         "HEARTH_VERIFIER_POLL_S": "0.2"}
-PROVIDERS = {"provider": ProviderSpec("eu", 200, env=DUTY),
-             "cheater": ProviderSpec("ap", 100, argv=[sys.executable, CHEAT])}
+COLLECT = {"HEARTH_SERVING_COLLECT_THRESHOLD": "1"}
+#: role -> (region, price per unit, extra environment); the cheater runs the test's launcher
+PROVIDERS = {"provider": ("eu", 200, {**COLLECT, **DUTY}), "cheater": ("ap", 100, COLLECT)}
 VERIFIERS = ("verifier", "verifier2")
 
 
 @pytest.fixture(scope="module")
 def stack(devnet: Any, chain: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServingStack]:
-    with open_stack(devnet, chain, tmp_path_factory.mktemp("verifier"), PROVIDERS) as st:
+    with serving_stack(devnet, chain, tmp_path_factory.mktemp("verifier"), PROVIDERS,
+                       argv={"cheater": [sys.executable, CHEAT]}) as st:
         yield st
 
 

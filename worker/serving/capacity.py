@@ -63,8 +63,11 @@ class Capacity:
 
     def refresh(self, staked: int, now: int, window: int) -> None:
         """Re-reads the exposure at chain time ``now`` with challenge window ``window`` (seconds)."""
+        # Read outside the lock (requests reserve meanwhile). A request in flight counts through
+        # ``_inflight``; one that ends between the read and the lock is off by its value until the
+        # next block's refresh.
+        base, release = self.ledger.exposure(now, window)
         with self._lock:
-            base, release = self.ledger.exposure(now, window)
             self._bound = staked * self.per_stake_token // 10**self.stake_decimals
             self._base = base
             self._added = self._inflight
@@ -79,13 +82,12 @@ class Capacity:
             self._added += value
             self._inflight += value
 
-    def done(self, value: int, *, recorded: bool) -> None:
-        """The request ended: recorded (its leaf stays counted until the ledger says otherwise)
-        or not (its value is given back)."""
+    def done(self, value: int, recorded_value: int | None) -> None:
+        """A request that reserved ``value`` ended: its recorded leaf is worth ``recorded_value``
+        (counted until the next refresh reads it from the ledger; None: nothing was recorded)."""
         with self._lock:
             self._inflight -= value
-            if not recorded:
-                self._added -= value
+            self._added -= value - (recorded_value or 0)
 
     def _view(self) -> CapacityView:
         return CapacityView(self._bound if self._bound is not None else -1, self._base + self._added,
