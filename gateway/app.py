@@ -166,8 +166,9 @@ def _install_error_handlers(app: FastAPI, ctx: Context) -> None:
     async def gateway_error(request: Request, exc: GatewayError) -> JSONResponse:
         ctx.metrics.rejected.labels(exc.reason).inc()
         headers = {}
-        if isinstance(exc, RateLimitedError):
-            headers["Retry-After"] = str(max(1, round(exc.retry_after)))
+        retry_after = getattr(exc, "retry_after", None)  # 429s and shed 503s (gateway.admission)
+        if retry_after is not None:
+            headers["Retry-After"] = str(max(1, round(retry_after)))
         if exc.should_retry is not None:
             headers["x-should-retry"] = "true" if exc.should_retry else "false"
         elif 400 <= exc.status_code < 500 and exc.status_code not in (408, 429):
@@ -313,5 +314,10 @@ def create_app(settings: GatewaySettings | None = None, *, manifest: Manifest | 
 
     _install_docs(app)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
+    from gateway.admission import AdmissionMiddleware
+
+    # Inside the guard (size and rate checks first), outside everything else: sheds before a body is read.
+    app.add_middleware(AdmissionMiddleware, admission=ctx.admission, trust_proxy=settings.trust_proxy,
+                       on_shed=lambda exc: ctx.metrics.rejected.labels(exc.reason).inc())
     app.add_middleware(GuardMiddleware, ctx=ctx)
     return app

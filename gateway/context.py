@@ -41,6 +41,8 @@ class Context:
     _tokenizer: Any = None
     #: the serving plane (``gateway.serving.ServingPlane``), None when this gateway has no signer
     serving: Any = None
+    #: in-flight bounds of the inference routes (``gateway.admission.Admission``)
+    admission: Any = None
 
     @property
     def chain_id(self) -> int:
@@ -84,9 +86,11 @@ def build_context(settings: GatewaySettings, manifest: Manifest | None = None,
         blob_policy=policy,
         sweeper=BlobSweeper(gw_blobs, db, ie, policy, settings.blob_sweep_interval_s),
     )
+    from gateway.admission import Admission
     from gateway.serving import build_plane
 
     ctx.serving = build_plane(ctx)
+    ctx.admission = Admission(settings.max_inflight, settings.max_client_inflight, settings.shed_retry_after_s)
     return ctx
 
 
