@@ -66,6 +66,8 @@ def build_context(settings: GatewaySettings, manifest: Manifest | None = None,
     from common.db import make_engine as index_engine
 
     manifest = manifest or Manifest.load(settings.manifest_file())
+    if settings.rpc_url:
+        manifest = manifest.model_copy(update={"rpc_url": settings.rpc_url})
     hearth = Hearth(manifest)
     chain = ChainAccess(hearth, settings.resolve_relayer_key(manifest.chain_id))
     metrics = Metrics()

@@ -39,6 +39,8 @@ class GatewaySettings(HearthSettings, BlobStoreSettings):
         default=None, validation_alias=AliasChoices("HEARTH_INDEXER_DATABASE_URL", "indexer_database_url"))
     #: pays gas only
     relayer_key: SecretStr | None = None
+    #: overrides the manifest's RPC URL (one manifest for every host, each with its own RPC endpoint)
+    rpc_url: str | None = None
 
     # ------------------------------------------------------------ the gateway's own
     host: str = "127.0.0.1"
