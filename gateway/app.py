@@ -256,15 +256,22 @@ def create_app(settings: GatewaySettings | None = None, *, manifest: Manifest | 
     settings = settings or GatewaySettings()
     ctx = build_context(settings, manifest=manifest, blobs=blob_store)
 
+    from gateway.reservations import ReservationSweeper
+
+    ttl = settings.reservation_ttl_s or settings.provider_timeout_s * settings.serving_attempts + 30
+    reservations = ReservationSweeper(ctx.db_engine, ttl, interval_s=min(30.0, ttl / 2))
+
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await ctx.feed.start()
         await ctx.sweeper.start()
+        await reservations.start()
         log.info("gateway up: chain %d market %s relayer %s", ctx.chain_id, ctx.chain.market,
                  ctx.chain.relayer_address or "(none: read-only)")
         try:
             yield
         finally:
+            await reservations.stop()
             await ctx.sweeper.stop()
             await ctx.feed.stop()
             if ctx.serving is not None:

@@ -345,7 +345,7 @@ async def embed(ctx: Any, key: store.ApiKey, body: schemas.EmbeddingsIn, texts: 
     if plane.router.saturated([c.address for c in order]):
         raise _saturated(plane, order)
     reserve = max(1, units * max(c.price for c in order))
-    charge_id = store.reserve(ctx.db_engine, key.key_hash, reserve, store.now())
+    charge_id = store.reserve(ctx.db_engine, key.key_hash, reserve, store.now(), status="serving")
     if charge_id is None:
         raise SpendingCapError(f"this request costs up to {reserve}; the key has "
                                f"{max(0, key.spending_cap - key.spent)} left of its cap", cost=str(reserve))

@@ -106,6 +106,9 @@ class GatewaySettings(HearthSettings, BlobStoreSettings):
     max_client_inflight: int = Field(default=256, ge=1)
     #: the ``Retry-After`` of a shed request, in seconds
     shed_retry_after_s: float = Field(default=1.0, ge=0)
+    #: a serving-plane reservation older than this is from a gateway that died mid-request and is
+    #: given back (gateway.reservations); default: provider timeout x attempts + 30 s
+    reservation_ttl_s: float | None = Field(default=None, gt=0)
     serving_refresh_s: float = Field(default=1.0, gt=0)
 
     # ------------------------------------------------------------ derived
