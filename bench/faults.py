@@ -130,7 +130,11 @@ class FlakyRpc:
                 self.end_headers()
                 self.wfile.write(data)
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        class Server(ThreadingHTTPServer):
+            def handle_error(self, request: Any, client_address: Any) -> None:
+                pass  # a caller that hung up on a slow answer is one of the faults, not news
+
+        self.server = Server(("127.0.0.1", 0), Handler)
         self.server.daemon_threads = True
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
         self._thread = threading.Thread(target=self.server.serve_forever, name="flaky-rpc", daemon=True)
@@ -399,11 +403,16 @@ def run(n: int = 2000, clients: int = 8, seed: int = 7, kills: dict[str, int] | 
                     time.sleep(0.05)
                 if done.is_set():
                     return
+                names = ["gateway"] if kind == "gateway_kill" else roles
+                while True:  # a target that is down or coming back is waited for, not skipped
+                    with fault_lock:
+                        ready = [procs[r] for r in names if procs[r].alive() and r not in busy]
+                        if ready or done.is_set():
+                            break
+                    time.sleep(0.1)
+                if not ready:
+                    return
                 with fault_lock:
-                    names = ["gateway"] if kind == "gateway_kill" else roles
-                    ready = [procs[r] for r in names if procs[r].alive() and r not in busy]
-                    if not ready:
-                        continue
                     target = rng.choice(ready)
                     busy.add(target.name)
                     log(f"  {sent[0]:>5}/{n}  {kind} {target.name}")
