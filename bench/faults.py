@@ -2,20 +2,25 @@
 a seeded scheduler breaks it, then the chain and the databases are checked.
 
 The stack (all on this machine): Anvil (automine), a flaky JSON-RPC proxy in front of it that
-every service talks to, the indexer (in this process), the gateway (a ``python -m gateway run``
-process) and two provider endpoints (``python -m worker.serving`` processes, two regions).
+every service talks to, the indexer (``python -m indexer run``), the gateway (``python -m
+gateway run``) and two provider endpoints (``python -m worker.serving``, two regions), each a
+process in its own process group.
 
 Faults, at moments drawn from ``--seed`` (as fractions of the requests sent):
 
 * ``provider_kill``: SIGKILL a provider's process group, restart it after a short pause;
 * ``gateway_kill``: SIGKILL the gateway, restart it (clients see connection errors meanwhile);
+* ``indexer_kill``: SIGKILL the indexer, restart it (it resumes from its checkpoint);
 * ``provider_stop``: SIGSTOP a provider past the gateway's provider timeout, then SIGCONT;
 * the proxy, all along, with probabilities drawn from its own seeded generator: an HTTP 503
   before forwarding, a dropped connection before forwarding, a slow answer (0.5 to 2.5 s), and a
   dropped connection *after* forwarding (the call took effect, its answer is lost).
 
-Not done (yet): chain reorganisations (``anvil_reorg``), killing the indexer or a Celery worker,
-chat requests; the indexer is not compared with a fresh index here.
+A process that dies on its own (a provider whose start-up RPC calls hit the proxy's faults)
+is restarted by a watchdog and counted in ``unexpected_crashes``.
+
+Not done (yet): chain reorganisations (``anvil_reorg``), killing a Celery worker (the serving
+endpoint runs its model in-process), chat requests.
 
 Checks, once the clients are done and the proxy passes everything through again:
 
@@ -29,6 +34,7 @@ Checks, once the clients are done and the proxy passes everything through again:
 * each lane's collected value equals the gateway's served value for it to the wei, the API key
   was charged exactly that, lanes and deposits add up to the escrow's token balance, and each
   lane's balance plus collected equals what was allocated to it;
+* the indexer's database equals a fresh index of the canonical chain at the same block;
 * no process of the run is left (every process group started is empty).
 
 Writes ``bench/results/faults.json``: ``requests``, ``requests_answered``, ``requests_lost``,
@@ -242,6 +248,58 @@ def live_in_groups(groups: list[int]) -> list[int]:
     return found
 
 
+# ---------------------------------------------------------------------------- the index
+
+
+def indexed_block(url: str) -> int:
+    import sqlalchemy as sa
+
+    engine = sa.create_engine(url)
+    try:
+        with engine.connect() as c:
+            return int(c.execute(sa.text("SELECT block_number FROM checkpoints WHERE id = 1")).scalar_one())
+    except Exception:  # noqa: BLE001 - not created yet
+        return -1
+    finally:
+        engine.dispose()
+
+
+def wait_indexed(url: str, block: int, timeout: float) -> None:
+    end = time.monotonic() + timeout
+    while indexed_block(url) < block:
+        if time.monotonic() > end:
+            raise RuntimeError(f"the index is at {indexed_block(url)}, wanted {block}")
+        time.sleep(0.2)
+
+
+def compare_indexes(url: str, fresh_url: str, head: int) -> tuple[list[str], int]:
+    """Differences between the run's index and a fresh index of the canonical chain (both at
+    ``head``), and how many rows the fresh index has."""
+    import sqlalchemy as sa
+
+    from indexer.projector import PRIMARY_KEYS
+    from indexer.store import TABLES
+
+    def tables(u: str) -> dict[str, dict[tuple[Any, ...], dict[str, Any]]]:
+        engine = sa.create_engine(u)
+        try:
+            with engine.connect() as conn:
+                return {name: {tuple(r[k] for k in PRIMARY_KEYS[name]): dict(r)
+                               for r in conn.execute(t.select()).mappings()} for name, t in TABLES.items()}
+        finally:
+            engine.dispose()
+
+    got, want = tables(url), tables(fresh_url)
+    diff = []
+    if indexed_block(url) != head or indexed_block(fresh_url) != head:
+        diff.append(f"checkpoints {indexed_block(url)} and {indexed_block(fresh_url)}, head {head}")
+    for name in TABLES:
+        for k in sorted(set(got[name]) | set(want[name]), key=str):
+            if got[name].get(k) != want[name].get(k):
+                diff.append(f"{name} {k}: {got[name].get(k)} != {want[name].get(k)}")
+    return diff, sum(len(rows) for rows in want.values())
+
+
 # ---------------------------------------------------------------------------- the run
 
 
@@ -268,23 +326,25 @@ def run(n: int = 2000, clients: int = 8, seed: int = 7, kills: dict[str, int] | 
     from indexer.service import IndexerService
     from indexer.settings import IndexerSettings
 
-    kills = kills if kills is not None else {"provider_kill": 8, "gateway_kill": 6, "provider_stop": 6}
+    kills = kills if kills is not None else {"provider_kill": 8, "gateway_kill": 5, "indexer_kill": 3,
+                                             "provider_stop": 5}
     rng = random.Random(seed)
     t0 = time.perf_counter()
     tmp = Path(tempfile.mkdtemp(prefix="hearth-faults-"))
     dn = bring_up(port=free_port(), write=False, anvil_log=tmp / "anvil.log")
     proxy = FlakyRpc(dn.anvil.rpc_url, seed + 1)
     procs: dict[str, Proc] = {}
-    indexer = None
     try:
         manifest_path = dn.manifest.save(tmp / "manifest.json")
         index_url = f"sqlite:///{tmp / 'indexer.db'}"
-        indexer = IndexerService(IndexerSettings(database_url=index_url, poll_interval=0.2, rpc_url=proxy.url,
-                                                 manifest_path=manifest_path), manifest=dn.manifest)
-        indexer.start()
         base_env = {**os.environ, "PYTHONPATH": str(ROOT), "HEARTH_MANIFEST": str(manifest_path),
                     "HEARTH_INDEXER_DATABASE_URL": index_url, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1",
                     "MKL_NUM_THREADS": "1", "HEARTH_LOG_LEVEL": "WARNING"}
+        metrics_port = free_port()
+        procs["indexer"] = Proc("indexer", [sys.executable, "-m", "indexer", "run"], {
+            **base_env, "HEARTH_DATA_DIR": str(tmp), "HEARTH_INDEXER_RPC_URL": proxy.url,
+            "HEARTH_INDEXER_POLL_INTERVAL": "0.2", "HEARTH_INDEXER_METRICS_PORT": str(metrics_port)},
+            f"http://127.0.0.1:{metrics_port}/metrics", tmp / "indexer.log")
         gw_port = free_port()
         gw = f"http://127.0.0.1:{gw_port}"
         procs["gateway"] = Proc("gateway", [sys.executable, "-m", "gateway", "run", "--port", str(gw_port)], {
@@ -336,7 +396,7 @@ def run(n: int = 2000, clients: int = 8, seed: int = 7, kills: dict[str, int] | 
             if r.status_code != 201:
                 raise RuntimeError(f"API key: {r.status_code} {r.text}")
             keys.append(key)
-        indexer.wait_for(h.w3.eth.block_number, timeout=60)
+        wait_indexed(index_url, h.w3.eth.block_number, 60)
         end = time.monotonic() + 60
         while len(httpx.get(f"{gw}/v1/serving/providers", timeout=10).json()) < len(PROVIDERS):
             if time.monotonic() > end:
@@ -403,7 +463,7 @@ def run(n: int = 2000, clients: int = 8, seed: int = 7, kills: dict[str, int] | 
                     time.sleep(0.05)
                 if done.is_set():
                     return
-                names = ["gateway"] if kind == "gateway_kill" else roles
+                names = {"gateway_kill": ["gateway"], "indexer_kill": ["indexer"]}.get(kind, roles)
                 while True:  # a target that is down or coming back is waited for, not skipped
                     with fault_lock:
                         ready = [procs[r] for r in names if procs[r].alive() and r not in busy]
@@ -533,6 +593,18 @@ def run(n: int = 2000, clients: int = 8, seed: int = 7, kills: dict[str, int] | 
         providers_paid = all(token_after[a] - token_before[a] == collected[a] for a in by_addr)
         client_paid = token_before[client.address] - token_after[client.address] == deposit
 
+        head = int(h.w3.eth.block_number)
+        wait_indexed(index_url, head, 120)
+        fresh_url = f"sqlite:///{tmp / 'fresh-index.db'}"
+        fresh = IndexerService(IndexerSettings(database_url=fresh_url, poll_interval=0.1,
+                                               manifest_path=manifest_path), manifest=dn.manifest)
+        fresh.start()
+        try:
+            fresh.wait_for(head, timeout=120)
+        finally:
+            fresh.stop()
+        index_diff, index_rows = compare_indexes(index_url, fresh_url, head)
+
         requests_lost = len(charged_unanswered) + len(answered_unrecorded) + len(not_in_batch) + len(wrong_provider)
         paid_twice = len(twice_at_payee) + len(overpaid)
         statuses: dict[str, int] = {}
@@ -558,6 +630,8 @@ def run(n: int = 2000, clients: int = 8, seed: int = 7, kills: dict[str, int] | 
                 "lane_balance_plus_collected_equals_allocation": lanes_add_up,
                 "providers_received_what_they_collected": providers_paid,
                 "client_paid_its_deposit_only": client_paid,
+                "index_equals_a_fresh_index_of_the_chain": not index_diff, "index_rows_compared": index_rows,
+                "index_differences": index_diff[:10],
             },
             "provider_timeout_s": provider_timeout_s, "load_s": round(load_s, 1),
             "wall_s": round(time.perf_counter() - t0, 1),
@@ -565,8 +639,6 @@ def run(n: int = 2000, clients: int = 8, seed: int = 7, kills: dict[str, int] | 
     finally:
         for p in procs.values():
             p.stop()
-        if indexer is not None:
-            indexer.stop()
         proxy.close()
         dn.anvil.stop()
     groups = [g for p in procs.values() for g in p.groups]
@@ -581,12 +653,14 @@ def main() -> None:
     ap.add_argument("--clients", type=int, default=8)
     ap.add_argument("--seed", type=int, default=7)
     ap.add_argument("--provider-kills", type=int, default=8)
-    ap.add_argument("--gateway-kills", type=int, default=6)
-    ap.add_argument("--provider-stops", type=int, default=6)
+    ap.add_argument("--gateway-kills", type=int, default=5)
+    ap.add_argument("--indexer-kills", type=int, default=3)
+    ap.add_argument("--provider-stops", type=int, default=5)
     ap.add_argument("--out", type=Path, default=RESULTS)
     args = ap.parse_args()
     res = run(args.requests, args.clients, args.seed, {"provider_kill": args.provider_kills,
                                                         "gateway_kill": args.gateway_kills,
+                                                        "indexer_kill": args.indexer_kills,
                                                         "provider_stop": args.provider_stops})
     from rich.console import Console
     from rich.table import Table

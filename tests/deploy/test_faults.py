@@ -1,8 +1,9 @@
 """The fault-injection run (``bench/faults.py``) with a small N: two providers and the gateway
 serve embeddings from four clients while a seeded scheduler SIGKILLs and restarts a provider and
-the gateway and SIGSTOPs a provider past the gateway's timeout, behind a flaky RPC proxy. Then,
+the gateway and the indexer and SIGSTOPs a provider past the gateway's timeout, behind a flaky RPC proxy. Then,
 from the chain and the databases: nothing answered is lost or paid twice, nothing unanswered is
-charged, the money adds up to the wei, and no process is left."""
+charged, the money adds up to the wei, the index equals a fresh index of the chain, and no
+process is left."""
 
 from __future__ import annotations
 
@@ -14,18 +15,18 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "bench"))
+KILLS = {"provider_kill": 1, "gateway_kill": 1, "indexer_kill": 1, "provider_stop": 1}
 
 
 @pytest.fixture(scope="module")
 def result() -> dict[str, Any]:
     import faults
 
-    return dict(faults.run(n=80, clients=4, seed=11, kills={"provider_kill": 1, "gateway_kill": 1,
-                                                            "provider_stop": 1}, log=lambda _: None))
+    return dict(faults.run(n=80, clients=4, seed=11, kills=KILLS, log=lambda _: None))
 
 
 def test_every_fault_kind_happened_while_requests_were_answered(result: dict[str, Any]) -> None:
-    assert result["kills"] == {"provider_kill": 1, "gateway_kill": 1, "provider_stop": 1}
+    assert result["kills"] == KILLS
     assert sum(result["rpc_faults"].values()) > 0
     assert result["requests"] == 80
     assert result["requests_answered"] > 0
@@ -52,6 +53,11 @@ def test_the_money_adds_up_to_the_wei(result: dict[str, Any]) -> None:
     assert c["client_paid_its_deposit_only"] is True
 
 
+def test_the_index_equals_a_fresh_index_of_the_chain(result: dict[str, Any]) -> None:
+    assert result["checks"]["index_equals_a_fresh_index_of_the_chain"] is True, result["checks"]["index_differences"]
+    assert result["checks"]["index_rows_compared"] > 0
+
+
 def test_no_process_of_the_run_is_left(result: dict[str, Any]) -> None:
-    assert result["processes_started"] >= 5  # three services, plus the restarts of two kills
+    assert result["processes_started"] >= 7  # four services, plus the restarts of three kills
     assert result["processes_left"] == 0

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from sqlmodel import select
+
 from gateway import store
 from gateway.reservations import release_stale
 
@@ -30,5 +32,5 @@ def test_stale_serving_reservations_are_given_back_and_nothing_else_is(tmp_path:
     with store.session(engine) as s:
         key = s.get(store.ApiKey, kh)
         assert key is not None and key.spent == 200 + 300 + 400
-        statuses = {c.id: c.status for c in s.query(store.Charge)}
+        statuses = {c.id: c.status for c in s.exec(select(store.Charge))}
     assert statuses == {dead: "released", live: "serving", served: "served", per_job: "reserved"}
