@@ -15,6 +15,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "bench"))
+pytestmark = pytest.mark.slow
 KILLS = {"provider_kill": 1, "gateway_kill": 1, "indexer_kill": 1, "provider_stop": 1}
 
 
