@@ -581,12 +581,11 @@ def run(n: int = 2000, clients: int = 8, seed: int = 7, kills: dict[str, int] | 
         accounts = [a.address for a in dn.accounts.values()]
         escrow_tokens = int(h.usd.functions.balanceOf(s.escrow.address).call())
         held = sum(s.deposit_of(a) for a in accounts)
-        for p in accounts:
-            for q in accounts:
-                held += s.lane(p, q).balance
-        for q in accounts:
-            bond = s.escrow.functions.getBond(q).call()
-            held += int(bond[0])
+        for payer in accounts:
+            for payee in accounts:
+                held += s.lane(payer, payee).balance
+        for payee in accounts:
+            held += int(s.escrow.functions.getBond(payee).call()[0])
         lanes_add_up = all(s.lane(client.address, a).balance + s.lane(client.address, a).collected == LANE
                            for a in by_addr)
         token_after = {a.address: int(h.usd.functions.balanceOf(a.address).call()) for a in dn.accounts.values()}

@@ -200,11 +200,86 @@ REVERT_MESSAGES: dict[str, Explainer] = {
                                     f"(setServing)"),
     "CollateralUnderflow": lambda a, c: (f"provider {a[0]} has {STAKE_TOKEN.show(a[2])} locked, less than the "
                                          f"{STAKE_TOKEN.show(a[1])} to release"),
+    "ClaimExpired": lambda a, c: (f"job {a[0]}'s claim expired at {_when(a[1])}: it can no longer be delivered; "
+                                  f"anyone may release the claim and the job is open again"),
+    "ClaimNotExpired": lambda a, c: (f"job {a[0]}'s claim runs until {_when(a[1])}: it can be released only after "
+                                     f"that, if still undelivered"),
+    "DrawNotReady": lambda a, c: (f"job {a[0]}'s committee can be drawn once block {a[1]} is mined (its hash is "
+                                  f"the seed): wait a block or two and retry"),
+    "DrawExpired": lambda a, c: (f"the draw block {a[1]} of job {a[0]}'s dispute is too old for its hash to be "
+                                 f"read: the dispute can only be settled neutrally now"),
+    "WrongPhase": lambda a, c: (f"job {a[0]}'s dispute is in phase {a[1]}, so {c.doing} is not possible now: "
+                                f"`hearth job status {a[0]}` shows where it stands"),
+    "EscalationClosed": lambda a, c: (f"governance's time to decide job {a[0]}'s dispute ended at {_when(a[1])}: "
+                                      f"anyone may now settle it neutrally"),
+    "NoPendingParams": lambda a, c: "no parameter change is pending: propose one first",
+    "ParamsNotReady": lambda a, c: f"the pending parameters take effect at {_when(a[0])}, not yet",
+    "OwnershipCannotBeRenounced": lambda a, c: ("ownership cannot be renounced: every dispute needs a governance "
+                                                "that can be reached; transfer ownership instead"),
+    "RuntimeNotListed": lambda a, c: (f"runtime {_hex(a[1])} is not listed for model {_hex(a[0])}: run a runtime "
+                                      f"the registry lists (`hearth model list`)"),
+    "NumericsClassNotListed": lambda a, c: (f"numerics class {_hex(a[0])} is not one governance lists: register "
+                                            f"with a listed GPU class"),
+    "ExpectedPause": lambda a, c: "the contract is not paused, so it cannot be unpaused",
+    # Staking (disputes and settlement)
+    "StakeBelowMinimum": lambda a, c: (f"{STAKE_TOKEN.show(a[0])} is below the minimum stake of "
+                                       f"{STAKE_TOKEN.show(a[1])}: stake at least the minimum to register"),
+    "GpuClassTooLong": lambda a, c: f"the GPU class is {a[0]} bytes long, more than 32: use a shorter name",
+    "TooManyModels": lambda a, c: f"provider {a[0]} already serves the most models allowed ({a[1]}): stop one first",
+    "StakeLocked": lambda a, c: (f"provider {a[0]}'s stake backs batches that can still be challenged until "
+                                 f"{_when(a[1])}: it can leave after that"),
+    "OnlySettlement": lambda a, c: f"{a[0]} is not the settlement contract: only it may do this",
+    "SettlementAlreadySet": lambda a, c: "the settlement contract is already set, once and for all",
+    # PaymentEscrow
+    "LengthMismatch": lambda a, c: "the lists of providers and amounts have different lengths",
+    "InsufficientDeposit": lambda a, c: (f"payer {a[0]} has {PAYMENT_TOKEN.show(a[2])} deposited and unallocated, "
+                                         f"less than the {PAYMENT_TOKEN.show(a[1])} asked: deposit more"),
+    "NotAllocator": lambda a, c: f"{a[1]} may not allocate payer {a[0]}'s deposit: the payer authorizes allocators",
+    "InsufficientLane": lambda a, c: (f"the lane from {a[0]} to provider {a[1]} holds {PAYMENT_TOKEN.show(a[3])}, "
+                                      f"less than the {PAYMENT_TOKEN.show(a[2])} asked"),
+    "NothingThawing": lambda a, c: f"nothing is thawing on the lane from {a[0]} to {a[1]}: start a thaw first",
+    "ThawNotReady": lambda a, c: f"the thaw completes at {_when(a[0])}: withdraw after that",
+    "ExpiryInPast": lambda a, c: f"the expiry {_when(a[0])} is not in the future: choose a later one",
+    "InvalidSignerProof": lambda a, c: (f"the proof that {a[1]} holds its key for payer {a[0]} is not valid: sign "
+                                        f"the authorization with the signer's own key"),
+    "UnknownSigner": lambda a, c: (f"{a[1]} is not an authorized signer of payer {a[0]} (never authorized, "
+                                   f"revoked or expired)"),
+    "InvalidVoucherSignature": lambda a, c: (f"the voucher from payer {a[0]} to provider {a[1]} is not signed by "
+                                             f"the payer or one of its authorized signers"),
+    "NotVoucherProvider": lambda a, c: f"{a[0]} is not the voucher's provider {a[1]}: only it may collect",
+    "VoucherNotNewer": lambda a, c: (f"the voucher from {a[0]} to {a[1]} adds up to {PAYMENT_TOKEN.show(a[2])}, "
+                                     f"not more than the {PAYMENT_TOKEN.show(a[3])} already collected"),
+    "NothingCollected": lambda a, c: "none of the vouchers had anything left to collect",
+    "BondLocked": lambda a, c: f"provider {a[0]}'s bond is locked until {_when(a[1])}",
+    # BatchSettlement
+    "EmptyBatch": lambda a, c: "a batch must commit at least one leaf",
+    "UnknownBatch": lambda a, c: f"there is no batch {a[0]}: check the batch id",
+    "BatchMismatch": lambda a, c: (f"the record of batch {a[0]} sent with the call is not the one committed: "
+                                   f"read the batch again"),
+    "IndexOutOfRange": lambda a, c: f"batch {a[0]} has {a[2]} leaves, so leaf {a[1]} does not exist",
+    "InvalidProof": lambda a, c: (f"the Merkle proof does not place that leaf at index {a[1]} of batch {a[0]}: "
+                                  f"fetch the batch's published leaves and proofs again"),
+    "WrongLeafStatus": lambda a, c: (f"leaf {a[1]} of batch {a[0]} is in state {a[2]}, so {c.doing} is not "
+                                     f"possible now"),
+    "RevealWindowClosed": lambda a, c: (f"the provider's time to reveal leaf {a[1]} of batch {a[0]} ended at "
+                                        f"{_when(a[2])}"),
+    "RevealWindowOpen": lambda a, c: (f"the provider may reveal leaf {a[1]} of batch {a[0]} until {_when(a[2])}: "
+                                      f"wait until then"),
+    "DrawWindowClosed": lambda a, c: (f"the committee for leaf {a[1]} of batch {a[0]} had to be drawn by "
+                                      f"{_when(a[2])}"),
+    "NotEligible": lambda a, c: (f"{a[0]} may not do this: it must be an active staked provider of the model "
+                                 f"other than the batch's provider"),
+    "PriceAboveCeiling": lambda a, c: (f"the quoted price {a[1]} for model {_hex(a[0])} is above the ceiling "
+                                       f"{a[2]} governance set"),
     # OpenZeppelin
     "ERC20InsufficientBalance": lambda a, c: (f"{a[0]} holds {c.token.show(a[1])}, less than the "
                                               f"{c.token.show(a[2])} needed"),
     "ERC20InsufficientAllowance": lambda a, c: (f"the allowance to {a[0]} is {c.token.show(a[1])}, less than the "
                                                 f"{c.token.show(a[2])} needed: approve more first"),
+    "OwnableInvalidOwner": lambda a, c: f"{a[0]} cannot be the owner (the zero address?)",
+    "ReentrancyGuardReentrantCall": lambda a, c: "the call re-entered the contract and was refused",
+    "SafeERC20FailedOperation": lambda a, c: f"the token {a[0]} refused the transfer",
+    "SafeCastOverflowedUintDowncast": lambda a, c: f"the value {a[1]} does not fit in {a[0]} bits: use a smaller one",
     "InvalidAccountNonce": lambda a, c: (f"nonce already used or out of order for {a[0]} (the next is {a[1]}): "
                                          f"sign again with the current nonce"),
     "EnforcedPause": lambda a, c: "the contract is paused by governance: try again later",

@@ -17,7 +17,7 @@ from gateway.blobs import BlobStore, GatewayBlobs
 from gateway.feed import JobFeed
 from gateway.metrics import Metrics
 from gateway.ratelimit import RateLimiter
-from gateway.relay import ChainAccess
+from gateway.relay import ChainAccess, RelayTracker
 from gateway.retention import BlobPolicy, BlobSweeper, check_retention
 from gateway.settings import GatewaySettings
 
@@ -38,6 +38,8 @@ class Context:
     wallet_limiter: RateLimiter
     blob_policy: BlobPolicy
     sweeper: BlobSweeper
+    #: waits for relayed transactions and records their outcomes (``gw_relays``)
+    relays: RelayTracker
     _tokenizer: Any = None
     #: the serving plane (``gateway.serving.ServingPlane``), None when this gateway has no signer
     serving: Any = None
@@ -87,6 +89,7 @@ def build_context(settings: GatewaySettings, manifest: Manifest | None = None,
         wallet_limiter=RateLimiter(settings.rate_limit_wallet_per_min),
         blob_policy=policy,
         sweeper=BlobSweeper(gw_blobs, db, ie, policy, settings.blob_sweep_interval_s),
+        relays=RelayTracker(chain, db),
     )
     from gateway.admission import Admission
     from gateway.serving import build_plane

@@ -71,6 +71,7 @@ from gateway.errors import (
     SpendingCapError,
     UnavailableError,
 )
+from gateway.lanes import LaneKeeper
 from gateway.routing import Candidate, Router
 
 log = logging.getLogger(__name__)
@@ -235,6 +236,8 @@ class ServingPlane:
     served: int = 0
     retried: int = 0
     spooler: BlobSpooler | None = None
+    #: keeps payers' lanes to the routed providers topped up (:mod:`gateway.lanes`)
+    keeper: LaneKeeper | None = None
 
     def __post_init__(self) -> None:
         self.signer = str(Account.from_key(self.signer_key).address)
@@ -245,7 +248,13 @@ class ServingPlane:
                 max_connections=512, max_keepalive_connections=256))
         return self._http
 
+    def start(self) -> None:
+        if self.keeper is not None:
+            self.keeper.start()
+
     async def close(self) -> None:
+        if self.keeper is not None:
+            self.keeper.stop()
         if self.spooler is not None:
             self.spooler.stop()
         if self._http is not None:
@@ -268,10 +277,19 @@ def build_plane(ctx: Any) -> ServingPlane | None:
         return None
     router = Router(ctx.index_engine, refresh_s=st.serving_refresh_s, latency_budget_ms=st.latency_budget_ms,
                     max_inflight=st.max_provider_inflight)
+    keeper = None
+    if st.lane_topup_target > 0:
+        model_ids = [m.model_id for m in ctx.manifest.models]
+
+        def routed() -> list[str]:
+            return [c.address for m in model_ids for c in router.candidates(m)]
+
+        keeper = LaneKeeper(h, key.get_secret_value(), ctx.db_engine, routed, threshold=st.lane_topup_threshold,
+                            target=st.lane_topup_target, interval_s=st.lane_topup_interval_s)
     return ServingPlane(router, key.get_secret_value(), ctx.chain_id, h.escrow.address, h.settlement.address,
                         st.public_url or f"http://{st.host}:{st.port}", timeout_s=st.provider_timeout_s,
                         max_attempts=st.serving_attempts, shed_retry_after_s=st.shed_retry_after_s,
-                        spooler=BlobSpooler(ctx))
+                        spooler=BlobSpooler(ctx), keeper=keeper)
 
 
 _MODELS: dict[tuple[int, str], tuple[float, Any]] = {}
@@ -379,6 +397,8 @@ async def embed(ctx: Any, key: store.ApiKey, body: schemas.EmbeddingsIn, texts: 
                 err = _error_of(resp)
                 if resp.status_code == 402:
                     ok = True  # the provider is healthy: it refused this payer
+                    if err[0] == "lane_exhausted" and plane.keeper is not None:
+                        plane.keeper.wake()  # top the lane up now (when the payer lets this gateway allocate)
                     last = PaymentError(f"provider {cand.address} refused payment: {err[1]}", reason=err[0],
                                         provider=cand.address)
                     if err[0] in PAYER_WIDE:

@@ -125,3 +125,32 @@ def test_an_error_missing_from_the_table_still_reads_with_its_argument_names() -
 def test_an_entry_whose_arguments_changed_shape_falls_back_instead_of_failing() -> None:
     msg = explain_revert("WrongStatus", (4,), RevertContext(action="finalize", arg_names=("jobId",)))
     assert msg == "`finalize` was refused by the contract: wrong status (WrongStatus, jobId=4)"
+
+
+SOL_ERROR = re.compile(r"\berror (\w+)\(([^)]*)\)\s*;")
+
+
+def _sample(solidity_type: str) -> Any:
+    """An argument of the declared type, as the ABI decoder would give it."""
+    if solidity_type == "address":
+        return "0x" + "ab" * 20
+    if solidity_type.startswith("bytes"):
+        return b"\x01" * 32
+    return 7  # uint*, and enums (decoded as their uint8 index)
+
+
+def test_every_custom_error_of_every_contract_reads_as_its_own_sentence() -> None:
+    """Each error a contract can revert with has an entry in REVERT_MESSAGES that accepts the
+    error's arguments as declared (a new error, or one whose arguments changed, fails here)."""
+    root = Path(__file__).resolve().parents[2] / "contracts" / "src"
+    declared = {m.group(1): m.group(2) for f in sorted(root.rglob("*.sol"))
+                for m in SOL_ERROR.finditer(f.read_text())}
+    assert {"WrongStatus", "UnknownBatch", "InsufficientLane", "DrawNotReady"} <= set(declared)
+    generic = []
+    for name, params in sorted(declared.items()):
+        args = tuple(_sample(p.split()[0]) for p in params.split(",") if p.strip())
+        names = tuple(p.split()[-1] for p in params.split(",") if p.strip())
+        ctx = RevertContext(action="someCall", arg_names=names)
+        if explain_revert(name, args, ctx).startswith("`someCall` was refused by the contract: "):
+            generic.append(name)
+    assert not generic, f"errors without a sentence of their own in contracts.errors.REVERT_MESSAGES: {generic}"

@@ -78,8 +78,10 @@ def test_the_stack_on_postgresql_and_redis_serves_through_two_gateways_and_two_c
         gateways = [f"http://127.0.0.1:{gw}", f"http://127.0.0.1:{gw + 1}"]
         try:
             for url in gateways:
-                _wait(f"healthy gateway at {url}", lambda url=url: httpx.get(f"{url}/healthz", timeout=2)
-                      .json()["index_ok"], proc, log, 240)
+                def healthy(url: str = url) -> bool:
+                    return bool(httpx.get(f"{url}/healthz", timeout=2).json()["index_ok"])
+
+                _wait(f"healthy gateway at {url}", healthy, proc, log, 240)
             app = make_app(WorkerSettings(data_dir=tmp_path, broker_url=redis_url, queue=queue))
             names: set[str] = set()
 

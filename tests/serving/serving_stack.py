@@ -158,13 +158,17 @@ def sign_typed(key: str, typed: dict[str, Any]) -> str:
     return "0x" + bytes(Account.sign_typed_data(key, full_message={**typed, "message": msg}).signature).hex()
 
 
-def api_key(stack: ServingStack, role: str, cap: int = 100 * USD) -> str:
+def api_key(stack: ServingStack, role: str, cap: int = 100 * USD, region: str | None = None) -> str:
     key = "hk-" + secrets.token_hex(16)
     td = stack.http.get("/v1/api-keys/typed-data", params={
         "wallet": stack.address(role), "api_key_hash": "0x" + keccak(text=key).hex(), "spending_cap": cap,
     }).json()["typed_data"]
-    r = stack.http.post("/v1/api-keys", json={"grant": td["message"], "signature": sign_typed(stack.key(role), td)})
+    body: dict[str, Any] = {"grant": td["message"], "signature": sign_typed(stack.key(role), td)}
+    if region is not None:
+        body["region"] = region
+    r = stack.http.post("/v1/api-keys", json=body)
     assert r.status_code == 201, r.text
+    assert r.json()["region"] == region
     return key
 
 
@@ -179,11 +183,12 @@ def fund_lanes(stack: ServingStack, payer: str, lanes: dict[str, int]) -> None:
     s.allocate(k, stack.address(payer), {stack.address(p): a for p, a in lanes.items()})
 
 
-def authorize_gateway(stack: ServingStack, payer: str) -> None:
-    """``payer`` authorizes the gateway's receipt signer, with the proof the gateway serves."""
+def authorize_gateway(stack: ServingStack, payer: str, can_allocate: bool = False) -> None:
+    """``payer`` authorizes the gateway's receipt signer, with the proof the gateway serves
+    (``can_allocate``: and lets it allocate the payer's deposit to lanes)."""
     r = stack.http.get("/v1/serving/signer", params={"payer": stack.address(payer),
                                                      "expiry": int(time.time()) + 30 * 86400}).json()
     k = stack.key(payer)
-    fn = stack.settlement().escrow.functions.authorizeSigner(r["signer"], r["expiry"], False,
+    fn = stack.settlement().escrow.functions.authorizeSigner(r["signer"], r["expiry"], can_allocate,
                                                             bytes.fromhex(r["proof"][2:]))
     stack.hearth.sender(k).send(fn)
