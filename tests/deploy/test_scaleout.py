@@ -70,11 +70,15 @@ def test_the_stack_on_postgresql_and_redis_serves_through_two_gateways_and_two_c
                "HEARTH_INDEXER_DATABASE_URL": index_url, "HEARTH_GATEWAY_DATABASE_URL": gateway_url,
                "HEARTH_WORKER_BROKER_URL": redis_url, "HEARTH_WORKER_QUEUE": queue, "HEARTH_UP_GATEWAYS": "2",
                "HEARTH_UP_CELERY_WORKERS": "2", "HEARTH_WORKER_POLL_INTERVAL_S": "0.5",
+               # the per-job path, so the request becomes a job the node fans out to Celery (the
+               # serving plane's endpoints run their model in-process)
+               "HEARTH_GATEWAY_SERVING_MODE": "per_job",
                "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
         log = tmp_path / "up.log"
+        provider_ports = f"{free_port()},{free_port()}"
         proc = subprocess.Popen([sys.executable, "-m", "deploy", "up", "--port", str(rpc_port), "--gateway-port",
-                                 str(gw), "--block-time", "0"], cwd=ROOT, env=env, stdout=log.open("wb"),
-                                stderr=subprocess.STDOUT, start_new_session=True)
+                                 str(gw), "--block-time", "0", "--provider-ports", provider_ports], cwd=ROOT,
+                                env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT, start_new_session=True)
         gateways = [f"http://127.0.0.1:{gw}", f"http://127.0.0.1:{gw + 1}"]
         try:
             for url in gateways:
