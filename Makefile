@@ -9,7 +9,7 @@ NPM_STAMP := contracts/node_modules/.stamp-install
 PYTEST_ARGS ?=
 DEMO_ARGS ?=
 
-.PHONY: deps up demo devnet test lint bench bench-gas bench-indexer bench-kernels bench-gateway browser clean
+.PHONY: deps up demo devnet test lint bench bench-gas bench-indexer bench-kernels bench-gateway bench-faults browser clean
 
 $(PY_STAMP): pyproject.toml
 	@command -v python3 >/dev/null || { echo "error: python3 >= 3.11 is required and was not found on PATH" >&2; exit 1; }
@@ -64,6 +64,8 @@ bench-kernels: deps
 	$(PY) bench/kernels.py
 bench-gateway: deps
 	$(PY) bench/gateway.py
+bench-faults: deps
+	$(PY) bench/faults.py
 
 clean:
 	rm -rf $(VENV) contracts/node_modules contracts/build .hearth

@@ -87,6 +87,13 @@ def migrate(engine: Engine, migrations: Path, revision: str = "head") -> None:
 
     cfg = alembic_config(migrations, engine)
     with engine.begin() as conn:
+        if conn.dialect.name == "postgresql":
+            # Several processes may start on one database at once (two gateways): one migrates,
+            # the others wait for its transaction and find the schema at head.
+            import zlib
+
+            lock = zlib.crc32(f"hearth.migrate.{migrations.resolve().parent.name}".encode())
+            conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": lock})
         cfg.attributes["connection"] = conn
         command.upgrade(cfg, revision)
 

@@ -17,6 +17,11 @@ class CliSettings(HearthSettings):
     """The signing key outside the devnet (``--as ROLE`` takes a devnet account's instead)."""
     up_restart: bool = Field(default=False, validation_alias=AliasChoices("HEARTH_UP_RESTART", "up_restart"))
     """``make up``: restart a crashed service with backoff instead of stopping the stack."""
+    up_celery_workers: int = Field(default=2, ge=1,
+                                   validation_alias=AliasChoices("HEARTH_UP_CELERY_WORKERS", "up_celery_workers"))
+    """``make up`` with ``HEARTH_WORKER_BROKER_URL`` set: Celery worker processes for the provider."""
+    up_gateways: int = Field(default=1, ge=1, validation_alias=AliasChoices("HEARTH_UP_GATEWAYS", "up_gateways"))
+    """``make up``: gateways on consecutive ports from ``--gateway-port``, sharing one database."""
 
 
 class UpSettings(CliSettings):

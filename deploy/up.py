@@ -287,7 +287,10 @@ def run_stack(port: int, chain_id: int, block_time: float | None, gateway_port: 
         console.print(f"  manifest       {settings.manifest_file()}")
         env = child_environment(os.environ, settings.data_dir)
         anvil = dn.anvil
-        sup = Supervisor(services(gateway_port, serving=serving), env, restart=restart, stop_timeout=stop_timeout,
+        from deploy.scaleout import extra_services
+
+        sup = Supervisor(services(gateway_port, serving=serving) + extra_services(gateway_port), env,
+                         restart=restart, stop_timeout=stop_timeout,
                          also_alive=lambda: anvil.proc is not None and anvil.proc.poll() is None)
         sup.start()
         if any(c.name == "gateway" for c in sup.children):

@@ -168,8 +168,9 @@ def _install_error_handlers(app: FastAPI, ctx: Context) -> None:
     async def gateway_error(request: Request, exc: GatewayError) -> JSONResponse:
         ctx.metrics.rejected.labels(exc.reason).inc()
         headers = {}
-        if isinstance(exc, RateLimitedError):
-            headers["Retry-After"] = str(max(1, round(exc.retry_after)))
+        retry_after = getattr(exc, "retry_after", None)  # 429s and shed 503s (gateway.admission)
+        if retry_after is not None:
+            headers["Retry-After"] = str(max(1, round(retry_after)))
         if exc.should_retry is not None:
             headers["x-should-retry"] = "true" if exc.should_retry else "false"
         elif 400 <= exc.status_code < 500 and exc.status_code not in (408, 429):
@@ -257,10 +258,16 @@ def create_app(settings: GatewaySettings | None = None, *, manifest: Manifest | 
     settings = settings or GatewaySettings()
     ctx = build_context(settings, manifest=manifest, blobs=blob_store)
 
+    from gateway.reservations import ReservationSweeper
+
+    ttl = settings.reservation_ttl_s or settings.provider_timeout_s * settings.serving_attempts + 30
+    reservations = ReservationSweeper(ctx.db_engine, ttl, interval_s=min(30.0, ttl / 2))
+
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await ctx.feed.start()
         await ctx.sweeper.start()
+        await reservations.start()
         if ctx.serving is not None:
             ctx.serving.start()
         log.info("gateway up: chain %d market %s relayer %s", ctx.chain_id, ctx.chain.market,
@@ -268,6 +275,7 @@ def create_app(settings: GatewaySettings | None = None, *, manifest: Manifest | 
         try:
             yield
         finally:
+            await reservations.stop()
             await ctx.sweeper.stop()
             await ctx.feed.stop()
             if ctx.serving is not None:
@@ -320,5 +328,10 @@ def create_app(settings: GatewaySettings | None = None, *, manifest: Manifest | 
 
     _install_docs(app)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
+    from gateway.admission import AdmissionMiddleware
+
+    # Inside the guard (size and rate checks first), outside everything else: sheds before a body is read.
+    app.add_middleware(AdmissionMiddleware, admission=ctx.admission, trust_proxy=settings.trust_proxy,
+                       on_shed=lambda exc: ctx.metrics.rejected.labels(exc.reason).inc())
     app.add_middleware(GuardMiddleware, ctx=ctx)
     return app

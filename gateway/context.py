@@ -43,6 +43,8 @@ class Context:
     _tokenizer: Any = None
     #: the serving plane (``gateway.serving.ServingPlane``), None when this gateway has no signer
     serving: Any = None
+    #: in-flight bounds of the inference routes (``gateway.admission.Admission``)
+    admission: Any = None
 
     @property
     def chain_id(self) -> int:
@@ -77,6 +79,8 @@ def build_context(settings: GatewaySettings, manifest: Manifest | None = None,
     from common.db import make_engine as index_engine
 
     manifest = manifest or Manifest.load(settings.manifest_file())
+    if settings.rpc_url:
+        manifest = manifest.model_copy(update={"rpc_url": settings.rpc_url})
     hearth = Hearth(manifest)
     chain = ChainAccess(hearth, settings.resolve_relayer_key(manifest.chain_id))
     metrics = Metrics()
@@ -98,9 +102,11 @@ def build_context(settings: GatewaySettings, manifest: Manifest | None = None,
         sweeper=BlobSweeper(gw_blobs, db, ie, policy, settings.blob_sweep_interval_s),
         relays=RelayTracker(chain, db),
     )
+    from gateway.admission import Admission
     from gateway.serving import build_plane
 
     ctx.serving = build_plane(ctx)
+    ctx.admission = Admission(settings.max_inflight, settings.max_client_inflight, settings.shed_retry_after_s)
     return ctx
 
 

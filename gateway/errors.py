@@ -127,6 +127,14 @@ class RateLimitedError(GatewayError):
         self.retry_after = retry_after
 
 
+class TooManyInFlightError(RateLimitedError):
+    """This client (API key, else IP address) already has its limit of requests in flight on
+    the inference routes; shed at once, nothing charged, safe to retry after ``Retry-After``."""
+
+    reason = "too_many_requests_in_flight"
+    should_retry = True
+
+
 class BlobError(GatewayError):
     """Root of blob store failures."""
 
@@ -179,6 +187,19 @@ class UpstreamError(GatewayError):
 class UnavailableError(GatewayError):
     status_code = 503
     reason = "unavailable"
+
+
+class OverloadedError(UnavailableError):
+    """The gateway (``overloaded``) or every provider that could answer (``providers_saturated``)
+    is at its in-flight bound: shed at once instead of queued, nothing charged, safe to retry
+    after ``Retry-After``."""
+
+    reason = "overloaded"
+    should_retry = True
+
+    def __init__(self, message: str, *, retry_after: float, **extra: Any) -> None:
+        super().__init__(message, **extra)
+        self.retry_after = retry_after
 
 
 class ResultTimeoutError(GatewayError):

@@ -152,6 +152,20 @@ class Router:
         return sorted(cands, key=key)
 
     # ------------------------------------------------------------ measurements
+    def try_begin(self, address: str) -> bool:
+        """Counts a request in flight at ``address`` unless it is at ``max_inflight`` (then False)."""
+        with self._lock:
+            s = self.stats.setdefault(address, ProviderStats())
+            if s.inflight >= self.max_inflight:
+                return False
+            s.inflight += 1
+            return True
+
+    def saturated(self, addresses: list[str]) -> bool:
+        """Whether every one of ``addresses`` is at ``max_inflight``."""
+        with self._lock:
+            return all(self.stats.setdefault(a, ProviderStats()).inflight >= self.max_inflight for a in addresses)
+
     def begin(self, address: str) -> None:
         with self._lock:
             self.stats.setdefault(address, ProviderStats()).inflight += 1

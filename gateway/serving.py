@@ -66,6 +66,7 @@ from gateway.errors import (
     BadRequestError,
     GatewayError,
     NotFoundError,
+    OverloadedError,
     PaymentError,
     SpendingCapError,
     UnavailableError,
@@ -229,6 +230,7 @@ class ServingPlane:
     public_url: str
     timeout_s: float = 10.0
     max_attempts: int = 3
+    shed_retry_after_s: float = 1.0
     signer: str = ""
     _http: httpx.AsyncClient | None = None
     served: int = 0
@@ -286,7 +288,8 @@ def build_plane(ctx: Any) -> ServingPlane | None:
                             target=st.lane_topup_target, interval_s=st.lane_topup_interval_s)
     return ServingPlane(router, key.get_secret_value(), ctx.chain_id, h.escrow.address, h.settlement.address,
                         st.public_url or f"http://{st.host}:{st.port}", timeout_s=st.provider_timeout_s,
-                        max_attempts=st.serving_attempts, spooler=BlobSpooler(ctx), keeper=keeper)
+                        max_attempts=st.serving_attempts, shed_retry_after_s=st.shed_retry_after_s,
+                        spooler=BlobSpooler(ctx), keeper=keeper)
 
 
 _MODELS: dict[tuple[int, str], tuple[float, Any]] = {}
@@ -409,8 +412,10 @@ async def embed(ctx: Any, key: store.ApiKey, body: schemas.EmbeddingsIn, texts: 
     if not order:
         raise UnavailableError(f"no provider serves {model.name or model.model_id} on the serving plane now",
                                reason="no_provider")
+    if plane.router.saturated([c.address for c in order]):
+        raise _saturated(plane, order)
     reserve = max(1, units * max(c.price for c in order))
-    charge_id = store.reserve(ctx.db_engine, key.key_hash, reserve, store.now())
+    charge_id = store.reserve(ctx.db_engine, key.key_hash, reserve, store.now(), status="serving")
     if charge_id is None:
         raise SpendingCapError(f"this request costs up to {reserve}; the key has "
                                f"{max(0, key.spending_cap - key.spent)} left of its cap", cost=str(reserve))
@@ -421,11 +426,12 @@ async def embed(ctx: Any, key: store.ApiKey, body: schemas.EmbeddingsIn, texts: 
     attempts = 0
     try:
         for cand in order:
+            if not plane.router.try_begin(cand.address):  # at its in-flight bound: not asked (gateway.admission)
+                continue
             attempts += 1
             value = units * cand.price
             pr = PaymentReceipt(key.wallet, cand.address, request_id, value, int(time.time()))
             sig = sign_payment_receipt(plane.signer_key, pr, plane.chain_id, plane.escrow)
-            plane.router.begin(cand.address)
             t0 = time.perf_counter()
             ok, measured = False, True
             try:
@@ -476,8 +482,7 @@ async def embed(ctx: Any, key: store.ApiKey, body: schemas.EmbeddingsIn, texts: 
         raise
     if answered is None:
         store.release(ctx.db_engine, charge_id)
-        assert last is not None
-        raise last
+        raise last if last is not None else _saturated(plane, order)
     cand, work, wsig, out, ms, provider_timing = answered
     try:
         _record(ctx, key, charge_id, cand, work, data, out, attempts, ms)  # one short transaction, inline
@@ -505,6 +510,12 @@ async def embed(ctx: Any, key: store.ApiKey, body: schemas.EmbeddingsIn, texts: 
                                  cost=str(work.value), attempts=attempts,
                                  timing_ms={"total": round((time.perf_counter() - t_start) * 1000, 2),
                                             "provider_round_trip": round(ms, 2), "provider": provider_timing}))
+
+
+def _saturated(plane: ServingPlane, order: list[Candidate]) -> OverloadedError:
+    return OverloadedError(f"every provider of this model ({len(order)}) is at its bound of "
+                           f"{plane.router.max_inflight} requests in flight; nothing was charged",
+                           reason="providers_saturated", retry_after=plane.shed_retry_after_s)
 
 
 class AnswerError(Exception):

@@ -39,6 +39,8 @@ class GatewaySettings(HearthSettings, BlobStoreSettings):
         default=None, validation_alias=AliasChoices("HEARTH_INDEXER_DATABASE_URL", "indexer_database_url"))
     #: pays gas only
     relayer_key: SecretStr | None = None
+    #: overrides the manifest's RPC URL (one manifest for every host, each with its own RPC endpoint)
+    rpc_url: str | None = None
 
     # ------------------------------------------------------------ the gateway's own
     host: str = "127.0.0.1"
@@ -95,7 +97,18 @@ class GatewaySettings(HearthSettings, BlobStoreSettings):
     provider_timeout_s: float = Field(default=10.0, gt=0)
     serving_attempts: int = Field(default=3, ge=1)
     latency_budget_ms: float = Field(default=50.0, ge=0)
+    #: requests this gateway has in flight at one provider; a provider at it is skipped, and when
+    #: every one is, the request is shed with 503 ``providers_saturated`` (gateway.admission)
     max_provider_inflight: int = Field(default=128, ge=1)
+    #: requests in flight on the inference routes, for the whole gateway (503 ``overloaded`` beyond)
+    max_inflight: int = Field(default=1024, ge=1)
+    #: the same per client (API key, else IP address) (429 ``too_many_requests_in_flight`` beyond)
+    max_client_inflight: int = Field(default=256, ge=1)
+    #: the ``Retry-After`` of a shed request, in seconds
+    shed_retry_after_s: float = Field(default=1.0, ge=0)
+    #: a serving-plane reservation older than this is from a gateway that died mid-request and is
+    #: given back (gateway.reservations); default: provider timeout x attempts + 30 s
+    reservation_ttl_s: float | None = Field(default=None, gt=0)
     serving_refresh_s: float = Field(default=1.0, gt=0)
     #: lane top-ups (:mod:`gateway.lanes`), for payers that let this gateway's signer allocate:
     #: a lane to a routed provider whose free balance falls below the threshold is topped up to

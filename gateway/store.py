@@ -62,7 +62,7 @@ class Charge(GatewayModel, table=True):
     id: int | None = Field(default=None, primary_key=True)
     key_hash: str = Field(max_length=66, index=True)
     amount: int = Field(sa_type=sa.BigInteger)
-    #: reserved, pulled, posted, released
+    #: reserved, pulled, posted, released (per job); serving, served, released (serving plane)
     status: str = Field(default="reserved", max_length=16)
     job_id: int | None = Field(default=None, sa_type=sa.BigInteger, index=True)
     pull_tx: str | None = Field(default=None, max_length=66)
@@ -162,9 +162,10 @@ def now() -> int:
 # ---------------------------------------------------------------------------- API keys
 
 
-def reserve(engine: Engine, key_hash: str, amount: int, at: int) -> int | None:
+def reserve(engine: Engine, key_hash: str, amount: int, at: int, status: str = "reserved") -> int | None:
     """Atomically adds ``amount`` to the key's spend if it stays within the cap and the key is
-    live; returns the new charge's id, or None when the cap, expiry or revocation refuses it."""
+    live; returns the new charge's id, or None when the cap, expiry or revocation refuses it.
+    ``status`` names the path (``serving`` for the serving plane, see ``gateway.reservations``)."""
     with session(engine) as s:
         res: Any = s.execute(
             sa.update(ApiKey)
@@ -174,7 +175,7 @@ def reserve(engine: Engine, key_hash: str, amount: int, at: int) -> int | None:
         )
         if res.rowcount != 1:
             return None
-        charge = Charge(key_hash=key_hash, amount=amount, created_at=at)
+        charge = Charge(key_hash=key_hash, amount=amount, created_at=at, status=status)
         s.add(charge)
         s.flush()
         assert charge.id is not None

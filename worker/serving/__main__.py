@@ -37,6 +37,8 @@ class ServingSettings(BaseSettings):
 
     data_dir: Path = Field(default=Path(".hearth"), validation_alias=AliasChoices("HEARTH_DATA_DIR"))
     manifest: Path | None = Field(default=None, validation_alias=AliasChoices("HEARTH_MANIFEST"))
+    #: overrides the manifest's RPC URL
+    rpc_url: str | None = None
     worker_key: SecretStr | None = Field(default=None, validation_alias=AliasChoices("HEARTH_WORKER_KEY"))
     devnet_role: str | None = None
     host: str = "127.0.0.1"
@@ -122,6 +124,8 @@ def main(argv: list[str] | None = None) -> None:
     if not key:
         raise SystemExit("no operator key: set HEARTH_WORKER_KEY (or HEARTH_SERVING_DEVNET_ROLE on a devnet)")
     manifest = Manifest.load(st.manifest or st.data_dir / "manifest.json")
+    if st.rpc_url:
+        manifest = manifest.model_copy(update={"rpc_url": st.rpc_url})
     h = Hearth(manifest)
     s = Settlement(h)
     address = Account.from_key(key).address

@@ -83,16 +83,34 @@ class BatchCommitter:
                 del self._resend[seq]
                 row = next((b for b in self.ledger.batches(open_only=True) if b.seq == seq), None)
                 if row is not None:
-                    self._send(row)
+                    self._send_unless_committed(row)
         n, oldest = self.ledger.unbatched()
         while n and (final or n >= self.max_leaves or (oldest is not None and time.time() - oldest >= self.max_age_s)):
             cut = self.ledger.cut_batch(self.max_leaves, int(self.s.h.w3.eth.block_number), self._root_of)
             if cut is None:
                 break
-            self._send(cut[0])
+            try:
+                self._send(cut[0])
+            except Exception as exc:  # noqa: BLE001 - the RPC failed: the cut batch must not be forgotten
+                self._send_later(cut[0].seq, exc)
             n, oldest = self.ledger.unbatched()
         if final:
             self._reap(wait=True)
+
+    def _send_later(self, seq: int, exc: BaseException, delay_s: float = 1.0) -> None:
+        self._resend[seq] = time.monotonic() + delay_s
+        self.error = exc
+        log.warning("batch %d not sent (%s): trying again in %.0f s", seq, exc, delay_s)
+
+    def _send_unless_committed(self, b: BatchRow) -> None:
+        """Sends ``b`` again, unless its root is already committed on-chain: a send whose answer
+        was lost (a dropped connection after the node took the transaction) must not commit the
+        same leaves twice."""
+        try:
+            if b.seq not in self._find_committed([b]):
+                self._send(b)
+        except Exception as exc:  # noqa: BLE001 - tried again after a pause
+            self._send_later(b.seq, exc)
 
     def _send(self, b: BatchRow) -> None:
         fn = self.s.batches.functions.commitBatch(b.root, b.count, b.units, b.value)
@@ -112,9 +130,7 @@ class BatchCommitter:
                 rcpt = self.sender.wait(pending, timeout=60)
             except ChainError as exc:  # reverted or never mined: sent again after a pause
                 del self._inflight[seq]
-                self._resend[seq] = time.monotonic() + 5.0
-                self.error = exc
-                log.warning("commit of batch %d failed (%s): sending it again in 5 s", seq, exc)
+                self._send_later(seq, exc, 5.0)
                 continue
             self._record(seq, rcpt)
             del self._inflight[seq]
@@ -134,18 +150,31 @@ class BatchCommitter:
         open_ = self.ledger.batches(open_only=True)
         if not open_:
             return
-        me = self.sender.address
-        start = min(b.created_block for b in open_)
-        logs = self.s.batches.events.BatchCommitted().get_logs(from_block=start, argument_filters={"provider": me})
-        by_root = {bytes(lg["args"]["root"]): lg for lg in logs}
+        found = self._find_committed(open_)
         for b in open_:
+            if b.seq not in found:
+                log.info("batch %d was cut but not committed before the restart: sending it", b.seq)
+                try:
+                    self._send(b)
+                except Exception as exc:  # noqa: BLE001 - tried again from the loop
+                    self._send_later(b.seq, exc)
+
+    def _find_committed(self, batches: list[BatchRow]) -> set[int]:
+        """Records those of ``batches`` whose root this provider already committed on-chain;
+        returns their sequence numbers."""
+        if not batches:
+            return set()
+        start = min(b.created_block for b in batches)
+        logs = self.s.batches.events.BatchCommitted().get_logs(from_block=start,
+                                                               argument_filters={"provider": self.sender.address})
+        by_root = {bytes(lg["args"]["root"]): lg for lg in logs}
+        found = set()
+        for b in batches:
             lg = by_root.get(b.root)
             if lg is not None:
-                rcpt = self.s.h.w3.eth.get_transaction_receipt(lg["transactionHash"])
-                self._record(b.seq, rcpt)
-            else:
-                log.info("batch %d was cut but not committed before the restart: sending it", b.seq)
-                self._send(b)
+                self._record(b.seq, self.s.h.w3.eth.get_transaction_receipt(lg["transactionHash"]))
+                found.add(b.seq)
+        return found
 
 
 class VoucherCollector:
