@@ -21,15 +21,17 @@ def demo_serving(
     concurrency: int = typer.Option(8, min=1, help="Requests in flight at once."),
     gateway: str = typer.Option("http://127.0.0.1:8000", envvar="HEARTH_GATEWAY_URL", help="Gateway base URL."),
     region: str = typer.Option("eu-west", help="Region that half of the requests' API key prefers."),
+    chats: int = typer.Option(10, "--chats", min=0, help="Streamed SmolLM2 chat completions to send after them."),
 ) -> None:
     """Requests through the running stack's gateway with the openai client (`make demo`): latency
-    percentiles, who served what, batches, vouchers, top-ups and gas per request from the chain."""
+    percentiles, who served what, batches, vouchers, top-ups and gas per request from the chain;
+    then streamed SmolLM2 chat completions (tokens, time to first token, latency, who served)."""
     from rich.console import Console
 
     from deploy.demo_serving import DemoError, main
 
     try:
-        main(n=n, concurrency=concurrency, gateway=gateway, region=region)
+        main(n=n, concurrency=concurrency, gateway=gateway, region=region, chats=chats)
     except DemoError as exc:
         Console(stderr=True).print(f"[red]error:[/] {exc}")
         raise typer.Exit(1) from None

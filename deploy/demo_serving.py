@@ -4,8 +4,9 @@ a running ``make up``.
 It registers two API keys for the devnet's payer (role ``client``) at the gateway, one that
 prefers the ``eu-west`` region and one with no preference, and sends a few hundred embeddings
 requests through the official ``openai`` client, alternating between the keys, several at a
-time, with a progress bar. Then it waits for the providers to commit the answered requests in
-batches, and prints:
+time, with a progress bar, then a handful of streamed SmolLM2 chat completions the same way
+(:func:`run_chat`: tokens, time to first token, latency and who served each). Then it waits for
+the providers to commit the answered requests in batches, and prints:
 
 * latency percentiles (p50, p90, p99) and requests per second, as the client measured them;
 * which provider served what, from the ``hearth`` object of each answer (region and quoted
@@ -196,6 +197,87 @@ def run_demo(gateway_url: str, api_keys: Sequence[str], hearth: Any, payer: str,
     return res
 
 
+#: What the demo's chat completions ask SmolLM2 (request ``i`` asks ``CHAT_PROMPTS[i % 5]``).
+CHAT_PROMPTS = (
+    "What is a GPU, in one sentence?",
+    "Name three uses of text embeddings.",
+    "Write a haiku about a hearth.",
+    "Why do receipts need signatures?",
+    "Give one tip for writing clear documentation.",
+)
+
+
+@dataclass(frozen=True)
+class ChatAnswer:
+    """One streamed chat completion as the client saw it."""
+
+    provider: str
+    prompt_tokens: int
+    completion_tokens: int
+    #: time to the first content chunk, and to the end of the stream, in ms
+    ttft_ms: float
+    total_ms: float
+    cost: int
+    text: str
+
+
+@dataclass
+class ChatResult:
+    requests: int
+    answers: list[ChatAnswer]
+    seconds: float
+    failures: dict[str, int] = field(default_factory=dict)
+
+
+def run_chat(gateway_url: str, api_keys: Sequence[str], n: int, *, concurrency: int = 5, max_tokens: int = 32,
+             model: str = "SmolLM2-135M-Instruct") -> ChatResult:
+    """Streams ``n`` chat completions (request ``i`` with ``api_keys[i % len(api_keys)]``, seed
+    ``i``) through the official ``openai`` client, ``concurrency`` at a time (the provider decodes
+    them in one continuous batch)."""
+    import openai
+
+    clients = [openai.OpenAI(base_url=f"{gateway_url.rstrip('/')}/v1", api_key=k, timeout=300) for k in api_keys]
+
+    def one(i: int) -> ChatAnswer:
+        t0 = time.perf_counter()
+        ttft: float | None = None
+        parts: list[str] = []
+        hearth: dict[str, Any] = {}
+        usage = None
+        stream = clients[i % len(clients)].chat.completions.create(
+            model=model, messages=[{"role": "user", "content": CHAT_PROMPTS[i % len(CHAT_PROMPTS)]}],
+            max_tokens=max_tokens, seed=i, stream=True, stream_options={"include_usage": True})
+        for chunk in stream:
+            if chunk.choices and chunk.choices[0].delta.content:
+                ttft = ttft if ttft is not None else time.perf_counter()
+                parts.append(chunk.choices[0].delta.content)
+            if chunk.choices and chunk.choices[0].finish_reason:
+                hearth = (chunk.model_extra or {}).get("hearth") or {}
+            if chunk.usage:
+                usage = chunk.usage
+        end = time.perf_counter()
+        if usage is None:
+            raise DemoError("a stream ended without usage")
+        return ChatAnswer(str(hearth.get("provider", "?")), int(usage.prompt_tokens), int(usage.completion_tokens),
+                          ((ttft or end) - t0) * 1000, (end - t0) * 1000, int(hearth.get("cost", 0)), "".join(parts))
+
+    answers: list[ChatAnswer] = []
+    failures: dict[str, int] = {}
+    t_start = time.perf_counter()
+    with ThreadPoolExecutor(max(1, concurrency)) as pool:
+        for fut in as_completed([pool.submit(one, i) for i in range(n)]):
+            try:
+                answers.append(fut.result())
+            except openai.APIStatusError as exc:
+                failures[_reason(exc)] = failures.get(_reason(exc), 0) + 1
+            except (openai.APIError, DemoError) as exc:
+                failures[type(exc).__name__] = failures.get(type(exc).__name__, 0) + 1
+    seconds = time.perf_counter() - t_start
+    for c in clients:
+        c.close()
+    return ChatResult(n, answers, seconds, failures)
+
+
 def _reason(exc: Any) -> str:
     try:
         return f"{exc.status_code} {exc.body['reason'] if isinstance(exc.body, dict) else exc.body}"
@@ -277,7 +359,7 @@ def create_api_key(gateway_url: str, wallet_key: str, cap: int, region: str | No
 
 
 def main(n: int = 300, concurrency: int = 8, gateway: str = "http://127.0.0.1:8000", payer_role: str = "client",
-         region: str = "eu-west") -> DemoResult:
+         region: str = "eu-west", chats: int = 10) -> DemoResult:
     import logging
 
     from rich.console import Console
@@ -319,7 +401,34 @@ def main(n: int = 300, concurrency: int = 8, gateway: str = "http://127.0.0.1:80
         res = run_demo(gateway, keys[::-1], h, payer.address, n, concurrency=concurrency,
                        on_answer=lambda: bar.advance(task))
     print_result(console, res)
+    if chats:
+        with console.status(f"{chats} streamed SmolLM2 chat completions (32 tokens at most), 5 at a time..."):
+            chat = run_chat(gateway, keys[::-1], chats)
+        print_chat(console, chat, res.providers)
     return res
+
+
+def print_chat(console: Any, res: ChatResult, providers: dict[str, ProviderShare]) -> None:
+    from rich.table import Table
+
+    from deploy.cli import USD_DECIMALS, fmt
+
+    t = Table(title=f"{len(res.answers)} of {res.requests} streamed chat completions (SmolLM2) in "
+                    f"{res.seconds:.1f} s, {sum(a.completion_tokens for a in res.answers)} tokens generated")
+    for c in ("provider", "region", "prompt", "completion", "first token ms", "total ms", "tokens/s", "cost hUSD",
+              "reply"):
+        t.add_column(c, justify="left" if c in ("provider", "region", "reply") else "right", no_wrap=c != "reply")
+    for a in sorted(res.answers, key=lambda a: a.total_ms):
+        decode_s = (a.total_ms - a.ttft_ms) / 1000
+        rate = (a.completion_tokens - 1) / decode_s if decode_s > 0 and a.completion_tokens > 1 else 0.0
+        region = providers[a.provider].region if a.provider in providers else "?"
+        reply = a.text.strip().replace("\n", " ")
+        t.add_row(_short(a.provider), region, str(a.prompt_tokens), str(a.completion_tokens), f"{a.ttft_ms:.0f}",
+                  f"{a.total_ms:.0f}", f"{rate:.1f}", fmt(a.cost, USD_DECIMALS),
+                  reply if len(reply) <= 40 else reply[:39] + "…")
+    console.print(t)
+    if res.failures:
+        console.print("[red]chat failed:[/] " + ", ".join(f"{k}: {v}" for k, v in sorted(res.failures.items())))
 
 
 def print_result(console: Any, res: DemoResult) -> None:

@@ -43,6 +43,7 @@ DEFAULT_PRICE_PER_UNIT = 100
 #: SmolLM2's registry price per token (prompt + completion): 300 hUSD per million tokens.
 LLM_PRICE_PER_UNIT = 300
 LLM_NAME = "SmolLM2-135M-Instruct"
+MINILM_NAME = "all-MiniLM-L6-v2"
 MIN_STAKE = 100 * HST
 UNBONDING_PERIOD = 3600
 JAIL_PERIOD = 86400
@@ -240,15 +241,24 @@ class ServingProvider:
     #: quoted price per unit (token), in hUSD wei
     price: int
     port: int
+    #: quoted price per token of SmolLM2 (prompt plus completion), in hUSD wei; None: MiniLM only
+    llm_price: int | None = None
 
     @property
     def endpoint(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
+    @property
+    def models(self) -> tuple[str, ...]:
+        """The registry names it serves (``HEARTH_SERVING_MODELS`` / ``--models`` of its process)."""
+        return (MINILM_NAME, LLM_NAME) if self.llm_price is not None else (MINILM_NAME,)
 
-#: ``make up``'s serving-plane providers: (role, region, price per unit). Two regions and two
-#: prices, so that both the region preference and the price order show in routing.
-SERVING_PROVIDERS = (("provider-eu", "eu-west", 150), ("provider-us", "us-east", 100))
+
+#: ``make up``'s serving-plane providers: (role, region, MiniLM price per token, SmolLM2 price per
+#: token). Two regions and two prices, so that both the region preference and the price order show
+#: in routing. Both serve SmolLM2 too (about 1.6 GB resident each with MiniLM: fp32 weights, KV cache;
+#: they load it in 10-20 s at start), so chat completions have a second provider to fail over to.
+SERVING_PROVIDERS = (("provider-eu", "eu-west", 150, 400), ("provider-us", "us-east", 100, 300))
 #: the payer of ``make up``'s serving plane, what it deposits into the escrow, and the lane it
 #: opens to each provider (the gateway tops the lanes up from the deposit afterwards)
 SERVING_PAYER = "client"
@@ -262,27 +272,34 @@ def serving_providers(ports: list[int]) -> list[ServingProvider]:
     """``make up``'s providers on ``ports`` (one each, in :data:`SERVING_PROVIDERS` order)."""
     if len(ports) != len(SERVING_PROVIDERS):
         raise ValueError(f"{len(SERVING_PROVIDERS)} provider ports are needed, got {len(ports)}")
-    return [ServingProvider(r, g, p, port) for (r, g, p), port in zip(SERVING_PROVIDERS, ports, strict=True)]
+    return [ServingProvider(r, g, p, port, llm) for (r, g, p, llm), port in zip(SERVING_PROVIDERS, ports, strict=True)]
 
 
 def setup_serving_plane(dn: Devnet, providers: list[ServingProvider], *, payer: str = SERVING_PAYER,
                         signer_role: str = "relayer", deposit: int = SERVING_DEPOSIT, lane: int = SERVING_LANE) -> None:
     """What the serving plane needs on the devnet: each provider funded, registered with its
-    endpoint and region, staked, serving the model and quoting its price; the payer's deposit,
+    endpoint and region, staked, serving MiniLM (and SmolLM2 when it has an ``llm_price``) and
+    quoting its prices; the payer's deposit,
     its authorization of the gateway's receipt signer (the relayer key on a devnet) *with
     allocation rights* so the gateway can top its lanes up, and a first lane to each provider."""
     from contracts.settlement import Settlement
 
     h, acc = dn.hearth, dn.accounts
     owner = acc["deployer"].key
-    model_id = bytes.fromhex(dn.manifest.models[0].model_id.removeprefix("0x"))
+    ids = {m.name: bytes.fromhex(m.model_id.removeprefix("0x")) for m in dn.manifest.models}
+    model_id = ids[MINILM_NAME]
     s = Settlement(h)
     for p in providers:
+        # The lanes and the signer's authorization below are per payer and provider, not per
+        # model: they pay for SmolLM2 as for MiniLM.
+        serves = [ids[m] for m in p.models]
         fund(h, owner, acc[p.role].address, usd=100 * USD, hst=1_000 * HST)
-        stake_provider(h, acc[p.role].key, PROVIDER_STAKE, [model_id], endpoint=p.endpoint, region=p.region)
+        stake_provider(h, acc[p.role].key, PROVIDER_STAKE, serves, endpoint=p.endpoint, region=p.region)
         s.quote_price(acc[p.role].key, model_id, p.price)
-        log.info("serving provider %s (%s) at %s, region %s, price %d", p.role, acc[p.role].address, p.endpoint,
-                 p.region, p.price)
+        if p.llm_price is not None:
+            s.quote_price(acc[p.role].key, ids[LLM_NAME], p.llm_price)
+        log.info("serving provider %s (%s) at %s, region %s, prices %s", p.role, acc[p.role].address, p.endpoint,
+                 p.region, {MINILM_NAME: p.price, LLM_NAME: p.llm_price} if p.llm_price is not None else p.price)
     key = acc[payer].key
     s.approve(key, deposit)
     s.deposit(key, deposit)
@@ -327,9 +344,10 @@ def bring_up(
         h = Hearth(manifest)
         owner = acc["deployer"].key
         model_id, runtime_hash = minilm_ids()
-        register_model(h, owner, model_id, runtime_hash, DEFAULT_PRICE_PER_UNIT, "all-MiniLM-L6-v2")
-        # Providers declare SmolLM2 served themselves when they run it (python -m worker.serving
-        # with HEARTH_SERVING_MODELS naming it), so the gateway never routes it to one that does not.
+        register_model(h, owner, model_id, runtime_hash, DEFAULT_PRICE_PER_UNIT, MINILM_NAME)
+        # The per-job providers below serve MiniLM only; a serving-plane provider declares SmolLM2
+        # served when it runs it (``make up``'s, in setup_serving_plane; others with
+        # HEARTH_SERVING_ANNOUNCE), so the gateway never routes it to one that does not.
         register_model(h, owner, *smollm2_ids(), LLM_PRICE_PER_UNIT, LLM_NAME)
         list_numerics_classes(h, owner)
         for role in ("client", "client2"):

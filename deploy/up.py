@@ -1,8 +1,14 @@
 """The process supervisor behind ``make up``: the devnet in this process, and as child
 processes, each logging with its name: the indexer, one CPU worker node (the per-job path), the
 gateway, two serving-plane provider endpoints (``python -m worker.serving``, regions ``eu-west``
-and ``us-east`` at different quoted prices, see :data:`deploy.devnet.SERVING_PROVIDERS`) and,
-when the module is installed, the batch verifier (``python -m worker.serving.verifier``).
+and ``us-east`` at different quoted prices, each serving MiniLM and SmolLM2, see
+:data:`deploy.devnet.SERVING_PROVIDERS`) and, when the module is installed, the batch verifier
+(``python -m worker.serving.verifier``).
+
+Readiness. The services start at once; a provider answers ``/healthz`` only once its models are
+loaded (SmolLM2 takes 10-20 s). The supervisor polls the gateway's and each provider's
+``/healthz`` and prints one ``stack ready`` line when all answer (or a warning naming those that
+do not after :data:`READY_TIMEOUT_S`), so a client knows when requests will be served.
 
 Stopping. SIGINT (Ctrl-C), SIGTERM and SIGHUP all stop the stack, and this holds when the
 supervisor was started with SIGINT ignored (``nohup``, a shell script's background job, a
@@ -36,7 +42,7 @@ from types import FrameType
 from rich.console import Console
 from rich.text import Text
 
-from deploy.devnet import ServingProvider, bring_up
+from deploy.devnet import LLM_NAME, MINILM_NAME, ServingProvider, bring_up
 from deploy.settings import CliSettings
 
 log = logging.getLogger(__name__)
@@ -234,7 +240,7 @@ def services(gateway_port: int, names: Sequence[str] | None = None,
     for p in serving:
         if names is None or p.role in names:
             children.append(Child(p.role, [py, "-m", "worker.serving", "--devnet-role", p.role, "--port", str(p.port),
-                                           "--region", p.region]))
+                                           "--region", p.region, "--models", ",".join(p.models)]))
     if (names is None or "verifier" in names) and verifier_installed():
         children.append(Child("verifier", [py, "-m", VERIFIER_MODULE, "--devnet-role", VERIFIER_ROLE]))
     return children
@@ -266,6 +272,37 @@ def child_environment(parent: Mapping[str, str], data: Path) -> dict[str, str]:
     return {**STACK_DEFAULTS, **parent, "HEARTH_DATA_DIR": str(data), "PYTHONUNBUFFERED": "1"}
 
 
+#: how long the supervisor waits for every service's ``/healthz`` before it warns (the stack
+#: keeps running: a service may still come up, or crash and be reported by the watch loop)
+READY_TIMEOUT_S = 180.0
+
+
+def report_ready(health: Mapping[str, str], stop: threading.Event, *, timeout_s: float = READY_TIMEOUT_S,
+                 poll_s: float = 0.5) -> None:
+    """Polls each ``name -> /healthz URL`` until all answer 200, then prints ``stack ready``; after
+    ``timeout_s`` prints which do not answer instead. Runs in a thread beside the watch loop, which
+    sets ``stop`` when the stack stops."""
+    import httpx
+
+    t0 = time.monotonic()
+    pending = dict(health)
+    with httpx.Client(timeout=2.0) as http:
+        while pending and not stop.is_set():
+            for name, url in list(pending.items()):
+                with contextlib.suppress(httpx.HTTPError):
+                    if http.get(url).status_code == 200:
+                        del pending[name]
+            if pending and time.monotonic() - t0 > timeout_s:
+                console.print(f"[yellow]not ready after {timeout_s:.0f} s: {', '.join(pending)} "
+                              "(no answer on /healthz)[/]")
+                return
+            if pending:
+                stop.wait(poll_s)
+    if not pending:
+        console.print(f"[green]stack ready[/] in {time.monotonic() - t0:.1f} s: {', '.join(health)} answer; "
+                      "`make demo` or the README's clients can start")
+
+
 def run_stack(port: int, chain_id: int, block_time: float | None, gateway_port: int, *,
               restart: bool | None = None, stop_timeout: float = 10.0,
               provider_ports: Sequence[int] = (8101, 8102)) -> None:
@@ -277,6 +314,7 @@ def run_stack(port: int, chain_id: int, block_time: float | None, gateway_port: 
     serving = serving_providers(list(provider_ports))
     dn = None
     sup: Supervisor | None = None
+    ready_stop = threading.Event()
     try:
         with console.status("starting Anvil, compiling, deploying, funding and staking..."):
             dn = bring_up(port=port, chain_id=chain_id, block_time=block_time,
@@ -293,22 +331,27 @@ def run_stack(port: int, chain_id: int, block_time: float | None, gateway_port: 
                          restart=restart, stop_timeout=stop_timeout,
                          also_alive=lambda: anvil.proc is not None and anvil.proc.poll() is None)
         sup.start()
+        health = {c.name: f"http://127.0.0.1:{gateway_port}/healthz" for c in sup.children if c.name == "gateway"}
+        health.update({p.role: f"{p.endpoint}/healthz" for p in serving})
         if any(c.name == "gateway" for c in sup.children):
             console.print(f"[green]gateway[/] at http://127.0.0.1:{gateway_port}/ (dashboard), /docs (API)")
         for p in serving:
-            console.print(f"[green]provider[/] {p.role} at {p.endpoint}: region {p.region}, {p.price} hUSD wei per "
-                          f"token ({dn.accounts[p.role].address})")
+            llm = f", {LLM_NAME} at {p.llm_price}" if p.llm_price is not None else ""
+            console.print(f"[green]provider[/] {p.role} at {p.endpoint}: region {p.region}, hUSD wei per token: "
+                          f"{MINILM_NAME} at {p.price}{llm} ({dn.accounts[p.role].address})")
         if not verifier_installed():
             console.print(f"(no batch verifier: {VERIFIER_MODULE} is not installed)")
         console.print(f"payer {dn.accounts['client'].address} (role client) lets the gateway top its lanes up; "
                       "`make demo` sends requests through the gateway with the official openai client")
         console.print(f"Ctrl-C (or SIGTERM) stops everything; crashed services {'restart' if restart else 'stop it'}.")
+        threading.Thread(target=report_ready, args=(health, ready_stop), daemon=True, name="ready").start()
         why = sup.watch()
         console.print(f"[red]{why}; stopping[/]" if why == "anvil exited" else "stopping...")
     except (StopRequested, KeyboardInterrupt) as exc:
         console.print(f"{exc or 'interrupted'}: stopping...")
     finally:
         ignore_stop_signals()
+        ready_stop.set()
         if sup is not None:
             ended = sup.stop()
             console.print("services stopped: " + ", ".join(f"{n} {how}" for n, how in ended.items()))

@@ -110,14 +110,40 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-#: What `make up` runs: the per-job stack, two serving-plane providers, and the batch verifier
-#: where its module is installed.
+#: What `make up` runs: the per-job stack, two serving-plane providers (MiniLM and SmolLM2), and
+#: the batch verifier where its module is installed.
 SERVICES = {"indexer", "worker", "gateway", "provider-eu", "provider-us"} | ({"verifier"} if verifier_installed()
                                                                               else set())
 
 
+def stream_a_chat(gateway_port: int, data: Path) -> tuple[str, str, int]:
+    """What README's chat snippet does against `make up`, with the devnet's set-up only (the payer's
+    lanes and signer authorization from `setup_serving_plane`): an API key, then a streamed
+    SmolLM2 chat completion through the official client. Returns (text, provider, completion tokens)."""
+    from openai import OpenAI
+
+    from common import accounts
+    from deploy.demo_serving import create_api_key
+
+    gw = f"http://127.0.0.1:{gateway_port}"
+    key = create_api_key(gw, accounts.load(data / accounts.ACCOUNTS_FILE)["client"].key, 10**6)
+    with OpenAI(base_url=f"{gw}/v1", api_key=key, timeout=120) as client:
+        parts, hearth, total = [], {}, 0
+        for chunk in client.chat.completions.create(
+                model="SmolLM2-135M-Instruct", messages=[{"role": "user", "content": "Say hello."}], max_tokens=4,
+                seed=1, stream=True, stream_options={"include_usage": True}):
+            if chunk.choices and chunk.choices[0].delta.content:
+                parts.append(chunk.choices[0].delta.content)
+            if chunk.choices and chunk.choices[0].finish_reason:
+                hearth = (chunk.model_extra or {})["hearth"]
+            if chunk.usage:
+                total = chunk.usage.completion_tokens
+    return "".join(parts), str(hearth["provider"]), total
+
+
 @pytest.mark.slow
-def test_make_up_started_with_sigint_ignored_stops_every_child_within_5s_of_sigterm(tmp_path: Path) -> None:
+def test_make_up_started_with_sigint_ignored_serves_chat_and_stops_every_child_within_5s_of_sigterm(
+        tmp_path: Path) -> None:
     # A long data directory: the manifest path must still be printed on one line.
     data = tmp_path / ("a-long-directory-name-so-that-the-manifest-path-is-wider-than-eighty-columns" * 2)
     data.mkdir()
@@ -139,10 +165,11 @@ def test_make_up_started_with_sigint_ignored_stops_every_child_within_5s_of_sigt
             assert sup.poll() is None, log_path.read_text()
             assert time.monotonic() < deadline, log_path.read_text()
             time.sleep(0.5)
-        # Until every service is in its loop (signal handlers installed): the gateway answers, the
-        # worker has logged its node line, the indexer has indexed.
-        while not (re.search(r"worker \| .* node 0x", log_path.read_text()) and _healthy(gw)
-                   and _healthy(eu) and _healthy(us) and "indexer ready" in log_path.read_text()):
+        # Until every service is in its loop (signal handlers installed): the supervisor saw the
+        # gateway and both providers (SmolLM2 loaded) answer, the worker has logged its node line,
+        # the indexer has indexed.
+        while not (re.search(r"worker \| .* node 0x", log_path.read_text()) and "stack ready in" in log_path.read_text()
+                   and "indexer ready" in log_path.read_text()):
             assert sup.poll() is None, log_path.read_text()
             assert time.monotonic() < deadline, log_path.read_text()
             time.sleep(0.5)
@@ -150,6 +177,13 @@ def test_make_up_started_with_sigint_ignored_stops_every_child_within_5s_of_sigt
         pids = {m.group(1): int(m.group(2)) for m in re.finditer(r"started ([\w-]+) \(pid (\d+)\)", text)}
         assert set(pids) == SERVICES, text
         assert all(not gone(p) for p in pids.values()), text
+        assert _healthy(gw) and _healthy(eu) and _healthy(us), text
+        # Both providers load SmolLM2 and the devnet declared it served with their quotes: chat is routed.
+        assert text.count("loaded SmolLM2-135M-Instruct in") == 2, text
+        reply, provider, completion = stream_a_chat(gw, data)
+        assert reply and 1 <= completion <= 4, (reply, completion)
+        addresses = re.findall(r"provider provider-(?:eu|us) at \S+: .*\((0x[0-9a-fA-F]{40})\)", text)
+        assert len(addresses) == 2 and provider in addresses, (provider, text)
 
         sup.send_signal(signal.SIGTERM)
         t0 = time.monotonic()
@@ -203,8 +237,10 @@ def test_the_stack_runs_both_serving_providers_and_the_verifier_only_where_its_m
     kids = up.services(8000, serving=serving)
     assert [c.name for c in kids] == ["indexer", "worker", "gateway", "provider-eu", "provider-us"]
     assert list(kids[3].argv[1:]) == ["-m", "worker.serving", "--devnet-role", "provider-eu", "--port", "9101",
-                                      "--region", "eu-west"]
-    assert list(kids[4].argv[-4:]) == ["--port", "9102", "--region", "us-east"]
+                                      "--region", "eu-west", "--models", "all-MiniLM-L6-v2,SmolLM2-135M-Instruct"]
+    assert list(kids[4].argv[-6:]) == ["--port", "9102", "--region", "us-east", "--models",
+                                       "all-MiniLM-L6-v2,SmolLM2-135M-Instruct"]
+    assert [(p.price, p.llm_price) for p in serving] == [(150, 400), (100, 300)]
     monkeypatch.setattr(up, "verifier_installed", lambda: True)
     kids = up.services(8000, serving=serving)
     assert kids[-1].name == "verifier" and list(kids[-1].argv[1:3]) == ["-m", up.VERIFIER_MODULE]

@@ -217,6 +217,29 @@ def test_the_provider_collects_exactly_the_receipts_actual_values(llm_stack: Ser
     assert spent(llm_stack, key) == sum(r.value for r in served(llm_stack).values())
 
 
+def test_the_demos_streamed_chats_are_all_counted_with_their_provider_cost_and_timings(
+        llm_stack: ServingStack, key: str) -> None:
+    """`make demo`'s chat part (`run_chat`, `print_chat`) on this stack."""
+    import io
+
+    from rich.console import Console
+
+    from deploy.demo_serving import ProviderShare, print_chat, run_chat
+
+    res = run_chat(llm_stack.base_url, [key], 3, concurrency=3, max_tokens=3)
+    assert res.failures == {} and len(res.answers) == 3
+    llm = llm_stack.providers["provider"]
+    for a in res.answers:
+        assert a.provider == llm.address and 1 <= a.completion_tokens <= 3 and a.text
+        assert a.cost == (a.prompt_tokens + a.completion_tokens) * LLM_PRICES["provider"]
+        assert 0 < a.ttft_ms <= a.total_ms <= res.seconds * 1000
+    out = io.StringIO()
+    print_chat(Console(file=out, width=200), res, {llm.address: ProviderShare(llm.address, "eu", 300)})
+    text = out.getvalue()
+    assert "3 of 3 streamed chat completions" in text
+    assert text.count(f"{llm.address[:6]}…{llm.address[-4:]}") == 3 and "failed" not in text
+
+
 def test_a_provider_killed_mid_stream_ends_the_stream_with_an_error_and_is_not_paid(
         llm_stack: ServingStack, key: str) -> None:
     """Last in the module: it kills the only SmolLM2 provider."""
