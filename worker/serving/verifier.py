@@ -411,9 +411,11 @@ class BatchVerifier:
                 out[idx] = (leaf, proof)
         return out
 
-    def reexecute(self, leaf: WorkReceipt) -> tuple[bytes, int, bytes] | str:
+    def reexecute(self, leaf: WorkReceipt, *, vote: bool = True) -> tuple[bytes, int, bytes] | str:
         """(output hash, units, output blob) of this verifier's run of ``leaf``, or why it cannot
-        compare it (a verdict: ``incomparable`` / ``uncheckable``)."""
+        compare it (a verdict: ``incomparable`` / ``uncheckable``). Without ``vote`` (sampling:
+        only match or not matters) a generation leaf whose claimed output fails the
+        teacher-forced check is ``rejected`` without decoding the request."""
         chk = self.checkers.get(leaf.model_id)
         if chk is None or leaf.runtime_hash != chk.runtime_hash or leaf.numerics_class != chk.numerics_class:
             return "incomparable"
@@ -430,27 +432,29 @@ class BatchVerifier:
             return "uncheckable"
         if callable(getattr(wl, "verify", None)):
             claimed = self._claimed_output(leaf, wl, req)
-            if claimed is not None:
+            if isinstance(claimed, tuple):
+                return claimed
+            if claimed == "rejected" and not vote:
                 return claimed
         out = wl.execute([req])[0]
         blob = wl.encode_output(req, out)
         return bytes(keccak(blob)), int(wl.units(req, out)), blob
 
-    def _claimed_output(self, leaf: WorkReceipt, wl: Any, req: Any) -> tuple[bytes, int, bytes] | None:
+    def _claimed_output(self, leaf: WorkReceipt, wl: Any, req: Any) -> tuple[bytes, int, bytes] | str:
         """A generation leaf's claimed output (its blob, kept by the gateway like the input) when
         one teacher-forced prefill of prompt + output re-samples exactly those tokens with the
-        request's seed and the finish reason follows from them: (output hash, units, blob). None
-        when it does not (or the blob is not to be had): the caller then decodes the request
-        itself, so a committee vote names the output this runtime gives."""
+        request's seed and the finish reason follows from them: (output hash, units, blob).
+        ``rejected`` when it does not, ``unavailable`` when the blob is not to be had; a caller
+        that needs the output this runtime gives (a committee vote) then decodes the request."""
         try:
             blob = self.blobs.get("0x" + leaf.output_hash.hex())
         except Exception as exc:  # noqa: BLE001 - missing or unreachable: decode instead
             log.info("output blob 0x%s of request 0x%s not available (%s): decoding it", leaf.output_hash.hex()[:12],
                      leaf.request_id.hex()[:12], exc)
-            return None
+            return "unavailable"
         if not wl.verify(req, blob):
             log.info("request 0x%s: the claimed output is not what this runtime samples", leaf.request_id.hex()[:12])
-            return None
+            return "rejected"
         return leaf.output_hash, int(wl.units(req, wl.decode_output(blob))), blob
 
     def _check(self, now: int, rep: TickReport) -> None:
@@ -486,11 +490,17 @@ class BatchVerifier:
             log.info("leaf %d/%d of %s: no valid leaf and proof published", bid, idx, batch.provider)
             return
         leaf, proof = got
-        res = self.reexecute(leaf)
+        res = self.reexecute(leaf, vote=False)
         if res == "unavailable":
             return
         receipt, proof_json = json.dumps(work_receipt_json(leaf)), json.dumps(["0x" + p.hex() for p in proof])
-        if isinstance(res, str):
+        if res == "rejected":
+            verdict, note = "mismatch", "the claimed output is not what this runtime samples (teacher-forced)"
+            rep.mismatched.append((bid, idx))
+            log.warning("MISMATCH batch=%d index=%d provider=%s request=0x%s receipt=0x%s: not the tokens this "
+                        "runtime samples", bid, idx, batch.provider, leaf.request_id.hex()[:16],
+                        leaf.output_hash.hex()[:16])
+        elif isinstance(res, str):
             verdict, note = res, "another runtime or numerics class" if res == "incomparable" else "bad input blob"
         else:
             out_hash, units, _ = res
