@@ -36,8 +36,9 @@ DUTY = {"HEARTH_SERVING_VERIFY": "1", "HEARTH_VERIFIER_SAMPLE_RATE_BPS": "0", "H
 PROVIDERS = {"provider": ("eu", 200, {**COLLECT, **DUTY, "HEARTH_SERVING_MODELS": f"all-MiniLM-L6-v2,{LLM}"}),
              "cheater": ("ap", 200, {**COLLECT, "HEARTH_SERVING_MODELS": LLM})}
 VERIFIERS = ("verifier", "verifier2")
-#: (messages, temperature, seed): greedy and seeded sampling
-REQUESTS = [("Count from 1 to 10.", 0.0, 1), ("Name a color.", 0.8, 7)]
+#: (prompt, temperature, seed): greedy and seeded sampling; short text completions (no chat
+#: template), since every re-execution is a prefill of prompt + output on a CPU
+REQUESTS = [("1, 2, 3,", 0.0, 1), ("The sky is", 0.8, 7)]
 
 
 @pytest.fixture(scope="module")
@@ -47,9 +48,9 @@ def stack(devnet: Any, chain: Any, tmp_path_factory: pytest.TempPathFactory) -> 
         yield st
 
 
-def chat(st: ServingStack, key: str, content: str, temperature: float, seed: int, region: str) -> dict[str, Any]:
-    r = st.http.post("/v1/chat/completions", json={
-        "model": LLM, "messages": [{"role": "user", "content": content}], "max_tokens": 5,
+def complete(st: ServingStack, key: str, content: str, temperature: float, seed: int, region: str) -> dict[str, Any]:
+    r = st.http.post("/v1/completions", json={
+        "model": LLM, "prompt": content, "max_tokens": 5,
         "temperature": temperature, "seed": seed,
     }, headers={"authorization": f"Bearer {key}", "x-hearth-region": region}, timeout=120)
     assert r.status_code == 200, r.text
@@ -70,7 +71,7 @@ def test_a_provider_serving_another_model_under_smollm2s_id_is_caught_and_slashe
     start = int(h.w3.eth.block_number)
     t0 = time.monotonic()
     def ask(region: str) -> list[dict[str, Any]]:
-        return [chat(st, key, c, t, seed, region) for c, t, seed in REQUESTS]
+        return [complete(st, key, c, t, seed, region) for c, t, seed in REQUESTS]
 
     with ThreadPoolExecutor(2) as pool:  # the two endpoints decode at once
         honest, cheated = pool.map(ask, ("eu", "ap"))
