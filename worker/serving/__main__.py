@@ -187,8 +187,11 @@ def main(argv: list[str] | None = None) -> None:
 
         vst = VerifierSettings(key=SecretStr(key), data_dir=st.data_dir, manifest_path=st.manifest,
                                backend=st.backend, dtype=st.dtype, device=st.device, gpu_class=st.gpu_class)
-        # Its own encoder instance (the batcher's runs in another thread), the endpoint's sender.
-        duty = build(vst, encoder=shared_encoder(st.backend, st.dtype, st.device), settlement=s)
+        # Its own encoder instance (the batcher's runs in another thread), the endpoint's sender,
+        # and the endpoint's SmolLM2 weights when it serves them (the forward keeps no state).
+        duty = build(vst, encoder=shared_encoder(st.backend, st.dtype, st.device), settlement=s,
+                     llm_forward=generator.engine.forward if generator is not None else None,
+                     llm_tokenizer=generator.tokenizer if generator is not None else None)
         duty.start(duty_stop, vst.poll_s)
         log.info("verifier duty on: sampling %d bps of other providers' batches", vst.sample_rate_bps)
     log.info("provider endpoint %s serving %s on %s:%d (pid %d)", address, ", ".join(m.name for m in entries),

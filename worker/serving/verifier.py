@@ -20,12 +20,17 @@ leaf) runs this next to, or instead of, its endpoint. Each tick it:
    (``settleWithheldLeaf``: fraud);
 4. **re-executes** each sampled leaf whose runtime and numerics class are this verifier's (the
    ``Workload`` interface; anything else is ``incomparable``: no bitwise check is possible) and
-   compares output hash and units;
+   compares output hash and units. A generation leaf (SmolLM2) is re-executed as one
+   teacher-forced prefill of prompt + claimed output (the output blob, kept by the gateway like
+   the input): the tokens re-sampled with the request's seed at every position must be the
+   claimed ones, and the finish reason must follow from them; when they are not, the request is
+   decoded to name the output this runtime gives. SmolLM2 is loaded only when the first
+   generation leaf is checked (or the endpoint's own weights are used);
 5. **challenges** a mismatch with the leaf and its proof (``challengeLeaf``, bond in the payment
    token), then drives the dispute to its end: draws the committee once its draw block is past,
    resolves after the reveal phase (or after the escalation deadline), withdraws its reward;
 6. serves on **leaf committees** it is drawn for: re-executes the disputed leaf (read from the
-   challenge transaction's calldata) and commits, then reveals, its (output hash, units).
+   challenge transaction's calldata) as in 4 and commits, then reveals, its (output hash, units).
 
 State: one SQLite file per (chain, settlement, verifier), schema versioned by
 ``PRAGMA user_version``. A leaf is marked ``challenging`` before its challenge is sent and a
@@ -41,7 +46,7 @@ import math
 import os
 import sqlite3
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -129,13 +134,31 @@ class VerifierSettings(HearthSettings, BlobStoreSettings):
     http_timeout_s: float = 30.0
 
 
-@dataclass(frozen=True)
 class Checker:
-    """What this verifier can re-execute: a workload, its runtime hash and numerics class."""
+    """What this verifier can re-execute: a workload, its runtime hash and numerics class. The
+    workload may be given as ``load`` instead, called once, when the first leaf it checks comes
+    (SmolLM2's weights are loaded only by a verifier that samples, or judges, a generation leaf)."""
 
-    workload: Any
-    runtime_hash: bytes
-    numerics_class: bytes
+    def __init__(self, workload: Any, runtime_hash: bytes, numerics_class: bytes, *,
+                 load: Callable[[], Any] | None = None) -> None:
+        if workload is None and load is None:
+            raise VerifierError("a checker needs a workload or a way to load one")
+        self._workload, self._load = workload, load
+        self.runtime_hash, self.numerics_class = runtime_hash, numerics_class
+        self._lock = threading.Lock()
+
+    @property
+    def loaded(self) -> bool:
+        return self._workload is not None
+
+    @property
+    def workload(self) -> Any:
+        if self._workload is None:
+            with self._lock:
+                if self._workload is None:
+                    assert self._load is not None
+                    self._workload = self._load()
+        return self._workload
 
 
 @dataclass
@@ -388,9 +411,11 @@ class BatchVerifier:
                 out[idx] = (leaf, proof)
         return out
 
-    def reexecute(self, leaf: WorkReceipt) -> tuple[bytes, int, bytes] | str:
+    def reexecute(self, leaf: WorkReceipt, *, vote: bool = True) -> tuple[bytes, int, bytes] | str:
         """(output hash, units, output blob) of this verifier's run of ``leaf``, or why it cannot
-        compare it (a verdict: ``incomparable`` / ``uncheckable``)."""
+        compare it (a verdict: ``incomparable`` / ``uncheckable``). Without ``vote`` (sampling:
+        only match or not matters) a generation leaf whose claimed output fails the
+        teacher-forced check is ``rejected`` without decoding the request."""
         chk = self.checkers.get(leaf.model_id)
         if chk is None or leaf.runtime_hash != chk.runtime_hash or leaf.numerics_class != chk.numerics_class:
             return "incomparable"
@@ -405,9 +430,32 @@ class BatchVerifier:
             req = wl.decode_request(data)
         except ValueError:
             return "uncheckable"
+        if callable(getattr(wl, "verify", None)):
+            claimed = self._claimed_output(leaf, wl, req)
+            if isinstance(claimed, tuple):
+                return claimed
+            if claimed == "rejected" and not vote:
+                return claimed
         out = wl.execute([req])[0]
         blob = wl.encode_output(req, out)
         return bytes(keccak(blob)), int(wl.units(req, out)), blob
+
+    def _claimed_output(self, leaf: WorkReceipt, wl: Any, req: Any) -> tuple[bytes, int, bytes] | str:
+        """A generation leaf's claimed output (its blob, kept by the gateway like the input) when
+        one teacher-forced prefill of prompt + output re-samples exactly those tokens with the
+        request's seed and the finish reason follows from them: (output hash, units, blob).
+        ``rejected`` when it does not, ``unavailable`` when the blob is not to be had; a caller
+        that needs the output this runtime gives (a committee vote) then decodes the request."""
+        try:
+            blob = self.blobs.get("0x" + leaf.output_hash.hex())
+        except Exception as exc:  # noqa: BLE001 - missing or unreachable: decode instead
+            log.info("output blob 0x%s of request 0x%s not available (%s): decoding it", leaf.output_hash.hex()[:12],
+                     leaf.request_id.hex()[:12], exc)
+            return "unavailable"
+        if not wl.verify(req, blob):
+            log.info("request 0x%s: the claimed output is not what this runtime samples", leaf.request_id.hex()[:12])
+            return "rejected"
+        return leaf.output_hash, int(wl.units(req, wl.decode_output(blob))), blob
 
     def _check(self, now: int, rep: TickReport) -> None:
         todo = self.state.q("SELECT DISTINCT batch_id FROM leaves WHERE verdict='pending'")
@@ -442,11 +490,17 @@ class BatchVerifier:
             log.info("leaf %d/%d of %s: no valid leaf and proof published", bid, idx, batch.provider)
             return
         leaf, proof = got
-        res = self.reexecute(leaf)
+        res = self.reexecute(leaf, vote=False)
         if res == "unavailable":
             return
         receipt, proof_json = json.dumps(work_receipt_json(leaf)), json.dumps(["0x" + p.hex() for p in proof])
-        if isinstance(res, str):
+        if res == "rejected":
+            verdict, note = "mismatch", "the claimed output is not what this runtime samples (teacher-forced)"
+            rep.mismatched.append((bid, idx))
+            log.warning("MISMATCH batch=%d index=%d provider=%s request=0x%s receipt=0x%s: not the tokens this "
+                        "runtime samples", bid, idx, batch.provider, leaf.request_id.hex()[:16],
+                        leaf.output_hash.hex()[:16])
+        elif isinstance(res, str):
             verdict, note = res, "another runtime or numerics class" if res == "incomparable" else "bad input blob"
         else:
             out_hash, units, _ = res
@@ -754,8 +808,41 @@ def embedding_checker(backend: str = "torch", dtype: str = "fp32", device: str |
     return wl.model_id(), Checker(wl, enc.runtime_hash(), gpu_class_bytes(gpu_class))
 
 
-def build(st: VerifierSettings, *, encoder: Any = None, settlement: Settlement | None = None) -> BatchVerifier:
-    """A verifier from settings (``encoder``/``settlement`` let a caller share its own)."""
+_llm_lock = threading.Lock()
+_llm: tuple[Any, Any] | None = None
+
+
+def shared_llm() -> tuple[Any, Any]:
+    """SmolLM2's forward and tokenizer, loaded once per process (~10 s)."""
+    global _llm
+    with _llm_lock:
+        if _llm is None:
+            from worker.model.llm import ChatTokenizer, LlamaForward, load_weights
+
+            _llm = (LlamaForward(load_weights()), ChatTokenizer.from_gguf())
+            log.info("loaded SmolLM2 for verification")
+        return _llm
+
+
+def generation_checker(model_id: bytes, gpu_class: str = "cpu", forward: Any = None,
+                       tokenizer: Any = None) -> Checker:
+    """SmolLM2's checker: the endpoint's own ``forward``/``tokenizer`` when it serves it, else
+    loaded (:func:`shared_llm`) when the first generation leaf is checked."""
+    from contracts.types import gpu_class_bytes
+    from worker.workloads.generation import GenerationWorkload, runtime_hash
+
+    def load() -> Any:
+        fwd, tok = (forward, tokenizer) if forward is not None else shared_llm()
+        return GenerationWorkload(fwd, tok, model_id=model_id)
+
+    return Checker(None, runtime_hash(), gpu_class_bytes(gpu_class), load=load)
+
+
+def build(st: VerifierSettings, *, encoder: Any = None, settlement: Settlement | None = None,
+          llm_forward: Any = None, llm_tokenizer: Any = None) -> BatchVerifier:
+    """A verifier from settings (``encoder``/``settlement`` let a caller share its own, and
+    ``llm_forward``/``llm_tokenizer`` SmolLM2's). Generation leaves are checked when the
+    manifest registers SmolLM2 (under its runtime) and this verifier runs the torch backend."""
     from contracts.bindings import Hearth
     from contracts.manifest import Manifest
 
@@ -770,9 +857,18 @@ def build(st: VerifierSettings, *, encoder: Any = None, settlement: Settlement |
         settlement = Settlement(Hearth(Manifest.load(st.manifest_file())))
     address = str(Account.from_key(key).address)
     model_id, checker = embedding_checker(st.backend, st.dtype, st.device, st.gpu_class, encoder)
+    checkers = {model_id: checker}
+    if st.backend == "torch" and st.dtype == "fp32":
+        from worker.workloads.generation import runtime_hash as llm_runtime_hash
+
+        llm_rt = "0x" + llm_runtime_hash().hex()
+        for m in settlement.h.manifest.models:
+            if m.runtime_hash.lower() == llm_rt:
+                llm_id = bytes.fromhex(m.model_id[2:])
+                checkers[llm_id] = generation_checker(llm_id, st.gpu_class, llm_forward, llm_tokenizer)
     path = st.state_path or state_path(st.data_dir, settlement.chain_id, settlement.batches.address, address)
     blobs = st.open_blobs(st.data_dir, key)
-    return BatchVerifier(settlement, key, {model_id: checker}, blobs, VerifierState(path, address),
+    return BatchVerifier(settlement, key, checkers, blobs, VerifierState(path, address),
                          sample_rate_bps=st.sample_rate_bps, min_samples=st.min_samples,
                          confirmations=st.confirmations, demand_after_s=st.demand_after_s,
                          min_withdraw=st.min_withdraw,

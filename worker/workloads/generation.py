@@ -125,11 +125,14 @@ class GenerationWorkload:
         return codec.encode_request(req.prompt_ids, max_tokens=p.max_tokens, temperature=p.temperature,
                                     top_p=p.top_p, top_k=p.top_k, seed=p.seed, stop=p.stop)
 
-    def _engine(self) -> Engine:
-        return Engine(self.forward, self.tokenizer, max_running=self.max_running, num_pages=4096)
+    def _engine(self, reqs: Sequence[GenerationRequest], page_size: int = 16) -> Engine:
+        # KV pages for every request at its longest (a page to spare each), at most 4096
+        need = sum(-(-(len(r.prompt_ids) + r.params.max_tokens) // page_size) + 1 for r in reqs)
+        return Engine(self.forward, self.tokenizer, max_running=self.max_running, num_pages=max(1, min(4096, need)),
+                      page_size=page_size)
 
     def execute(self, reqs: Sequence[GenerationRequest]) -> list[GenerationResult]:
-        engine = self._engine()
+        engine = self._engine(reqs)
         for i, r in enumerate(reqs):
             engine.add(str(i), r.prompt_ids, r.params)
         done = engine.run()
