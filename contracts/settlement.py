@@ -20,7 +20,7 @@ from eth_utils import keccak
 from hexbytes import HexBytes
 from web3 import Web3
 from web3.contract import Contract
-from web3.types import TxReceipt
+from web3.types import BlockIdentifier, TxReceipt
 
 from contracts.errors import ChainError, ContractsError
 from contracts.merkle import MerkleTree, leaf_hash
@@ -416,9 +416,11 @@ class Settlement:
         return self.h.sender(key).send(self.batches.functions.settleWithheldLeaf(batch_id, batch.as_tuple(), index))
 
     # -- views
-    def lane(self, payer: str, provider: str) -> Lane:
-        raw = self.escrow.functions.getLane(Web3.to_checksum_address(payer), Web3.to_checksum_address(provider)).call()
+    def lane(self, payer: str, provider: str, block: BlockIdentifier = "latest") -> Lane:
+        """The lane as of ``block`` (pin one block to read several views consistently)."""
+        raw = self.escrow.functions.getLane(Web3.to_checksum_address(payer), Web3.to_checksum_address(provider)).call(
+            block_identifier=block)
         return Lane(*raw)
 
-    def deposit_of(self, payer: str) -> int:
-        return int(self.escrow.functions.depositOf(Web3.to_checksum_address(payer)).call())
+    def deposit_of(self, payer: str, block: BlockIdentifier = "latest") -> int:
+        return int(self.escrow.functions.depositOf(Web3.to_checksum_address(payer)).call(block_identifier=block))
