@@ -31,12 +31,14 @@ cumulative value of every request it recorded as served by that provider for tha
 from __future__ import annotations
 
 import base64
+import json
 import logging
 import secrets
 import time
 from dataclasses import dataclass
 from typing import Any, Literal
 
+import aiohttp
 import httpx
 import sqlalchemy as sa
 from eth_account import Account
@@ -229,6 +231,7 @@ class ServingPlane:
     max_attempts: int = 3
     signer: str = ""
     _http: httpx.AsyncClient | None = None
+    _session: aiohttp.ClientSession | None = None
     served: int = 0
     retried: int = 0
     spooler: BlobSpooler | None = None
@@ -242,12 +245,27 @@ class ServingPlane:
                 max_connections=512, max_keepalive_connections=256))
         return self._http
 
+    async def post_json(self, url: str, body: dict[str, Any], headers: dict[str, str]) -> tuple[int, bytes]:
+        """POSTs ``body`` as JSON; returns the status and the body read whole. The forward path
+        runs on aiohttp (its C HTTP parser: a quarter of httpx's CPU per request); timeouts as
+        httpx's were, per phase: ``timeout_s`` to get a connection, and between reads."""
+        if self._session is None or self._session.closed:
+            self._session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=512, limit_per_host=0, keepalive_timeout=30),
+                timeout=aiohttp.ClientTimeout(total=None, connect=self.timeout_s, sock_read=self.timeout_s),
+                json_serialize=json.dumps, auto_decompress=False)
+        async with self._session.post(url, json=body, headers=headers) as resp:
+            return resp.status, await resp.read()
+
     async def close(self) -> None:
         if self.spooler is not None:
             self.spooler.stop()
         if self._http is not None:
             await self._http.aclose()
             self._http = None
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
 
     def signer_proof(self, payer: str, expiry: int) -> bytes:
         return sign_signer_authorization(self.signer_key, payer, expiry, self.chain_id, self.escrow)
@@ -357,32 +375,33 @@ async def embed(ctx: Any, key: store.ApiKey, body: schemas.EmbeddingsIn, texts: 
             t0 = time.perf_counter()
             ok = False
             try:
-                resp = await plane.http().post(
+                status, raw = await plane.post_json(
                     f"{cand.endpoint}/v1/embeddings",
-                    json={"model": model.model_id, "input": texts, "encoding_format": "base64"},
-                    headers={PAYMENT_HEADER: encode_payment(pr, sig), AGGREGATOR_HEADER: plane.public_url})
+                    {"model": model.model_id, "input": texts, "encoding_format": "base64"},
+                    {PAYMENT_HEADER: encode_payment(pr, sig), AGGREGATOR_HEADER: plane.public_url})
                 ms = (time.perf_counter() - t0) * 1000
-                if resp.status_code == 200:
-                    work, wsig, out = _check_answer(plane, cand, resp.json(), pr, model_b, input_hash, units,
-                                                    len(texts))
+                if status == 200:
+                    answer = json.loads(raw)
+                    work, wsig, out = _check_answer(plane, cand, answer, pr, model_b, input_hash, units, len(texts))
                     ok = True
-                    answered = (cand, work, wsig, out, ms, resp.json()["hearth"].get("timing_ms"))
+                    answered = (cand, work, wsig, out, ms, answer["hearth"].get("timing_ms"))
                     break
-                err = _error_of(resp)
-                if resp.status_code == 402:
+                err = _error_of(raw)
+                if status == 402:
                     ok = True  # the provider is healthy: it refused this payer
                     last = PaymentError(f"provider {cand.address} refused payment: {err[1]}", reason=err[0],
                                         provider=cand.address)
                     if err[0] in PAYER_WIDE:
                         break
                 else:
-                    last = NoProviderAnsweredError(f"provider {cand.address} answered {resp.status_code}: {err[1]}",
+                    last = NoProviderAnsweredError(f"provider {cand.address} answered {status}: {err[1]}",
                                                    provider=cand.address)
-            except httpx.TimeoutException:
+            except TimeoutError:  # aiohttp's timeouts are TimeoutErrors (checked before ClientError)
                 last = NoProviderAnsweredError(f"provider {cand.address} timed out after {plane.timeout_s}s",
                                                provider=cand.address)
-            except httpx.TransportError as exc:
-                last = NoProviderAnsweredError(f"provider {cand.address} is unreachable: {exc}", provider=cand.address)
+            except aiohttp.ClientError as exc:
+                last = NoProviderAnsweredError(f"provider {cand.address} is unreachable: {exc!r}",
+                                               provider=cand.address)
             except (WireError, AnswerError, ValueError, KeyError, TypeError) as exc:
                 last = NoProviderAnsweredError(f"provider {cand.address} answered wrongly: {exc}",
                                                provider=cand.address, reason="bad_provider_answer")
@@ -431,12 +450,12 @@ class AnswerError(Exception):
     """A provider's answer that does not match what was asked and paid."""
 
 
-def _error_of(resp: httpx.Response) -> tuple[str, str]:
+def _error_of(raw: bytes) -> tuple[str, str]:
     try:
-        e = resp.json()["error"]
+        e = json.loads(raw)["error"]
         return str(e["reason"]), str(e["message"])
     except Exception:  # noqa: BLE001 - any non-conforming body
-        return "provider_error", resp.text[:200]
+        return "provider_error", raw[:200].decode("utf-8", "replace")
 
 
 def _check_answer(plane: ServingPlane, cand: Candidate, body: Any, pr: PaymentReceipt, model_id: bytes,
