@@ -63,6 +63,7 @@ def main() -> None:
     ap.add_argument("--concurrency", type=str, default="1,8", help="comma-separated concurrencies")
     ap.add_argument("--profile", type=Path, default=None, help="write cProfile stats of both processes here")
     ap.add_argument("--no-write", action="store_true", help="print only; do not write the results file")
+    ap.add_argument("--idle-s", type=float, default=5.0, help="seconds of no traffic to measure background CPU")
     args = ap.parse_args()
     concurrencies = [int(c) for c in args.concurrency.split(",")]
 
@@ -164,6 +165,12 @@ def main() -> None:
                 return time.perf_counter() - t0
 
         pids = {name: p.pid for name, p in procs.items()}
+        asyncio.run(run(4, reqs[:20]))  # warm up: connections, routing, caches
+        before = {n: cpu_s(pid) for n, pid in pids.items()}
+        time.sleep(args.idle_s)  # what the background duties (pollers, committers) cost with no traffic
+        after = {n: cpu_s(pid) for n, pid in pids.items()}
+        idle = {n: round(1000 * (sum(after[n]) - sum(before[n])) / args.idle_s, 1) for n in pids}
+        print(f"idle CPU ms per second: {idle}", flush=True)
         result: dict[str, Any] = {}
         for c in concurrencies:
             asyncio.run(run(4, reqs[:20]))  # warm up: connections, routing, caches
@@ -183,13 +190,14 @@ def main() -> None:
             result[str(c)] = row
             print(f"c={c}: {json.dumps(row)}", flush=True)
 
-        print(f"\n{'c':>3} {'process':<10}{'main ms/req':>13}{'other ms/req':>14}{'total ms/req':>14}")
+        print(f"\nidle CPU ms per second: {idle}")
+        print(f"{'c':>3} {'process':<10}{'main ms/req':>13}{'other ms/req':>14}{'total ms/req':>14}")
         for c, row in result.items():
             for name in pids:
                 v = row[name]
                 print(f"{c:>3} {name:<10}{v['main_thread_ms']:>13}{v['other_threads_ms']:>14}{v['total_ms']:>14}")
             print(f"{c:>3} {'bench':<10}{row['bench_process_ms']:>41}")
-        out = {"cpu_ms_per_request": result, "profiled": bool(args.profile),
+        out = {"cpu_ms_per_request": result, "idle_cpu_ms_per_s": idle, "profiled": bool(args.profile),
                "load_average_1m_at_end": round(os.getloadavg()[0], 2), "date": time.strftime("%Y-%m-%d")}
         if not args.no_write:
             RESULTS.parent.mkdir(parents=True, exist_ok=True)
