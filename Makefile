@@ -1,13 +1,15 @@
 # Hearth: `make up` brings the whole stack up on its embedded defaults; `make test` runs the
 # suite. Both install what they need (virtualenv, Python and npm packages) idempotently.
+# `make demo` (with `make up` running, in a second terminal) sends requests through it.
 SHELL := /bin/bash
 VENV := .venv
 PY := $(VENV)/bin/python
 PY_STAMP := $(VENV)/.stamp-install
 NPM_STAMP := contracts/node_modules/.stamp-install
 PYTEST_ARGS ?=
+DEMO_ARGS ?=
 
-.PHONY: deps up devnet test lint bench bench-gas bench-indexer bench-kernels bench-gateway browser clean
+.PHONY: deps up demo devnet test lint bench bench-gas bench-indexer bench-kernels bench-gateway browser clean
 
 $(PY_STAMP): pyproject.toml
 	@command -v python3 >/dev/null || { echo "error: python3 >= 3.11 is required and was not found on PATH" >&2; exit 1; }
@@ -37,6 +39,9 @@ browser:
 
 up: deps
 	$(PY) -m deploy up
+
+demo: deps
+	$(PY) -m deploy demo-serving $(DEMO_ARGS)
 
 devnet: deps
 	$(PY) -m deploy devnet

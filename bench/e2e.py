@@ -257,7 +257,8 @@ def main() -> None:
                            {**gw_env, "HEARTH_GATEWAY_SERVING_MODE": "per_job",
                             "HEARTH_GATEWAY_EMBEDDINGS_TIMEOUT_S": "600"}, "gateway-per-job")
             spawn([sys.executable, "-m", "worker", "run", "--devnet-role", "verifier2", "--poll-interval", "0.2",
-                   "--log-level", "WARNING"], {"HEARTH_INDEXER_DATABASE_URL": index_url}, "worker-per-job")
+                   "--log-level", "WARNING"], {"HEARTH_WORKER_GATEWAY_URL": f"http://127.0.0.1:{pj_port}"},
+                  "worker-per-job")
             wait_http(f"http://127.0.0.1:{pj_port}/healthz", "per-job gateway", pj_log)
             per_job = bench_http(f"http://127.0.0.1:{pj_port}", api_key, reqs, per_job_counts, "per_job", 600)
 

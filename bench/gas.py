@@ -42,6 +42,7 @@ import statistics
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -207,9 +208,9 @@ def measure(b: Bench, n_jobs: int, scale: list[int]) -> dict[str, Any]:
     out["first_job_lifecycle_gas"] = b.lifecycle(lambda s: b.post(exact, s, input_tag="first"), "first")
 
     # Steady state: the second and later jobs, exact maxPayment.
-    runs = [b.lifecycle(lambda s, i=i: b.post(exact, s, input_tag=f"steady {i}"), "steady") for i in range(n_jobs)]
+    runs = [b.lifecycle(partial(b.post, exact, input_tag=f"steady {i}"), "steady") for i in range(n_jobs)]
     out["per_job_lifecycle_gas"] = int(statistics.median(runs))
-    sig_runs = [b.lifecycle(lambda s, i=i: b.post_with_sig(exact, s, input_tag=f"sig {i}"), "sig")
+    sig_runs = [b.lifecycle(partial(b.post_with_sig, exact, input_tag=f"sig {i}"), "sig")
                 for i in range(n_jobs)]
     out["per_job_lifecycle_with_sig_gas"] = int(statistics.median(sig_runs))
 
@@ -217,13 +218,13 @@ def measure(b: Bench, n_jobs: int, scale: list[int]) -> dict[str, Any]:
     b.send("client2", h.usd.functions.approve(h.market.address, MAX))
     out["per_job_lifecycle_with_unused_escrow_first_refund_gas"] = b.lifecycle(
         lambda s: b.post(2 * exact, s, client="client2", input_tag="refund first"), "refund-first")
-    refund_runs = [b.lifecycle(lambda s, i=i: b.post(2 * exact, s, client="client2", input_tag=f"refund {i}"),
+    refund_runs = [b.lifecycle(partial(b.post, 2 * exact, client="client2", input_tag=f"refund {i}"),
                                "refund") for i in range(n_jobs)]
     out["per_job_lifecycle_with_unused_escrow_refund_gas"] = int(statistics.median(refund_runs))
 
     # postJobWithSig carrying a permit, from a client with no allowance.
     b.send("client", h.usd.functions.approve(h.market.address, 0))
-    permit_runs = [b.lifecycle(lambda s, i=i: b.post_with_sig(exact, s, permit=True, input_tag=f"permit {i}"),
+    permit_runs = [b.lifecycle(partial(b.post_with_sig, exact, permit=True, input_tag=f"permit {i}"),
                                "permit") for i in range(n_jobs)]
     out["per_job_lifecycle_with_sig_and_permit_gas"] = int(statistics.median(permit_runs))
     b.send("client", h.usd.functions.approve(h.market.address, MAX))

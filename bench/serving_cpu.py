@@ -192,11 +192,11 @@ def main() -> None:
 
         print(f"\nidle CPU ms per second: {idle}")
         print(f"{'c':>3} {'process':<10}{'main ms/req':>13}{'other ms/req':>14}{'total ms/req':>14}")
-        for c, row in result.items():
+        for conc, r in result.items():
             for name in pids:
-                v = row[name]
-                print(f"{c:>3} {name:<10}{v['main_thread_ms']:>13}{v['other_threads_ms']:>14}{v['total_ms']:>14}")
-            print(f"{c:>3} {'bench':<10}{row['bench_process_ms']:>41}")
+                v = r[name]
+                print(f"{conc:>3} {name:<10}{v['main_thread_ms']:>13}{v['other_threads_ms']:>14}{v['total_ms']:>14}")
+            print(f"{conc:>3} {'bench':<10}{r['bench_process_ms']:>41}")
         out = {"cpu_ms_per_request": result, "idle_cpu_ms_per_s": idle, "profiled": bool(args.profile),
                "load_average_1m_at_end": round(os.getloadavg()[0], 2), "date": time.strftime("%Y-%m-%d")}
         if not args.no_write:

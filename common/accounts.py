@@ -15,6 +15,9 @@ from contracts.errors import ManifestError
 
 ROLES = (
     "deployer", "client", "provider", "verifier", "verifier2", "cheater", "treasury", "relayer", "client2", "spare",
+    # the serving-plane providers `make up` runs (deploy.devnet.SERVING_PROVIDERS); appended so
+    # that every older role keeps its address
+    "provider-eu", "provider-us",
 )
 #: the accounts file's name in the data directory
 ACCOUNTS_FILE = "devnet-accounts.json"

@@ -24,8 +24,9 @@ providers        one row per registered provider: metadata, stake (staked / lock
 provider_models  (provider, model_id) -> serving flag.
 models           registered models, current price / runtime / active flag.
 jobs             one row per job id with the full on-chain record (the same fold as
-                 ``contracts.bindings.apply_job_event``) and where each lifecycle state happened;
-                 ``status`` is one of posted, claimed, delivered, challenged, finalized, refunded.
+                 ``contracts.jobfold.job_changes``) and where each lifecycle state happened;
+                 ``status`` is the label of ``contracts.types.Status`` (posted, claimed, delivered,
+                 challenged, finalized, refunded).
 receipts         the receipt a job was delivered with (one per job).
 challenges       one per challenged job: challenger, bond, committee, phases, outcome.
 votes            committee votes per (job, voter): commitment, then the revealed output hash.
@@ -53,6 +54,9 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Dialect
 from sqlmodel import JSON, Field, SQLModel
+
+from contracts.jobstate import ChallengeState
+from contracts.types import Status
 
 __all__ = [
     "U256", "Balance", "Block", "Challenge", "Checkpoint", "Job", "Model", "Param", "Provider",
@@ -170,7 +174,8 @@ class Job(SQLModel, table=True):
     collateral: int = _u256()
     deadline: int = Field(default=0, sa_type=sa.BigInteger)
     challenge_end: int = Field(default=0, sa_type=sa.BigInteger)
-    status: str = Field(default="posted", max_length=16)
+    #: ``contracts.types.Status`` as its label (``contracts.jobstate.parse`` reads it back)
+    status: str = Field(default=Status.POSTED.label, max_length=16)
     output_hash: str = Field(default="0x" + "00" * 32, max_length=66)
     units: int = _u256()
     relayer: str | None = Field(default=None, max_length=42)
@@ -237,8 +242,9 @@ class Challenge(SQLModel, table=True):
     draw_block: int | None = Field(default=None, sa_type=sa.BigInteger)
     #: until when governance may decide an escalated dispute (unix seconds)
     escalation_end: int | None = Field(default=None, sa_type=sa.BigInteger)
-    #: open (awaiting the draw), voting, no_committee, escalated, provider_won, challenger_won, neutral
-    status: str = Field(default="open", max_length=16)
+    #: a ``contracts.jobstate.ChallengeState``: open (awaiting the draw), voting, no_committee,
+    #: escalated, provider_won, challenger_won, neutral
+    status: str = Field(default=ChallengeState.OPEN.value, max_length=16)
     agree: int = 0
     disagree: int = 0
     provider_won: bool | None = None

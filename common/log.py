@@ -6,7 +6,7 @@ Loggers are named by module (``logging.getLogger(__name__)``); an entry point ca
 well::
 
     log.info("claimed", extra={"job_id": 7, "block": 112, "tx": "0xab..."})
-    # 2026-11-30 12:00:01,234 INFO worker.node.node: claimed job_id=7 block=112 tx=0xab...
+    # 2026-11-30 12:00:01,234 INFO worker.node.duties.provider: claimed job_id=7 block=112 tx=0xab...
 """
 
 from __future__ import annotations

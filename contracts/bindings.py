@@ -1,7 +1,8 @@
 """Typed bindings over the deployed contracts, shared by the CLI, worker, gateway and tests.
 
 Jobs are stored on-chain as a commitment (see ``IJobMarket``); :meth:`Hearth.job` rebuilds the
-full record from the job's events, which is what every call that acts on a job passes along.
+full record from the job's events (the fold of ``contracts.jobfold``, which the indexer uses
+too), which is what every call that acts on a job passes along.
 """
 
 from __future__ import annotations
@@ -18,9 +19,10 @@ from web3.types import BlockIdentifier, EventData, LogReceipt, TxReceipt
 from contracts import eip712
 from contracts.chain import ErrorDecoder, TxSender, connect
 from contracts.errors import ChainError, ContractsError
+from contracts.jobfold import apply_job_event as apply_job_event  # re-exported: the fold's old home
 from contracts.logs import scan_logs
 from contracts.manifest import DeployedContract, Manifest
-from contracts.types import ZERO32, ZERO_ADDRESS, Job, JobRequest, MarketParams, Outcome, Permit, Receipt, Status
+from contracts.types import Job, JobRequest, MarketParams, Permit, Receipt, Status
 
 log = logging.getLogger(__name__)
 
@@ -41,45 +43,6 @@ class JobEvent:
     block_number: int
     tx_hash: str
     log_index: int
-
-
-def apply_job_event(job: Job | None, name: str, args: dict[str, Any]) -> Job | None:
-    """Folds one market event into a job record (the rule ``IJobMarket`` documents, which the
-    indexer uses too)."""
-    if name == "JobPosted":
-        return Job(
-            client=args["client"], provider=ZERO_ADDRESS, model_id=bytes(args["modelId"]),
-            input_hash=bytes(args["inputHash"]), max_payment=args["maxPayment"],
-            price_per_unit=args["pricePerUnit"], payment=0,
-            collateral=0, deadline=args["deadline"], challenge_end=args["challengeWindow"], status=Status.POSTED,
-            output_hash=ZERO32, treasury=args["treasury"], fee_bps=args["feeBps"],
-        )
-    if job is None:
-        return None
-    if name == "JobClaimed":
-        return job.with_(provider=args["provider"], collateral=args["collateral"], claim_expiry=args["claimExpiry"],
-                         status=Status.CLAIMED)
-    if name == "ClaimReleased":
-        return job.with_(provider=ZERO_ADDRESS, collateral=0, claim_expiry=0, status=Status.POSTED)
-    if name == "ReceiptSubmitted":
-        return job.with_(
-            payment=args["payment"], output_hash=bytes(args["outputHash"]), units=args["units"],
-            gpu_class=bytes(args["gpuClass"]), challenge_end=args["challengeEnd"], status=Status.DELIVERED,
-        )
-    if name == "JobChallenged":
-        return job.with_(status=Status.CHALLENGED)
-    if name == "DisputeResolved":
-        outcome = Outcome(args["outcome"])
-        if outcome == Outcome.ESCALATED:
-            return job
-        if outcome == Outcome.PROVIDER_WON:
-            return job.with_(status=Status.DELIVERED, challenge_end=args["challengeEnd"])
-        return job.with_(status=Status.REFUNDED)
-    if name == "JobFinalized":
-        return job.with_(status=Status.FINALIZED)
-    if name == "JobRefunded":
-        return job.with_(status=Status.REFUNDED)
-    return job
 
 
 class Hearth:

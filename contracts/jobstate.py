@@ -7,7 +7,9 @@ its labels and state groups from here, so a new state is added in one place.
 
 from __future__ import annotations
 
-from contracts.types import Status
+from enum import StrEnum
+
+from contracts.types import Outcome, Status
 
 #: every state a job can be in (``NONE`` is "no such job"), in lifecycle order
 STATES: tuple[Status, ...] = tuple(s for s in Status if s is not Status.NONE)
@@ -30,6 +32,30 @@ EVENT_STATUS: dict[str, Status] = {
     "JobChallenged": Status.CHALLENGED,
     "JobFinalized": Status.FINALIZED,
     "JobRefunded": Status.REFUNDED,
+}
+
+
+class ChallengeState(StrEnum):
+    """A challenged job's dispute as the index and the API write it (``challenges.status``): its
+    phase (``IJobMarket.Phase``) while it runs, its outcome (``IJobMarket.Outcome``) once settled."""
+
+    OPEN = "open"
+    """challenged, the committee not drawn yet (``Phase.AWAITING_DRAW``)"""
+    VOTING = "voting"
+    NO_COMMITTEE = "no_committee"
+    ESCALATED = "escalated"
+    PROVIDER_WON = "provider_won"
+    CHALLENGER_WON = "challenger_won"
+    """``Outcome.PROVIDER_LOST``"""
+    NEUTRAL = "neutral"
+
+
+#: how a settled (or escalated) dispute is written
+OUTCOME_STATE: dict[Outcome, ChallengeState] = {
+    Outcome.PROVIDER_WON: ChallengeState.PROVIDER_WON,
+    Outcome.PROVIDER_LOST: ChallengeState.CHALLENGER_WON,
+    Outcome.NEUTRAL: ChallengeState.NEUTRAL,
+    Outcome.ESCALATED: ChallengeState.ESCALATED,
 }
 
 

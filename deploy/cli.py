@@ -626,6 +626,9 @@ def api_key_create(
     cap: str = typer.Option("1", help="Spending cap in hUSD: the most the gateway may ever spend for this key."),
     gateway: GatewayOpt = "http://127.0.0.1:8000",
     ttl: int = typer.Option(30 * 86400, help="Seconds until the key expires."),
+    region: str | None = typer.Option(
+        None, help="Provider region the key prefers (e.g. eu-west): the serving plane routes there first when a "
+                   "request sends no x-hearth-region header."),
     as_: RoleOpt = None,
 ) -> None:
     """Sign an ApiKeyGrant with your wallet, register it, and set the relayer's allowance to the
@@ -653,8 +656,10 @@ def api_key_create(
                            else td["message"][f["name"]]) for f in td["types"][td["primaryType"]]}
         sig = Account.sign_typed_data(key, full_message={**td, "message": msg}).signature
         # Register first, then allow: a refused grant changes nothing on-chain.
-        gw.call("POST", "/v1/api-keys", "the grant",
-                json={"grant": td["message"], "signature": "0x" + bytes(sig).hex()})
+        body: dict[str, Any] = {"grant": td["message"], "signature": "0x" + bytes(sig).hex()}
+        if region is not None:
+            body["region"] = region
+        gw.call("POST", "/v1/api-keys", "the grant", json=body)
         gw.sign_in(key)
         keys = gw.api_keys()
     try:
@@ -663,7 +668,8 @@ def api_key_create(
         raise CliError(f"the key was registered but the relayer's allowance could not be set: {exc}; "
                        f"`hearth api-key list` shows what it should be") from None
     console.print(f"API key for {wallet}, cap {cap} hUSD, expires "
-                  f"{datetime.fromtimestamp(int(td['message']['expiry']), UTC):%Y-%m-%d %H:%M} UTC")
+                  f"{datetime.fromtimestamp(int(td['message']['expiry']), UTC):%Y-%m-%d %H:%M} UTC"
+                  + (f", prefers region {region}" if region else ""))
     console.print(_allowance_line(relayer, keys, before, after), soft_wrap=True)
     print(api_key)
 
@@ -695,6 +701,9 @@ def api_key_list(gateway: GatewayOpt = "http://127.0.0.1:8000", as_: RoleOpt = N
                   str(k["jobs"]), short(k["refunds_owed"]), f"{datetime.fromtimestamp(int(k['expiry']), UTC):%Y-%m-%d}",
                   state)
     console.print(t)
+    for k in keys:  # below the table, which stays within 80 columns
+        if k.get("region"):
+            console.print(f"key {k['api_key_hash'][:10]}… prefers region {k['region']}")
     if relayer:
         allowance = int(h.usd.functions.allowance(wallet, relayer).call())
         live = sum(int(k["remaining"]) for k in _live(keys))
@@ -738,12 +747,21 @@ def up(
     restart: bool = typer.Option(False, "--restart/--no-restart", envvar="HEARTH_UP_RESTART",
                                  help="Restart a crashed service with backoff instead of stopping the stack."),
     stop_timeout: float = typer.Option(10.0, min=0.0, help="Seconds a service gets after SIGTERM before SIGKILL."),
+    provider_ports: str = typer.Option("8101,8102", help="Ports of the two serving-plane providers (eu-west, "
+                                                          "us-east), comma-separated."),
 ) -> None:
-    """The whole stack: devnet, indexer, one CPU worker and the gateway, until Ctrl-C or SIGTERM."""
+    """The whole stack until Ctrl-C or SIGTERM: devnet, indexer, one CPU worker (per-job path), the
+    gateway, two serving-plane providers and (when installed) the batch verifier."""
     from deploy.up import run_stack
 
+    try:
+        ports = [int(x) for x in provider_ports.split(",")]
+    except ValueError:
+        raise CliError(f"--provider-ports takes two comma-separated ports, not {provider_ports!r}") from None
+    if len(ports) != 2 or len(set(ports)) != 2 or not all(0 < p < 65536 for p in ports):
+        raise CliError(f"--provider-ports takes two different ports, not {provider_ports!r}")
     run_stack(port=port, chain_id=chain_id, block_time=block_time or None, gateway_port=gateway_port,
-              restart=restart, stop_timeout=stop_timeout)
+              restart=restart, stop_timeout=stop_timeout, provider_ports=ports)
 
 
 @app.command("demo", cls=HearthCommand)

@@ -115,8 +115,9 @@ def balances(h: Hearth, accounts: dict[str, Any]) -> dict[str, dict[str, int]]:
 def run_cheater_demo(work_dir: Path | None = None) -> DemoOutcome:
     """Brings up a private devnet and plays the cheater scenario (see the module docstring)."""
     from deploy.devnet import bring_up, free_port
+    from worker.node.config import NodeConfig
     from worker.node.executor import InProcessExecutor
-    from worker.node.node import Node, NodeConfig
+    from worker.node.node import Node
 
     tmp = tempfile.TemporaryDirectory() if work_dir is None else None
     root = Path(tmp.name) if tmp else Path(work_dir)  # type: ignore[arg-type]

@@ -1,5 +1,6 @@
 """The local devnet: start Anvil from ``contracts/node_modules``, compile, deploy, register
-MiniLM with its real content hash, fund and stake demo accounts, write the manifest."""
+MiniLM and SmolLM2 with their real content hashes, fund and stake demo accounts, write the
+manifest."""
 
 from __future__ import annotations
 
@@ -39,6 +40,9 @@ HST = 10**18
 #: MiniLM's devnet price: 100 hUSD per million tokens (100 wei of a 6-decimal token per
 #: token), high enough that the protocol fee on a one-sentence demo job is visible.
 DEFAULT_PRICE_PER_UNIT = 100
+#: SmolLM2's registry price per token (prompt + completion): 300 hUSD per million tokens.
+LLM_PRICE_PER_UNIT = 300
+LLM_NAME = "SmolLM2-135M-Instruct"
 MIN_STAKE = 100 * HST
 UNBONDING_PERIOD = 3600
 JAIL_PERIOD = 86400
@@ -227,6 +231,77 @@ def minilm_ids() -> tuple[bytes, bytes]:
     return model_content_hash(), runtime_hash("torch", "fp32")
 
 
+@dataclass(frozen=True)
+class ServingProvider:
+    """A serving-plane provider of ``make up``: a devnet role, where it serves and its quote."""
+
+    role: str
+    region: str
+    #: quoted price per unit (token), in hUSD wei
+    price: int
+    port: int
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+
+#: ``make up``'s serving-plane providers: (role, region, price per unit). Two regions and two
+#: prices, so that both the region preference and the price order show in routing.
+SERVING_PROVIDERS = (("provider-eu", "eu-west", 150), ("provider-us", "us-east", 100))
+#: the payer of ``make up``'s serving plane, what it deposits into the escrow, and the lane it
+#: opens to each provider (the gateway tops the lanes up from the deposit afterwards)
+SERVING_PAYER = "client"
+SERVING_DEPOSIT = 200 * USD
+SERVING_LANE = 1_200_000
+#: how long the payer's authorization of the gateway's signer lasts
+SERVING_SIGNER_TTL_S = 365 * 86400
+
+
+def serving_providers(ports: list[int]) -> list[ServingProvider]:
+    """``make up``'s providers on ``ports`` (one each, in :data:`SERVING_PROVIDERS` order)."""
+    if len(ports) != len(SERVING_PROVIDERS):
+        raise ValueError(f"{len(SERVING_PROVIDERS)} provider ports are needed, got {len(ports)}")
+    return [ServingProvider(r, g, p, port) for (r, g, p), port in zip(SERVING_PROVIDERS, ports, strict=True)]
+
+
+def setup_serving_plane(dn: Devnet, providers: list[ServingProvider], *, payer: str = SERVING_PAYER,
+                        signer_role: str = "relayer", deposit: int = SERVING_DEPOSIT, lane: int = SERVING_LANE) -> None:
+    """What the serving plane needs on the devnet: each provider funded, registered with its
+    endpoint and region, staked, serving the model and quoting its price; the payer's deposit,
+    its authorization of the gateway's receipt signer (the relayer key on a devnet) *with
+    allocation rights* so the gateway can top its lanes up, and a first lane to each provider."""
+    from contracts.settlement import Settlement
+
+    h, acc = dn.hearth, dn.accounts
+    owner = acc["deployer"].key
+    model_id = bytes.fromhex(dn.manifest.models[0].model_id.removeprefix("0x"))
+    s = Settlement(h)
+    for p in providers:
+        fund(h, owner, acc[p.role].address, usd=100 * USD, hst=1_000 * HST)
+        stake_provider(h, acc[p.role].key, PROVIDER_STAKE, [model_id], endpoint=p.endpoint, region=p.region)
+        s.quote_price(acc[p.role].key, model_id, p.price)
+        log.info("serving provider %s (%s) at %s, region %s, price %d", p.role, acc[p.role].address, p.endpoint,
+                 p.region, p.price)
+    key = acc[payer].key
+    s.approve(key, deposit)
+    s.deposit(key, deposit)
+    expiry = int(h.w3.eth.get_block("latest")["timestamp"]) + SERVING_SIGNER_TTL_S
+    s.authorize_signer(key, acc[signer_role].key, expiry, can_allocate=True)
+    s.allocate(key, acc[payer].address, {acc[p.role].address: lane for p in providers})
+    log.info("payer %s deposited %d, authorized the gateway signer %s to allocate, lanes of %d to %d providers",
+             payer, deposit, acc[signer_role].address, lane, len(providers))
+
+
+def smollm2_ids() -> tuple[bytes, bytes]:
+    """SmolLM2's content hash (keccak of the GGUF bytes: the on-chain model id) and the runtime
+    hash of the PyTorch path (`worker.workloads.generation.RUNTIME`)."""
+    from worker.model.llm import model_hash
+    from worker.workloads.generation import runtime_hash
+
+    return model_hash(), runtime_hash()
+
+
 @dataclass
 class Devnet:
     anvil: Anvil
@@ -238,8 +313,11 @@ class Devnet:
 def bring_up(
     port: int = 8545, chain_id: int = 31337, block_time: float | None = None,
     anvil_log: Path | None = None, write: bool = True, params: MarketParams | None = None,
+    serving: list[ServingProvider] | None = None,
 ) -> Devnet:
-    """Starts Anvil and deploys a funded, staked devnet; writes manifest and accounts."""
+    """Starts Anvil and deploys a funded, staked devnet; writes manifest and accounts. With
+    ``serving``, also sets those providers and the payer up for the serving plane
+    (:func:`setup_serving_plane`)."""
     # Deploy on automine (a block per transaction: seconds, not a block time per transaction),
     # then switch to interval mining when a block time is asked for.
     anvil = Anvil(port=port, chain_id=chain_id, log_path=anvil_log).start()
@@ -250,12 +328,18 @@ def bring_up(
         owner = acc["deployer"].key
         model_id, runtime_hash = minilm_ids()
         register_model(h, owner, model_id, runtime_hash, DEFAULT_PRICE_PER_UNIT, "all-MiniLM-L6-v2")
+        # Providers declare SmolLM2 served themselves when they run it (python -m worker.serving
+        # with HEARTH_SERVING_MODELS naming it), so the gateway never routes it to one that does not.
+        register_model(h, owner, *smollm2_ids(), LLM_PRICE_PER_UNIT, LLM_NAME)
         list_numerics_classes(h, owner)
         for role in ("client", "client2"):
             fund(h, owner, acc[role].address, usd=1_000 * USD)
         for role in ("provider", "verifier", "verifier2", "cheater"):
             fund(h, owner, acc[role].address, usd=100 * USD, hst=1_000 * HST)
             stake_provider(h, acc[role].key, PROVIDER_STAKE, [model_id])
+        dn = Devnet(anvil, manifest, acc, h)
+        if serving:
+            setup_serving_plane(dn, serving)
         if block_time:
             h.w3.provider.make_request("evm_setIntervalMining", [int(block_time)])  # type: ignore[arg-type]
             anvil.block_time = block_time
@@ -265,7 +349,7 @@ def bring_up(
             paths = CliSettings()
             manifest.save(paths.manifest_file())
             accts.save(acc, paths.data_dir / accts.ACCOUNTS_FILE)
-        return Devnet(anvil, manifest, acc, h)
+        return dn
     except BaseException:
         anvil.stop()
         raise

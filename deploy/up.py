@@ -1,5 +1,8 @@
-"""The process supervisor behind ``make up``: the devnet in this process, and the indexer, one
-CPU worker and the gateway as child processes, each logging with its name.
+"""The process supervisor behind ``make up``: the devnet in this process, and as child
+processes, each logging with its name: the indexer, one CPU worker node (the per-job path), the
+gateway, two serving-plane provider endpoints (``python -m worker.serving``, regions ``eu-west``
+and ``us-east`` at different quoted prices, see :data:`deploy.devnet.SERVING_PROVIDERS`) and,
+when the module is installed, the batch verifier (``python -m worker.serving.verifier``).
 
 Stopping. SIGINT (Ctrl-C), SIGTERM and SIGHUP all stop the stack, and this holds when the
 supervisor was started with SIGINT ignored (``nohup``, a shell script's background job, a
@@ -33,7 +36,7 @@ from types import FrameType
 from rich.console import Console
 from rich.text import Text
 
-from deploy.devnet import bring_up
+from deploy.devnet import ServingProvider, bring_up
 from deploy.settings import CliSettings
 
 log = logging.getLogger(__name__)
@@ -201,8 +204,21 @@ class Supervisor:
         return stop_children(list(reversed(self.children)), self.stop_timeout)
 
 
-def services(gateway_port: int, names: Sequence[str] | None = None) -> list[Child]:
-    """The stack's services, each run through :mod:`deploy.child` (shared logging set-up)."""
+#: The batch verifier's module and the devnet role whose key it verifies with. Another part of
+#: the serving plane: the supervisor runs it only where the module is installed.
+VERIFIER_MODULE = "worker.serving.verifier"
+VERIFIER_ROLE = "verifier"
+
+
+def verifier_installed() -> bool:
+    return find_spec(VERIFIER_MODULE) is not None
+
+
+def services(gateway_port: int, names: Sequence[str] | None = None,
+             serving: Sequence[ServingProvider] = ()) -> list[Child]:
+    """The stack's services: the indexer, worker and gateway through :mod:`deploy.child` (shared
+    logging set-up), then one endpoint per serving provider and the batch verifier (when its
+    module is installed), in the order they start (they stop in reverse)."""
     py = sys.executable
     known = {
         "indexer": ["indexer", "run"],
@@ -215,39 +231,74 @@ def services(gateway_port: int, names: Sequence[str] | None = None) -> list[Chil
             continue
         if find_spec(f"{name}.cli"):
             children.append(Child(name, [py, "-m", "deploy.child", *argv]))
+    for p in serving:
+        if names is None or p.role in names:
+            children.append(Child(p.role, [py, "-m", "worker.serving", "--devnet-role", p.role, "--port", str(p.port),
+                                           "--region", p.region]))
+    if (names is None or "verifier" in names) and verifier_installed():
+        children.append(Child("verifier", [py, "-m", VERIFIER_MODULE, "--devnet-role", VERIFIER_ROLE]))
     return children
 
 
+#: What ``make up`` sets unless the environment says otherwise: a demo-sized serving plane, in
+#: which a few hundred requests (``make demo``, about 1 hUSD) already show providers collecting
+#: vouchers (threshold 0.1 hUSD instead of 1) and the gateway topping lanes up (checked every
+#: second; below 1 hUSD free, back to 1.5; the devnet opens lanes of 1.2). The threshold leaves a
+#: few seconds of demo traffic between a top-up's decision and its block. The gateway's rate
+#: limits (240 requests a minute per wallet by default) would refuse most of a demo's requests
+#: with 429: on the devnet one wallet sends them all.
+STACK_DEFAULTS = {
+    "HEARTH_GATEWAY_RATE_LIMIT_WALLET_PER_MIN": "60000",
+    "HEARTH_GATEWAY_RATE_LIMIT_IP_PER_MIN": "60000",
+    "HEARTH_SERVING_COLLECT_THRESHOLD": "100000",
+    "HEARTH_GATEWAY_LANE_TOPUP_THRESHOLD": "1000000",
+    "HEARTH_GATEWAY_LANE_TOPUP_TARGET": "1500000",
+    "HEARTH_GATEWAY_LANE_TOPUP_INTERVAL_S": "1",
+}
+
+
 def child_environment(parent: Mapping[str, str], data: Path) -> dict[str, str]:
-    """The services' environment: the supervisor's own, passed through, with the data directory
-    they share made explicit. Each service reads its part through its Settings class
-    (``HEARTH_INDEXER_*``, ``HEARTH_WORKER_*``, ``HEARTH_GATEWAY_*``); each database is named by
-    its own service's variable (``HEARTH_INDEXER_DATABASE_URL``, ``HEARTH_GATEWAY_DATABASE_URL``)."""
-    return {**parent, "HEARTH_DATA_DIR": str(data), "PYTHONUNBUFFERED": "1"}
+    """The services' environment: :data:`STACK_DEFAULTS`, then the supervisor's own environment
+    passed through (it wins), with the data directory they share made explicit. Each service
+    reads its part through its Settings class (``HEARTH_INDEXER_*``, ``HEARTH_WORKER_*``,
+    ``HEARTH_GATEWAY_*``, ``HEARTH_SERVING_*``); each database is named by its own service's
+    variable (``HEARTH_INDEXER_DATABASE_URL``, ``HEARTH_GATEWAY_DATABASE_URL``)."""
+    return {**STACK_DEFAULTS, **parent, "HEARTH_DATA_DIR": str(data), "PYTHONUNBUFFERED": "1"}
 
 
 def run_stack(port: int, chain_id: int, block_time: float | None, gateway_port: int, *,
-              restart: bool | None = None, stop_timeout: float = 10.0) -> None:
+              restart: bool | None = None, stop_timeout: float = 10.0,
+              provider_ports: Sequence[int] = (8101, 8102)) -> None:
+    from deploy.devnet import serving_providers
+
     install_stop_signals()
     settings = CliSettings()
     restart = settings.up_restart if restart is None else restart
+    serving = serving_providers(list(provider_ports))
     dn = None
     sup: Supervisor | None = None
     try:
         with console.status("starting Anvil, compiling, deploying, funding and staking..."):
             dn = bring_up(port=port, chain_id=chain_id, block_time=block_time,
-                          anvil_log=settings.data_dir / "anvil.log")
+                          anvil_log=settings.data_dir / "anvil.log", serving=serving)
         console.print(f"[green]devnet up[/] at {dn.anvil.rpc_url} (chain id {chain_id})")
         for name, c in dn.manifest.contracts.items():
             console.print(f"  {name:<14} {c.address}")
         console.print(f"  manifest       {settings.manifest_file()}")
         env = child_environment(os.environ, settings.data_dir)
         anvil = dn.anvil
-        sup = Supervisor(services(gateway_port), env, restart=restart, stop_timeout=stop_timeout,
+        sup = Supervisor(services(gateway_port, serving=serving), env, restart=restart, stop_timeout=stop_timeout,
                          also_alive=lambda: anvil.proc is not None and anvil.proc.poll() is None)
         sup.start()
         if any(c.name == "gateway" for c in sup.children):
             console.print(f"[green]gateway[/] at http://127.0.0.1:{gateway_port}/ (dashboard), /docs (API)")
+        for p in serving:
+            console.print(f"[green]provider[/] {p.role} at {p.endpoint}: region {p.region}, {p.price} hUSD wei per "
+                          f"token ({dn.accounts[p.role].address})")
+        if not verifier_installed():
+            console.print(f"(no batch verifier: {VERIFIER_MODULE} is not installed)")
+        console.print(f"payer {dn.accounts['client'].address} (role client) lets the gateway top its lanes up; "
+                      "`make demo` sends requests through the gateway with the official openai client")
         console.print(f"Ctrl-C (or SIGTERM) stops everything; crashed services {'restart' if restart else 'stop it'}.")
         why = sup.watch()
         console.print(f"[red]{why}; stopping[/]" if why == "anvil exited" else "stopping...")

@@ -28,10 +28,12 @@ Trust model
    (``spent + cost <= spendingCap``, key live and unexpired) and refuses with 402
    ``spending_cap_exceeded`` otherwise; only then it pulls ``cost`` from the wallet
    (``transferFrom(wallet, relayer, cost)``) and posts the job with ``postJob`` as the relayer.
-   If the post fails the pulled amount is sent back and the reservation released; if the pull
-   fails, the reservation is released. So: spent never exceeds the cap (database), the tokens
-   taken never exceed the allowance (chain), and the gateway holds a wallet's tokens only for
-   the moment between the pull and the post.
+   If the post fails the pulled amount is sent back and the reservation released (also when the
+   post was broadcast and then reverted on-chain: the relay tracker does it in the background,
+   whatever became of the request); if the pull fails, the reservation is released. A post never
+   seen mined keeps its charge ``pulled`` (owed to the wallet) rather than guess. So: spent
+   never exceeds the cap (database), the tokens taken never exceed the allowance (chain), and
+   the gateway holds a wallet's tokens only for the moment between the pull and the post.
 4. Settlement. The job is an ordinary on-chain job whose client is the relayer: a provider
    claims it, delivers a signed receipt, and the gateway returns the output only after checking
    that its keccak256 equals the receipt's ``outputHash`` on-chain (through the index); the
@@ -59,6 +61,7 @@ import base64
 import logging
 import time
 import weakref
+from concurrent.futures import Future
 from typing import Any
 
 from eth_account.messages import encode_typed_data
@@ -86,6 +89,7 @@ from gateway.errors import (
     WrongDomainError,
 )
 from gateway.jobinput import decode_output, encode_input
+from gateway.relay import RelayOutcome
 from gateway.retention import payer, store_held
 
 log = logging.getLogger(__name__)
@@ -114,7 +118,10 @@ def grant_typed_data(g: schemas.ApiKeyGrantIn, chain_id: int) -> dict[str, Any]:
     }
 
 
-def register_grant(ctx: Context, g: schemas.ApiKeyGrantIn, signature: bytes) -> store.ApiKey:
+def register_grant(ctx: Context, g: schemas.ApiKeyGrantIn, signature: bytes, region: str | None = None) -> store.ApiKey:
+    """Registers a wallet-signed grant. ``region`` is the key's preferred provider region: a
+    routing preference the wallet states when registering, not part of what it signs (it moves
+    no money; a request's ``x-hearth-region`` header overrides it)."""
     relayer = ctx.chain.relayer_address
     if relayer is None:
         raise UnavailableError("this gateway has no relayer key, so it cannot serve API keys",
@@ -134,7 +141,7 @@ def register_grant(ctx: Context, g: schemas.ApiKeyGrantIn, signature: bytes) -> 
     row = store.ApiKey(
         key_hash=g.api_key_hash, wallet=g.wallet, gateway=g.gateway,
         spending_cap=min(g.spending_cap, store.MAX_BIGINT), spent=0, expiry=g.expiry, nonce=str(g.nonce),
-        signature="0x" + signature.hex(), created_at=now)
+        signature="0x" + signature.hex(), created_at=now, region=region)
     try:
         with store.session(ctx.db_engine) as s:
             s.add(row)
@@ -157,7 +164,7 @@ def key_out(ctx: Context, key: store.ApiKey) -> schemas.ApiKeyOut:
     return schemas.ApiKeyOut(
         api_key_hash=key.key_hash, wallet=key.wallet, gateway=key.gateway, spending_cap=str(key.spending_cap),
         spent=str(key.spent), remaining=str(max(0, key.spending_cap - key.spent)), expiry=key.expiry,
-        revoked=key.revoked_at is not None, refunds_owed=str(owed), jobs=len(job_ids))
+        revoked=key.revoked_at is not None, refunds_owed=str(owed), jobs=len(job_ids), region=key.region)
 
 
 def keys_of(ctx: Context, wallet: str) -> list[store.ApiKey]:
@@ -269,7 +276,11 @@ async def embed(ctx: Context, key: store.ApiKey, body: schemas.EmbeddingsIn) -> 
     charge_id = store.reserve(ctx.db_engine, key.key_hash, cost, store.now())
     if charge_id is None:
         raise refused_reservation(ctx, key, cost)
-    relayed = await run_in_threadpool(_pay_and_post, ctx, key, charge_id, cost, model.model_id, data)
+    posting = await run_in_threadpool(_pay_and_post, ctx, key, charge_id, cost, model.model_id, data)
+    # Waited for without holding a worker thread; the tracker settles the charge either way.
+    relayed = await asyncio.wrap_future(posting)
+    if relayed.status != store.RelayStatus.MINED or relayed.job_id is None:
+        raise relayed.error or UpstreamError(f"posting the job failed ({relayed.status.value})")
     ctx.metrics.jobs_relayed.labels("api_key").inc()
     ctx.metrics.api_key_spend.inc(cost)
     ctx.metrics.embeddings_tokens.inc(units)
@@ -285,8 +296,9 @@ async def embed(ctx: Context, key: store.ApiKey, body: schemas.EmbeddingsIn) -> 
         items = [schemas.EmbeddingItem(index=i, embedding=r.tolist()) for i, r in enumerate(rows)]
     return schemas.EmbeddingsOut(
         data=items, model=model.name or model.model_id, usage=schemas.Usage(prompt_tokens=units, total_tokens=units),
-        hearth=schemas.HearthJobInfo(job_id=relayed.job_id, post_tx=relayed.tx_hash, receipt_tx=receipt.tx_hash,
-                                     output_hash=receipt.output_hash, cost=str(cost), verified=True))
+        hearth=schemas.HearthJobInfo(job_id=relayed.job_id, post_tx=relayed.mined_tx or relayed.tx_hash,
+                                     receipt_tx=receipt.tx_hash, output_hash=receipt.output_hash, cost=str(cost),
+                                     verified=True))
 
 
 def input_texts(ctx: Context, value: str | list[str] | list[int] | list[list[int]]) -> list[str]:
@@ -328,7 +340,10 @@ def input_texts(ctx: Context, value: str | list[str] | list[int] | list[list[int
     return [str(t) for t in items]
 
 
-def _pay_and_post(ctx: Context, key: store.ApiKey, charge_id: int, cost: int, model_id: str, data: bytes) -> Any:
+def _pay_and_post(ctx: Context, key: store.ApiKey, charge_id: int, cost: int, model_id: str,
+                  data: bytes) -> Future[RelayOutcome]:
+    """Pulls ``cost`` from the wallet (waited for: the post spends it) and broadcasts the post;
+    returns the tracked post, which settles the charge whatever becomes of the request."""
     chain = ctx.chain
     try:
         chain.relayer_key()  # 503 without one
@@ -349,19 +364,40 @@ def _pay_and_post(ctx: Context, key: store.ApiKey, charge_id: int, cost: int, mo
         raise
     store.update_charge(ctx.db_engine, charge_id, status="pulled", pull_tx=pull_tx)
     try:
-        relayed = chain.post_as_relayer(bytes.fromhex(model_id[2:]), bytes.fromhex(blob_id(data)[2:]), cost, deadline)
+        pending = chain.post_as_relayer(bytes.fromhex(model_id[2:]), bytes.fromhex(blob_id(data)[2:]), cost, deadline)
     except BaseException as exc:
-        log.warning("posting for API key %s failed (%s); returning %d to %s", key.key_hash[:10], exc, cost, key.wallet)
-        try:
-            chain.give_back(key.wallet, cost)
-            store.release(ctx.db_engine, charge_id)
-        except Exception:  # noqa: BLE001 - keep the charge marked pulled: owed to the wallet
-            log.exception("could not return %d to %s (charge %d)", cost, key.wallet, charge_id)
+        _return_pull(ctx, key, charge_id, cost, str(exc))
         raise
-    store.update_charge(ctx.db_engine, charge_id, status="posted", job_id=relayed.job_id, post_tx=relayed.tx_hash)
-    log.info("job %d posted for API key %s wallet %s cost %d tx %s", relayed.job_id, key.key_hash[:10], key.wallet,
-             cost, relayed.tx_hash, extra={"job_id": relayed.job_id, "tx_hash": relayed.tx_hash})
-    return relayed
+    post_tx = "0x" + bytes(pending.tx_hash).hex()
+    store.update_charge(ctx.db_engine, charge_id, post_tx=post_tx)
+
+    def settled(outcome: RelayOutcome) -> None:
+        if outcome.status == store.RelayStatus.MINED:
+            store.update_charge(ctx.db_engine, charge_id, status="posted", job_id=outcome.job_id,
+                                post_tx=outcome.mined_tx)
+            log.info("job %d posted for API key %s wallet %s cost %d tx %s", outcome.job_id, key.key_hash[:10],
+                     key.wallet, cost, outcome.mined_tx, extra={"job_id": outcome.job_id, "tx_hash": outcome.mined_tx})
+        elif outcome.status == store.RelayStatus.REVERTED:
+            # Mined and reverted: no job, the pulled tokens are still the relayer's. Return them.
+            _return_pull(ctx, key, charge_id, cost, outcome.error.message if outcome.error else "reverted")
+        else:
+            # Never seen mined (or the RPC failed while waiting): it may still be mined, so the
+            # tokens stay pulled and the charge says so (owed to the wallet unless a job appears).
+            log.error("post %s for API key %s is unsettled; charge %d of %d stays pulled", post_tx,
+                      key.key_hash[:10], charge_id, cost, extra={"tx_hash": post_tx})
+
+    return ctx.relays.track(pending, kind="api_key", client=key.wallet, charge_id=charge_id, on_done=settled)
+
+
+def _return_pull(ctx: Context, key: store.ApiKey, charge_id: int, cost: int, why: str) -> None:
+    """Sends a pulled amount back and releases the reservation; if the transfer fails the charge
+    stays ``pulled``, which reports the amount as owed to the wallet."""
+    log.warning("posting for API key %s failed (%s); returning %d to %s", key.key_hash[:10], why, cost, key.wallet)
+    try:
+        ctx.chain.give_back(key.wallet, cost)
+        store.release(ctx.db_engine, charge_id)
+    except Exception:  # noqa: BLE001 - keep the charge marked pulled: owed to the wallet
+        log.exception("could not return %d to %s (charge %d)", cost, key.wallet, charge_id)
 
 
 async def _await_delivery(ctx: Context, job_id: int) -> tuple[Any, bytes]:

@@ -21,6 +21,7 @@ from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy.exc import DBAPIError, OperationalError
+from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from contracts.errors import ContractsError
@@ -28,7 +29,7 @@ from contracts.manifest import Manifest
 from gateway.blobs import BlobStore
 from gateway.context import Context, build_context
 from gateway.errors import GatewayError, InputTooLargeError, RateLimitedError
-from gateway.routes import auth, blobs, embeddings, events, jobs, network, serving
+from gateway.routes import auth, blobs, chat, embeddings, events, jobs, network, serving
 from gateway.settings import GatewaySettings
 
 log = logging.getLogger(__name__)
@@ -42,8 +43,9 @@ Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 DESCRIPTION = """\
-Hearth's public entry point: submit EIP-712 signed jobs (relayed on-chain), store
-content-addressed blobs, follow jobs live, read results with their on-chain verification,
+Hearth's public entry point: submit EIP-712 signed jobs (relayed on-chain: `POST /v1/jobs`
+answers 202 once the transaction is broadcast; poll `GET /v1/relays/{tx_hash}` for the job id
+or the revert reason), store content-addressed blobs, follow jobs live, read results with their on-chain verification,
 browse providers and models, and call `/v1/embeddings` with the OpenAI client.
 
 Errors: `{"error": {"reason": "<machine-readable>", "message": "...", "type": "...", "code": "<reason>"}}`.
@@ -259,6 +261,8 @@ def create_app(settings: GatewaySettings | None = None, *, manifest: Manifest | 
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await ctx.feed.start()
         await ctx.sweeper.start()
+        if ctx.serving is not None:
+            ctx.serving.start()
         log.info("gateway up: chain %d market %s relayer %s", ctx.chain_id, ctx.chain.market,
                  ctx.chain.relayer_address or "(none: read-only)")
         try:
@@ -268,13 +272,14 @@ def create_app(settings: GatewaySettings | None = None, *, manifest: Manifest | 
             await ctx.feed.stop()
             if ctx.serving is not None:
                 await ctx.serving.close()
+            await run_in_threadpool(ctx.relays.close)
 
     app = FastAPI(title="Hearth gateway", version="1", description=DESCRIPTION, lifespan=lifespan,
                   docs_url=None, redoc_url=None)
     app.state.ctx = ctx
     _install_error_handlers(app, ctx)
-    for r in (jobs.router, blobs.router, network.router, events.router, auth.router, embeddings.router,
-              serving.router):
+    for r in (jobs.router, jobs.relays_router, blobs.router, network.router, events.router, auth.router,
+              embeddings.router, chat.router, serving.router):
         app.include_router(r)
 
     @app.get("/healthz", tags=["ops"], summary="Liveness and what the gateway is connected to")
@@ -296,7 +301,9 @@ def create_app(settings: GatewaySettings | None = None, *, manifest: Manifest | 
         return {"ok": True, "chain_id": ctx.chain_id, "market": ctx.chain.market, "devnet_rpc_url": devnet_rpc,
                 "relayer": ctx.chain.relayer_address, "index_ok": index_ok, "indexed_block": block,
                 "indexed_block_time": block_time, "time": time.time(),
-                "feed_running": ctx.feed.healthy(), "blob_sweeper_running": ctx.sweeper.healthy()}
+                "feed_running": ctx.feed.healthy(), "blob_sweeper_running": ctx.sweeper.healthy(),
+                "lane_keeper_running": bool(ctx.serving is not None and ctx.serving.keeper is not None
+                                            and ctx.serving.keeper.healthy())}
 
     @app.get("/metrics", tags=["ops"], include_in_schema=False)
     def metrics() -> Response:

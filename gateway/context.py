@@ -17,7 +17,7 @@ from gateway.blobs import BlobStore, GatewayBlobs
 from gateway.feed import JobFeed
 from gateway.metrics import Metrics
 from gateway.ratelimit import RateLimiter
-from gateway.relay import ChainAccess
+from gateway.relay import ChainAccess, RelayTracker
 from gateway.retention import BlobPolicy, BlobSweeper, check_retention
 from gateway.settings import GatewaySettings
 
@@ -38,6 +38,8 @@ class Context:
     wallet_limiter: RateLimiter
     blob_policy: BlobPolicy
     sweeper: BlobSweeper
+    #: waits for relayed transactions and records their outcomes (``gw_relays``)
+    relays: RelayTracker
     _tokenizer: Any = None
     #: the serving plane (``gateway.serving.ServingPlane``), None when this gateway has no signer
     serving: Any = None
@@ -54,6 +56,17 @@ class Context:
 
             self._tokenizer = TextTokenizer()
         return self._tokenizer
+
+    _chat_tokenizer: Any = None
+
+    def chat_tokenizer(self) -> Any:
+        """SmolLM2's tokenizer and chat template (:class:`common.chat_tokenizer.ChatTokenizer`),
+        loaded on first use (about 2 s): the prompt ids the provider's receipt must commit to."""
+        if self._chat_tokenizer is None:
+            from common.chat_tokenizer import ChatTokenizer
+
+            self._chat_tokenizer = ChatTokenizer.from_gguf()
+        return self._chat_tokenizer
 
     def check_wallet_rate(self, wallet: str) -> None:
         self.wallet_limiter.check(wallet, "wallet")
@@ -83,6 +96,7 @@ def build_context(settings: GatewaySettings, manifest: Manifest | None = None,
         wallet_limiter=RateLimiter(settings.rate_limit_wallet_per_min),
         blob_policy=policy,
         sweeper=BlobSweeper(gw_blobs, db, ie, policy, settings.blob_sweep_interval_s),
+        relays=RelayTracker(chain, db),
     )
     from gateway.serving import build_plane
 

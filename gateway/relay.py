@@ -9,6 +9,12 @@ plus allowance or EIP-2612 permit. The relayed call is then gas-estimated by
 before anything is sent; those errors map to the same reasons.
 
 The relayer only pays gas: the market pulls the escrow from the client's wallet.
+
+Relaying does not wait for mining: the transaction is broadcast (``TxSender.submit``) and the
+API answers 202 with its hash; :class:`RelayTracker` waits in the background and records the
+outcome (mined with the job id, or reverted with the reason) for ``GET /v1/relays/{tx_hash}``.
+The relayer's key keeps many transactions in flight, so concurrent clients do not queue behind
+each other's blocks.
 """
 
 from __future__ import annotations
@@ -17,6 +23,8 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import wait as futures_wait
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -25,12 +33,15 @@ from eth_account.messages import SignableMessage, encode_typed_data
 from eth_utils import keccak, to_checksum_address
 from hexbytes import HexBytes
 from pydantic import SecretStr
+from sqlalchemy.engine import Engine
 from web3.exceptions import Web3Exception
 
 from contracts import eip712
 from contracts.bindings import Hearth
+from contracts.chain import PendingTx, TxSender
 from contracts.errors import ChainError
 from contracts.types import JobRequest, Permit
+from gateway import store
 from gateway.errors import (
     BadRequestError,
     DeadlineError,
@@ -77,13 +88,6 @@ def map_chain_error(exc: ChainError) -> GatewayError:
         cls, reason = _REVERTS[exc.error_name]
         return cls(f"the market would revert: {exc}", reason=reason, revert=exc.error_name)
     return UpstreamError(f"relay failed: {exc}", revert=exc.error_name)
-
-
-@dataclass(frozen=True)
-class Relayed:
-    job_id: int
-    tx_hash: str
-    block_number: int
 
 
 class ChainAccess:
@@ -134,7 +138,9 @@ class ChainAccess:
         return int(self.call(lambda: self.w3.eth.get_block("latest"))["timestamp"])
 
     def next_nonce(self, client: str) -> int:
-        return int(self.call(lambda: self.hearth.market.functions.nonces(client).call()))
+        """The client's next JobRequest nonce, counting relays broadcast and not mined yet (the
+        pending block), so a client may send its next request before the previous is mined."""
+        return int(self.call(lambda: self.hearth.market.functions.nonces(client).call(block_identifier="pending")))
 
     def token_balance(self, owner: str) -> int:
         return int(self.call(lambda: self.hearth.usd.functions.balanceOf(owner).call()))
@@ -226,41 +232,160 @@ class ChainAccess:
 
     # ------------------------------------------------------------ relaying
 
-    def relay(self, req: JobRequest, signature: bytes, permit: Permit | None) -> Relayed:
+    def relay(self, req: JobRequest, signature: bytes, permit: Permit | None) -> PendingTx:
+        """Broadcasts ``postJobWithSig`` and returns at once (a revert the estimate finds raises
+        the matching API error and sends nothing); :class:`RelayTracker` waits for the outcome."""
         key = self.relayer_key()
+        h = self.hearth
+        fn = h.market.functions.postJobWithSig(req.as_tuple(), signature, (permit or Permit()).as_tuple())
         t0 = time.perf_counter()
-        job_id, rcpt = self.call(lambda: self.hearth.post_job_with_sig(key, req, signature, permit))
-        tx = "0x" + bytes(rcpt["transactionHash"]).hex()
-        log.info("job %d relayed tx %s client %s block %d in %.0f ms", job_id, tx, req.client,
-                 rcpt["blockNumber"], 1000 * (time.perf_counter() - t0),
-                 extra={"job_id": job_id, "tx_hash": tx, "client": req.client})
-        return Relayed(job_id, tx, int(rcpt["blockNumber"]))
+        pending = self.call(lambda: h.sender(key).submit(fn))
+        tx = _hex(pending.tx_hash)
+        log.info("job relayed tx %s client %s nonce %d (not mined yet) in %.0f ms", tx, req.client, pending.nonce,
+                 1000 * (time.perf_counter() - t0), extra={"tx_hash": tx, "client": req.client})
+        return pending
 
     # ------------------------------------------------------------ API-key jobs (relayer pays)
 
     def pull(self, wallet: str, amount: int) -> str:
-        """``transferFrom(wallet, relayer, amount)`` under the wallet's allowance to the relayer."""
+        """``transferFrom(wallet, relayer, amount)`` under the wallet's allowance to the relayer,
+        waited for: the post that spends it must not be sent before the tokens are the relayer's."""
         key = self.relayer_key()
         h = self.hearth
-        rcpt = self.call(lambda: h.sender(key).send(h.usd.functions.transferFrom(wallet, self.relayer_address, amount)))
-        return "0x" + bytes(rcpt["transactionHash"]).hex()
+        sender = h.sender(key)
+        rcpt = self.call(lambda: sender.wait(sender.submit(
+            h.usd.functions.transferFrom(wallet, self.relayer_address, amount))))
+        return _hex(rcpt["transactionHash"])
 
     def give_back(self, wallet: str, amount: int) -> str:
         key = self.relayer_key()
         h = self.hearth
-        rcpt = self.call(lambda: h.sender(key).send(h.usd.functions.transfer(wallet, amount)))
-        return "0x" + bytes(rcpt["transactionHash"]).hex()
+        sender = h.sender(key)
+        rcpt = self.call(lambda: sender.wait(sender.submit(h.usd.functions.transfer(wallet, amount))))
+        return _hex(rcpt["transactionHash"])
 
-    def post_as_relayer(self, model_id: bytes, input_hash: bytes, amount: int, deadline: int) -> Relayed:
+    def post_as_relayer(self, model_id: bytes, input_hash: bytes, amount: int, deadline: int) -> PendingTx:
+        """Broadcasts ``postJob`` as the relayer and returns at once (see :meth:`relay`)."""
         key = self.relayer_key()
         h = self.hearth
+        sender = h.sender(key)
         if not self._market_approved:
             assert self.relayer_address is not None
             if self.allowance(self.relayer_address, self.market) < 2**255:
-                self.call(lambda: h.sender(key).send(h.usd.functions.approve(self.market, MAX_UINT256)))
+                self.call(lambda: sender.wait(sender.submit(h.usd.functions.approve(self.market, MAX_UINT256))))
             self._market_approved = True
-        job_id, rcpt = self.call(lambda: h.post_job(key, model_id, input_hash, amount, deadline))
-        tx = "0x" + bytes(rcpt["transactionHash"]).hex()
-        log.info("job %d posted for an API key tx %s block %d", job_id, tx, rcpt["blockNumber"],
-                 extra={"job_id": job_id, "tx_hash": tx})
-        return Relayed(job_id, tx, int(rcpt["blockNumber"]))
+        pending = self.call(lambda: sender.submit(h.market.functions.postJob(model_id, input_hash, amount, deadline)))
+        tx = _hex(pending.tx_hash)
+        log.info("job posted for an API key tx %s (not mined yet)", tx, extra={"tx_hash": tx})
+        return pending
+
+
+def _hex(h: bytes) -> str:
+    return "0x" + bytes(h).hex()
+
+
+@dataclass(frozen=True)
+class RelayOutcome:
+    """How a relayed job's transaction ended (``gw_relays`` holds the same)."""
+
+    tx_hash: str
+    status: store.RelayStatus
+    job_id: int | None = None
+    block_number: int | None = None
+    mined_tx: str | None = None
+    error: GatewayError | None = None
+
+
+class RelayTracker:
+    """Waits in the background for the transactions the gateway relayed and records each one's
+    outcome in ``gw_relays``, so the 202 answer can name a transaction that a client polls at
+    ``GET /v1/relays/{tx_hash}``. Waiting happens on a pool of its own, outside any request:
+    a client that disconnects, or a handler that gives up, changes nothing about the
+    bookkeeping. ``on_done`` runs once with the outcome (returning an API key's pull when its
+    post did not go through, dropping an input blob stored for a job that was never posted).
+
+    A relay still pending after a restart (its waiter died with the process) is settled from
+    its receipt when it is read, see :meth:`refresh`."""
+
+    def __init__(self, chain: ChainAccess, db: Engine, workers: int = 32) -> None:
+        self.chain = chain
+        self.db = db
+        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="relay-wait")
+        self._live: dict[str, Future[RelayOutcome]] = {}
+        self._guard = threading.Lock()
+
+    def track(self, pending: PendingTx, *, kind: str, client: str, charge_id: int | None = None,
+              on_done: Callable[[RelayOutcome], None] | None = None) -> Future[RelayOutcome]:
+        tx = _hex(pending.tx_hash)
+        store.add_relay(self.db, tx, kind, client, store.now(), charge_id)
+        sender = self.chain.hearth.sender(self.chain.relayer_key())
+        fut = self._pool.submit(self._wait, sender, pending, tx, on_done)
+        with self._guard:
+            self._live[tx] = fut
+        fut.add_done_callback(lambda _f: self._forget(tx))
+        return fut
+
+    def _forget(self, tx: str) -> None:
+        with self._guard:
+            self._live.pop(tx, None)
+
+    def _wait(self, sender: TxSender, pending: PendingTx, tx: str,
+              on_done: Callable[[RelayOutcome], None] | None) -> RelayOutcome:
+        try:
+            rcpt = sender.wait(pending)
+            job_id = self.chain.hearth.job_id_from(rcpt)
+            block = int(rcpt["blockNumber"])
+            mined = _hex(rcpt["transactionHash"])
+            store.finish_relay(self.db, tx, store.RelayStatus.MINED, store.now(), job_id=job_id,
+                               block_number=block, mined_tx=mined)
+            log.info("job %d relayed tx %s mined in block %d", job_id, mined, block,
+                     extra={"job_id": job_id, "tx_hash": mined, "block": block})
+            outcome = RelayOutcome(tx, store.RelayStatus.MINED, job_id, block, mined)
+        except ChainError as exc:
+            outcome = self._failed(tx, map_chain_error(exc), store.RelayStatus.REVERTED if "reverted" in str(exc)
+                                   else store.RelayStatus.FAILED)
+        except Exception as exc:  # noqa: BLE001 - an RPC failure while waiting: recorded, never raised here
+            outcome = self._failed(tx, UpstreamError(f"waiting for {tx} failed: {exc}"), store.RelayStatus.FAILED)
+        if on_done is not None:
+            try:
+                on_done(outcome)
+            except Exception:  # noqa: BLE001 - logged; the relay's record stands
+                log.exception("after relay %s: follow-up failed", tx, extra={"tx_hash": tx})
+        return outcome
+
+    def _failed(self, tx: str, err: GatewayError, status: store.RelayStatus) -> RelayOutcome:
+        store.finish_relay(self.db, tx, status, store.now(), reason=err.reason[:64],
+                           revert=(err.extra.get("revert") or None), message=err.message[:2000])
+        log.warning("relayed tx %s %s: %s", tx, status.value, err.message, extra={"tx_hash": tx})
+        return RelayOutcome(tx, status, error=err)
+
+    def refresh(self, tx: str) -> store.Relay | None:
+        """The relay's record; one left pending by a process that is gone is settled from the
+        chain's receipt (a revert is then recorded without the contract's reason)."""
+        row = store.get_relay(self.db, tx)
+        if row is None or row.status != store.RelayStatus.PENDING:
+            return row
+        with self._guard:
+            if row.tx_hash in self._live:
+                return row
+        try:
+            rcpt = self.chain.w3.eth.get_transaction_receipt(HexBytes(row.tx_hash))
+        except Exception:  # noqa: BLE001 - unknown or not mined yet: still pending
+            return row
+        if rcpt["status"] == 1:
+            try:
+                job_id: int | None = self.chain.hearth.job_id_from(rcpt)
+            except ChainError:  # mined but posted no job: not a job relay after all
+                job_id = None
+            return store.finish_relay(self.db, row.tx_hash, store.RelayStatus.MINED, store.now(), job_id=job_id,
+                                      block_number=int(rcpt["blockNumber"]), mined_tx=row.tx_hash) or row
+        return store.finish_relay(self.db, row.tx_hash, store.RelayStatus.REVERTED, store.now(), reason="reverted",
+                                  message=f"transaction {row.tx_hash} reverted in block {rcpt['blockNumber']}") or row
+
+    def close(self, timeout: float = 30) -> None:
+        """Waits (up to ``timeout``) for the relays in flight to settle, so their outcomes and
+        follow-ups are recorded before the process stops; one still pending after that is
+        settled from its receipt when next read (:meth:`refresh`)."""
+        with self._guard:
+            live = list(self._live.values())
+        futures_wait(live, timeout=timeout)

@@ -65,6 +65,8 @@ Uint40 = Annotated[int, BeforeValidator(_int_from_str), Field(ge=0, le=UINT40)]
 Uint96 = Annotated[int, BeforeValidator(_int_from_str), Field(ge=0, le=UINT96)]
 Uint256 = Annotated[int, BeforeValidator(_int_from_str), Field(ge=0, le=UINT256)]
 Amount = Annotated[str, Field(pattern=r"^[0-9]+$", description="token wei, decimal string")]
+#: a provider region as providers register it on-chain (``eu-west``, ``us-east``, ...)
+Region = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,31}$", examples=["eu-west"])]
 
 
 def _job_state(value: str) -> str:
@@ -132,12 +134,35 @@ class JobSubmission(BaseModel):
 
 
 class JobPostedOut(BaseModel):
-    job_id: int
-    tx_hash: str
-    block_number: int
-    status: Literal["posted"] = "posted"
+    """The answer to a relayed job (202): the transaction is broadcast, not mined yet."""
+
+    tx_hash: str = Field(description="the relayed transaction; poll status_url for its outcome")
+    status: Literal["pending"] = "pending"
+    status_url: str = Field(description="GET it until status is mined (job_id set) or reverted/failed")
     client: str
     input_hash: str
+
+
+class RelayError(BaseModel):
+    reason: str = Field(description="machine-readable, as in error answers (e.g. nonce_used)")
+    revert: str | None = Field(default=None, description="the contract's custom error, when known")
+    message: str
+
+
+class RelayOut(BaseModel):
+    """A relayed job's transaction, from broadcast to outcome."""
+
+    tx_hash: str
+    kind: Literal["signed", "api_key"]
+    status: Literal["pending", "mined", "reverted", "failed"]
+    client: str
+    job_id: int | None = Field(default=None, description="set once mined")
+    block_number: int | None = None
+    mined_tx: str | None = Field(default=None, description="the hash mined (differs after a fee bump)")
+    job_url: str | None = Field(default=None, description="the job's state, once mined")
+    error: RelayError | None = Field(default=None, description="why it reverted or failed (nothing was charged)")
+    created_at: int
+    updated_at: int
 
 
 class StateEntry(BaseModel):
@@ -354,6 +379,9 @@ class ApiKeyGrantIn(BaseModel):
 class ApiKeyCreateIn(BaseModel):
     grant: ApiKeyGrantIn
     signature: HexBytes
+    region: Region | None = Field(
+        default=None, description="the provider region this key prefers: routing on the serving plane uses it when "
+                                  "a request sends no x-hearth-region header")
 
 
 class ApiKeyOut(BaseModel):
@@ -367,6 +395,7 @@ class ApiKeyOut(BaseModel):
     revoked: bool
     refunds_owed: Amount = Field(description="escrow returned to the relayer for this key's jobs (refunded or unused)")
     jobs: int
+    region: str | None = Field(default=None, description="the provider region this key prefers")
 
 
 # ---------------------------------------------------------------------------- embeddings

@@ -71,6 +71,7 @@ from gateway.errors import (
     PaymentError,
     UnavailableError,
 )
+from gateway.lanes import LaneKeeper
 from gateway.routing import Candidate, Router
 
 log = logging.getLogger(__name__)
@@ -254,6 +255,8 @@ class ServingPlane:
     served: int = 0
     retried: int = 0
     spooler: BlobSpooler | None = None
+    #: keeps payers' lanes to the routed providers topped up (:mod:`gateway.lanes`)
+    keeper: LaneKeeper | None = None
 
     def __post_init__(self) -> None:
         self.signer = str(Account.from_key(self.signer_key).address)
@@ -276,7 +279,13 @@ class ServingPlane:
         async with self._session.post(url, json=body, headers=headers) as resp:
             return resp.status, await resp.read()
 
+    def start(self) -> None:
+        if self.keeper is not None:
+            self.keeper.start()
+
     async def close(self) -> None:
+        if self.keeper is not None:
+            self.keeper.stop()
         if self.spooler is not None:
             self.spooler.stop()
         if self._http is not None:
@@ -302,9 +311,18 @@ def build_plane(ctx: Any) -> ServingPlane | None:
         return None
     router = Router(ctx.index_engine, refresh_s=st.serving_refresh_s, latency_budget_ms=st.latency_budget_ms,
                     max_inflight=st.max_provider_inflight)
+    keeper = None
+    if st.lane_topup_target > 0:
+        model_ids = [m.model_id for m in ctx.manifest.models]
+
+        def routed() -> list[str]:
+            return [c.address for m in model_ids for c in router.candidates(m)]
+
+        keeper = LaneKeeper(h, key.get_secret_value(), ctx.db_engine, routed, threshold=st.lane_topup_threshold,
+                            target=st.lane_topup_target, interval_s=st.lane_topup_interval_s)
     return ServingPlane(router, key.get_secret_value(), ctx.chain_id, h.escrow.address, h.settlement.address,
                         st.public_url or f"http://{st.host}:{st.port}", timeout_s=st.provider_timeout_s,
-                        max_attempts=st.serving_attempts, spooler=BlobSpooler(ctx))
+                        max_attempts=st.serving_attempts, spooler=BlobSpooler(ctx), keeper=keeper)
 
 
 _MODELS: dict[tuple[int, str], tuple[float, Any]] = {}
@@ -408,6 +426,8 @@ async def embed(ctx: Any, key: store.ApiKey, body: schemas.EmbeddingsIn, texts: 
                 err = _error_of(raw)
                 if status == 402:
                     ok = True  # the provider is healthy: it refused this payer
+                    if err[0] == "lane_exhausted" and plane.keeper is not None:
+                        plane.keeper.wake()  # top the lane up now (when the payer lets this gateway allocate)
                     last = PaymentError(f"provider {cand.address} refused payment: {err[1]}", reason=err[0],
                                         provider=cand.address)
                     if err[0] in PAYER_WIDE:
@@ -438,7 +458,7 @@ async def embed(ctx: Any, key: store.ApiKey, body: schemas.EmbeddingsIn, texts: 
         raise last
     cand, work, wsig, out, ms, provider_timing = answered
     try:
-        _record(ctx, key, charge_id, reserve, cand, work, data, input_hash, out, attempts, ms)  # inline
+        _record(ctx, key, charge_id, cand, work, data, out, attempts, ms, reserved=reserve, input_hash=input_hash)
     except Exception:
         # Not recorded, so never in a voucher: the provider is not paid for it, and neither is
         # the client charged (its reservation is given back) for an answer it does not get.
@@ -471,7 +491,9 @@ class AnswerError(Exception):
     """A provider's answer that does not match what was asked and paid."""
 
 
-def _error_of(raw: bytes) -> tuple[str, str]:
+def _error_of(raw: bytes | httpx.Response) -> tuple[str, str]:
+    if isinstance(raw, httpx.Response):
+        raw = raw.content
     try:
         e = json.loads(raw)["error"]
         return str(e["reason"]), str(e["message"])
@@ -505,15 +527,24 @@ def _check_answer(plane: ServingPlane, cand: Candidate, body: Any, pr: PaymentRe
 _INSERT_SERVED = sa.insert(store.METADATA.tables[ServingRequest.__tablename__])
 
 
-def _record(ctx: Any, key: store.ApiKey, charge_id: int, reserved: int, cand: Candidate, work: Any, data: bytes,
-            input_hash: bytes, out: bytes, attempts: int, ms: float) -> None:
+_CHARGE_AMOUNT = sa.select(store.METADATA.tables[store.Charge.__tablename__].c.amount).where(
+    store.METADATA.tables[store.Charge.__tablename__].c.id == sa.bindparam("charge_id"))
+
+
+def _record(ctx: Any, key: store.ApiKey, charge_id: int, cand: Candidate, work: Any, data: bytes, out: bytes,
+            attempts: int, ms: float, *, reserved: int | None = None, input_hash: bytes | None = None) -> None:
+    """Records a checked answer as served and settles its charge (``reserved``: what was
+    reserved, read from the charge when not given; ``input_hash``: keccak of ``data``)."""
     from gateway.retention import payer
 
     now = store.now()
-    # One short transaction of three Core statements (the ORM's unit of work cost ten times the
-    # CPU), committed before the answer leaves: a served request's row is what vouchers are made
-    # of, so it is never deferred.
+    input_hash = bytes(keccak(data)) if input_hash is None else input_hash
+    # One short transaction of Core statements (the ORM's unit of work cost ten times the CPU),
+    # committed before the answer leaves: a served request's row is what vouchers are made of,
+    # so it is never deferred.
     with ctx.db_engine.begin() as c:
+        if reserved is None:
+            reserved = int(c.execute(_CHARGE_AMOUNT, {"charge_id": charge_id}).scalar_one())
         c.execute(_INSERT_SERVED, {
             "request_id": "0x" + work.request_id.hex(), "key_hash": key.key_hash, "payer": key.wallet,
             "provider": cand.address, "model_id": "0x" + work.model_id.hex(), "units": work.units, "value": work.value,

@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 from typing import Literal
 
-from pydantic import AliasChoices, Field, SecretStr
+from pydantic import AliasChoices, Field, SecretStr, model_validator
 from pydantic_settings import SettingsConfigDict
 
 from common.blobs import BlobStore
@@ -97,6 +97,20 @@ class GatewaySettings(HearthSettings, BlobStoreSettings):
     latency_budget_ms: float = Field(default=50.0, ge=0)
     max_provider_inflight: int = Field(default=128, ge=1)
     serving_refresh_s: float = Field(default=1.0, gt=0)
+    #: lane top-ups (:mod:`gateway.lanes`), for payers that let this gateway's signer allocate:
+    #: a lane to a routed provider whose free balance falls below the threshold is topped up to
+    #: the target from the payer's deposit, all of a payer's lanes in one ``allocate``; token wei
+    #: (a target of 0 turns top-ups off)
+    lane_topup_threshold: int = Field(default=1_000_000, ge=0)
+    lane_topup_target: int = Field(default=5_000_000, ge=0)
+    lane_topup_interval_s: float = Field(default=2.0, gt=0)
+
+    @model_validator(mode="after")
+    def _topup_target_covers_threshold(self) -> GatewaySettings:
+        if self.lane_topup_target and self.lane_topup_target < self.lane_topup_threshold:
+            raise ValueError(f"lane_topup_target ({self.lane_topup_target}) must be at least lane_topup_threshold "
+                             f"({self.lane_topup_threshold})")
+        return self
 
     # ------------------------------------------------------------ derived
     def gateway_database_url(self) -> str:

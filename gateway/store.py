@@ -12,6 +12,7 @@ Amounts are BIGINT here: a cap above 2**63-1 token wei (9.2e12 hUSD) is stored c
 
 from __future__ import annotations
 
+import enum
 import hashlib
 import time
 from pathlib import Path
@@ -49,6 +50,8 @@ class ApiKey(GatewayModel, table=True):
     signature: str = Field(max_length=4098)
     created_at: int = Field(sa_type=sa.BigInteger)
     revoked_at: int | None = Field(default=None, sa_type=sa.BigInteger)
+    #: the provider region the key prefers (serving-plane routing, when a request names none)
+    region: str | None = Field(default=None, max_length=32)
 
 
 class Charge(GatewayModel, table=True):
@@ -96,6 +99,44 @@ class BlobUpload(GatewayModel, table=True):
     size: int = Field(sa_type=sa.BigInteger)
     created_at: int = Field(sa_type=sa.BigInteger)
     expires_at: int = Field(sa_type=sa.BigInteger, index=True)
+
+
+class RelayStatus(enum.StrEnum):
+    """Where a transaction the gateway relayed stands (``gw_relays.status``)."""
+
+    PENDING = "pending"
+    """broadcast, not mined yet (the answer was 202)"""
+    MINED = "mined"
+    REVERTED = "reverted"
+    """mined but reverted: the chain changed between the checks and the inclusion"""
+    FAILED = "failed"
+    """never mined (dropped after every fee bump) or the RPC failed while waiting"""
+
+
+class Relay(GatewayModel, table=True):
+    """A job the gateway relayed (``postJobWithSig``) or posted for an API key (``postJob``),
+    from broadcast to its outcome; keyed by the hash the client was answered with."""
+
+    __tablename__ = "gw_relays"
+
+    tx_hash: str = Field(primary_key=True, max_length=66)
+    #: ``signed`` (POST /v1/jobs) or ``api_key`` (posted for an API key's request)
+    kind: str = Field(max_length=16)
+    #: the wallet the job is for (the signer, or the API key's wallet)
+    client: str = Field(max_length=42, index=True)
+    status: str = Field(default=RelayStatus.PENDING.value, max_length=16, index=True)
+    job_id: int | None = Field(default=None, sa_type=sa.BigInteger)
+    block_number: int | None = Field(default=None, sa_type=sa.BigInteger)
+    #: the hash that was mined (differs from ``tx_hash`` after a fee bump)
+    mined_tx: str | None = Field(default=None, max_length=66)
+    #: why it reverted or failed: machine-readable reason, custom error name, sentence
+    reason: str | None = Field(default=None, max_length=64)
+    revert: str | None = Field(default=None, max_length=64)
+    message: str | None = Field(default=None, max_length=2000)
+    #: the API-key charge this post pays for (returned if the post does not go through)
+    charge_id: int | None = Field(default=None, sa_type=sa.BigInteger)
+    created_at: int = Field(sa_type=sa.BigInteger)
+    updated_at: int = Field(sa_type=sa.BigInteger)
 
 
 METADATA = GatewayModel.metadata
@@ -282,3 +323,32 @@ def drop_expired_holds(s: Session, blob_id: str, at: int) -> bool:
     s.execute(sa.delete(BlobUpload).where(col(BlobUpload.blob_id) == blob_id, col(BlobUpload.expires_at) < at))
     left = s.exec(select(func.count()).select_from(BlobUpload).where(BlobUpload.blob_id == blob_id)).one()
     return int(left) == 0
+
+
+# ---------------------------------------------------------------------------- relayed jobs
+
+
+def add_relay(engine: Engine, tx_hash: str, kind: str, client: str, at: int, charge_id: int | None = None) -> None:
+    with session(engine) as s:
+        s.add(Relay(tx_hash=tx_hash, kind=kind, client=client, charge_id=charge_id, created_at=at, updated_at=at))
+
+
+def finish_relay(engine: Engine, tx_hash: str, status: RelayStatus, at: int, **values: Any) -> Relay | None:
+    """Records a relay's outcome once: a relay no longer pending is left as it is (returns None)."""
+    with session(engine) as s:
+        row = s.get(Relay, tx_hash)
+        if row is None or row.status != RelayStatus.PENDING:
+            return None
+        row.status = status.value
+        row.updated_at = at
+        for k, v in values.items():
+            setattr(row, k, v)
+        s.add(row)
+        s.flush()
+        s.expunge(row)
+        return row
+
+
+def get_relay(engine: Engine, tx_hash: str) -> Relay | None:
+    with Session(engine) as s:
+        return s.get(Relay, tx_hash.lower())

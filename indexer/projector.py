@@ -1,8 +1,11 @@
 """The fold of decoded events into the projection tables.
 
 Pure logic over a :class:`RowStore` (rows as plain dicts, keyed by primary-key tuples), so the
-same code serves live indexing, reorg replays and ``rebuild``. The job fold agrees with
-``contracts.bindings.apply_job_event``; the stake fold mirrors ``Staking.sol`` (including the
+same code serves live indexing, reorg replays and ``rebuild``. A job row's record fields and
+status come from the protocol's fold (``contracts.jobfold.job_changes``, the one the CLI and the
+worker rebuild jobs with), its status written as the label of ``contracts.types.Status``; this
+module adds what only the index keeps (when and in which transaction each state happened,
+amounts paid out, penalties). The stake fold mirrors ``Staking.sol`` (including the
 collateral lock and release the market performs without a staking event).
 """
 
@@ -15,6 +18,9 @@ from typing import Any, Protocol
 from sqlmodel import SQLModel
 
 from common.index_models import PROJECTION_TABLES
+from contracts.jobfold import job_changes
+from contracts.jobstate import OUTCOME_STATE, ChallengeState
+from contracts.types import Outcome, Status
 from indexer.decode import DecodedEvent
 
 log = logging.getLogger(__name__)
@@ -152,6 +158,15 @@ class Projector:
             log.warning("%s for unknown job %d (indexing started after it was posted?) "
                         "block=%d tx=%s", ev.name, jid, ev.block_number, ev.tx_hash)
         return row
+
+    def _fold_job(self, row: dict[str, Any], ev: DecodedEvent) -> Status | None:
+        """Applies the protocol's job fold to a ``jobs`` row; returns the state it moved to."""
+        changes = job_changes(ev.name, ev.args)
+        if changes is None:
+            return None
+        status: Status = changes.pop("status")
+        row.update(changes, status=status.label, updated_block=ev.block_number)
+        return status
 
     def _stamp(self, row: dict[str, Any], state: str, ev: DecodedEvent) -> None:
         row[f"{state}_block"] = ev.block_number
@@ -296,14 +311,9 @@ def _staking_params(p: Projector, ev: DecodedEvent) -> None:
 @_on("JobMarket", "JobPosted")
 def _posted(p: Projector, ev: DecodedEvent) -> None:
     a = ev.args
-    row = new_row(
-        "jobs", job_id=a["jobId"], client=a["client"], model_id=a["modelId"],
-        input_hash=a["inputHash"], max_payment=a["maxPayment"], price_per_unit=a["pricePerUnit"],
-        deadline=a["deadline"], status="posted", relayer=a["relayer"], treasury=a["treasury"],
-        fee_bps=a["feeBps"],
-        # IJobMarket's rule: until delivery challengeEnd holds the window fixed at posting.
-        challenge_end=a["challengeWindow"])
-    p._stamp(row, "posted", ev)
+    row = new_row("jobs", job_id=a["jobId"], relayer=a["relayer"])
+    p._fold_job(row, ev)
+    p._stamp(row, Status.POSTED.label, ev)
     p._put("jobs", (a["jobId"],), row, ev)
 
 
@@ -312,9 +322,8 @@ def _claimed(p: Projector, ev: DecodedEvent) -> None:
     a = ev.args
     job = p._job(ev)
     if job is not None:
-        job.update(provider=a["provider"], collateral=a["collateral"], status="claimed",
-                   claim_expiry=a["claimExpiry"])
-        p._stamp(job, "claimed", ev)
+        p._fold_job(job, ev)
+        p._stamp(job, Status.CLAIMED.label, ev)
         p._put("jobs", (a["jobId"],), job, ev)
     prov = p._provider(a["provider"], ev)
     prov["locked"] += a["collateral"]
@@ -327,10 +336,8 @@ def _delivered(p: Projector, ev: DecodedEvent) -> None:
     a = ev.args
     job = p._job(ev)
     if job is not None:
-        job.update(payment=a["payment"], output_hash=a["outputHash"],
-                   challenge_end=a["challengeEnd"], status="delivered", units=a["units"],
-                   gpu_class=a["gpuClass"])
-        p._stamp(job, "delivered", ev)
+        p._fold_job(job, ev)
+        p._stamp(job, Status.DELIVERED.label, ev)
         p._put("jobs", (a["jobId"],), job, ev)
     p._put("receipts", (a["jobId"],), new_row(
         "receipts", job_id=a["jobId"], provider=a["provider"], output_hash=a["outputHash"],
@@ -344,13 +351,13 @@ def _challenged(p: Projector, ev: DecodedEvent) -> None:
     a = ev.args
     job = p._job(ev)
     if job is not None:
-        job["status"] = "challenged"
-        p._stamp(job, "challenged", ev)
+        p._fold_job(job, ev)
+        p._stamp(job, Status.CHALLENGED.label, ev)
         p._put("jobs", (a["jobId"],), job, ev)
     p._put("challenges", (a["jobId"],), new_row(
         "challenges", job_id=a["jobId"], challenger=a["challenger"], bond=a["bond"],
         committee=[], commit_end=0, reveal_end=0, draw_block=a["drawBlock"],
-        status="open", block=ev.block_number, tx_hash=ev.tx_hash, timestamp=ev.block_timestamp), ev)
+        status=ChallengeState.OPEN.value, block=ev.block_number, tx_hash=ev.tx_hash, timestamp=ev.block_timestamp), ev)
 
 
 @_on("JobMarket", "CommitteeDrawn")
@@ -359,7 +366,7 @@ def _drawn(p: Projector, ev: DecodedEvent) -> None:
     ch = p._get("challenges", (a["jobId"],))
     if ch is not None:
         ch.update(committee=list(a["seats"]), commit_end=a["commitEnd"], reveal_end=a["revealEnd"],
-                  status="voting" if a["seats"] else "no_committee")
+                  status=(ChallengeState.VOTING if a["seats"] else ChallengeState.NO_COMMITTEE).value)
         p._put("challenges", (a["jobId"],), ch, ev)
 
 
@@ -369,8 +376,8 @@ def _claim_released(p: Projector, ev: DecodedEvent) -> None:
     job = p._job(ev)
     if job is not None:
         p._unlock(job["provider"], job["collateral"], ev)
-        job.update(provider=ZERO_ADDRESS, collateral=0, claim_expiry=0, status="posted", penalty=a["penalty"],
-                   updated_block=ev.block_number)
+        p._fold_job(job, ev)
+        job["penalty"] = a["penalty"]
         p._put("jobs", (a["jobId"],), job, ev)
 
 
@@ -415,21 +422,17 @@ def _member_settled(p: Projector, ev: DecodedEvent) -> None:
         p._unlock(a["member"], vote["bond"], ev)
 
 
-#: IJobMarket.Outcome -> challenges.status
-_OUTCOME_STATUS = {1: "provider_won", 2: "challenger_won", 3: "neutral", 4: "escalated"}
-
-
 @_on("JobMarket", "DisputeResolved")
 def _resolved(p: Projector, ev: DecodedEvent) -> None:
     a = ev.args
-    outcome = int(a["outcome"])
-    escalated = outcome == 4
+    outcome = Outcome(int(a["outcome"]))
+    escalated = outcome == Outcome.ESCALATED
     ch = p._get("challenges", (a["jobId"],))
     if ch is not None:
         if escalated:
-            ch.update(status="escalated", escalation_end=a["escalationEnd"])
+            ch.update(status=ChallengeState.ESCALATED.value, escalation_end=a["escalationEnd"])
         else:
-            ch.update(status=_OUTCOME_STATUS[outcome], provider_won=outcome == 1,
+            ch.update(status=OUTCOME_STATE[outcome].value, provider_won=outcome == Outcome.PROVIDER_WON,
                       by_governance=a["byGovernance"],
                       slashed=a["slashed"], resolved_block=ev.block_number,
                       resolved_tx=ev.tx_hash, resolved_at=ev.block_timestamp)
@@ -439,11 +442,7 @@ def _resolved(p: Projector, ev: DecodedEvent) -> None:
     job = p._job(ev)
     if job is None:
         return
-    if outcome == 1:
-        job.update(status="delivered", challenge_end=a["challengeEnd"])
-    else:
-        job["status"] = "refunded"  # JobRefunded follows in the same transaction
-    job["updated_block"] = ev.block_number
+    p._fold_job(job, ev)  # provider won: delivered again; otherwise refunded (JobRefunded follows)
     p._put("jobs", (a["jobId"],), job, ev)
 
 
@@ -454,9 +453,9 @@ def _finalized(p: Projector, ev: DecodedEvent) -> None:
     collateral = 0
     if job is not None:
         collateral = job["collateral"]
-        job.update(status="finalized", provider_amount=a["providerAmount"], fee=a["fee"],
-                   client_refund=a["clientRefund"])
-        p._stamp(job, "finalized", ev)
+        p._fold_job(job, ev)
+        job.update(provider_amount=a["providerAmount"], fee=a["fee"], client_refund=a["clientRefund"])
+        p._stamp(job, Status.FINALIZED.label, ev)
         p._put("jobs", (a["jobId"],), job, ev)
     p._credit(a["provider"], a["providerAmount"], ev)
     p._credit(a["treasury"], a["fee"], ev)
@@ -469,8 +468,9 @@ def _refunded(p: Projector, ev: DecodedEvent) -> None:
     a = ev.args
     job = p._job(ev)
     if job is not None:
-        job.update(status="refunded", refund_amount=a["amount"], penalty=a["penalty"])
-        p._stamp(job, "refunded", ev)
+        p._fold_job(job, ev)
+        job.update(refund_amount=a["amount"], penalty=a["penalty"])
+        p._stamp(job, Status.REFUNDED.label, ev)
         p._put("jobs", (a["jobId"],), job, ev)
         p._unlock(job["provider"], job["collateral"], ev)
     p._credit(a["client"], a["amount"], ev)

@@ -124,6 +124,9 @@ def run(
     manifest: Annotated[Path | None, typer.Option(help="deployment manifest (HEARTH_MANIFEST)")] = None,
     rpc_url: Annotated[str | None, typer.Option(help="RPC URL, overriding the manifest's")] = None,
     blob_url: Annotated[str | None, typer.Option(help="gateway base URL for blobs (HEARTH_WORKER_BLOB_URL)")] = None,
+    gateway_url: Annotated[
+        str | None, typer.Option(help="read posted jobs from this gateway's public API (HEARTH_WORKER_GATEWAY_URL)")
+    ] = None,
     poll_interval: Annotated[float | None, typer.Option(help="seconds between passes")] = None,
     log_level: Annotated[str | None, typer.Option(help="DEBUG, INFO, WARNING (HEARTH_LOG_LEVEL)")] = None,
 ) -> None:
@@ -131,8 +134,8 @@ def run(
     try:
         settings = settings_from_options(
             role=role.value if role else None, broker_url=broker, data_dir=data_dir, manifest_path=manifest,
-            rpc_url=rpc_url, blob_url=blob_url, node_name=devnet_role, poll_interval_s=poll_interval,
-            sample_all=sample_all, log_level=log_level,
+            rpc_url=rpc_url, blob_url=blob_url, gateway_url=gateway_url, node_name=devnet_role,
+            poll_interval_s=poll_interval, sample_all=sample_all, log_level=log_level,
         )
     except ValueError as exc:
         console.print(f"[red]error:[/] {exc}")

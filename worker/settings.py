@@ -26,11 +26,10 @@ class WorkerSettings(HearthSettings, BlobStoreSettings):
     # -- where things are (data_dir, manifest_path: common.settings.HearthSettings; blob_*: BlobStoreSettings)
     rpc_url: str | None = None
     """Overrides the manifest's RPC URL."""
-    indexer_database_url: str | None = Field(
-        default=None, validation_alias=AliasChoices("HEARTH_INDEXER_DATABASE_URL", "indexer_database_url"),
-    )
-    """The indexer's database (the indexer's own variable): claimable jobs are read from its
-    ``job`` table (chain logs otherwise, and whenever the table cannot be read)."""
+    gateway_url: str | None = None
+    """A gateway whose public API lists posted jobs (``GET /v1/jobs?status=posted``): claimable
+    jobs are read from it instead of the market's ``JobPosted`` logs (the chain is the fallback
+    whenever it cannot be read). Never another service's database."""
 
     # -- who and what
     worker_key: SecretStr | None = Field(default=None, validation_alias=AliasChoices("HEARTH_WORKER_KEY", "worker_key"))
@@ -68,6 +67,9 @@ class WorkerSettings(HearthSettings, BlobStoreSettings):
     withdraw_interval_s: float = 3600.0
     min_withdraw: int = 1
     max_input_bytes: int = 1 << 20
+    max_duty_failures: int = Field(default=20, ge=1)
+    """A duty (provider, verifier, committee...) that fails this many ticks in a row stops the
+    node with an error naming it, instead of logging the same failure forever."""
 
     def open_blob_store(self) -> BlobStore:
         """The configured blob store; uploads to a gateway sign in with the operator key."""

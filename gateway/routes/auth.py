@@ -75,9 +75,11 @@ def grant_typed_data(
 @router.post("/api-keys", status_code=201, response_model=schemas.ApiKeyOut,
              summary="Register a wallet-signed API key grant")
 def create_api_key(body: schemas.ApiKeyCreateIn, ctx: CtxDep) -> schemas.ApiKeyOut:
-    """After this, approve the relayer (``ERC20.approve(relayer, amount)``) for what the key may spend."""
+    """After this, approve the relayer (``ERC20.approve(relayer, amount)``) for what the key may spend.
+    ``region`` (optional) is the provider region the key prefers on the serving plane when a
+    request sends no ``x-hearth-region`` header."""
     ctx.check_wallet_rate(body.grant.wallet)
-    key = apikeys.register_grant(ctx, body.grant, bytes.fromhex(body.signature[2:]))
+    key = apikeys.register_grant(ctx, body.grant, bytes.fromhex(body.signature[2:]), body.region)
     return apikeys.key_out(ctx, key)
 
 

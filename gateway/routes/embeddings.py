@@ -23,7 +23,8 @@ router = APIRouter(prefix="/v1", tags=["openai"], responses=ERRORS)
 async def create_embeddings(
     body: schemas.EmbeddingsIn, ctx: CtxDep,
     authorization: Annotated[str | None, Header(description="Bearer <API key>")] = None,
-    x_hearth_region: Annotated[str | None, Header(description="preferred provider region")] = None,
+    x_hearth_region: Annotated[str | None, Header(
+        description="preferred provider region (default: the API key's region, if it has one)")] = None,
 ) -> schemas.EmbeddingsOut | serving.ServingEmbeddingsOut:
     """On the serving plane (see :mod:`gateway.serving` for when): forwards to a provider's
     endpoint with a signed payment receipt and answers as soon as it answers, with a ``hearth``
@@ -41,7 +42,7 @@ async def create_embeddings(
                 raise BadRequestError("this model has 384 dimensions and cannot shorten them",
                                       reason="unsupported_dimensions")
             texts = apikeys.input_texts(ctx, body.input)  # inline: a request's texts tokenize in microseconds
-            out = await serving.embed(ctx, key, body, texts, model, x_hearth_region)
+            out = await serving.embed(ctx, key, body, texts, model, x_hearth_region or key.region)
             # Built and checked by the plane already: skip re-validating it against the response union.
             return JSONResponse(out.model_dump())  # type: ignore[return-value]
     return await apikeys.embed(ctx, key, body)

@@ -1,5 +1,6 @@
-"""Jobs: signed submission (relayed with ``postJobWithSig``), typed data to sign, status,
-results with their verification, and listing."""
+"""Jobs: signed submission (relayed with ``postJobWithSig``, answered once broadcast), the
+relayed transactions' outcomes, typed data to sign, status, results with their verification,
+and listing."""
 
 from __future__ import annotations
 
@@ -31,6 +32,7 @@ from gateway.errors import (
     WrongDomainError,
 )
 from gateway.jobinput import decode_input, decode_output
+from gateway.relay import RelayOutcome
 from gateway.retention import payer, store_held
 from gateway.routes.common import ERRORS, checksum_or_422
 
@@ -44,13 +46,16 @@ def _b32(hex_str: str) -> bytes:
     return bytes.fromhex(hex_str.removeprefix("0x"))
 
 
-@router.post("", status_code=201, response_model=schemas.JobPostedOut,
-             summary="Relay a client-signed JobRequest (postJobWithSig)")
+@router.post("", status_code=202, response_model=schemas.JobPostedOut,
+             summary="Relay a client-signed JobRequest (postJobWithSig); answers once broadcast")
 def submit_job(body: schemas.JobSubmission, ctx: CtxDep, s: IndexDep, response: Response) -> schemas.JobPostedOut:
     """Checks the request completely before anything is stored or sent: domain (chain id and
     market), input (size, format, hash), model, signature, deadline, nonce, balance and
-    allowance or permit. Then it stores the input blob and relays; if relaying fails the blob
-    it just stored is removed again."""
+    allowance or permit. Then it stores the input blob and broadcasts the transaction, and
+    answers 202 without waiting for it to be mined: ``GET /v1/relays/{tx_hash}`` (the
+    ``Location``) says when it is mined and under which job id, or that it reverted (the chain
+    changed after the checks; nothing is charged then). If broadcasting or the transaction fails,
+    the blob it just stored is removed again."""
     r = body.request
     ctx.check_wallet_rate(r.client)
     if body.chain_id is not None and body.chain_id != ctx.chain_id:
@@ -79,16 +84,23 @@ def submit_job(body: schemas.JobSubmission, ctx: CtxDep, s: IndexDep, response: 
             store_held(ctx.blobs, ctx.db_engine, ctx.blob_policy, data, payer(r.client), None, store.now())
         t0 = time.perf_counter()
         try:
-            relayed = ctx.chain.relay(req, sig, permit)
+            pending = ctx.chain.relay(req, sig, permit)
         except BaseException:
             if stored_now:
                 ctx.blobs.delete(r.input_hash)
             raise
-    ctx.metrics.relay_seconds.observe(time.perf_counter() - t0)
+
+    def settled(outcome: RelayOutcome) -> None:
+        ctx.metrics.relay_seconds.observe(time.perf_counter() - t0)
+        if outcome.status != store.RelayStatus.MINED and stored_now:
+            ctx.blobs.delete(r.input_hash)
+
+    ctx.relays.track(pending, kind="signed", client=r.client, on_done=settled)
     ctx.metrics.jobs_relayed.labels("signed").inc()
-    response.headers["Location"] = f"/v1/jobs/{relayed.job_id}"
-    return schemas.JobPostedOut(job_id=relayed.job_id, tx_hash=relayed.tx_hash, block_number=relayed.block_number,
-                                client=r.client, input_hash=r.input_hash)
+    tx = "0x" + bytes(pending.tx_hash).hex()
+    status_url = f"/v1/relays/{tx}"
+    response.headers["Location"] = status_url
+    return schemas.JobPostedOut(tx_hash=tx, status_url=status_url, client=r.client, input_hash=r.input_hash)
 
 
 def _input_bytes(body: schemas.JobSubmission, ctx: CtxDep) -> tuple[bytes, bool]:
@@ -278,3 +290,25 @@ def get_result(job_id: JobId, s: IndexDep, ctx: CtxDep) -> schemas.JobResultOut:
         output_base64=base64.b64encode(output).decode() if output is not None else None,
         output_size=len(output) if output is not None else None, embeddings=embeddings,
     )
+
+
+relays_router = APIRouter(prefix="/v1/relays", tags=["jobs"], responses=ERRORS)
+
+
+@relays_router.get("/{tx_hash}", response_model=schemas.RelayOut,
+                   summary="A relayed job's transaction: pending, mined (with the job id), reverted or failed")
+def get_relay(tx_hash: Annotated[str, Path(pattern=r"^0x[0-9a-fA-F]{64}$")], ctx: CtxDep) -> schemas.RelayOut:
+    """Poll after ``POST /v1/jobs`` (202) until ``status`` is no longer ``pending``. ``mined``
+    names the job id (its state at ``job_url`` once indexed, a block or two later); ``reverted``
+    and ``failed`` carry the reason, and nothing was charged: a reverted relay pulls no escrow."""
+    row = ctx.relays.refresh(tx_hash.lower())
+    if row is None:
+        raise NotFoundError(f"this gateway relayed no transaction {tx_hash}", reason="relay_not_found")
+    error = None
+    if row.reason is not None:
+        error = schemas.RelayError(reason=row.reason, revert=row.revert, message=row.message or "")
+    return schemas.RelayOut(
+        tx_hash=row.tx_hash, kind=row.kind, status=row.status, client=row.client,  # type: ignore[arg-type]
+        job_id=row.job_id, block_number=row.block_number, mined_tx=row.mined_tx,
+        job_url=f"/v1/jobs/{row.job_id}" if row.job_id is not None else None, error=error,
+        created_at=row.created_at, updated_at=row.updated_at)

@@ -290,9 +290,16 @@ async function submitJob() {
     }
     log("signing the JobRequest in your wallet…");
     body.signature = await window.ethereum.request({method: "eth_signTypedData_v4", params: [account, JSON.stringify(td.typed_data)]});
-    const posted = await api("/v1/jobs", {method: "POST", body: JSON.stringify(body)});
-    log(`job ${posted.job_id} posted in block ${posted.block_number}, tx ${posted.tx_hash}`, "ok");
-    location.hash = `#/jobs/${posted.job_id}`;
+    const sent = await api("/v1/jobs", {method: "POST", body: JSON.stringify(body)});
+    log(`relayed, tx ${sent.tx_hash}: waiting for it to be mined…`);
+    let relay = sent;
+    while (relay.status === "pending") {
+      await new Promise((ok) => setTimeout(ok, 500));
+      relay = await api(sent.status_url);
+    }
+    if (relay.status !== "mined") throw new Error(`the relayed transaction ${relay.status}: ${relay.error?.message ?? ""}`);
+    log(`job ${relay.job_id} posted in block ${relay.block_number}, tx ${relay.mined_tx}`, "ok");
+    location.hash = `#/jobs/${relay.job_id}`;
   } catch (e) {
     log(e.message, "err");
   } finally {

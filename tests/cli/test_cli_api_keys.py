@@ -170,3 +170,19 @@ def test_an_unreachable_gateway_is_named(cli_env: Any) -> None:
 
     r = cli("api-key", "list", "--gateway", f"http://127.0.0.1:{free_port()}", "--as", "client")
     assert r.exit_code == 1 and "cannot reach the gateway" in r.output, r.output
+
+
+def test_a_key_created_with_a_region_prefers_it_and_a_region_no_provider_could_have_is_refused(cli_env: Any) -> None:
+    r = cli("api-key", "create", "--cap", "1", "--region", "eu-west", "--as", "client2")
+    assert r.exit_code == 0, r.output
+    assert "prefers region eu-west" in r.output
+    r = cli("api-key", "list", "--as", "client2")
+    assert r.exit_code == 0, r.output
+    rows = [ln.split() for ln in r.output.splitlines() if ln.strip().startswith("0x")]
+    assert len(rows) == 1 and rows[0][-1] == "live", r.output
+    assert f"key {rows[0][0]} prefers region eu-west" in r.output
+    before = allowance(cli_env, "client2")
+    r = cli("api-key", "create", "--cap", "1", "--region", "eu west", "--as", "client2")
+    assert r.exit_code == 1, r.output
+    assert "the gateway refused the grant: body.region: String should match pattern" in " ".join(r.output.split())
+    assert allowance(cli_env, "client2") == before

@@ -12,13 +12,13 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import cache
-from typing import Any
+from typing import Any, cast
 
 import pytest
 from eth_utils import keccak
 from web3 import Web3
 from web3.contract import Contract
-from web3.contract.contract import ContractFunction
+from web3.contract.contract import ContractConstructor, ContractFunction
 from web3.exceptions import ContractCustomError, ContractLogicError, Web3RPCError
 from web3.types import EventData, TxReceipt
 
@@ -201,7 +201,7 @@ class Market:
     def key(self, role: str) -> str:
         return self.accounts[role].key
 
-    def send(self, role: str, fn: ContractFunction) -> TxReceipt:
+    def send(self, role: str, fn: ContractFunction | ContractConstructor) -> TxReceipt:
         return self.h.sender(self.key(role)).send(fn)
 
     def call(self, fn: ContractFunction) -> Any:
@@ -447,7 +447,7 @@ def decode_event(contract: Contract, lg: Any) -> EventData:
     different contracts at the same address (a snapshot revert rewinds the deployer's nonce)."""
     sigs = tuple(sorted(
         f"{item['name']}({','.join(_abi_type(i) for i in item['inputs'])})"
-        for item in contract.abi if item.get("type") == "event"
+        for item in cast(list[dict[str, Any]], contract.abi) if item.get("type") == "event"
     ))
     table = _EVENT_TABLES.get(sigs)
     if table is None:
@@ -497,7 +497,7 @@ def deploy_market(m: Market, payment: Contract, stake: Contract | None = None,
     start = m.w3.eth.block_number
     registry = deploy(m, "ModelRegistry", m.addr(owner), role=owner)
     game = deploy(m, "DisputeGame", role=owner)
-    nonce = m.w3.eth.get_transaction_count(m.addr(owner), "pending")
+    nonce = m.w3.eth.get_transaction_count(Web3.to_checksum_address(m.addr(owner)), "pending")
     predicted = get_create_address(m.addr(owner), nonce + 1)
     staking = deploy(m, "Staking", m.addr(owner), stake.address, predicted, m.min_stake,
                      m.unbonding_period, m.jail_period, role=owner)
@@ -511,7 +511,8 @@ def deploy_market(m: Market, payment: Contract, stake: Contract | None = None,
     }
     manifest = Manifest(
         chain_id=m.h.chain_id, rpc_url=m.h.manifest.rpc_url, deployment_block=start + 1,
-        contracts={n: DeployedContract(address=c.address, abi=c.abi) for n, c in contracts.items()},
+        contracts={n: DeployedContract(address=c.address, abi=cast(list[dict[str, Any]], c.abi))
+                   for n, c in contracts.items()},
     )
     h = Hearth(manifest, m.w3)
     h.decoder = all_errors_decoder()

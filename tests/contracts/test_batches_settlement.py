@@ -272,3 +272,9 @@ def test_leaf_disputes_must_outlast_the_markets_committee_game(settle: Settle) -
     assert SettlementParams(*m.event(rcpt, "ParamsSet")["params"].values()) == ok
     with reverts("OwnableUnauthorizedAccount", m.addr("client")):
         m.send("client", settle.batches.functions.setParams(ok.as_tuple()))
+
+
+def test_batch_settlement_names_the_escrow_staking_and_market_it_works_with(settle: Settle) -> None:
+    f, m = settle.batches.functions, settle.m
+    assert (f.escrow().call(), f.staking().call(), f.market().call()) == (
+        settle.escrow.address, m.staking.address, m.market.address)

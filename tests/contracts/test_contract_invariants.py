@@ -18,7 +18,8 @@ chain with the model in one batched read:
 
 Chain time is frozen (see ``Clock``) so boundaries are exact; rules warp onto them. Each
 example starts from the same snapshot. ``HEARTH_HYPOTHESIS_EXAMPLES`` sets the number of
-examples (default 100: about 2.5 minutes on CI; raise it for a deeper search), ``HEARTH_HYPOTHESIS_SEED`` replays a run (the seed is printed).
+examples (default 100: about 2.5 minutes on CI; raise it for a deeper search),
+``HEARTH_HYPOTHESIS_SEED`` replays a run (the seed is printed).
 """
 
 from __future__ import annotations
@@ -265,9 +266,9 @@ class MarketMachine(RuleBasedStateMachine):
             if stage == "delivered" and j.status == Status.CLAIMED:
                 self.deliver_job(j, units, honest, "self")
         for index, share in unbond:
-            provider = self.jobs[index % len(jobs) + 1].provider
-            if provider:
-                self.request_unbond(provider, share)
+            holder = self.jobs[index % len(jobs) + 1].provider
+            if holder:
+                self.request_unbond(holder, share)
 
     @precondition(lambda self: len(self.jobs_in(*OPEN)) < 6)
     @rule(client=st.sampled_from(CLIENTS), max_payment=st.integers(1, 5 * USD),
@@ -611,7 +612,7 @@ def test_market_and_staking_invariants_hold_over_random_action_sequences(market:
         return MarketMachine(market, base, outcomes)
 
     started = time.monotonic()
-    run_state_machine_as_test(machine, settings=settings(
+    run_state_machine_as_test(machine, settings=settings(  # type: ignore[arg-type]  # a factory works too
         max_examples=EXAMPLES, stateful_step_count=STEPS, deadline=None, database=None,
         suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
     ))

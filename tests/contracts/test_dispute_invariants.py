@@ -382,7 +382,10 @@ def test_the_dispute_game_holds_against_sybils_grinders_liars_and_pauses(market:
     keys = _setup(market)
     snap = [market.clock.snapshot()]
     outcomes: Counter[str] = Counter()
-    run_state_machine_as_test(lambda: DisputeMachine(market, keys, snap, outcomes), settings=settings(
+    def machine() -> DisputeMachine:
+        return DisputeMachine(market, keys, snap, outcomes)
+
+    run_state_machine_as_test(machine, settings=settings(  # type: ignore[arg-type]  # a factory works too
         max_examples=EXAMPLES, stateful_step_count=STEPS, deadline=None, database=None,
         suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
     ))

@@ -272,3 +272,13 @@ def test_staking_refuses_withdrawal_until_the_last_batch_is_past_its_horizon(set
     m.clock.warp(locked)
     rcpt = m.send("provider", m.staking.functions.withdraw())
     assert m.event(rcpt, "StakeWithdrawn")["amount"] == m.stake0 // 2
+
+
+def test_get_lane_returns_the_lanes_raw_struct(settle: Settle) -> None:
+    m, e = settle.m, settle.escrow
+    before = tuple(e.functions.getLane(m.addr("client"), m.addr("provider")).call())
+    settle.fund_lane("client", {"provider": 2 * USD})
+    balance, collected, thawing, thaw_end = e.functions.getLane(m.addr("client"), m.addr("provider")).call()
+    assert (balance, collected, thawing, thaw_end) == (before[0] + 2 * USD, *before[1:])
+    lane = settle.lane("client", "provider")
+    assert (lane.balance, lane.collected, lane.thawing, lane.thaw_end) == (balance, collected, thawing, thaw_end)

@@ -84,3 +84,14 @@ def test_deactivating_a_model_does_not_strand_a_claimed_job(market: Market) -> N
     delivered = market.deliver(p.job_id, claimed).job
     market.clock.warp(delivered.challenge_end)
     assert market.finalize(p.job_id, delivered).job.status == Status.FINALIZED
+
+
+def test_check_receipt_accepts_a_listed_runtime_and_numerics_class_only(market: Market) -> None:
+    from contract_kit import GPU
+
+    r = market.h.registry.functions
+    assert market.call(r.checkReceipt(market.model_id, market.runtime_hash, GPU)) == []
+    with reverts("RuntimeNotListed", market.model_id, RUNTIME):
+        market.call(r.checkReceipt(market.model_id, RUNTIME, GPU))
+    with reverts("NumericsClassNotListed", b"fp4".ljust(32, b"\x00")):
+        market.call(r.checkReceipt(market.model_id, market.runtime_hash, b"fp4".ljust(32, b"\x00")))

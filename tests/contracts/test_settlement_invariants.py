@@ -418,7 +418,7 @@ def test_settlement_invariants_hold_over_random_action_sequences(market: Market)
         return SettlementMachine(settle, base, outcomes)
 
     started = time.monotonic()
-    run_state_machine_as_test(machine, settings=settings(
+    run_state_machine_as_test(machine, settings=settings(  # type: ignore[arg-type]  # a factory works too
         max_examples=EXAMPLES, stateful_step_count=STEPS, deadline=None, database=None,
         suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
     ))

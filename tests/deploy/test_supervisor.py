@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from deploy.up import Child, Supervisor, stop_children
+from deploy.up import Child, Supervisor, stop_children, verifier_installed
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -110,19 +110,26 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+#: What `make up` runs: the per-job stack, two serving-plane providers, and the batch verifier
+#: where its module is installed.
+SERVICES = {"indexer", "worker", "gateway", "provider-eu", "provider-us"} | ({"verifier"} if verifier_installed()
+                                                                              else set())
+
+
 @pytest.mark.slow
 def test_make_up_started_with_sigint_ignored_stops_every_child_within_5s_of_sigterm(tmp_path: Path) -> None:
     # A long data directory: the manifest path must still be printed on one line.
     data = tmp_path / ("a-long-directory-name-so-that-the-manifest-path-is-wider-than-eighty-columns" * 2)
     data.mkdir()
-    rpc, gw = free_port(), free_port()
+    rpc, gw, eu, us = free_port(), free_port(), free_port(), free_port()
     log_path = tmp_path / "up.log"
     env = {**os.environ, "HEARTH_DATA_DIR": str(data), "PYTHONPATH": str(REPO), "COLUMNS": "80",
            "HEARTH_LOG_LEVEL": "INFO"}
     env.pop("HEARTH_MANIFEST", None)
     with open(log_path, "w") as out:
         sup = subprocess.Popen(
-            [sys.executable, "-m", "deploy", "up", "--port", str(rpc), "--gateway-port", str(gw)],
+            [sys.executable, "-m", "deploy", "up", "--port", str(rpc), "--gateway-port", str(gw),
+             "--provider-ports", f"{eu},{us}"],
             cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),  # as a script's background job
         )
@@ -135,13 +142,13 @@ def test_make_up_started_with_sigint_ignored_stops_every_child_within_5s_of_sigt
         # Until every service is in its loop (signal handlers installed): the gateway answers, the
         # worker has logged its node line, the indexer has indexed.
         while not (re.search(r"worker \| .* node 0x", log_path.read_text()) and _healthy(gw)
-                   and "indexer ready" in log_path.read_text()):
+                   and _healthy(eu) and _healthy(us) and "indexer ready" in log_path.read_text()):
             assert sup.poll() is None, log_path.read_text()
             assert time.monotonic() < deadline, log_path.read_text()
             time.sleep(0.5)
         text = log_path.read_text()
-        pids = {m.group(1): int(m.group(2)) for m in re.finditer(r"started (\w+) \(pid (\d+)\)", text)}
-        assert set(pids) == {"indexer", "worker", "gateway"}, text
+        pids = {m.group(1): int(m.group(2)) for m in re.finditer(r"started ([\w-]+) \(pid (\d+)\)", text)}
+        assert set(pids) == SERVICES, text
         assert all(not gone(p) for p in pids.values()), text
 
         sup.send_signal(signal.SIGTERM)
@@ -158,7 +165,7 @@ def test_make_up_started_with_sigint_ignored_stops_every_child_within_5s_of_sigt
     ended = re.search(r"services stopped: (.*)", text)
     assert ended, text
     how = dict(part.split(" ", 1) for part in ended.group(1).split(", "))
-    assert set(how) == {"gateway", "worker", "indexer"}, text
+    assert set(how) == SERVICES, text
     assert all(h in ("exit 0", "terminated") for h in how.values()), text  # clean stops: no SIGKILL
     with socket.socket() as s:
         assert s.connect_ex(("127.0.0.1", rpc)) != 0, "anvil still listening"
@@ -184,3 +191,37 @@ def test_sigint_stops_a_supervisor_that_was_started_with_sigint_ignored() -> Non
     p.send_signal(signal.SIGINT)
     out, _ = p.communicate(timeout=10)
     assert "stopping on signal SIGINT" in out and p.returncode == 0
+
+
+def test_the_stack_runs_both_serving_providers_and_the_verifier_only_where_its_module_is_installed(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from deploy import up
+    from deploy.devnet import serving_providers
+
+    serving = serving_providers([9101, 9102])
+    monkeypatch.setattr(up, "verifier_installed", lambda: False)
+    kids = up.services(8000, serving=serving)
+    assert [c.name for c in kids] == ["indexer", "worker", "gateway", "provider-eu", "provider-us"]
+    assert list(kids[3].argv[1:]) == ["-m", "worker.serving", "--devnet-role", "provider-eu", "--port", "9101",
+                                      "--region", "eu-west"]
+    assert list(kids[4].argv[-4:]) == ["--port", "9102", "--region", "us-east"]
+    monkeypatch.setattr(up, "verifier_installed", lambda: True)
+    kids = up.services(8000, serving=serving)
+    assert kids[-1].name == "verifier" and list(kids[-1].argv[1:3]) == ["-m", up.VERIFIER_MODULE]
+
+
+def test_the_stacks_demo_sized_defaults_give_way_to_the_environment(tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    from deploy.up import STACK_DEFAULTS, child_environment
+    from gateway.settings import GatewaySettings
+
+    env = child_environment({"HEARTH_SERVING_COLLECT_THRESHOLD": "7"}, tmp_path)
+    assert env["HEARTH_SERVING_COLLECT_THRESHOLD"] == "7"
+    assert env["HEARTH_GATEWAY_LANE_TOPUP_TARGET"] == STACK_DEFAULTS["HEARTH_GATEWAY_LANE_TOPUP_TARGET"]
+    assert env["HEARTH_DATA_DIR"] == str(tmp_path)
+    # The gateway reads them under these names (a misspelt one would be ignored silently).
+    for k, v in STACK_DEFAULTS.items():
+        monkeypatch.setenv(k, v)
+    gw = GatewaySettings(data_dir=tmp_path)
+    assert (gw.rate_limit_wallet_per_min, gw.rate_limit_ip_per_min, gw.lane_topup_threshold, gw.lane_topup_target,
+            gw.lane_topup_interval_s) == (60000, 60000, 1_000_000, 1_500_000, 1.0)

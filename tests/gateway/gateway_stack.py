@@ -85,6 +85,28 @@ class Stack:
             "signature": "0x" + sig.hex(), "input": data.decode(),
         }
 
+    def wait_relay(self, tx_hash: str, timeout: float = 20) -> dict[str, Any]:
+        """``GET /v1/relays/{tx_hash}`` once it is no longer pending."""
+        end = time.monotonic() + timeout
+        last: Any = None
+        while time.monotonic() < end:
+            last = self.http.get(f"/v1/relays/{tx_hash}").json()
+            if last.get("status") != "pending":
+                return dict(last)
+            time.sleep(0.05)
+        raise AssertionError(f"relay {tx_hash} still pending: {last}")
+
+    def post_job(self, body: dict[str, Any] | None = None, **kw: Any) -> dict[str, Any]:
+        """POST /v1/jobs (202), waited until mined: the answer plus the relay's outcome
+        (``job_id``, ``block_number``)."""
+        r = self.http.post("/v1/jobs", json=body if body is not None else self.signed_job(**kw))
+        assert r.status_code == 202, r.text
+        out = r.json()
+        assert r.headers["location"] == out["status_url"] == f"/v1/relays/{out['tx_hash']}"
+        relay = self.wait_relay(out["tx_hash"])
+        assert relay["status"] == "mined", relay
+        return {**out, **relay}
+
     def wait_status(self, job_id: int, status: str, timeout: float = 20) -> dict[str, Any]:
         end = time.monotonic() + timeout
         last: Any = None

@@ -112,7 +112,7 @@ def test_the_dashboard_loads_and_shows_the_providers_with_stake_and_status(page:
 
 def test_the_job_page_follows_a_job_through_its_states_live(page: Any, stack: Stack) -> None:
     stack.approve("client")
-    posted = stack.http.post("/v1/jobs", json=stack.signed_job(texts=["watch me move"])).json()
+    posted = stack.post_job(texts=["watch me move"])
     job_id = posted["job_id"]
     stack.wait_indexed(posted["block_number"])
     page.goto(f"{stack.base_url}/#/jobs/{job_id}")
@@ -186,7 +186,7 @@ def test_times_are_labelled_chain_time_and_the_header_says_how_far_it_is_from_th
     else:
         stack.chain.advance(601)
     stack.approve("client")
-    posted = stack.http.post("/v1/jobs", json=stack.signed_job(texts=["what time is it"])).json()
+    posted = stack.post_job(texts=["what time is it"])
     stack.wait_indexed(posted["block_number"])
     page.goto(f"{stack.base_url}/#/jobs/{posted['job_id']}")
     page.wait_for_selector('#job-status[data-status="posted"]', timeout=15_000)

@@ -24,8 +24,9 @@ def worker(stack: Stack) -> Iterator[Any]:
     from worker.settings import WorkerSettings
 
     settings = WorkerSettings(data_dir=stack.tmp / "worker", blob_url=stack.base_url, gpu_class="cpu",
-                              indexer_database_url=stack.settings.index_database_url(), poll_interval_s=0.2)
+                              gateway_url=stack.base_url, poll_interval_s=0.2)
     node = build_node(settings, stack.key("provider"), hearth=Hearth(stack.devnet.manifest))
+    assert node.provider is not None and node.provider.source.name == "gateway"  # posted jobs from the public API
     svc = NodeService(node)
     svc.start()
     try:
@@ -58,6 +59,7 @@ def test_the_openai_client_gets_embeddings_equal_to_the_worker_encoders(stack: S
 
     res = client(stack, api_key).embeddings.create(model="all-MiniLM-L6-v2", input=TEXTS)
 
+    assert worker.node.provider.source.name == "gateway"  # found through the public API, never fell back
     got = np.array([d.embedding for d in res.data], dtype=np.float32)
     expected = Encoder(backend="torch", dtype="fp32").encode(TEXTS)
     assert got.shape == (3, 384) and np.array_equal(got, expected)
@@ -148,3 +150,55 @@ def test_token_id_arrays_are_embedded_as_their_text_and_billed_by_their_tokens(s
     with pytest.raises(openai.BadRequestError) as exc:
         client(stack, api_key).embeddings.create(model="all-MiniLM-L6-v2", input=[[101, 10**6, 102]])
     assert exc.value.body["reason"] == "invalid_token_id"  # type: ignore[index]
+
+
+def test_an_api_key_post_that_reverts_after_broadcast_returns_the_pull_and_the_reservation(
+    stack: Stack, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The post is broadcast, then the market is paused ahead of it in the same block: the relay
+    tracker records the revert, sends the pulled amount back and releases the reservation; the
+    request answers with the reason. Nothing is charged."""
+    from sqlmodel import Session, select
+
+    from gateway import apikeys, store
+
+    h, ctx = stack.hearth, stack.ctx
+    wallet, relayer = stack.address("client2"), stack.address("relayer")
+    stack.approve("client2", 1 * USD, spender=relayer)
+    stack.approve("relayer", 2**256 - 1)  # the relayer's approval of the market is not what is tested
+    api_key = key_for(stack, "client2", cap=1 * USD)
+    before = h.usd.functions.balanceOf(wallet).call()
+    owner = stack.key("deployer")
+    post = ctx.chain.post_as_relayer
+
+    def post_then_pause(*args: Any) -> Any:
+        w3 = h.w3
+        stack.chain.rpc("evm_setAutomine", [False])
+        try:
+            pending = post(*args)
+            pause = h.market.functions.pause().build_transaction({
+                "from": stack.address("deployer"), "gas": 100_000,
+                "nonce": w3.eth.get_transaction_count(stack.address("deployer"), "pending"),
+                "maxPriorityFeePerGas": w3.to_wei(50, "gwei"), "maxFeePerGas": w3.to_wei(500, "gwei")})
+            w3.eth.send_raw_transaction(w3.eth.account.sign_transaction(pause, owner).raw_transaction)
+            stack.chain.mine()
+        finally:
+            stack.chain.rpc("evm_setAutomine", [True])
+        return pending
+
+    monkeypatch.setattr(ctx.chain, "post_as_relayer", post_then_pause)
+    try:
+        r = stack.http.post("/v1/embeddings", json={"model": "all-MiniLM-L6-v2", "input": TEXTS},
+                            headers={"authorization": f"Bearer {api_key}"})
+        assert r.status_code == 503 and r.json()["error"]["reason"] == "market_paused", r.text
+        assert h.usd.functions.balanceOf(wallet).call() == before, "the pulled amount was sent back"
+        with Session(ctx.db_engine) as s:
+            key = s.get(store.ApiKey, apikeys.api_key_hash(api_key))
+            assert key is not None and key.spent == 0, "the reservation was released"
+            charges = store.charges_of(s, key.key_hash)
+            relays = s.exec(select(store.Relay).where(store.Relay.client == wallet)).all()
+        assert [c.status for c in charges] == ["released"] and charges[0].post_tx is not None
+        assert [(x.kind, x.status, x.revert, x.charge_id) for x in relays] == [
+            ("api_key", "reverted", "EnforcedPause", charges[0].id)]
+    finally:
+        h.sender(owner).send(h.market.functions.unpause())

@@ -8,7 +8,8 @@ import base64
 import json
 import logging
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import pytest
@@ -34,13 +35,13 @@ def test_a_signed_job_is_relayed_and_its_state_comes_from_the_index(approved: St
     body = stack.signed_job(texts=["the gateway relays this"])
     before = stack.hearth.usd.functions.balanceOf(stack.address("client")).call()
     with caplog.at_level(logging.INFO, logger="gateway.relay"):
-        r = stack.http.post("/v1/jobs", json=body)
-    assert r.status_code == 201, r.text
-    out = r.json()
+        out = stack.post_job(body)
     job_id, tx = out["job_id"], out["tx_hash"]
-    assert r.headers["location"] == f"/v1/jobs/{job_id}"
+    assert out["kind"] == "signed" and out["client"] == stack.address("client") and out["error"] is None
+    assert out["mined_tx"] == tx and out["job_url"] == f"/v1/jobs/{job_id}"
     assert stack.hearth.usd.functions.balanceOf(stack.address("client")).call() == before - 5 * USD
-    assert any(f"job {job_id} relayed tx {tx}" in m for m in caplog.messages)
+    assert any(f"job relayed tx {tx}" in m for m in caplog.messages)
+    assert any(f"job {job_id} relayed tx {tx} mined in block {out['block_number']}" in m for m in caplog.messages)
 
     stack.wait_indexed(out["block_number"])
     job = stack.http.get(f"/v1/jobs/{job_id}").json()
@@ -58,8 +59,7 @@ def test_a_signed_job_is_relayed_and_its_state_comes_from_the_index(approved: St
 
 def test_a_job_moves_through_claimed_delivered_and_finalized_with_tx_hashes_and_times(approved: Stack) -> None:
     stack = approved
-    r = stack.http.post("/v1/jobs", json=stack.signed_job(texts=["follow me"]))
-    job_id = r.json()["job_id"]
+    job_id = stack.post_job(texts=["follow me"])["job_id"]
     output = os.urandom(1536)
     deliver_tx = deliver(stack, job_id, output)
     job = stack.wait_status(job_id, "delivered")
@@ -84,7 +84,7 @@ def test_a_job_moves_through_claimed_delivered_and_finalized_with_tx_hashes_and_
 
 def test_a_result_without_the_output_blob_is_reported_unverifiable(approved: Stack) -> None:
     stack = approved
-    job_id = stack.http.post("/v1/jobs", json=stack.signed_job(texts=["lost output"])).json()["job_id"]
+    job_id = stack.post_job(texts=["lost output"])["job_id"]
     early = stack.http.get(f"/v1/jobs/{job_id}/result").json()
     assert early["error"]["reason"] in ("result_not_ready", "job_not_found")
     deliver(stack, job_id, os.urandom(1536), upload_output=False)
@@ -96,7 +96,7 @@ def test_a_result_without_the_output_blob_is_reported_unverifiable(approved: Sta
 def test_a_replayed_signature_is_rejected_and_only_one_job_is_posted(approved: Stack) -> None:
     stack = approved
     body = stack.signed_job(texts=["only once"])
-    assert stack.http.post("/v1/jobs", json=body).status_code == 201
+    stack.post_job(body)
     count = stack.hearth.market.functions.jobCount().call()
     sent = relayer_tx_count(stack)
     r = stack.http.post("/v1/jobs", json=body)
@@ -116,12 +116,88 @@ def test_a_permit_lets_a_wallet_without_allowance_post(stack: Stack) -> None:
     body = stack.signed_job("client2", texts=["paid by permit"])
     body["permit"] = {"value": 5 * USD, "deadline": pt["message"]["deadline"], "v": v,
                       "r": "0x" + r_.hex(), "s": "0x" + s_.hex()}
-    r = stack.http.post("/v1/jobs", json=body)
-    assert r.status_code == 201, r.text
+    stack.post_job(body)
     bad = stack.signed_job("client2", texts=["forged permit"], max_payment=6 * USD)
     bad["permit"] = {**body["permit"], "value": 6 * USD}
     r = stack.http.post("/v1/jobs", json=bad)
     assert r.status_code == 400 and r.json()["error"]["reason"] == "invalid_permit"
+
+
+@contextmanager
+def _manual_mining(stack: Stack) -> Iterator[None]:
+    stack.chain.rpc("evm_setAutomine", [False])
+    try:
+        yield
+    finally:
+        stack.chain.rpc("evm_setAutomine", [True])
+
+
+def test_relaying_answers_202_before_mining_and_pipelines_a_clients_requests(approved: Stack) -> None:
+    stack = approved
+    h = stack.hearth
+    nonce = h.market.functions.nonces(stack.address("client")).call()
+    first = stack.signed_job(texts=["in flight"])
+    second = stack.signed_job(texts=["right behind it"], nonce=nonce + 1)
+    jobs = h.market.functions.jobCount().call()
+    with _manual_mining(stack):
+        answers = [stack.http.post("/v1/jobs", json=b) for b in (first, second)]
+        assert [a.status_code for a in answers] == [202, 202], [a.text for a in answers]
+        txs = [a.json()["tx_hash"] for a in answers]
+        assert [stack.http.get(f"/v1/relays/{t}").json()["status"] for t in txs] == ["pending", "pending"]
+        assert h.market.functions.jobCount().call() == jobs, "nothing is mined yet"
+        stack.chain.mine()
+    relays = [stack.wait_relay(t) for t in txs]
+    assert [r["status"] for r in relays] == ["mined", "mined"]
+    assert [r["job_id"] for r in relays] == [jobs + 1, jobs + 2]
+    assert relays[0]["block_number"] == relays[1]["block_number"]
+
+
+def test_a_relay_that_reverts_after_the_202_records_why_and_charges_nothing(approved: Stack) -> None:
+    stack = approved
+    h = stack.hearth
+    client = stack.address("client")
+    body = stack.signed_job(texts=["overtaken by its own client"])
+    before, jobs = h.usd.functions.balanceOf(client).call(), h.market.functions.jobCount().call()
+    w3 = h.w3
+    with _manual_mining(stack):
+        r = stack.http.post("/v1/jobs", json=body)
+        assert r.status_code == 202, r.text
+        tx = r.json()["tx_hash"]
+        assert stack.ctx.blobs.has(body["request"]["inputHash"])
+        # The client withdraws the market's allowance with a higher tip: mined first, same block.
+        revoke = h.usd.functions.approve(h.market.address, 0).build_transaction({
+            "from": client, "nonce": w3.eth.get_transaction_count(client, "pending"), "gas": 100_000,
+            "maxPriorityFeePerGas": w3.to_wei(50, "gwei"), "maxFeePerGas": w3.to_wei(500, "gwei")})
+        w3.eth.send_raw_transaction(w3.eth.account.sign_transaction(revoke, stack.key("client")).raw_transaction)
+        stack.chain.mine()
+    try:
+        relay = stack.wait_relay(tx)
+        assert relay["status"] == "reverted" and relay["job_id"] is None and relay["job_url"] is None, relay
+        assert relay["error"]["revert"] == "ERC20InsufficientAllowance"
+        assert relay["error"]["reason"] == "insufficient_allowance" and "reverted" in relay["error"]["message"]
+        assert h.usd.functions.balanceOf(client).call() == before, "a reverted relay charges nothing"
+        assert h.market.functions.jobCount().call() == jobs
+        assert not stack.ctx.blobs.has(body["request"]["inputHash"]), "the input stored for it is dropped"
+    finally:
+        stack.approve("client")
+
+
+def test_a_relay_left_pending_by_a_gone_process_is_settled_from_its_receipt(approved: Stack) -> None:
+    from contracts.types import JobRequest
+    from gateway import store
+
+    stack = approved
+    body = stack.signed_job(texts=["the waiter died"])
+    q = body["request"]
+    req = JobRequest(q["client"], bytes.fromhex(q["modelId"][2:]), bytes.fromhex(q["inputHash"][2:]),
+                     int(q["maxPayment"]), int(q["deadline"]), int(q["nonce"]))
+    pending = stack.ctx.chain.relay(req, bytes.fromhex(body["signature"][2:]), None)  # broadcast, nobody waits
+    tx = "0x" + bytes(pending.tx_hash).hex()
+    store.add_relay(stack.ctx.db_engine, tx, "signed", q["client"], store.now())
+    relay = stack.wait_relay(tx)
+    assert relay["status"] == "mined" and relay["job_id"] == stack.hearth.market.functions.jobCount().call()
+    assert stack.http.get(f"/v1/relays/0x{'ab' * 32}").json()["error"]["reason"] == "relay_not_found"
+    assert stack.http.get("/v1/relays/0x1234").status_code == 422
 
 
 def test_typed_data_prices_a_stored_input_and_signs_into_a_postable_job(approved: Stack) -> None:
@@ -138,8 +214,7 @@ def test_typed_data_prices_a_stored_input_and_signs_into_a_postable_job(approved
     assert td["typed_data"]["message"]["maxPayment"] == str(td["units"] * int(td["price_per_unit"]))
     sig = sign_typed(stack.key("client"), td["typed_data"])
     body = {"request": td["typed_data"]["message"], "signature": sig, "blob_id": up["id"]}
-    r = stack.http.post("/v1/jobs", json=body)
-    assert r.status_code == 201, r.text
+    stack.post_job(body)
 
 
 # ---------------------------------------------------------------------------- bad input
@@ -319,7 +394,7 @@ def test_bad_job_submissions_are_refused_with_a_reason_and_nothing_relayed_or_st
 ) -> None:
     stack = approved
     if forge is _reused_nonce and stack.hearth.market.functions.nonces(stack.address("client")).call() == 0:
-        assert stack.http.post("/v1/jobs", json=stack.signed_job(texts=["first"])).status_code == 201
+        stack.post_job(texts=["first"])
     body, input_hash = forge(stack)
     sent, jobs = relayer_tx_count(stack), stack.hearth.market.functions.jobCount().call()
     if isinstance(body, bytes):

@@ -165,7 +165,7 @@ def test_providers_models_stats_and_balances_come_from_the_index(stack: Stack) -
 def test_job_listing_paginates_with_a_cursor(stack: Stack) -> None:
     stack.approve("client")
     for i in range(3):
-        assert stack.http.post("/v1/jobs", json=stack.signed_job(texts=[f"page {i}"])).status_code == 201
+        stack.post_job(texts=[f"page {i}"])
     stack.wait_indexed()
     seen: list[int] = []
     cursor = None
@@ -186,7 +186,7 @@ def test_job_listing_paginates_with_a_cursor(stack: Stack) -> None:
 
 def test_one_jobs_stream_starts_with_a_snapshot_and_follows_it_to_the_end(stack: Stack) -> None:
     stack.approve("client")
-    posted = stack.http.post("/v1/jobs", json=stack.signed_job(texts=["stream me"])).json()
+    posted = stack.post_job(texts=["stream me"])
     job_id = posted["job_id"]
     stack.wait_indexed(posted["block_number"])
     seen: list[tuple[str, str]] = []
@@ -207,7 +207,7 @@ def test_the_all_jobs_stream_carries_every_new_job(stack: Stack) -> None:
     stack.approve("client")
     got: list[dict[str, Any]] = []
     with httpx.Client(base_url=stack.base_url, timeout=30) as c, c.stream("GET", "/v1/events/jobs") as resp:
-        posted = stack.http.post("/v1/jobs", json=stack.signed_job(texts=["broadcast"])).json()
+        posted = stack.post_job(texts=["broadcast"])
         for _event, data in sse_events(resp):
             got.append(data)
             if data["job_id"] == posted["job_id"]:
@@ -459,9 +459,8 @@ def test_the_sweeper_deletes_expired_blobs_unless_an_open_job_names_them(stack: 
     job = stack.signed_job(texts=["kept while the job is open"])
     held_id = job["request"]["inputHash"]
     assert upload(stack, job["input"].encode(), "client").status_code == 201
-    posted = stack.http.post("/v1/jobs", json={**{k: v for k, v in job.items() if k != "input"}, "blob_id": held_id})
-    assert posted.status_code == 201, posted.text
-    stack.wait_indexed(posted.json()["block_number"])
+    posted = stack.post_job({**{k: v for k, v in job.items() if k != "input"}, "blob_id": held_id})
+    stack.wait_indexed(posted["block_number"])
     untracked = ctx.blobs.store.put(b"written by a local worker, not through the API")
 
     retention = ctx.blob_policy.retention_s
@@ -479,9 +478,9 @@ def test_the_sweeper_deletes_expired_blobs_unless_an_open_job_names_them(stack: 
     assert held_id in BlobSweeper(ctx.blobs, ctx.db_engine, ctx.index_engine, ctx.blob_policy, 1,
                                   clock=lambda: much_later).sweep()[1], "still open: kept again"
     stack.chain.advance(901)  # past the job's deadline: nobody claimed it
-    rcpt = stack.hearth.refund(stack.key("client"), posted.json()["job_id"])
+    rcpt = stack.hearth.refund(stack.key("client"), posted["job_id"])
     stack.wait_indexed(rcpt["blockNumber"])
-    assert stack.http.get(f"/v1/jobs/{posted.json()['job_id']}").json()["status"] == "refunded"
+    assert stack.http.get(f"/v1/jobs/{posted['job_id']}").json()["status"] == "refunded"
     deleted, kept = BlobSweeper(ctx.blobs, ctx.db_engine, ctx.index_engine, ctx.blob_policy, 1,
                                 clock=lambda: much_later + retention + 10).sweep()
     assert held_id in deleted and not ctx.blobs.has(held_id)

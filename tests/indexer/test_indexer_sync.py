@@ -29,8 +29,9 @@ def test_backfill_mirrors_the_deployment(make_indexer: MakeIndexer, idevnet: Any
     tables = db_tables(ix.engine)
     assert len(tables["providers"]) == 4
     assert all(p["staked"] == 500 * HST for p in tables["providers"].values())
-    (model,) = tables["models"].values()
-    assert model["name"] == "all-MiniLM-L6-v2" and model["active"] is True
+    models = {m["name"]: m for m in tables["models"].values()}
+    assert set(models) == {"all-MiniLM-L6-v2", "SmolLM2-135M-Instruct"}
+    assert all(m["active"] is True for m in models.values())
     assert tables["params"][("market.fee_bps",)]["value"] == "500"
     assert tables["params"][("staking.min_stake",)]["value"] == str(100 * HST)
     assert assert_index_matches_chain(ix) > 0

@@ -11,6 +11,8 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,6 +20,7 @@ from typing import Any
 import httpx
 from eth_account import Account
 from eth_utils import keccak
+from pydantic import SecretStr
 
 USD = 10**6
 ROOT = Path(__file__).resolve().parents[2]
@@ -158,13 +161,17 @@ def sign_typed(key: str, typed: dict[str, Any]) -> str:
     return "0x" + bytes(Account.sign_typed_data(key, full_message={**typed, "message": msg}).signature).hex()
 
 
-def api_key(stack: ServingStack, role: str, cap: int = 100 * USD) -> str:
+def api_key(stack: ServingStack, role: str, cap: int = 100 * USD, region: str | None = None) -> str:
     key = "hk-" + secrets.token_hex(16)
     td = stack.http.get("/v1/api-keys/typed-data", params={
         "wallet": stack.address(role), "api_key_hash": "0x" + keccak(text=key).hex(), "spending_cap": cap,
     }).json()["typed_data"]
-    r = stack.http.post("/v1/api-keys", json={"grant": td["message"], "signature": sign_typed(stack.key(role), td)})
+    body: dict[str, Any] = {"grant": td["message"], "signature": sign_typed(stack.key(role), td)}
+    if region is not None:
+        body["region"] = region
+    r = stack.http.post("/v1/api-keys", json=body)
     assert r.status_code == 201, r.text
+    assert r.json()["region"] == region
     return key
 
 
@@ -179,11 +186,80 @@ def fund_lanes(stack: ServingStack, payer: str, lanes: dict[str, int]) -> None:
     s.allocate(k, stack.address(payer), {stack.address(p): a for p, a in lanes.items()})
 
 
-def authorize_gateway(stack: ServingStack, payer: str) -> None:
-    """``payer`` authorizes the gateway's receipt signer, with the proof the gateway serves."""
+def authorize_gateway(stack: ServingStack, payer: str, can_allocate: bool = False) -> None:
+    """``payer`` authorizes the gateway's receipt signer, with the proof the gateway serves
+    (``can_allocate``: and lets it allocate the payer's deposit to lanes)."""
     r = stack.http.get("/v1/serving/signer", params={"payer": stack.address(payer),
                                                      "expiry": int(time.time()) + 30 * 86400}).json()
     k = stack.key(payer)
-    fn = stack.settlement().escrow.functions.authorizeSigner(r["signer"], r["expiry"], False,
+    fn = stack.settlement().escrow.functions.authorizeSigner(r["signer"], r["expiry"], can_allocate,
                                                             bytes.fromhex(r["proof"][2:]))
     stack.hearth.sender(k).send(fn)
+
+
+@contextmanager
+def serving_stack(devnet: Any, chain: Any, tmp: Path, providers_spec: dict[str, tuple[str, int, dict[str, str]]],
+                  model_index: int = 0, routed: int | None = None) -> Iterator[ServingStack]:
+    """The gateway, the indexer and one provider process per role (region, price, extra
+    environment); ready once the gateway routes ``manifest.models[model_index]`` to ``routed``
+    of them (default: all)."""
+    from deploy.devnet import free_port
+    from gateway.app import create_app
+    from gateway.settings import GatewaySettings
+    from indexer.service import IndexerService
+    from indexer.settings import IndexerSettings
+
+    snap = chain.snapshot()
+    for s in devnet.hearth._senders.values():
+        s.resync()
+    manifest_path = devnet.manifest.save(tmp / "manifest.json")
+    providers = {
+        role: ProviderProc(role, devnet.accounts[role].key, free_port(), tmp / role, manifest_path, region, price,
+                           env_extra=env).start()
+        for role, (region, price, env) in providers_spec.items()
+    }
+    index_url = f"sqlite:///{tmp / 'indexer.db'}"
+    indexer = IndexerService(IndexerSettings(database_url=index_url, poll_interval=0.05,
+                                             manifest_path=tmp / "manifest.json"), manifest=devnet.manifest)
+    indexer.start()
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    settings = GatewaySettings(
+        data_dir=tmp, indexer_database_url=index_url, relayer_key=SecretStr(devnet.accounts["relayer"].key),
+        rate_limit_ip_per_min=1_000_000, rate_limit_wallet_per_min=1_000_000, feed_poll_interval_s=0.1,
+        public_url=base, serving_refresh_s=0.2, provider_timeout_s=20, port=port,
+    )
+    app = create_app(settings, manifest=devnet.manifest)
+    server = Server(app, port)
+    server.start()
+    http = httpx.Client(base_url=base, timeout=60)
+    st = ServingStack(devnet, chain, app, settings, indexer, base, http, tmp, providers)
+    try:
+        for _ in range(200):
+            try:
+                if http.get("/healthz").status_code == 200:
+                    break
+            except httpx.TransportError:
+                time.sleep(0.05)
+        fund_lanes(st, "client", {role: 50 * USD for role in providers})
+        authorize_gateway(st, "client")
+        for p in providers.values():
+            p.wait_healthy(timeout=180)
+        for s in devnet.hearth._senders.values():
+            s.resync()
+        st.wait_indexed()
+        end = time.monotonic() + 20
+        model_id = devnet.manifest.models[model_index].model_id
+        while len(st.ctx.serving.router.candidates(model_id)) < (routed or len(providers)):
+            assert time.monotonic() < end, "the gateway never saw every provider's endpoint"
+            time.sleep(0.1)
+        yield st
+    finally:
+        http.close()
+        for p in providers.values():
+            p.stop()
+        server.stop()
+        indexer.stop()
+        chain.revert(snap)
+        for s in devnet.hearth._senders.values():
+            s.resync()

@@ -122,3 +122,21 @@ def test_a_duplicate_request_id_is_refused(tiny_forward: LlamaForward) -> None:
     engine.add("x", [1, 2], SamplingParams())
     with pytest.raises(InvalidInputError):
         engine.add("x", [3], SamplingParams())
+
+
+def test_an_aborted_request_frees_its_pages_and_the_others_get_the_tokens_they_get_alone(
+    tiny_forward: LlamaForward,
+) -> None:
+    params = SamplingParams(max_tokens=6, seed=3, ignore_eos=True)
+    engine = Engine(tiny_forward, num_pages=32)
+    for rid in ("a", "b", "c"):
+        engine.add(rid, _prompt(ord(rid), 9), params)
+    engine.step()
+    engine.step()
+    assert engine.abort("b") and engine.abort("c") is True
+    assert not engine.abort("b") and not engine.abort("nobody")
+    engine.add("d", _prompt(7, 5), params)
+    assert engine.abort("d")  # still waiting
+    done = engine.run()
+    assert set(done) == {"a"} and engine.cache.free_pages == 32
+    assert done["a"].output_ids == _alone(tiny_forward, _prompt(ord("a"), 9), params).output_ids

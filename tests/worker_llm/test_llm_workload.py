@@ -7,7 +7,7 @@ import json
 import pytest
 
 from worker.model.llm import Engine, LlamaForward, random_weights
-from worker.workloads import GenerationRequest, GenerationWorkload, Workload, WorkloadError
+from worker.workloads import GenerationRequest, GenerationResult, GenerationWorkload, Workload, WorkloadError
 
 from .conftest import TINY
 
@@ -76,7 +76,7 @@ def test_a_batch_executes_to_what_each_request_gets_alone_and_units_count_prompt
         assert workload.compare(blob, workload.encode_output(*_rerun(workload, req)))
 
 
-def _rerun(workload: GenerationWorkload, req: GenerationRequest) -> tuple[GenerationRequest, object]:
+def _rerun(workload: GenerationWorkload, req: GenerationRequest) -> tuple[GenerationRequest, GenerationResult]:
     return req, workload.execute([req])[0]
 
 

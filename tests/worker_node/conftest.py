@@ -13,8 +13,9 @@ import pytest
 from common.blobs import LocalBlobStore
 from deploy.demo import CheatingExecutor, post_embedding_job
 from worker.node.compute import shared_encoder
+from worker.node.config import Checkpoint, NodeConfig
 from worker.node.executor import InProcessExecutor
-from worker.node.node import Node, NodeConfig
+from worker.node.node import Node
 
 USD = 10**6
 HST = 10**18
@@ -40,10 +41,11 @@ def make_node(
     fresh: Any, store: LocalBlobStore, executor: InProcessExecutor, tmp_path: Path
 ) -> Iterator[Callable[..., Node]]:
     """``make_node("provider", cheat=True, ...)``: a node for that devnet account; ``cheat``
-    gives it a :class:`~deploy.demo.CheatingExecutor` (perturbed outputs)."""
+    gives it a :class:`~deploy.demo.CheatingExecutor` (perturbed outputs), ``checkpoint`` a
+    hook called after each step; other keywords go to :class:`NodeConfig`."""
     made: list[Node] = []
 
-    def make(who: str, *, cheat: bool = False, **cfg: Any) -> Node:
+    def make(who: str, *, cheat: bool = False, checkpoint: Checkpoint | None = None, **cfg: Any) -> Node:
         cfg.setdefault("withdraw_interval_s", 0)
         n = Node(
             fresh.hearth,
@@ -52,6 +54,7 @@ def make_node(
             CheatingExecutor(executor, store) if cheat else executor,
             NodeConfig(name=who, **cfg),
             state_dir=tmp_path / "state",
+            checkpoint=checkpoint,
         )
         made.append(n)
         return n

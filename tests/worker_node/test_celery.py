@@ -186,7 +186,8 @@ def test_node_delivers_through_celery_and_a_delivered_job_is_not_recomputed(
     celery_env: CeleryEnv, fresh: Any, encoder: Any, tmp_path: Path
 ) -> None:
     from deploy.demo import post_embedding_job
-    from worker.node.node import Node, NodeConfig
+    from worker.node.config import NodeConfig
+    from worker.node.node import Node
 
     h, acc = fresh.hearth, fresh.accounts
     texts = [f"through {celery_env.transport}", "fan-out over GPU processes"]

@@ -99,7 +99,7 @@ def test_node_killed_after_receipt_restarts_without_resubmitting_and_finalizes(
     assert "finalized" in final.stderr and "withdrew" in final.stderr
 
 
-@pytest.mark.parametrize("step", ["claim", "submit_receipt"])
+@pytest.mark.parametrize("step", ["claimJob", "submitReceipt"])
 def test_crash_between_a_mined_transaction_and_its_state_write_is_recovered_from_the_chain(
     fresh: Any, make_node: Any, post_job: Any, monkeypatch: pytest.MonkeyPatch, step: str
 ) -> None:
@@ -107,18 +107,21 @@ def test_crash_between_a_mined_transaction_and_its_state_write_is_recovered_from
     provider = fresh.accounts["provider"].address
     job_id, _ = post_job(["crash in the window"])
     nonce0 = h.w3.eth.get_transaction_count(provider)
-    real = getattr(h, step)
+    sender = h.sender(fresh.accounts["provider"].key)
+    real = sender.wait
 
-    def mined_then_dead(*a: Any, **kw: Any) -> Any:
-        real(*a, **kw)
-        raise Crash  # the transaction is mined; the process dies before it records that
+    def mined_then_dead(pending: Any, *a: Any, **kw: Any) -> Any:
+        rcpt = real(pending, *a, **kw)
+        if pending.fn.fn_name == step:
+            raise Crash  # the transaction is mined; the process dies before it records that
+        return rcpt
 
-    monkeypatch.setattr(h, step, mined_then_dead)
+    monkeypatch.setattr(sender, "wait", mined_then_dead)
     first = make_node("provider")
     with pytest.raises(Crash):
         first.tick()
     row = first.state.get(JobRow, job_id)
-    assert row is not None and row.phase == (Phase.CLAIMING if step == "claim" else Phase.SUBMITTING)
+    assert row is not None and row.phase == (Phase.CLAIMING if step == "claimJob" else Phase.SUBMITTING)
     first.close()
     monkeypatch.undo()
 

@@ -1,97 +1,93 @@
-"""Claimable jobs from the indexer's database, with the chain as the fallback."""
+"""Where a provider finds posted jobs: the market's ``JobPosted`` logs by default, a gateway's
+public job list when one is configured, and the chain again whenever that list cannot be read.
+(The gateway source against a real gateway: ``tests/gateway/test_gateway_job_source.py``.)"""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
 
-import sqlalchemy as sa
+import pytest
 
-from worker.node.node import Node, NodeConfig
+from contracts import jobio
+from deploy.devnet import free_port
+from worker.node.config import NodeConfig
+from worker.node.errors import JobSourceError
+from worker.node.node import Node
 from worker.node.service import build_node
-from worker.node.sources import IndexerJobSource
+from worker.node.sources import Candidate, GatewayJobSource
+from worker.node.state import CandidateRow, CandidateState
 from worker.settings import WorkerSettings
 
 
-def _jobs_table(meta: sa.MetaData) -> sa.Table:
-    """The indexer's real ``jobs`` table when its package is importable, else its columns."""
-    try:
-        from common.index_models import Job
-
-        return Job.__table__.to_metadata(meta)  # type: ignore[attr-defined,no-any-return]
-    except ImportError:
-        return sa.Table(
-            "jobs",
-            meta,
-            sa.Column("job_id", sa.BigInteger, primary_key=True),
-            sa.Column("model_id", sa.String),
-            sa.Column("status", sa.String),
-            sa.Column("input_hash", sa.String),
-            sa.Column("deadline", sa.BigInteger),
-        )
+def _node(fresh: Any, tmp_path: Path, store: Any, executor: Any, **settings: Any) -> Any:
+    s = WorkerSettings(data_dir=tmp_path, gpu_class="cpu", **settings)
+    return build_node(s, fresh.accounts["provider"].key, hearth=fresh.hearth, store=store, executor=executor)
 
 
-def _indexer_db(path: Path, rows: list[dict[str, Any]]) -> str:
-    url = f"sqlite:///{path}"
-    engine = sa.create_engine(url)
-    meta = sa.MetaData()
-    jobs = _jobs_table(meta)
-    meta.create_all(engine)
-    defaults = {"client": "0x" + "11" * 20, "max_payment": 1, "price_per_unit": 1, "payment": 0, "collateral": 0}
-    with engine.begin() as conn:
-        conn.execute(jobs.insert(), [{**{k: v for k, v in defaults.items() if k in jobs.c}, **r} for r in rows])
-    return url
-
-
-def test_node_claims_the_jobs_the_indexer_lists_as_posted(
+def test_without_a_gateway_the_node_reads_posted_jobs_from_the_chain(
     fresh: Any, tmp_path: Path, store: Any, executor: Any, post_job: Any
 ) -> None:
-    h = fresh.hearth
-    listed, _ = post_job(["listed by the indexer"])
-    unlisted, _ = post_job(["not yet indexed"])
-    job = h.job(listed)
-    url = _indexer_db(
-        tmp_path / "indexer.sqlite",
-        [
-            {
-                "job_id": listed,
-                "model_id": "0x" + job.model_id.hex().upper(),
-                "status": "posted",
-                "input_hash": "0x" + job.input_hash.hex(),
-                "deadline": job.deadline,
-            },
-            {
-                "job_id": 999,
-                "model_id": "0x" + job.model_id.hex(),
-                "status": "finalized",
-                "input_hash": "0x" + "00" * 32,
-                "deadline": 0,
-            },
-        ],
-    )
-    source = IndexerJobSource(url, h, [executor.model_hash])
-    node = Node(
-        h,
-        fresh.accounts["provider"].key,
-        store,
-        executor,
-        NodeConfig(name="provider"),
-        state_dir=tmp_path / "state",
-        job_source=source,
-    )
+    node = _node(fresh, tmp_path, store, executor)
     try:
-        assert node.tick().delivered == [listed]
-        assert h.job(unlisted).provider == "0x" + "00" * 20
+        assert node.provider.source.name == "chain"
+        job_id, _ = post_job(["found in the logs"])
+        assert node.tick().delivered == [job_id]
     finally:
         node.close()
 
 
-def test_build_node_falls_back_to_chain_logs_without_an_indexer_table(
-    fresh: Any, tmp_path: Path, store: Any, executor: Any
+def test_a_gateway_that_cannot_be_read_makes_the_node_fall_back_to_the_chain(
+    fresh: Any, tmp_path: Path, store: Any, executor: Any, post_job: Any
 ) -> None:
-    settings = WorkerSettings(data_dir=tmp_path, indexer_database_url=f"sqlite:///{tmp_path / 'empty.sqlite'}")
-    node = build_node(settings, fresh.accounts["provider"].key, hearth=fresh.hearth, store=store, executor=executor)
+    dead = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    node = _node(fresh, tmp_path, store, executor, gateway_url=dead)
     try:
-        assert node.source.name == "chain"
+        assert node.provider.source.name == "gateway"
+        job_id, _ = post_job(["the gateway is down"])
+        assert node.tick().delivered == [job_id]
+        assert node.provider.source.name == "chain"
+    finally:
+        node.close()
+
+
+def test_an_unreachable_gateway_is_a_job_source_error_naming_the_url() -> None:
+    url = f"http://127.0.0.1:{free_port()}"
+    source = GatewayJobSource(url, [b"\x01" * 32], timeout=2)
+    with pytest.raises(JobSourceError, match=f"cannot read posted jobs from {url}/v1/jobs"):
+        source.poll(0)
+    source.close()
+
+
+class ListedAhead:
+    """A job list that names a job before this node's view of the chain holds it (a gateway's
+    index can be a block ahead of the tick's read)."""
+
+    name = "ahead"
+
+    def __init__(self, candidate: Candidate) -> None:
+        self.candidate = candidate
+
+    def poll(self, safe_block: int) -> list[Candidate]:
+        return [self.candidate]
+
+
+def test_a_job_listed_before_the_node_sees_it_on_chain_is_kept_and_claimed_later(
+    fresh: Any, tmp_path: Path, store: Any, executor: Any, post_job: Any
+) -> None:
+    h = fresh.hearth
+    texts = ["listed one block early"]
+    next_id = int(h.market.functions.jobCount().call()) + 1
+    now = int(h.w3.eth.get_block("latest")["timestamp"])
+    listed = Candidate(next_id, jobio.input_hash(jobio.encode_input(texts)), now + 3600)
+    node = Node(h, fresh.accounts["provider"].key, store, executor, NodeConfig(name="provider"),
+                state_dir=tmp_path / "state", job_source=ListedAhead(listed))
+    try:
+        assert node.tick().claimed == []
+        row = node.state.get(CandidateRow, next_id)
+        assert row is not None and row.state == CandidateState.OPEN
+        job_id, _ = post_job(texts)
+        assert job_id == next_id
+        assert node.tick().delivered == [job_id]
     finally:
         node.close()

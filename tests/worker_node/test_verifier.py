@@ -56,8 +56,8 @@ def test_verifier_samples_receipts_by_the_hash_of_the_block_after_them(
 def test_sample_draw_is_keccak_of_a_private_secret_the_next_block_hash_and_the_job_id(
     fresh: Any, chain: Any, make_node: Any
 ) -> None:
-    verifier = make_node("verifier", role="verifier")
-    other = make_node("verifier2", role="verifier")
+    verifier = make_node("verifier", role="verifier").verifier
+    other = make_node("verifier2", role="verifier").verifier
     chain.mine(3)
     block = fresh.hearth.w3.eth.block_number - 2
     nxt = bytes(fresh.hearth.w3.eth.get_block(block + 1)["hash"])

@@ -1,9 +1,12 @@
 """The Hearth worker node: provider and verifier roles over the job market.
 
+:class:`Node` (:mod:`worker.node.node`) is a composition root over small duties, one module each
+in :mod:`worker.node.duties`, run every tick over one :class:`~worker.node.view.TickContext`.
+
 Public API:
 
 * :class:`Node` (``tick()``, ``run(stop_event, once=False)``, ``healthy()``) and
-  :class:`NodeConfig`, :class:`TickReport`;
+  :class:`NodeConfig`, :class:`TickReport` (:mod:`worker.node.config`);
 * :func:`build_node` (a node from :class:`~worker.settings.WorkerSettings`),
   :class:`NodeService` (a node on a thread: ``start``/``stop``/``healthy``),
   :func:`run_node` (blocking, until a stop event);
@@ -20,14 +23,15 @@ from typing import Any
 
 _EXPORTS = {
     "Node": "worker.node.node",
-    "NodeConfig": "worker.node.node",
-    "TickReport": "worker.node.node",
+    "NodeConfig": "worker.node.config",
+    "TickReport": "worker.node.config",
     "build_node": "worker.node.service",
     "NodeService": "worker.node.service",
     "run_node": "worker.node.service",
     "InProcessExecutor": "worker.node.executor",
     "CeleryExecutor": "worker.node.executor",
     "NodeError": "worker.node.errors",
+    "DutyFailedError": "worker.node.errors",
 }
 
 __all__ = sorted(_EXPORTS)

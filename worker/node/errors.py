@@ -20,4 +20,14 @@ class ComputeError(NodeError):
 
 
 class JobSourceError(NodeError):
-    """A source of claimable jobs (the indexer's database) cannot be read."""
+    """A source of claimable jobs (a gateway's job list) cannot be read."""
+
+
+class DutyFailedError(NodeError):
+    """A duty failed too many ticks in a row: the node stops instead of logging forever."""
+
+    def __init__(self, duty: str, failures: int, last: BaseException) -> None:
+        super().__init__(f"duty {duty!r} failed {failures} ticks in a row; last error: {type(last).__name__}: {last}")
+        self.duty = duty
+        self.failures = failures
+        self.last = last

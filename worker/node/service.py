@@ -22,10 +22,11 @@ from contracts.bindings import Hearth
 from contracts.chain import connect
 from contracts.errors import ContractsError
 from contracts.manifest import Manifest
-from worker.node.errors import JobSourceError, NodeConfigError
+from worker.node.config import Checkpoint, NodeConfig
+from worker.node.errors import DutyFailedError, NodeConfigError
 from worker.node.executor import CeleryExecutor, Executor, InProcessExecutor
-from worker.node.node import Checkpoint, Node, NodeConfig
-from worker.node.sources import IndexerJobSource, JobSource
+from worker.node.node import Node
+from worker.node.sources import GatewayJobSource, JobSource
 from worker.settings import WorkerSettings
 
 if TYPE_CHECKING:
@@ -95,6 +96,7 @@ def node_config(settings: WorkerSettings) -> NodeConfig:
         min_withdraw=settings.min_withdraw,
         max_input_bytes=settings.max_input_bytes,
         poll_interval_s=settings.poll_interval_s,
+        max_duty_failures=settings.max_duty_failures,
         name=settings.node_name,
     )
 
@@ -113,11 +115,8 @@ def build_node(
     store = store or settings.open_blobs(settings.data_dir, key)
     executor = executor or build_executor(settings, store)
     source: JobSource | None = None
-    if settings.indexer_database_url:
-        try:
-            source = IndexerJobSource(settings.indexer_database_url, h, [executor.model_hash])
-        except JobSourceError as exc:
-            log.warning("%s; reading JobPosted logs from the chain instead", exc)
+    if settings.gateway_url:
+        source = GatewayJobSource(settings.gateway_url, [executor.model_hash])
     return Node(
         h,
         key,
@@ -140,15 +139,24 @@ class NodeService:
         self.node = node
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self.error: BaseException | None = None
+        """What stopped the node's loop (a duty that kept failing), once it has."""
 
     def start(self) -> None:
         if self._thread and self._thread.is_alive():
             return
         self._stop.clear()
         self._thread = threading.Thread(
-            target=self.node.run, args=(self._stop,), name=f"hearth-node-{self.node.address[:10]}", daemon=True
+            target=self._run, name=f"hearth-node-{self.node.address[:10]}", daemon=True
         )
         self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            self.node.run(self._stop)
+        except Exception as exc:  # noqa: BLE001 - kept for the owner (healthy() turns false)
+            self.error = exc
+            log.error("node %s stopped: %s", self.node.address, exc, exc_info=not isinstance(exc, DutyFailedError))
 
     def stop(self, timeout: float | None = 30.0) -> None:
         self._stop.set()

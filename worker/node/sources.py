@@ -1,5 +1,6 @@
 """Reading the chain for the node (logs in chunks, trailing the head) and the sources of
-claimable jobs: the market's ``JobPosted`` logs, or the indexer's ``job`` table."""
+claimable jobs: the market's ``JobPosted`` logs, or a gateway's public job list. (Never another
+service's database: the worker depends on the chain and on public APIs only.)"""
 
 from __future__ import annotations
 
@@ -8,10 +9,11 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+import httpx
 from web3.types import EventData
 
 from contracts.bindings import Hearth, decode_log, event_topics
-from contracts.errors import ContractsError
+from contracts.logs import scan_logs
 from worker.node.errors import JobSourceError
 from worker.node.state import NodeState
 
@@ -35,7 +37,8 @@ def topic_of(value: int | bytes | str) -> str:
 
 
 class ChainReader:
-    """Log scanning over block ranges in chunks (RPCs cap ``eth_getLogs`` ranges)."""
+    """Log scanning over block ranges in chunks, narrowed whenever the RPC refuses a range
+    (:func:`contracts.logs.scan_logs`)."""
 
     def __init__(self, hearth: Hearth, chunk: int = 5000) -> None:
         self.h = hearth
@@ -46,14 +49,9 @@ class ChainReader:
     ) -> Iterator[EventData]:
         """Decoded market events named ``events`` in ``[from_block, to_block]``, in order."""
         topics: list[Any] = [event_topics(self.h.market, list(events)), *extra_topics]
-        start = from_block
-        while start <= to_block:
-            end = min(to_block, start + self.chunk - 1)
-            for lg in self.h.w3.eth.get_logs(
-                {"address": self.h.market.address, "fromBlock": start, "toBlock": end, "topics": topics}
-            ):
-                yield decode_log(self.h.market, lg)
-            start = end + 1
+        params = {"address": self.h.market.address, "topics": topics}
+        for lg in scan_logs(self.h.w3, params, from_block, to_block, max_span=self.chunk):
+            yield decode_log(self.h.market, lg)
 
 
 @dataclass(frozen=True)
@@ -69,7 +67,7 @@ class JobSource(Protocol):
     name: str
 
     def poll(self, safe_block: int) -> list[Candidate]:
-        """Jobs posted since the last poll (chain source) or still open (indexer source)."""
+        """Jobs posted since the last poll (chain source) or still posted (gateway source)."""
         ...
 
 
@@ -96,85 +94,67 @@ class ChainJobSource:
         return out
 
 
-class IndexerJobSource:
-    """Open jobs from the indexer's database (its SQLModel table ``jobs``; SQLite or PostgreSQL).
+class GatewayJobSource:
+    """Posted jobs from a gateway's public API (``GET /v1/jobs?status=posted&model_id=...``,
+    newest first, followed page by page up to ``max_pages``).
 
-    The table is reflected rather than imported, so the node depends on the indexer's columns
-    only, not on its Python package: ``job_id``, ``model_id`` (hex), ``status`` (``posted``...)
-    and, when present, ``input_hash`` and ``deadline``. Rows are hints: the node checks every
-    candidate against the chain before claiming it, so a lagging or stale database costs a
-    wasted look-up, never a wrong claim.
-    """
+    The gateway answers from its index, so the list trails the chain by a block or two. Entries
+    are hints: the node checks every candidate against the chain before claiming it, so a stale
+    or wrong list costs a look-up, never a wrong claim. Any failure to read it raises
+    :class:`~worker.node.errors.JobSourceError` (the node then reads the chain's logs)."""
 
-    name = "indexer"
-    TABLES = ("jobs", "job")
-    ID_COLUMNS = ("job_id", "id")
+    name = "gateway"
 
     def __init__(
-        self,
-        database_url: str,
-        hearth: Hearth,
-        model_ids: Sequence[bytes],
-        tables: Sequence[str] = TABLES,
-        limit: int = 500,
+        self, base_url: str, model_ids: Sequence[bytes], *, client: httpx.Client | None = None,
+        page_size: int = 200, max_pages: int = 10, timeout: float = 10.0,
     ) -> None:
-        import sqlalchemy as sa
-
-        self.h = hearth
-        self.limit = limit
+        self.base_url = base_url.rstrip("/")
         self.models = ["0x" + m.hex() for m in model_ids]
-        for prefix in ("postgres://", "postgresql://"):  # bare URLs mean psycopg 3, as for the indexer
-            if database_url.startswith(prefix):
-                database_url = "postgresql+psycopg://" + database_url[len(prefix) :]
-        try:
-            self.engine = sa.create_engine(database_url)
-            present = set(sa.inspect(self.engine).get_table_names())
-            table = next((t for t in tables if t in present), None)
-            if table is None:
-                raise JobSourceError(f"the indexer database has no table {' or '.join(tables)}")
-            meta = sa.MetaData()
-            meta.reflect(self.engine, only=[table])
-        except JobSourceError:
-            raise
-        except Exception as exc:  # noqa: BLE001 - any driver or reflection failure
-            raise JobSourceError(f"cannot read the indexer database: {exc}") from exc
-        self.table = meta.tables[table]
-        cols = self.table.c
-        id_col = next((cols[c] for c in self.ID_COLUMNS if c in cols), None)
-        if id_col is None or "model_id" not in cols or "status" not in cols:
-            raise JobSourceError(
-                f"indexer table {table!r} lacks job id / model_id / status columns: {list(cols.keys())}"
-            )
-        self.id_col = id_col
+        self.page_size = page_size
+        self.max_pages = max_pages
+        self._client = client or httpx.Client(timeout=timeout)
 
     def poll(self, safe_block: int) -> list[Candidate]:
-        import sqlalchemy as sa
+        out: dict[int, Candidate] = {}
+        for model in self.models:
+            cursor: int | None = None
+            for _ in range(self.max_pages):
+                page = self._page(model, cursor)
+                for item in page.get("items", []):
+                    c = _candidate(item)
+                    out[c.job_id] = c
+                cursor = page.get("next_cursor")
+                if cursor is None:
+                    break
+        return [out[k] for k in sorted(out)]
 
-        cols = self.table.c
-        model_match = sa.or_(*(sa.func.lower(cols["model_id"]) == m for m in self.models))
-        query = (
-            sa.select(self.table)
-            .where(sa.func.lower(cols["status"]) == "posted", model_match)
-            .order_by(self.id_col)
-            .limit(self.limit)
-        )
+    def _page(self, model: str, cursor: int | None) -> dict[str, Any]:
+        params: dict[str, Any] = {"status": "posted", "model_id": model, "limit": self.page_size}
+        if cursor is not None:
+            params["cursor"] = cursor
+        url = f"{self.base_url}/v1/jobs"
         try:
-            with self.engine.connect() as conn:
-                rows = conn.execute(query).mappings().all()
-        except Exception as exc:  # noqa: BLE001
-            raise JobSourceError(f"indexer query failed: {exc}") from exc
-        out = []
-        for r in rows:
-            job_id = int(r[self.id_col.name])
-            ih, dl = r.get("input_hash"), r.get("deadline")
-            if ih is None or dl is None:
-                try:
-                    job = self.h.job(job_id)
-                except ContractsError:  # not on this chain (another deployment's database?)
-                    continue
-                out.append(Candidate(job_id, job.input_hash, job.deadline))
-            else:
-                raw = bytes(ih) if isinstance(ih, (bytes, bytearray)) else bytes.fromhex(str(ih).removeprefix("0x"))
-                deadline = int(dl.timestamp()) if hasattr(dl, "timestamp") else int(dl)
-                out.append(Candidate(job_id, raw, deadline))
-        return out
+            r = self._client.get(url, params=params)
+        except httpx.HTTPError as exc:
+            raise JobSourceError(f"cannot read posted jobs from {url}: {exc}") from exc
+        if r.status_code != 200:
+            raise JobSourceError(f"{url} answered {r.status_code}: {r.text[:200]}")
+        try:
+            body = r.json()
+        except ValueError as exc:
+            raise JobSourceError(f"{url} answered with something other than JSON: {exc}") from exc
+        if not isinstance(body, dict):
+            raise JobSourceError(f"{url} answered {type(body).__name__}, not a page of jobs")
+        return body
+
+    def close(self) -> None:
+        self._client.close()
+
+
+def _candidate(item: Any) -> Candidate:
+    try:
+        return Candidate(int(item["job_id"]), bytes.fromhex(str(item["input_hash"]).removeprefix("0x")),
+                         int(item["deadline"]))
+    except (KeyError, TypeError, ValueError) as exc:
+        raise JobSourceError(f"a listed job lacks job_id / input_hash / deadline: {exc}") from exc

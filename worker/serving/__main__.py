@@ -5,6 +5,12 @@ operator key from ``HEARTH_WORKER_KEY`` (or, on a devnet, ``HEARTH_SERVING_DEVNE
 accounts file). With ``HEARTH_SERVING_ANNOUNCE=1`` the node first writes its public URL and
 region on-chain (``updateProvider``) and quotes ``HEARTH_SERVING_PRICE`` when given, so
 gateways route to it.
+
+Models (``HEARTH_SERVING_MODELS``, comma-separated registry names or 0x ids; default
+``all-MiniLM-L6-v2``): with ``SmolLM2-135M-Instruct`` among them the node also serves
+``/v1/chat/completions`` and ``/v1/completions``, loading SmolLM2 at start (about 10 s; a node
+without it never loads it). Announcing quotes ``HEARTH_SERVING_LLM_PRICE`` (default
+``HEARTH_SERVING_PRICE``) for SmolLM2 and declares it served on-chain (``setServing``).
 """
 
 from __future__ import annotations
@@ -12,6 +18,7 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
+from typing import Any
 
 from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -40,6 +47,14 @@ class ServingSettings(BaseSettings):
     max_batch_age_s: float = 2.0
     collect_threshold: int = 10**6
     default_aggregator: str | None = None
+    #: registry names (or 0x ids) of the models to serve, comma-separated
+    models: str = "all-MiniLM-L6-v2"
+    #: per-token price to quote for SmolLM2 when announcing (None: ``price``)
+    llm_price: int | None = None
+    #: KV cache pages of 16 positions for generation (46 KB per position: 512 pages ~ 377 MB)
+    llm_kv_pages: int = 512
+    #: requests decoding at once in the LLM engine
+    llm_max_running: int = 32
     backend: str = "torch"
     dtype: str = "fp32"
     device: str | None = None
@@ -60,6 +75,8 @@ def settings_from(argv: list[str]) -> ServingSettings:
     ap.add_argument("--public-url")
     ap.add_argument("--data-dir", type=Path)
     ap.add_argument("--announce", action="store_true", default=None)
+    ap.add_argument("--models", help="comma-separated model names to serve")
+    ap.add_argument("--llm-price", type=int)
     args = ap.parse_args(argv)
     overrides = {k: v for k, v in vars(args).items() if v is not None}
     return ServingSettings(**overrides)
@@ -97,33 +114,82 @@ def main(argv: list[str] | None = None) -> None:
     h = Hearth(manifest)
     s = Settlement(h)
     address = Account.from_key(key).address
-    model = manifest.models[0]
+    from worker.workloads.generation import runtime_hash as llm_runtime_hash
+
+    wanted = [m.strip() for m in st.models.split(",") if m.strip()]
+    entries = []
+    for name in wanted:
+        found = [m for m in manifest.models if name in (m.name, m.model_id) or name.lower() == m.model_id.lower()]
+        if not found:
+            raise SystemExit(f"model {name!r} is not in the manifest (registered: "
+                             f"{', '.join(m.name or m.model_id for m in manifest.models)})")
+        entries.append(found[0])
+    if not entries:
+        raise SystemExit("HEARTH_SERVING_MODELS names no model")
+    llm_rt = "0x" + llm_runtime_hash().hex()
+    llm_entry = next((m for m in entries if m.runtime_hash.lower() == llm_rt), None)
+    emb_entries = [m for m in entries if m is not llm_entry]
+    model = emb_entries[0] if emb_entries else next(
+        (m for m in manifest.models if m.runtime_hash.lower() != llm_rt), manifest.models[0])
     model_id = bytes.fromhex(model.model_id[2:])
+    llm_id = bytes.fromhex(llm_entry.model_id[2:]) if llm_entry is not None else None
     public = st.public_url or f"http://{st.host}:{st.port}"
     if st.announce:
         sender = h.sender(key)
         sender.send(h.staking.functions.updateProvider(public, st.region, st.gpu_class))
-        if st.price is not None:
+        if st.price is not None and emb_entries:
             s.quote_price(key, model_id, st.price)
-        log.info("announced %s at %s (region %s, price %s)", address, public, st.region, s.price_of(address, model_id))
-    encoder = shared_encoder(st.backend, st.dtype, st.device)
-    if encoder.runtime_hash().hex() != model.runtime_hash[2:]:
-        log.warning("this runtime %s differs from the model's registered runtime %s", encoder.runtime_hash().hex(),
-                    model.runtime_hash)
+        if llm_id is not None:
+            if not h.staking.functions.serves(address, llm_id).call():
+                sender.send(h.staking.functions.setServing(llm_id, True))
+            llm_price = st.llm_price if st.llm_price is not None else st.price
+            if llm_price is not None:
+                s.quote_price(key, llm_id, llm_price)
+        log.info("announced %s at %s (region %s, prices %s)", address, public, st.region,
+                 {m.name: s.price_of(address, bytes.fromhex(m.model_id[2:])) for m in entries})
+    encoder = None
+    if emb_entries:
+        encoder = shared_encoder(st.backend, st.dtype, st.device)
+        if encoder.runtime_hash().hex() != model.runtime_hash[2:]:
+            log.warning("this runtime %s differs from the model's registered runtime %s",
+                        encoder.runtime_hash().hex(), model.runtime_hash)
+    generator, llm = None, None
+    if llm_entry is not None and llm_id is not None:
+        generator, llm = load_generator(llm_entry.name or llm_entry.model_id, llm_id, st)
     ledger = Ledger(st.ledger_path or st.data_dir / f"serving-{address.lower()}.sqlite", address)
     cfg = ProviderConfig(model_id=model_id, model_name=model.name or model.model_id,
-                         runtime_hash=encoder.runtime_hash(), numerics_class=gpu_class_bytes(st.gpu_class),
+                         runtime_hash=encoder.runtime_hash() if encoder is not None else b"\0" * 32,
+                         numerics_class=gpu_class_bytes(st.gpu_class),
                          max_leaves=st.max_leaves, max_batch_age_s=st.max_batch_age_s,
                          collect_threshold=st.collect_threshold, default_aggregator=st.default_aggregator,
                          max_wait_s=st.max_wait_s)
-    svc = ProviderService(s, key, encoder, ledger, cfg)
+    svc = ProviderService(s, key, encoder, ledger, cfg, generator=generator, llm=llm)
     svc.start()
-    log.info("provider endpoint %s serving %s on %s:%d (pid %d)", address, cfg.model_name, st.host, st.port,
-             os.getpid())
+    log.info("provider endpoint %s serving %s on %s:%d (pid %d)", address, ", ".join(m.name for m in entries),
+             st.host, st.port, os.getpid())
     try:
         uvicorn.run(svc.app, host=st.host, port=st.port, log_level="warning", access_log=False)
     finally:
         svc.stop()
+
+
+def load_generator(name: str, model_id: bytes, st: ServingSettings) -> tuple[Any, Any]:
+    """SmolLM2's engine thread and what the registry calls it (loads the weights: ~10 s)."""
+    import time
+
+    from worker.model.llm import ChatTokenizer, Engine, LlamaForward, load_weights, model_hash
+    from worker.serving.generate import GenerationService, LlmModel
+    from worker.workloads.generation import runtime_hash
+
+    t0 = time.perf_counter()
+    if model_hash() != model_id:
+        log.warning("the installed GGUF hashes to 0x%s, not the registered id 0x%s", model_hash().hex(),
+                    model_id.hex())
+    tokenizer = ChatTokenizer.from_gguf()
+    engine = Engine(LlamaForward(load_weights()), tokenizer, num_pages=st.llm_kv_pages,
+                    max_running=st.llm_max_running)
+    log.info("loaded %s in %.1f s (%d KV pages)", name, time.perf_counter() - t0, st.llm_kv_pages)
+    return GenerationService(engine, tokenizer), LlmModel(model_id, name, runtime_hash())
 
 
 if __name__ == "__main__":

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from web3 import Web3
@@ -37,18 +37,20 @@ class SignerState:
 
 
 class ChainView:
-    def __init__(self, settlement: Settlement, provider: str, model_id: bytes, *, poll_s: float = 0.25,
-                 on_thaw: Callable[[str], None] | None = None) -> None:
+    def __init__(self, settlement: Settlement, provider: str, model_id: bytes | Sequence[bytes], *,
+                 poll_s: float = 0.25, on_thaw: Callable[[str], None] | None = None) -> None:
         self.s = settlement
         self.w3 = settlement.h.w3
         self.provider = Web3.to_checksum_address(provider)
-        self.model_id = model_id
+        #: every model this endpoint serves (the first is the default ``price()`` is for)
+        self.model_ids = [model_id] if isinstance(model_id, bytes) else list(model_id)
+        self.model_id = self.model_ids[0]
         self.poll_s = poll_s
         self.on_thaw = on_thaw
         self._lock = threading.Lock()
         self._lanes: dict[str, Lane] = {}
         self._signers: dict[tuple[str, str], SignerState] = {}
-        self._price: int | None = None
+        self._prices: dict[bytes, int] = {}
         self.block = -1
         self.now = 0
         self._stop = threading.Event()
@@ -91,7 +93,7 @@ class ChainView:
     def _refresh(self) -> None:
         blk = self.w3.eth.get_block("latest")
         number, now = int(blk["number"]), int(blk["timestamp"])
-        price = int(self.s.price_of(self.provider, self.model_id))
+        prices = {m: int(self.s.price_of(self.provider, m)) for m in self.model_ids}
         with self._lock:
             payers, pairs = list(self._lanes), list(self._signers)
         lanes = {p: self._read_lane(p) for p in payers}
@@ -104,17 +106,20 @@ class ChainView:
                     thawed.append(p)
                 self._lanes[p] = lane
             self._signers.update(signers)
-            self._price = price
+            self._prices.update(prices)
             self.block, self.now = number, now
         for p in thawed:
             log.info("payer %s started a thaw of its lane: service stops, collecting", p)
             if self.on_thaw:
                 self.on_thaw(p)
 
-    def price(self) -> int:
-        if self._price is None:
-            self._price = int(self.s.price_of(self.provider, self.model_id))
-        return self._price
+    def price(self, model_id: bytes | None = None) -> int:
+        """This provider's quote for ``model_id`` (default: the first model it serves)."""
+        m = self.model_id if model_id is None else model_id
+        p = self._prices.get(m)
+        if p is None:
+            p = self._prices[m] = int(self.s.price_of(self.provider, m))
+        return p
 
     def lane(self, payer: str) -> Lane:
         with self._lock:

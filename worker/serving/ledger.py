@@ -224,7 +224,7 @@ class Ledger:
         with self._lock:
             for (row, _), s in zip(taken, seqs, strict=True):
                 if not isinstance(s, BaseException):
-                    self._totals[row[1]] = self._totals.get(row[1], 0) + int(row[3])
+                    self._totals[row[1]] = self._totals.get(row[1], 0) + int(row[10])  # the work value
         for (_, fut), s in zip(taken, seqs, strict=True):
             if isinstance(s, BaseException):
                 fut.set_exception(s)

@@ -1,16 +1,21 @@
-"""The provider endpoint: ``POST /v1/embeddings`` paid with a signed ``PaymentReceipt``.
+"""The provider endpoint: ``POST /v1/embeddings`` (MiniLM) and, when the node is configured to
+generate, ``POST /v1/chat/completions`` and ``POST /v1/completions`` (SmolLM2, see
+:mod:`worker.serving.generate` for how a generation is priced, streamed and receipted), each
+paid with a signed ``PaymentReceipt``.
 
 Per request, in this order (nothing is computed for a refused request, nothing is charged):
 
 1. the payment header parses, names this provider, and its signature recovers to the payer or
    to a signer the payer authorized on-chain that is not thawing, revoked or expired
    (``402 signer_not_authorized`` / ``signer_revoked``);
-2. the model is the one this endpoint serves, and the receipt's value is exactly
-   ``units x`` this provider's on-chain quote (``402 wrong_value`` names the expected value);
+2. the model is one this endpoint serves, and the receipt's value is exactly
+   ``units x`` this provider's on-chain quote for it (``402 wrong_value`` names the expected
+   value; for generation ``units`` is the cap, prompt + ``max_tokens``);
 3. the payer's lane covers everything this provider has served the payer and not collected,
    plus this request (``402 lane_exhausted``); a lane with a thaw announced serves nothing more
    (``402 lane_thawing``) and its receipts are collected at once;
-4. the texts run in the shared dynamic batcher with every other request's texts;
+4. the texts run in the shared dynamic batcher with every other request's texts (a
+   generation in the engine's continuous batch);
 5. the ``WorkReceipt`` is signed and, with the payment receipt, written to the ledger and
    fsynced; only then the answer leaves.
 
@@ -34,9 +39,11 @@ import numpy as np
 from eth_account import Account
 from eth_utils import keccak
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, Field
 
+from common import generation as gen
 from contracts import jobio
 from contracts.serving import AGGREGATOR_HEADER, PAYMENT_HEADER, WireError, decode_payment, work_receipt_json
 from contracts.settlement import (
@@ -47,6 +54,7 @@ from contracts.settlement import (
     sign_work_receipt,
 )
 from worker.serving.chainview import ChainView
+from worker.serving.generate import GenerationEndpoint, GenerationService, LlmModel
 from worker.serving.ledger import Ledger
 from worker.serving.settle import BatchCommitter, VoucherCollector
 
@@ -86,7 +94,9 @@ class ProviderService:
     """Composition of the endpoint's duties; ``app`` is the ASGI app to serve."""
 
     def __init__(self, settlement: Settlement, key: str, encoder: Any, ledger: Ledger, config: ProviderConfig,
-                 *, chain_poll_s: float = 0.25) -> None:
+                 *, chain_poll_s: float = 0.25, generator: GenerationService | None = None,
+                 llm: LlmModel | None = None) -> None:
+        """``encoder`` None: no embeddings; ``generator`` and ``llm``: also generate text."""
         from worker.model import embedding_batcher
 
         self.s = settlement
@@ -99,12 +109,15 @@ class ProviderService:
         self.collector = VoucherCollector(settlement, self.sender, ledger, threshold=config.collect_threshold,
                                           interval_s=config.collect_interval_s,
                                           default_aggregator=config.default_aggregator)
-        self.view = ChainView(settlement, self.address, config.model_id, poll_s=chain_poll_s,
-                              on_thaw=self.collector.urge)
+        models = ([config.model_id] if encoder is not None else []) + ([llm.model_id] if llm is not None else [])
+        if not models:
+            raise ValueError("a provider endpoint serves at least one model")
+        self.view = ChainView(settlement, self.address, models, poll_s=chain_poll_s, on_thaw=self.collector.urge)
         self.committer = BatchCommitter(settlement, self.sender, ledger, max_leaves=config.max_leaves,
                                         max_age_s=config.max_batch_age_s)
-        self.batcher = embedding_batcher(encoder, max_tokens=config.max_tokens, max_batch_size=config.max_batch_size,
-                                         max_wait_s=config.max_wait_s)
+        self.batcher = None if encoder is None else embedding_batcher(
+            encoder, max_tokens=config.max_tokens, max_batch_size=config.max_batch_size, max_wait_s=config.max_wait_s)
+        self.generation = None if generator is None or llm is None else GenerationEndpoint(self, generator, llm)
         self._lock = threading.Lock()
         self._served = ledger.totals_by_payer()  # recorded + in flight, per payer
         self._inflight: set[bytes] = set()
@@ -113,27 +126,39 @@ class ProviderService:
 
     # ------------------------------------------------------------ lifecycle
     def start(self) -> None:
-        self.batcher.start()
+        if self.batcher is not None:
+            self.batcher.start()
+        if self.generation is not None:
+            self.generation.service.start()
         self.view.start()
         self.committer.start()
         self.collector.start()
 
     def stop(self) -> None:
-        self.batcher.stop()
+        if self.batcher is not None:
+            self.batcher.stop()
+        if self.generation is not None:
+            self.generation.service.stop()
         self.committer.stop(flush=True)
         self.collector.stop()
         self.view.stop()
         self.ledger.close()
 
     def health(self) -> dict[str, Any]:
-        parts = {"batcher": self.batcher.healthy(), "chain_view": self.view.healthy(),
+        parts = {"chain_view": self.view.healthy(),
                  "committer": self.committer.healthy(), "collector": self.collector.healthy(),
                  "ledger": self.ledger.healthy()}
+        if self.batcher is not None:
+            parts["batcher"] = self.batcher.healthy()
+        if self.generation is not None:
+            parts["llm_engine"] = self.generation.service.healthy()
+        prices = {"0x" + m.hex(): str(self.view.price(m)) for m in self.view.model_ids}
         return {"ok": all(parts.values()), **parts, "provider": self.address, "block": self.view.block,
-                "price": self.view.price(), "queued": self.batcher.queued}
+                "price": self.view.price(), "prices": prices,
+                "queued": self.batcher.queued if self.batcher is not None else 0}
 
     # ------------------------------------------------------------ the request path
-    def _check_payment(self, header: str | None, units: int) -> tuple[Any, str, bytes]:
+    def check_payment(self, header: str | None, units: int, model_id: bytes | None = None) -> tuple[Any, str, bytes]:
         if not header:
             raise Refusal(402, "payment_missing", f"send a signed PaymentReceipt in the {PAYMENT_HEADER} header")
         try:
@@ -151,14 +176,14 @@ class ProviderService:
         if why is not None:
             raise Refusal(402, why, f"{signer} may not sign receipts for {receipt.payer} ({why.replace('_', ' ')})",
                           signer=signer)
-        price = self.view.price()
+        price = self.view.price(model_id)
         expected = units * price
         if receipt.value != expected:
             raise Refusal(402, "wrong_value", f"{units} units at {price} cost {expected}, the receipt pays "
                           f"{receipt.value}", expected=str(expected), units=units, price=str(price))
         return receipt, signer, sig
 
-    def _reserve(self, payer: str, request_id: bytes, value: int) -> None:
+    def reserve(self, payer: str, request_id: bytes, value: int) -> None:
         lane = self.view.lane(payer)
         with self._lock:
             if request_id in self._inflight or self.ledger.has_request(request_id):
@@ -173,24 +198,26 @@ class ProviderService:
             self._served[payer] = self._served.get(payer, 0) + value
             self._inflight.add(request_id)
 
-    def _unreserve(self, payer: str, request_id: bytes, value: int, *, recorded: bool) -> None:
+    def unreserve(self, payer: str, request_id: bytes, value: int, recorded_value: int | None) -> None:
+        """Ends a request that reserved ``value``: ``recorded_value`` is what its recorded leaf is
+        worth (None: nothing was recorded, so nothing is owed)."""
         with self._lock:
             self._inflight.discard(request_id)
-            if not recorded:
-                self._served[payer] = self._served.get(payer, 0) - value
+            self._served[payer] = self._served.get(payer, 0) - value + (recorded_value or 0)
 
     async def embed(self, body: EmbeddingsBody, payment: str | None, aggregator: str | None) -> dict[str, Any]:
         cfg = self.config
         t0 = time.perf_counter()
-        if body.model not in (cfg.model_name, "0x" + cfg.model_id.hex()):
+        if self.encoder is None or self.batcher is None or body.model not in (cfg.model_name,
+                                                                               "0x" + cfg.model_id.hex()):
             raise Refusal(404, "model_not_found", f"this provider serves {cfg.model_name}, not {body.model!r}")
         texts = [body.input] if isinstance(body.input, str) else list(body.input)
         if not texts or len(texts) > cfg.max_texts or not all(t.strip() for t in texts):
             raise Refusal(400, "invalid_input", f"send 1 to {cfg.max_texts} non-empty texts")
         counts = self.encoder.count_tokens(texts)
         units = int(sum(counts))
-        receipt, signer, pay_sig = self._check_payment(payment, units)
-        self._reserve(receipt.payer, receipt.request_id, receipt.value)
+        receipt, signer, pay_sig = self.check_payment(payment, units, cfg.model_id)
+        self.reserve(receipt.payer, receipt.request_id, receipt.value)
         recorded = False
         try:
             rid = receipt.request_id.hex()
@@ -208,7 +235,7 @@ class ProviderService:
             recorded = True
             t3 = time.perf_counter()
         finally:
-            self._unreserve(receipt.payer, receipt.request_id, receipt.value, recorded=recorded)
+            self.unreserve(receipt.payer, receipt.request_id, receipt.value, receipt.value if recorded else None)
         self.served_requests += 1
         step = jobio.BYTES_PER_EMBEDDING
         return {
@@ -256,6 +283,30 @@ class ProviderService:
             return JSONResponse({"error": {"reason": exc.reason, "message": exc.message, "code": exc.reason,
                                            "type": "invalid_request_error", "details": exc.details or None}},
                                 status_code=exc.status)
+
+        @app.exception_handler(RequestValidationError)
+        async def malformed(request: Request, exc: RequestValidationError) -> JSONResponse:
+            first = exc.errors()[0] if exc.errors() else {}
+            where = ".".join(str(p) for p in first.get("loc", ()))
+            return JSONResponse({"error": {"reason": "malformed_request", "code": "malformed_request",
+                                           "type": "invalid_request_error", "param": where or None,
+                                           "message": f"{where}: {first.get('msg', 'invalid')}"}}, status_code=422)
+
+        def generation(model: str) -> GenerationEndpoint:
+            if self.generation is None:
+                raise Refusal(404, "model_not_found", f"this provider does not generate text (asked for {model!r})")
+            return self.generation
+
+        @app.post("/v1/chat/completions", response_model=None)
+        async def chat_completions(body: gen.ChatCompletionsIn,
+                                   request: Request) -> dict[str, Any] | StreamingResponse:
+            return await generation(body.model).handle(body, request.headers.get(PAYMENT_HEADER),
+                                                       request.headers.get(AGGREGATOR_HEADER))
+
+        @app.post("/v1/completions", response_model=None)
+        async def completions(body: gen.CompletionsIn, request: Request) -> dict[str, Any] | StreamingResponse:
+            return await generation(body.model).handle(body, request.headers.get(PAYMENT_HEADER),
+                                                       request.headers.get(AGGREGATOR_HEADER))
 
         @app.post("/v1/embeddings", response_class=JSONResponse)
         async def embeddings(body: EmbeddingsBody, request: Request) -> JSONResponse:

@@ -1,6 +1,6 @@
 """SmolLM2 text generation as a `Workload`, with the verifier's teacher-forced re-execution.
 
-Input blob (canonical: UTF-8 JSON, sorted keys, no spaces)
+Input blob (canonical: UTF-8 JSON, sorted keys, no spaces; :mod:`common.generation`)
     `{"max_tokens": n, "prompt_ids": [...], "seed": s, "stop": [...], "temperature": t,
     "top_k": k, "top_p": p}`: the prompt as token ids (the gateway applies the chat template
     and tokenizer) and every sampling parameter, the seed included (a provider picks one when
@@ -24,10 +24,10 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
 from eth_hash.auto import keccak
 
+from common import generation as codec
 from worker.model.errors import InvalidInputError
 from worker.model.llm import (
     ChatTokenizer,
@@ -42,10 +42,12 @@ from worker.workloads.base import WorkloadError
 
 MAX_INPUT_BYTES = 1 << 20
 _KEYS = {"max_tokens", "prompt_ids", "seed", "stop", "temperature", "top_k", "top_p"}
+#: the runtime this PyTorch path is registered with (its keccak256 is the receipt's runtime hash)
+RUNTIME = "hearth-smollm2/backend=torch/dtype=fp32/kernels=1"
 
 
-def _canonical(obj: dict[str, Any]) -> bytes:
-    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+def runtime_hash(runtime: str = RUNTIME) -> bytes:
+    return bytes(keccak(runtime.encode("utf-8")))
 
 
 @dataclass(frozen=True)
@@ -71,7 +73,7 @@ class GenerationWorkload:
         tokenizer: ChatTokenizer | None,
         *,
         model_id: bytes,
-        runtime: str = "hearth-smollm2/backend=torch/dtype=fp32/kernels=1",
+        runtime: str = RUNTIME,
         max_running: int = 64,
     ) -> None:
         self.forward = forward
@@ -87,7 +89,7 @@ class GenerationWorkload:
         return self._runtime
 
     def runtime_hash(self) -> bytes:
-        return bytes(keccak(self._runtime.encode("utf-8")))
+        return runtime_hash(self._runtime)
 
     def decode_request(self, blob: bytes) -> GenerationRequest:
         if len(blob) > MAX_INPUT_BYTES:
@@ -120,17 +122,8 @@ class GenerationWorkload:
 
     def encode_request(self, req: GenerationRequest) -> bytes:
         p = req.params
-        return _canonical(
-            {
-                "max_tokens": p.max_tokens,
-                "prompt_ids": list(req.prompt_ids),
-                "seed": p.seed,
-                "stop": list(p.stop),
-                "temperature": p.temperature,
-                "top_k": p.top_k,
-                "top_p": p.top_p,
-            }
-        )
+        return codec.encode_request(req.prompt_ids, max_tokens=p.max_tokens, temperature=p.temperature,
+                                    top_p=p.top_p, top_k=p.top_k, seed=p.seed, stop=p.stop)
 
     def _engine(self) -> Engine:
         return Engine(self.forward, self.tokenizer, max_running=self.max_running, num_pages=4096)
@@ -143,7 +136,7 @@ class GenerationWorkload:
         return [GenerationResult(done[str(i)].output_ids, done[str(i)].finish_reason) for i in range(len(reqs))]
 
     def encode_output(self, req: GenerationRequest, out: GenerationResult) -> bytes:
-        return _canonical({"finish_reason": out.finish_reason, "output_ids": list(out.output_ids)})
+        return codec.encode_output(out.output_ids, out.finish_reason)
 
     def decode_output(self, blob: bytes) -> GenerationResult:
         try:

@@ -145,6 +145,21 @@ class Engine:
     def num_running(self) -> int:
         return len(self._running)
 
+    def abort(self, request_id: str) -> bool:
+        """Drop a waiting or running request and free its pages (a client that went away);
+        False when it is not waiting or running."""
+        for seq in list(self._waiting):
+            if seq.request_id == request_id:
+                self._waiting.remove(seq)
+                return True
+        for seq in self._running:
+            if seq.request_id == request_id:
+                self._running.remove(seq)
+                self.cache.release(seq.pages)
+                seq.pages = []
+                return True
+        return False
+
     def pop_finished(self) -> dict[str, Completion]:
         """Completions finished since the last call."""
         done, self._finished = self._finished, {}

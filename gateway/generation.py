@@ -1,0 +1,389 @@
+"""Chat and text completions on the serving plane: ``/v1/chat/completions`` and
+``/v1/completions`` answered by a provider's endpoint (SmolLM2), streamed chunk by chunk.
+
+**Pricing and payment.** Units are prompt + completion tokens at the provider's quote. The
+gateway tokenizes the prompt itself (:mod:`common.chat_tokenizer`, the provider's code), so it
+knows the prompt's length but not the completion's when it signs. It therefore signs the
+``PaymentReceipt`` for the **cap**, ``(prompt + max_tokens) x price``, and reserves the cap at
+the most expensive provider it may try against the API key's spending cap. The provider's
+``WorkReceipt`` carries the **actual** units and value, ``(prompt + output tokens) x price``;
+the gateway checks it and records that value as served, trims the key's charge to it, and only
+recorded values enter the vouchers providers collect with (payment receipts are never redeemed
+on-chain one by one, vouchers are). So:
+
+* the provider is never paid more than what it produced: a receipt naming more units than the
+  output it returned, or more value than its quote, fails the check and is paid nothing;
+* the client never pays for an unanswered request: nothing is recorded, the reservation is
+  released, when every provider fails before answering, when a provider dies or answers
+  wrongly mid-stream (the stream ends with an ``error`` event), or when the client goes away.
+
+**What is checked** before an answer is recorded: the work receipt recovers to the provider
+and names this request id, payer and model; its input hash is keccak of the canonical request
+(:mod:`common.generation`: the gateway's prompt ids, ``max_tokens``, temperature, top-p, top-k,
+stop strings, and the seed: the client's, or the one the provider picked and returned); its
+output hash is keccak of the returned output ids and finish reason; units and value as above.
+The answer's text is the gateway's own decoding of the receipted ids (a stream's concatenated
+deltas must equal it). Input and output blobs are kept for the challenge window, like
+embeddings', so verifiers can re-execute the request by teacher-forced prefill.
+
+**Streams** (``stream: true``): the provider's chunks are re-emitted as they arrive, as
+``chat.completion.chunk`` (or ``text_completion``) objects; the last chunk with the finish
+reason carries the ``hearth`` object once the receipt checked out and was recorded, then the
+usage chunk (``stream_options.include_usage``), then ``data: [DONE]``. A provider that fails
+before its stream starts is retried on the next one (same request id); after the first chunk
+the stream cannot move, so a failure ends it with an ``error`` event and no charge. A provider
+has the gateway's provider timeout plus :data:`SECONDS_PER_TOKEN` per token of the cap to send
+a whole answer (or, streaming, each next chunk) before it counts as timed out.
+
+Not implemented, refused with a 400 naming the parameter: ``n > 1``, ``logprobs`` /
+``top_logprobs`` (not part of what the receipt commits to), ``echo``, ``suffix``,
+``best_of > 1``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import secrets
+import time
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import httpx
+from eth_utils import keccak
+from fastapi.responses import JSONResponse, StreamingResponse
+from starlette.types import Receive, Scope, Send
+
+from common import generation as gen
+from contracts.serving import AGGREGATOR_HEADER, PAYMENT_HEADER, WireError, encode_payment, work_receipt_from_json
+from contracts.serving import work_receipt_json as receipt_json
+from contracts.settlement import PaymentReceipt, WorkReceipt, recover_work_receipt, sign_payment_receipt
+from gateway import serving, store
+from gateway.errors import (
+    BadRequestError,
+    GatewayError,
+    PaymentError,
+    SpendingCapError,
+    UnavailableError,
+)
+from gateway.routing import Candidate
+
+log = logging.getLogger(__name__)
+
+#: SmolLM2-135M-Instruct's context (prompt + completion tokens)
+CONTEXT = 8192
+#: how long a provider may take per token of a request's cap before it counts as timed out
+#: (added to the provider timeout: a whole answer, or a stream's prefill, arrives in one read)
+SECONDS_PER_TOKEN = 0.1
+
+
+class StreamBroken(Exception):
+    """A provider's stream that ended, or said something, before a valid final receipt."""
+
+
+class _Stream(StreamingResponse):
+    """A streaming response that runs ``on_close`` however it ends (even never started)."""
+
+    def __init__(self, content: AsyncIterator[bytes], on_close: Callable[[], None]) -> None:
+        super().__init__(content, media_type="text/event-stream", headers={"cache-control": "no-cache"})
+        self._on_close = on_close
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self._on_close()
+
+
+def _sse(obj: dict[str, Any] | str) -> bytes:
+    return b"data: " + (obj if isinstance(obj, str) else json.dumps(obj, separators=(",", ":"))).encode() + b"\n\n"
+
+
+async def tokenizer(ctx: Any) -> Any:
+    if ctx._chat_tokenizer is None:
+        await asyncio.to_thread(ctx.chat_tokenizer)
+    return ctx.chat_tokenizer()
+
+
+def check_generative(ctx: Any, model: Any) -> None:
+    """Only SmolLM2 generates: the gateway's tokenizer is the one of the GGUF whose content hash
+    is the registered id."""
+    from common.chat_tokenizer import model_hash
+
+    try:
+        llm_id = model_hash()
+    except FileNotFoundError as exc:
+        raise UnavailableError(f"this gateway cannot tokenize for text generation: {exc}",
+                               reason="generation_unavailable") from None
+    if model.model_id.lower() != "0x" + llm_id.hex():
+        raise BadRequestError(f"model {model.name or model.model_id} does not generate text",
+                              reason="model_not_generative", param="model")
+
+
+def check_answer(plane: serving.ServingPlane, cand: Candidate, hearth: Any, pr: PaymentReceipt, model_id: bytes,
+                 req: gen.Resolved, tok: Any) -> tuple[WorkReceipt, bytes, int, list[int], str, bytes, bytes]:
+    """The provider's ``hearth`` object checked against what was asked and paid (see the module
+    docstring): (work receipt, signature, seed, output ids, finish reason, input blob, output blob)."""
+    work = work_receipt_from_json(hearth["receipt"])
+    wsig = bytes.fromhex(str(hearth["signature"])[2:])
+    seed = hearth["seed"]
+    ids = hearth["output_ids"]
+    reason = hearth["finish_reason"]
+    if type(seed) is not int or not 0 <= seed <= gen.MAX_SEED or (req.seed is not None and seed != req.seed):
+        raise serving.AnswerError(f"seed {seed!r} is not the request's")
+    if not isinstance(ids, list) or not 1 <= len(ids) <= req.max_tokens or \
+            not all(type(t) is int and 0 <= t < tok.vocab_size for t in ids):
+        raise serving.AnswerError("output_ids are not 1 to max_tokens token ids")
+    if reason not in gen.FINISH_REASONS:
+        raise serving.AnswerError(f"finish reason {reason!r}")
+    input_blob = req.encode(seed)
+    output_blob = gen.encode_output(ids, reason)
+    if recover_work_receipt(work, wsig, plane.chain_id, plane.settlement).lower() != cand.address.lower():
+        raise serving.AnswerError("the work receipt is not signed by the provider")
+    units = len(req.prompt_ids) + len(ids)
+    checks = {"requestId": work.request_id == pr.request_id, "payer": work.payer.lower() == pr.payer.lower(),
+              "modelId": work.model_id == model_id, "inputHash": work.input_hash == bytes(keccak(input_blob)),
+              "outputHash": work.output_hash == bytes(keccak(output_blob)), "units": work.units == units,
+              "value": work.value == units * cand.price and work.value <= pr.value}
+    bad = [k for k, v in checks.items() if not v]
+    if bad:
+        raise serving.AnswerError(f"the work receipt's {', '.join(bad)} do not match")
+    return work, wsig, seed, ids, reason, input_blob, output_blob
+
+
+async def generate(ctx: Any, key: store.ApiKey, body: gen.ChatCompletionsIn | gen.CompletionsIn, model: Any,
+                   region: str | None) -> JSONResponse | StreamingResponse:
+    plane: serving.ServingPlane = ctx.serving
+    t_start = time.perf_counter()
+    chat = isinstance(body, gen.ChatCompletionsIn)
+    tok = await tokenizer(ctx)
+    try:
+        req = gen.resolve(body, tok, CONTEXT)
+    except gen.GenerationRequestError as exc:
+        raise BadRequestError(exc.message, reason=exc.reason, param=exc.param) from None
+    order = plane.router.order(model.model_id, region)[: plane.max_attempts]
+    if not order:
+        raise UnavailableError(f"no provider serves {model.name or model.model_id} on the serving plane now",
+                               reason="no_provider")
+    cap_units = len(req.prompt_ids) + req.max_tokens
+    reserve = max(1, cap_units * max(c.price for c in order))
+    charge_id = store.reserve(ctx.db_engine, key.key_hash, reserve, store.now())
+    if charge_id is None:
+        raise SpendingCapError(f"this request costs up to {reserve} ({cap_units} tokens with max_tokens); the key "
+                               f"has {max(0, key.spending_cap - key.spent)} left of its cap", cost=str(reserve))
+    released = False
+
+    def release() -> None:
+        """Gives the reservation back unless the answer was recorded (then it was trimmed)."""
+        nonlocal released
+        if not released:
+            released = True
+            store.release(ctx.db_engine, charge_id)
+
+    def settled() -> None:
+        nonlocal released
+        released = True
+
+    request_id = secrets.token_bytes(32)
+    model_b = bytes.fromhex(model.model_id[2:])
+    stream = bool(body.stream)
+    fwd: dict[str, Any] = {"model": model.model_id, "max_tokens": req.max_tokens, "temperature": req.temperature,
+                           "top_p": req.top_p, "top_k": req.top_k, "stop": list(req.stop), "stream": stream}
+    if req.seed is not None:
+        fwd["seed"] = req.seed
+    if chat:
+        assert isinstance(body, gen.ChatCompletionsIn)
+        fwd["messages"] = body.chat()
+    else:
+        fwd["prompt"] = req.prompt_ids  # token ids: the provider reads exactly these
+    path = "/v1/chat/completions" if chat else "/v1/completions"
+    read_timeout = httpx.Timeout(plane.timeout_s, read=plane.timeout_s + SECONDS_PER_TOKEN * cap_units)
+    last: GatewayError | None = None
+    attempts = 0
+    http = plane.http()
+    try:
+        for cand in order:
+            attempts += 1
+            pr = PaymentReceipt(key.wallet, cand.address, request_id, cap_units * cand.price, int(time.time()))
+            sig = sign_payment_receipt(plane.signer_key, pr, plane.chain_id, plane.escrow)
+            plane.router.begin(cand.address)
+            t0 = time.perf_counter()
+            ok, handed_over = False, False
+            try:
+                resp = await http.send(http.build_request(
+                    "POST", cand.endpoint + path, json=fwd, timeout=read_timeout,
+                    headers={PAYMENT_HEADER: encode_payment(pr, sig), AGGREGATOR_HEADER: plane.public_url}),
+                    stream=True)
+                try:
+                    if resp.status_code == 200 and stream:
+                        ok = handed_over = True
+                        return _Stream(_relay(ctx, key, charge_id, cand, resp, pr, model, model_b, req, tok, chat,
+                                              body.include_usage(), attempts, t0, settled),
+                                       release)
+                    await resp.aread()
+                finally:
+                    if not handed_over:
+                        await resp.aclose()
+                ms = (time.perf_counter() - t0) * 1000
+                if resp.status_code == 200:
+                    answer = resp.json()
+                    checked = check_answer(plane, cand, answer["hearth"], pr, model_b, req, tok)
+                    ok = True
+                    return _answer(ctx, key, charge_id, cand, checked, model, req, tok, chat, attempts, ms, t_start,
+                                   release, settled)
+                err = serving._error_of(resp)
+                if resp.status_code == 402:
+                    ok = True
+                    last = PaymentError(f"provider {cand.address} refused payment: {err[1]}", reason=err[0],
+                                        provider=cand.address)
+                    if err[0] in serving.PAYER_WIDE:
+                        break
+                elif resp.status_code in (400, 404, 422):
+                    ok = True  # healthy, but cannot take this request (its cache, its models)
+                    last = BadRequestError(f"provider {cand.address}: {err[1]}", reason=err[0], provider=cand.address)
+                else:
+                    last = serving.NoProviderAnsweredError(
+                        f"provider {cand.address} answered {resp.status_code}: {err[1]}", provider=cand.address)
+            except httpx.TimeoutException:
+                last = serving.NoProviderAnsweredError(f"provider {cand.address} timed out after {plane.timeout_s}s",
+                                                       provider=cand.address)
+            except httpx.TransportError as exc:
+                last = serving.NoProviderAnsweredError(f"provider {cand.address} is unreachable: {exc}",
+                                                       provider=cand.address)
+            except (WireError, serving.AnswerError, ValueError, KeyError, TypeError) as exc:
+                last = serving.NoProviderAnsweredError(f"provider {cand.address} answered wrongly: {exc}",
+                                                       provider=cand.address, reason="bad_provider_answer")
+                log.warning("provider %s answered request %s wrongly: %s", cand.address, request_id.hex(), exc)
+            finally:
+                if not handed_over:
+                    plane.router.end(cand.address, ok=ok,
+                                     latency_ms=(time.perf_counter() - t0) * 1000 if ok else None)
+            if attempts < len(order):
+                plane.retried += 1
+    except BaseException:
+        release()
+        raise
+    release()
+    assert last is not None
+    raise last
+
+
+def _hearth(cand: Candidate, work: WorkReceipt, wsig: bytes, seed: int, ids: list[int], attempts: int,
+            timing: dict[str, Any]) -> dict[str, Any]:
+    """What the client can check the answer with: the receipt, the seed (send it again to
+    reproduce the answer) and the output ids the receipt's output hash covers."""
+    return {"path": "serving", "provider": cand.address, "request_id": "0x" + work.request_id.hex(),
+            "receipt": receipt_json(work), "receipt_signature": "0x" + wsig.hex(), "cost": str(work.value),
+            "attempts": attempts, "verified": True, "seed": seed, "output_ids": ids, "timing_ms": timing}
+
+
+def _answer(ctx: Any, key: store.ApiKey, charge_id: int, cand: Candidate, checked: Any, model: Any,
+            req: gen.Resolved, tok: Any, chat: bool, attempts: int, ms: float, t_start: float,
+            release: Callable[[], None], settled: Callable[[], None]) -> JSONResponse:
+    work, wsig, seed, ids, reason, input_blob, output_blob = checked
+    try:
+        serving._record(ctx, key, charge_id, cand, work, input_blob, output_blob, attempts, ms)
+        settled()
+    except Exception:
+        release()
+        log.exception("request %s answered by %s but not recorded", work.request_id.hex(), cand.address)
+        raise UnavailableError("the answer could not be recorded; nothing was charged", reason="record_failed") \
+            from None
+    ctx.serving.served += 1
+    text = gen.completion_text(tok, ids, req.stop)
+    choice: dict[str, Any] = {"index": 0, "finish_reason": reason, "logprobs": None}
+    if chat:
+        choice["message"] = {"role": "assistant", "content": text}
+    else:
+        choice["text"] = text
+    usage = {"prompt_tokens": len(req.prompt_ids), "completion_tokens": len(ids), "total_tokens": work.units}
+    timing = {"total": round((time.perf_counter() - t_start) * 1000, 2), "provider_round_trip": round(ms, 2)}
+    return JSONResponse({
+        "id": ("chatcmpl-" if chat else "cmpl-") + work.request_id.hex()[:24],
+        "object": "chat.completion" if chat else "text_completion", "created": int(time.time()),
+        "model": model.name or model.model_id, "choices": [choice], "usage": usage,
+        "system_fingerprint": "hearth-" + work.runtime_hash.hex()[:16],
+        "hearth": _hearth(cand, work, wsig, seed, ids, attempts, timing)})
+
+
+async def _relay(ctx: Any, key: store.ApiKey, charge_id: int, cand: Candidate, resp: httpx.Response,
+                 pr: PaymentReceipt, model: Any, model_b: bytes, req: gen.Resolved, tok: Any, chat: bool,
+                 include_usage: bool, attempts: int, t0: float, settled: Callable[[], None]) -> AsyncIterator[bytes]:
+    """Re-emits a provider's stream chunk by chunk; records it when its final receipt checks out
+    (then ``settled()``: the charge stays, trimmed to the receipt's value). Whoever runs this
+    releases the reservation when it ends unsettled."""
+    plane: serving.ServingPlane = ctx.serving
+    ident = ("chatcmpl-" if chat else "cmpl-") + pr.request_id.hex()[:24]
+    obj = "chat.completion.chunk" if chat else "text_completion"
+    created = int(time.time())
+    name = model.name or model.model_id
+
+    def chunk(delta: str | None, reason: str | None, **extra: Any) -> dict[str, Any]:
+        c: dict[str, Any] = {"index": 0, "finish_reason": reason, "logprobs": None}
+        if chat:
+            c["delta"] = {} if delta is None else {"content": delta}
+        else:
+            c["text"] = delta or ""
+        out = {"id": ident, "object": obj, "created": created, "model": name, "choices": [c], **extra}
+        if include_usage:
+            out["usage"] = None
+        return out
+
+    ok = False
+    try:
+        if chat:
+            first = chunk(None, None)
+            first["choices"][0]["delta"] = {"role": "assistant", "content": ""}
+            yield _sse(first)
+        sent = ""
+        async for line in resp.aiter_lines():
+            if not line.startswith("data:"):
+                continue
+            data = line[5:].strip()
+            if data == "[DONE]":
+                break
+            msg = json.loads(data)
+            if not isinstance(msg, dict):
+                raise StreamBroken("a stream event that is not an object")
+            if msg.get("error"):
+                err = msg["error"]
+                raise StreamBroken(f"the provider failed: {err.get('message') if isinstance(err, dict) else err}")
+            if "hearth" in msg:
+                work, wsig, seed, ids, reason, input_blob, output_blob = check_answer(
+                    plane, cand, msg["hearth"], pr, model_b, req, tok)
+                if sent != gen.completion_text(tok, ids, req.stop):
+                    raise StreamBroken("the streamed text is not the text of the receipted tokens")
+                ms = (time.perf_counter() - t0) * 1000
+                serving._record(ctx, key, charge_id, cand, work, input_blob, output_blob, attempts, ms)
+                settled()
+                ok = True
+                plane.served += 1
+                yield _sse(chunk(None, reason, hearth=_hearth(cand, work, wsig, seed, ids, attempts,
+                                                              {"total": round(ms, 2)})))
+                if include_usage:
+                    usage = {"prompt_tokens": len(req.prompt_ids), "completion_tokens": len(ids),
+                             "total_tokens": work.units}
+                    yield _sse({"id": ident, "object": obj, "created": created, "model": name, "choices": [],
+                                "usage": usage})
+                yield _sse("[DONE]")
+                return
+            choices = msg.get("choices") or []
+            if not choices:
+                continue
+            c = choices[0]
+            delta = (c.get("delta") or {}).get("content") if chat else c.get("text")
+            if delta:
+                sent += str(delta)
+                yield _sse(chunk(str(delta), None))
+        raise StreamBroken("the provider's stream ended before its receipt")
+    except Exception as exc:  # noqa: BLE001 - the stream is open: end it with an error event, charge nothing
+        reason = "provider_failed_mid_stream"
+        if isinstance(exc, serving.AnswerError | WireError | KeyError | TypeError | ValueError):
+            reason = "bad_provider_answer"
+        log.warning("request %s: stream from %s broken: %s", pr.request_id.hex(), cand.address, exc)
+        yield _sse({"error": {"message": f"the provider's stream broke off ({exc}); nothing was charged",
+                              "type": "api_error", "reason": reason, "code": reason}})
+    finally:
+        await resp.aclose()
+        plane.router.end(cand.address, ok=ok, latency_ms=(time.perf_counter() - t0) * 1000 if ok else None)

@@ -1,0 +1,248 @@
+"""Text generation on the serving plane end to end: the official ``openai`` client through the
+gateway to a provider endpoint process that serves MiniLM and SmolLM2 in one process (beside one
+that serves MiniLM only and never loads SmolLM2). Chat, streaming with usage, seeded sampling
+reproduced exactly, stop sequences, ``max_tokens`` ending with ``length``, refusals of what is
+not implemented; every answer's receipt commits to prompt ids, parameters with the seed, output
+ids and finish reason, and the provider is paid exactly the receipts' actual values (not the
+``max_tokens`` caps the gateway signed); a provider killed mid-stream ends the stream with an
+error event and nobody pays or is paid for it.
+
+Generations are a few tokens each: SmolLM2 decodes on one CPU thread here.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import openai
+import pytest
+from eth_utils import keccak
+from serving_stack import ServingStack, api_key, serving_stack
+
+from common import generation as gen
+from common.chat_tokenizer import ChatTokenizer
+from contracts.serving import work_receipt_from_json
+
+LLM = "SmolLM2-135M-Instruct"
+LLM_PRICES = {"provider": 300, "verifier": 250}
+COUNT = "1, 2, 3, 4, 5,"  # greedy SmolLM2 continues " 6, 7, 8, 9,"
+
+
+@pytest.fixture(scope="module")
+def llm_stack(devnet: Any, chain: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServingStack]:
+    both = {"HEARTH_SERVING_MODELS": f"all-MiniLM-L6-v2,{LLM}", "HEARTH_SERVING_LLM_PRICE": "300",
+            "HEARTH_SERVING_LLM_KV_PAGES": "64", "HEARTH_SERVING_COLLECT_THRESHOLD": "1"}
+    with serving_stack(devnet, chain, tmp_path_factory.mktemp("chat"),
+                       {"provider": ("eu", 200, both),
+                        "verifier": ("us", 100, {"HEARTH_SERVING_COLLECT_THRESHOLD": "1"})},
+                       model_index=1, routed=1) as st:
+        yield st
+
+
+@pytest.fixture(scope="module")
+def key(llm_stack: ServingStack) -> str:
+    return api_key(llm_stack, "client")
+
+
+@pytest.fixture(scope="module")
+def tok() -> ChatTokenizer:
+    return ChatTokenizer.from_gguf()
+
+
+def client(stack: ServingStack, key: str) -> openai.OpenAI:
+    return openai.OpenAI(base_url=stack.base_url + "/v1", api_key=key, max_retries=0, timeout=120)
+
+
+def hearth(obj: Any) -> dict[str, Any]:
+    h = obj.model_extra.get("hearth") if obj.model_extra else None
+    assert isinstance(h, dict), obj
+    return h
+
+
+def served(stack: ServingStack) -> dict[str, Any]:
+    from gateway.serving import served_requests
+
+    return {r.request_id: r for r in served_requests(stack.ctx)}
+
+
+def spent(stack: ServingStack, key: str) -> int:
+    from gateway.store import ApiKey, session
+
+    with session(stack.ctx.db_engine) as db:
+        k = db.get(ApiKey, "0x" + keccak(text=key).hex())
+        assert k is not None
+        return int(k.spent)
+
+
+def check_receipt(stack: ServingStack, h: dict[str, Any], prompt_ids: list[int], max_tokens: int,
+                  temperature: float, stop: list[str], usage: Any, finish_reason: str) -> None:
+    """The receipt commits to the prompt ids, the parameters with the seed, the output ids and the
+    finish reason; units and value are the actual ones (prompt + output tokens at the quote)."""
+    rec = work_receipt_from_json(h["receipt"])
+    assert rec.model_id.hex() == stack.devnet.manifest.models[1].model_id[2:]
+    want_in = gen.encode_request(prompt_ids, max_tokens=max_tokens, temperature=temperature, top_p=1.0, top_k=0,
+                                 seed=h["seed"], stop=stop)
+    assert rec.input_hash == keccak(want_in)
+    assert rec.output_hash == keccak(gen.encode_output(h["output_ids"], finish_reason))
+    assert len(h["output_ids"]) == usage.completion_tokens
+    row = served(stack)[h["request_id"]]
+    assert row.input_blob == "0x" + keccak(want_in).hex() and row.output_hash == "0x" + rec.output_hash.hex()
+    assert usage.prompt_tokens == len(prompt_ids)
+    assert rec.units == usage.prompt_tokens + usage.completion_tokens == usage.total_tokens
+    assert rec.value == rec.units * LLM_PRICES["provider"] == int(h["cost"]) == row.value
+    assert h["provider"] == stack.providers["provider"].address
+
+
+def test_a_chat_completion_through_the_gateway_is_receipted_at_its_actual_length(
+        llm_stack: ServingStack, key: str, tok: ChatTokenizer) -> None:
+    c = client(llm_stack, key)
+    before = spent(llm_stack, key)
+    messages = [{"role": "user", "content": "Count from 1 to 10."}]
+    r = c.chat.completions.create(model=LLM, messages=messages, max_tokens=4, temperature=0,  # type: ignore[arg-type]
+                                  extra_body={"an_unknown_field": True})
+    assert r.object == "chat.completion" and r.model == LLM
+    assert r.choices[0].finish_reason == "length" and r.usage is not None and r.usage.completion_tokens == 4
+    assert r.choices[0].message.role == "assistant" and r.choices[0].message.content
+    h = hearth(r)
+    prompt = tok.encode_chat(messages)
+    check_receipt(llm_stack, h, prompt, 4, 0.0, [], r.usage, "length")
+    # The gateway signed for the cap (prompt + max_tokens) and charged the actual value.
+    assert spent(llm_stack, key) - before == int(h["cost"]) == (len(prompt) + 4) * LLM_PRICES["provider"]
+
+
+def test_a_streamed_chat_completion_arrives_chunk_by_chunk_with_usage_and_reproduces_with_its_seed(
+        llm_stack: ServingStack, key: str, tok: ChatTokenizer) -> None:
+    c = client(llm_stack, key)
+    messages = [{"role": "user", "content": "Write a story about a dragon."}]
+    chunks = list(c.chat.completions.create(model=LLM, messages=messages, max_tokens=4,  # type: ignore[call-overload]
+                                            temperature=1.0, stream=True, stream_options={"include_usage": True}))
+    assert all(ch.object == "chat.completion.chunk" for ch in chunks)
+    text = "".join(ch.choices[0].delta.content or "" for ch in chunks if ch.choices)
+    content_chunks = [ch for ch in chunks if ch.choices and ch.choices[0].delta.content]
+    assert len(content_chunks) >= 2, "the answer came in one piece, not streamed"
+    final = [ch for ch in chunks if ch.choices and ch.choices[0].finish_reason]
+    assert len(final) == 1
+    usage = chunks[-1].usage
+    assert usage is not None and not chunks[-1].choices and usage.completion_tokens >= 1
+    h = hearth(final[0])
+    check_receipt(llm_stack, h, tok.encode_chat(messages), 4, 1.0, [], usage, final[0].choices[0].finish_reason or "")
+    # The provider picked the seed; the same request with that seed gives the same tokens.
+    again = c.chat.completions.create(model=LLM, messages=messages, max_tokens=4,  # type: ignore[arg-type]
+                                      temperature=1.0, seed=h["seed"])
+    assert again.choices[0].message.content == text
+    assert work_receipt_from_json(hearth(again)["receipt"]).output_hash == \
+        work_receipt_from_json(h["receipt"]).output_hash
+
+
+def test_seeded_sampling_is_reproduced_exactly_and_another_seed_samples_differently(
+        llm_stack: ServingStack, key: str) -> None:
+    c = client(llm_stack, key)
+    outs = []
+    for seed in (1234, 1234, 99):
+        r = c.completions.create(model=LLM, prompt="Once upon a time", max_tokens=4, temperature=1.5, seed=seed)
+        h = hearth(r)
+        assert h["seed"] == seed
+        outs.append((r.choices[0].text, work_receipt_from_json(h["receipt"]).output_hash))
+    assert outs[0] == outs[1]
+    assert outs[2] != outs[0]
+
+
+def test_a_stop_sequence_ends_the_streamed_completion_before_it(llm_stack: ServingStack, key: str) -> None:
+    """The stream holds back ", " until " 8" decides it, and the gateway checks that the streamed
+    text is the text of the receipted tokens cut at the stop string."""
+    c = client(llm_stack, key)
+    chunks = list(c.completions.create(model=LLM, prompt=COUNT, max_tokens=12, temperature=0, stop=[", 8", "zz"],
+                                       stream=True))
+    assert "".join(ch.choices[0].text for ch in chunks if ch.choices) == " 6, 7"
+    assert [ch.choices[0].finish_reason for ch in chunks if ch.choices][-1] == "stop"
+
+
+def test_what_is_not_implemented_is_refused_with_a_clear_400_and_charges_nothing(
+        llm_stack: ServingStack, key: str) -> None:
+    c = client(llm_stack, key)
+    before, n_served = spent(llm_stack, key), len(served(llm_stack))
+    msgs = [{"role": "user", "content": "hi"}]
+    for kwargs, reason in (({"n": 2}, "unsupported_n"), ({"logprobs": True}, "unsupported_logprobs"),
+                           ({"max_tokens": 9000}, "context_length_exceeded")):
+        with pytest.raises(openai.BadRequestError) as exc:
+            c.chat.completions.create(model=LLM, messages=msgs, **kwargs)  # type: ignore[arg-type, call-overload]
+        assert exc.value.body["reason"] == reason, exc.value.body  # type: ignore[index]
+    with pytest.raises(openai.BadRequestError) as exc:
+        c.chat.completions.create(model="all-MiniLM-L6-v2", messages=msgs)  # type: ignore[arg-type]
+    assert exc.value.body["reason"] == "model_not_generative"  # type: ignore[index]
+    assert spent(llm_stack, key) == before and len(served(llm_stack)) == n_served
+
+
+def test_the_provider_takes_only_a_receipt_for_the_cap_of_prompt_plus_max_tokens(
+        llm_stack: ServingStack, tok: ChatTokenizer) -> None:
+    import secrets
+
+    import httpx
+
+    from contracts.serving import PAYMENT_HEADER, encode_payment
+    from contracts.settlement import PaymentReceipt, sign_payment_receipt
+
+    p = llm_stack.providers["provider"]
+    s = llm_stack.settlement()
+    messages = [{"role": "user", "content": "hi"}]
+    cap = (len(tok.encode_chat(messages)) + 5) * LLM_PRICES["provider"]
+    for value in (cap - LLM_PRICES["provider"], cap + 1):
+        pr = PaymentReceipt(llm_stack.address("client"), p.address, secrets.token_bytes(32), value, int(time.time()))
+        sig = sign_payment_receipt(llm_stack.ctx.serving.signer_key, pr, s.chain_id, s.escrow.address)
+        r = httpx.post(f"{p.url}/v1/chat/completions", json={"model": LLM, "messages": messages, "max_tokens": 5},
+                       headers={PAYMENT_HEADER: encode_payment(pr, sig)}, timeout=30)
+        assert r.status_code == 402, r.text
+        assert r.json()["error"]["reason"] == "wrong_value" and r.json()["error"]["details"]["expected"] == str(cap)
+    r = httpx.post(f"{p.url}/v1/chat/completions", json={"model": LLM, "messages": messages}, timeout=30)
+    assert r.status_code == 402 and r.json()["error"]["reason"] == "payment_missing"
+    r = httpx.post(f"{llm_stack.providers['verifier'].url}/v1/chat/completions",
+                   json={"model": LLM, "messages": messages}, timeout=30)
+    assert r.status_code == 404 and r.json()["error"]["reason"] == "model_not_found"  # an embeddings-only node
+
+
+def test_the_provider_collects_exactly_the_receipts_actual_values(llm_stack: ServingStack, key: str) -> None:
+    s = llm_stack.settlement()
+    payer = llm_stack.address("client")
+    p = llm_stack.providers["provider"]
+    answered = [r for r in served(llm_stack).values() if r.provider == p.address]
+    want = sum(r.value for r in answered)
+    assert answered and want > 0
+    end = time.monotonic() + 40
+    while s.lane(payer, p.address).collected != want and time.monotonic() < end:
+        time.sleep(0.3)
+    assert s.lane(payer, p.address).collected == want
+    assert spent(llm_stack, key) == sum(r.value for r in served(llm_stack).values())
+
+
+def test_a_provider_killed_mid_stream_ends_the_stream_with_an_error_and_is_not_paid(
+        llm_stack: ServingStack, key: str) -> None:
+    """Last in the module: it kills the only SmolLM2 provider."""
+    c = client(llm_stack, key)
+    p = llm_stack.providers["provider"]
+    before, n_served = spent(llm_stack, key), len(served(llm_stack))
+    leaves_before = p.status()["leaves"]
+    stream = c.chat.completions.create(
+        model=LLM, messages=[{"role": "user", "content": "Write a long story about a dragon."}],  # type: ignore[arg-type]
+        max_tokens=200, temperature=1.0, seed=5, stream=True)
+    got = 0
+    with pytest.raises(openai.APIError) as exc:
+        for ch in stream:
+            if ch.choices and ch.choices[0].delta.content:
+                got += 1
+                if got == 2:
+                    p.kill9()
+    assert got >= 2
+    assert "nothing was charged" in str(exc.value.message)
+    assert isinstance(exc.value.body, dict) and exc.value.body["reason"] == "provider_failed_mid_stream"
+    # The gateway recorded nothing and gave the reservation back: the client pays nothing ...
+    assert len(served(llm_stack)) == n_served
+    assert spent(llm_stack, key) == before
+    # ... and the provider holds no leaf for it: nothing to put in a batch, no voucher covers it.
+    db = sqlite3.connect(str(p.data_dir / f"serving-{p.address.lower()}.sqlite"))
+    try:
+        assert db.execute("SELECT COUNT(*) FROM leaves").fetchone()[0] == leaves_before
+    finally:
+        db.close()

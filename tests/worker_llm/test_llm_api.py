@@ -1,0 +1,73 @@
+"""OpenAI request bodies resolved to prompt ids and sampling parameters (what the gateway and
+the provider both compute), the answer's text, and what a stream holds back."""
+
+from __future__ import annotations
+
+import pytest
+
+from common import generation as gen
+from common.chat_tokenizer import ChatTokenizer
+from worker.model.llm import ChatTokenizer as WorkerChatTokenizer
+from worker.serving.generate import _held_back
+
+
+@pytest.fixture(scope="module")
+def tok(chat_tokenizer: WorkerChatTokenizer) -> ChatTokenizer:
+    """The worker's tokenizer (the session's) is the common class with the worker's errors."""
+    assert isinstance(chat_tokenizer, ChatTokenizer)
+    return chat_tokenizer
+
+
+def chat(**kw: object) -> gen.ChatCompletionsIn:
+    return gen.ChatCompletionsIn.model_validate({"model": "m", "messages": [{"role": "user", "content": "hi"}], **kw})
+
+
+def test_defaults_are_openais_and_unknown_fields_are_accepted(tok: ChatTokenizer) -> None:
+    r = gen.resolve(chat(frequency_penalty=0.5, whatever={"x": 1}), tok, 8192)
+    assert r.prompt_ids == tok.encode_chat([{"role": "user", "content": "hi"}])
+    assert (r.max_tokens, r.temperature, r.top_p, r.top_k, r.seed, r.stop) == (256, 1.0, 1.0, 0, None, ())
+    r = gen.resolve(chat(max_tokens=9, max_completion_tokens=5, temperature=0, seed=7, stop="\n"), tok, 8192)
+    assert (r.max_tokens, r.temperature, r.seed, r.stop) == (5, 0.0, 7, ("\n",))
+    assert r.encode(7) == gen.encode_request(r.prompt_ids, max_tokens=5, temperature=0.0, top_p=1.0, top_k=0,
+                                             seed=7, stop=("\n",))
+    parts = chat(messages=[{"role": "user", "content": [{"type": "text", "text": "h"}, {"type": "text", "text": "i"}]}])
+    assert gen.resolve(parts, tok, 8192).prompt_ids == r.prompt_ids
+
+
+def test_completions_take_text_or_token_ids(tok: ChatTokenizer) -> None:
+    ids = tok.encode("Once upon a time")
+    for prompt in ("Once upon a time", ["Once upon a time"], ids, [ids]):
+        body = gen.CompletionsIn.model_validate({"model": "m", "prompt": prompt, "max_tokens": 3})
+        assert gen.resolve(body, tok, 8192).prompt_ids == ids
+    with pytest.raises(gen.GenerationRequestError) as exc:
+        gen.resolve(gen.CompletionsIn.model_validate({"model": "m", "prompt": [10**6]}), tok, 8192)
+    assert exc.value.reason == "invalid_prompt"
+
+
+@pytest.mark.parametrize(("body", "reason", "param"), [
+    ({"n": 2}, "unsupported_n", "n"),
+    ({"logprobs": True}, "unsupported_logprobs", "logprobs"),
+    ({"top_logprobs": 2}, "unsupported_logprobs", "logprobs"),
+    ({"max_tokens": 8190}, "context_length_exceeded", "max_tokens"),
+    ({"stop": ["a", "b", "c", "d", "e"]}, "invalid_stop", "stop"),
+])
+def test_what_is_not_implemented_or_does_not_fit_is_refused_naming_the_parameter(
+        tok: ChatTokenizer, body: dict[str, object], reason: str, param: str) -> None:
+    with pytest.raises(gen.GenerationRequestError) as exc:
+        gen.resolve(chat(**body), tok, 8192)
+    assert (exc.value.reason, exc.value.param) == (reason, param)
+
+
+def test_the_answer_text_ends_before_the_first_stop_string(tok: ChatTokenizer) -> None:
+    ids = tok.encode(" 6, 7, 8, 9")
+    assert gen.completion_text(tok, ids, ()) == " 6, 7, 8, 9"
+    assert gen.completion_text(tok, ids, (", 8", "7")) == " 6, "
+    assert gen.completion_text(tok, [*ids, tok.eos_id], ()) == " 6, 7, 8, 9"
+
+
+def test_a_stream_holds_back_the_start_of_a_stop_string_and_incomplete_characters() -> None:
+    assert _held_back(" 6, 7", (", 8",)) == 0
+    assert _held_back(" 6, 7,", (", 8",)) == 1
+    assert _held_back(" 6, 7, ", (", 8",)) == 2
+    assert _held_back("abc\ufffd", ()) == 1
+    assert _held_back("abc", ("zz", "c")) == 0
