@@ -11,7 +11,10 @@ that doubles with consecutive failures, up to 30 s).
 
 Order, documented in the README ("Serving plane: routing"):
 
-1. healthy providers below ``max_inflight`` first (the rest only as a last resort);
+1. healthy providers below ``max_inflight`` and not at their stake's capacity first (the rest
+   only as a last resort); a provider that refused a request with ``503 capacity`` counts as at
+   capacity for its ``Retry-After`` (at most ``MAX_CAPACITY_WAIT_S``), and is neither a failure
+   nor cooled down;
 2. the client's region first (``x-hearth-region`` header), when any candidate is there;
 3. within the latency budget: providers whose EMA is at most the best EMA plus
    ``latency_budget_ms`` (an unmeasured provider counts as within it);
@@ -34,6 +37,7 @@ from contracts.serving import usable_endpoint
 
 EMA_ALPHA = 0.2
 MAX_COOLDOWN_S = 30.0
+MAX_CAPACITY_WAIT_S = 60.0
 
 
 @dataclass(frozen=True)
@@ -52,9 +56,14 @@ class ProviderStats:
     down_until: float = 0.0
     served: int = 0
     failed: int = 0
+    full_until: float = 0.0
+    at_capacity: int = 0
 
     def healthy(self, now: float) -> bool:
         return now >= self.down_until
+
+    def full(self, now: float) -> bool:
+        return now < self.full_until
 
 
 @dataclass
@@ -113,11 +122,12 @@ class Router:
         cands = [c for c in self.candidates(model_id) if not exclude or c.address not in exclude]
         with self._lock:
             st = {c.address: self.stats.setdefault(c.address, ProviderStats()) for c in cands}
-            snap = {a: (s.healthy(now) and s.inflight < self.max_inflight, s.ema_ms, s.inflight)
+            snap = {a: (s.healthy(now) and not s.full(now) and s.inflight < self.max_inflight, s.ema_ms, s.inflight)
                     for a, s in st.items()}
         good = [c for c in cands if snap[c.address][0]]
         rest = [c for c in cands if not snap[c.address][0]]
-        return self._rank(good, region, snap) + sorted(rest, key=lambda c: (st[c.address].down_until, c.price))
+        return self._rank(good, region, snap) + sorted(
+            rest, key=lambda c: (max(st[c.address].down_until, st[c.address].full_until), c.price))
 
     def _rank(self, cands: list[Candidate], region: str | None,
               snap: dict[str, tuple[bool, float | None, int]]) -> list[Candidate]:
@@ -146,14 +156,24 @@ class Router:
         with self._lock:
             self.stats.setdefault(address, ProviderStats()).inflight += 1
 
-    def end(self, address: str, *, ok: bool, latency_ms: float | None = None) -> None:
+    def saturated(self, address: str, retry_after_s: float) -> None:
+        """``address`` refused a request for capacity: route around it for ``retry_after_s``."""
+        with self._lock:
+            s = self.stats.setdefault(address, ProviderStats())
+            s.full_until = time.monotonic() + min(MAX_CAPACITY_WAIT_S, max(0.0, retry_after_s))
+            s.at_capacity += 1
+
+    def end(self, address: str, *, ok: bool, latency_ms: float | None = None, answered: bool = True) -> None:
+        """A request to ``address`` ended: ``ok`` when the provider is healthy (it answered, or
+        refused for a reason of the payer's or of its capacity: ``answered`` False, not counted
+        as served)."""
         with self._lock:
             s = self.stats.setdefault(address, ProviderStats())
             s.inflight = max(0, s.inflight - 1)
             if ok:
                 s.failures = 0
                 s.down_until = 0.0
-                s.served += 1
+                s.served += 1 if answered else 0
                 if latency_ms is not None:
                     s.ema_ms = latency_ms if s.ema_ms is None else (1 - EMA_ALPHA) * s.ema_ms + EMA_ALPHA * latency_ms
             else:

@@ -35,6 +35,7 @@ import json
 import logging
 import secrets
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -267,8 +268,9 @@ class ServingPlane:
                 max_connections=512, max_keepalive_connections=256))
         return self._http
 
-    async def post_json(self, url: str, body: dict[str, Any], headers: dict[str, str]) -> tuple[int, bytes]:
-        """POSTs ``body`` as JSON; returns the status and the body read whole. The forward path
+    async def post_json(self, url: str, body: dict[str, Any],
+                        headers: dict[str, str]) -> tuple[int, bytes, Mapping[str, str]]:
+        """POSTs ``body`` as JSON; returns the status, the body read whole and the headers. The forward path
         runs on aiohttp (its C HTTP parser: a quarter of httpx's CPU per request); timeouts as
         httpx's were, per phase: ``timeout_s`` to get a connection, and between reads."""
         if self._session is None or self._session.closed:
@@ -277,7 +279,7 @@ class ServingPlane:
                 timeout=aiohttp.ClientTimeout(total=None, connect=self.timeout_s, sock_read=self.timeout_s),
                 json_serialize=json.dumps, auto_decompress=False)
         async with self._session.post(url, json=body, headers=headers) as resp:
-            return resp.status, await resp.read()
+            return resp.status, await resp.read(), resp.headers
 
     def start(self) -> None:
         if self.keeper is not None:
@@ -326,6 +328,58 @@ def build_plane(ctx: Any) -> ServingPlane | None:
 
 
 _MODELS: dict[tuple[int, str], tuple[float, Any]] = {}
+
+
+_STATUS: dict[str, tuple[float, dict[str, Any] | None]] = {}
+
+
+def _provider_status(endpoint: str, ttl_s: float = 5.0) -> dict[str, Any] | None:
+    """A provider endpoint's ``/v1/serving/status`` (capacity, requests served), cached for
+    ``ttl_s``; None when it does not answer within a second."""
+    now = time.monotonic()
+    hit = _STATUS.get(endpoint)
+    if hit is not None and now - hit[0] < ttl_s:
+        return hit[1]
+    try:
+        r = httpx.get(f"{endpoint}/v1/serving/status", timeout=1.0)
+        body: dict[str, Any] | None = r.json() if r.status_code == 200 else None
+    except (httpx.HTTPError, ValueError):
+        body = None
+    _STATUS[endpoint] = (now, body)
+    return body
+
+
+def provider_facts(ctx: Any, cands: list[Candidate]) -> dict[str, dict[str, Any]]:
+    """What the dashboard's providers page shows of each serving-plane provider besides the
+    gateway's measurements: stake and slashes (index), batches committed and their value still
+    inside the challenge window, vouchers collected, leaves challenged and proven fraudulent
+    (index), capacity left and requests served (the provider's own status)."""
+    from common.index_models import Block, Collection, LeafCase, Provider, SettlementBatch
+
+    out: dict[str, dict[str, Any]] = {}
+    with Session(ctx.index_engine) as s:
+        head = s.exec(select(Block).order_by(col(Block.number).desc()).limit(1)).first()
+        chain_now = int(head.timestamp) if head is not None else int(time.time())
+        for c in cands:
+            p = s.get(Provider, c.address)
+            batches = list(s.exec(select(SettlementBatch).where(SettlementBatch.provider == c.address)))
+            ids = [b.batch_id for b in batches]
+            cases = list(s.exec(select(LeafCase).where(col(LeafCase.batch_id).in_(ids)))) if ids else []
+            amounts = [int(a) for a in s.exec(select(Collection.amount).where(Collection.provider == c.address))]
+            out[c.address] = {
+                "staked": str(p.staked) if p else "0", "jailed_until": p.jailed_until if p else 0,
+                "slashes": p.slashes if p else 0, "slashed_total": str(p.slashed_total) if p else "0",
+                "batches_committed": len(batches),
+                "unsettled_value": str(sum(b.value for b in batches if b.challenge_end > chain_now)),
+                "vouchers_collected": len(amounts), "collected": str(sum(amounts)),
+                "challenges": len(cases), "frauds": sum(1 for lc in cases if lc.status == "fraud"),
+            }
+    for c in cands:
+        st = _provider_status(c.endpoint)
+        cap = (st or {}).get("capacity") or {}
+        out[c.address]["capacity_left"] = cap.get("left")
+        out[c.address]["requests_served"] = (st or {}).get("served_requests")
+    return out
 
 
 def find_model(ctx: Any, name_or_id: str, ttl_s: float = 2.0) -> Any:
@@ -410,9 +464,9 @@ async def embed(ctx: Any, key: store.ApiKey, body: schemas.EmbeddingsIn, texts: 
             sig = sign_payment_receipt(plane.signer_key, pr, plane.chain_id, plane.escrow)
             plane.router.begin(cand.address)
             t0 = time.perf_counter()
-            ok = False
+            ok, measured = False, True
             try:
-                status, raw = await plane.post_json(
+                status, raw, headers = await plane.post_json(
                     f"{cand.endpoint}/v1/embeddings",
                     {"model": model.model_id, "input": texts, "encoding_format": "base64"},
                     {PAYMENT_HEADER: encode_payment(pr, sig), AGGREGATOR_HEADER: plane.public_url})
@@ -424,7 +478,12 @@ async def embed(ctx: Any, key: store.ApiKey, body: schemas.EmbeddingsIn, texts: 
                     answered = (cand, work, wsig, out, ms, answer["hearth"].get("timing_ms"))
                     break
                 err = _error_of(raw)
-                if status == 402:
+                if status == 503 and err[0] == "capacity":
+                    ok, measured = True, False  # healthy, at its stake's bound: the next provider
+                    plane.router.saturated(cand.address, _retry_after(headers))
+                    last = UnavailableError(f"provider {cand.address} is at its capacity: {err[1]}",
+                                            reason="capacity", provider=cand.address)
+                elif status == 402:
                     ok = True  # the provider is healthy: it refused this payer
                     if err[0] == "lane_exhausted" and plane.keeper is not None:
                         plane.keeper.wake()  # top the lane up now (when the payer lets this gateway allocate)
@@ -446,7 +505,8 @@ async def embed(ctx: Any, key: store.ApiKey, body: schemas.EmbeddingsIn, texts: 
                                                provider=cand.address, reason="bad_provider_answer")
                 log.warning("provider %s answered request %s wrongly: %s", cand.address, request_id.hex(), exc)
             finally:
-                plane.router.end(cand.address, ok=ok, latency_ms=(time.perf_counter() - t0) * 1000 if ok else None)
+                plane.router.end(cand.address, ok=ok, answered=measured,
+                                 latency_ms=(time.perf_counter() - t0) * 1000 if ok and measured else None)
             if attempts < len(order):
                 plane.retried += 1
     except BaseException:
@@ -489,6 +549,16 @@ async def embed(ctx: Any, key: store.ApiKey, body: schemas.EmbeddingsIn, texts: 
 
 class AnswerError(Exception):
     """A provider's answer that does not match what was asked and paid."""
+
+
+def _retry_after(headers: Any) -> float:
+    """The ``Retry-After`` seconds of a response's headers (an httpx response's too), 1 if unreadable."""
+    if isinstance(headers, httpx.Response):
+        headers = headers.headers
+    try:
+        return max(0.0, float(headers.get("retry-after", "1")))
+    except ValueError:
+        return 1.0
 
 
 def _error_of(raw: bytes | httpx.Response) -> tuple[str, str]:

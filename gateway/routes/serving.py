@@ -54,9 +54,12 @@ def providers(ctx: CtxDep, model: str | None = None) -> list[dict[str, Any]]:
     if not re.fullmatch(r"0x[0-9a-fA-F]{64}", model_id):
         raise BadRequestError("model must be a 0x model id (32 bytes of hex)", reason="bad_model_id")
     out = []
-    for c in plane.router.candidates(model_id):
+    cands = plane.router.candidates(model_id)
+    facts = serving.provider_facts(ctx, cands)
+    for c in cands:
         st = plane.router.stats.get(c.address)
         out.append({"address": c.address, "endpoint": c.endpoint, "region": c.region, "price": str(c.price),
                     "latency_ema_ms": st.ema_ms if st else None, "in_flight": st.inflight if st else 0,
-                    "served": st.served if st else 0, "failed": st.failed if st else 0})
+                    "served": st.served if st else 0, "failed": st.failed if st else 0,
+                    "at_capacity": st.at_capacity if st else 0, **facts.get(c.address, {})})
     return out

@@ -145,9 +145,29 @@ async function loadOverview() {
   $("#providers-mini tbody").innerHTML = providers.map((p) => providerRow(p, false)).join("");
 }
 
+function servingRow(p) {
+  const n = (v) => (v === null || v === undefined ? "–" : esc(v));
+  const cells = [
+    `<td class="mono" title="${esc(p.address)} at ${esc(p.endpoint)}">${short(p.address)}</td>`, `<td>${esc(p.region)}</td>`,
+    `<td class="num">${usd(p.price)}</td>`,
+    `<td class="num">${p.latency_ema_ms === null || p.latency_ema_ms === undefined ? "–" : p.latency_ema_ms.toFixed(1)}</td>`,
+    `<td class="num">${n(p.in_flight)}</td>`, `<td class="num">${hst(p.staked)}</td>`,
+    `<td class="num" data-field="capacity_left">${p.capacity_left === null || p.capacity_left === undefined ? "–" : usd(p.capacity_left)}</td>`,
+    `<td class="num" data-field="requests_served">${n(p.requests_served)}</td>`,
+    `<td class="num" data-field="batches_committed">${n(p.batches_committed)}</td>`,
+    `<td class="num" data-field="vouchers_collected" title="${usd(p.collected)} hUSD collected">${n(p.vouchers_collected)}</td>`,
+    `<td class="num" data-field="challenges" title="${n(p.frauds)} proven fraudulent">${n(p.challenges)}</td>`,
+    `<td class="num" data-field="slashes" title="${hst(p.slashed_total)} HST slashed">${n(p.slashes)}</td>`,
+  ];
+  return `<tr data-serving-provider="${esc(p.address)}">${cells.join("")}</tr>`;
+}
+
 async function loadProviders() {
-  const [providers, models] = await Promise.all([api("/v1/providers"), api("/v1/models")]);
+  const [providers, models, serving] = await Promise.all([api("/v1/providers"), api("/v1/models"),
+    api("/v1/serving/providers").catch(() => [])]);
   $("#providers tbody").innerHTML = providers.map((p) => providerRow(p, true)).join("");
+  $("#serving-providers tbody").innerHTML = serving.length ? serving.map(servingRow).join("")
+    : `<tr><td colspan="12" class="muted">no provider serves on the serving plane now</td></tr>`;
   $("#models tbody").innerHTML = models.data.map((m) => `<tr><td>${esc(m.name)}</td><td class="mono" title="${esc(m.model_id)}">${short(m.model_id)}</td>
     <td class="num">${usd(m.price_per_unit)}</td><td class="num">${m.providers}</td><td>${m.active ? "yes" : "no"}</td></tr>`).join("");
 }

@@ -54,6 +54,8 @@ class ProviderProc:
     region: str
     price: int
     env_extra: dict[str, str] = field(default_factory=dict)
+    #: the command to run instead of ``python -m worker.serving`` (a test's own launcher)
+    argv: list[str] | None = None
     proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -74,7 +76,7 @@ class ProviderProc:
                **self.env_extra}
         self.data_dir.mkdir(parents=True, exist_ok=True)
         log = open(self.data_dir / "provider.log", "ab")  # noqa: SIM115 - the child holds it
-        self.proc = subprocess.Popen([sys.executable, "-m", "worker.serving"], env=env, stdout=log,
+        self.proc = subprocess.Popen(self.argv or [sys.executable, "-m", "worker.serving"], env=env, stdout=log,
                                      stderr=subprocess.STDOUT, start_new_session=True)
         return self
 
@@ -199,10 +201,13 @@ def authorize_gateway(stack: ServingStack, payer: str, can_allocate: bool = Fals
 
 @contextmanager
 def serving_stack(devnet: Any, chain: Any, tmp: Path, providers_spec: dict[str, tuple[str, int, dict[str, str]]],
-                  model_index: int = 0, routed: int | None = None) -> Iterator[ServingStack]:
+                  model_index: int = 0, routed: int | None = None,
+                  argv: dict[str, list[str]] | None = None) -> Iterator[ServingStack]:
     """The gateway, the indexer and one provider process per role (region, price, extra
-    environment); ready once the gateway routes ``manifest.models[model_index]`` to ``routed``
-    of them (default: all)."""
+    environment; ``argv`` names a role's own launcher instead of ``python -m worker.serving``);
+    ready once the gateway routes ``manifest.models[model_index]`` to ``routed`` of them
+    (default: all). Every provider gets ``HEARTH_VERIFIER_BLOB_URL`` (the gateway), read only
+    when it runs the verifier duty (``HEARTH_SERVING_VERIFY``)."""
     from deploy.devnet import free_port
     from gateway.app import create_app
     from gateway.settings import GatewaySettings
@@ -213,17 +218,18 @@ def serving_stack(devnet: Any, chain: Any, tmp: Path, providers_spec: dict[str, 
     for s in devnet.hearth._senders.values():
         s.resync()
     manifest_path = devnet.manifest.save(tmp / "manifest.json")
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
     providers = {
         role: ProviderProc(role, devnet.accounts[role].key, free_port(), tmp / role, manifest_path, region, price,
-                           env_extra=env).start()
+                           env_extra={"HEARTH_VERIFIER_BLOB_URL": base, **env},
+                           argv=(argv or {}).get(role)).start()
         for role, (region, price, env) in providers_spec.items()
     }
     index_url = f"sqlite:///{tmp / 'indexer.db'}"
     indexer = IndexerService(IndexerSettings(database_url=index_url, poll_interval=0.05,
                                              manifest_path=tmp / "manifest.json"), manifest=devnet.manifest)
     indexer.start()
-    port = free_port()
-    base = f"http://127.0.0.1:{port}"
     settings = GatewaySettings(
         data_dir=tmp, indexer_database_url=index_url, relayer_key=SecretStr(devnet.accounts["relayer"].key),
         rate_limit_ip_per_min=1_000_000, rate_limit_wallet_per_min=1_000_000, feed_poll_interval_s=0.1,

@@ -348,7 +348,8 @@ def test_a_provider_restarted_after_kill_9_lost_no_leaf_and_no_receipt_and_is_pa
         time.sleep(0.3)
     assert set(mine) <= leaves, f"{len(set(mine) - leaves)} answered requests lost their leaf"
     payer = stack.address("client")
-    want = sum(r.value for r in mine.values())
+    # The client's lane only: under load the routing may have sent another payer's request here.
+    want = sum(r.value for r in mine.values() if r.payer.lower() == payer.lower())
     end = time.monotonic() + 30
     while s.lane(payer, eu.address).collected != want and time.monotonic() < end:
         time.sleep(0.3)

@@ -60,3 +60,15 @@ def test_a_provider_at_its_in_flight_limit_is_routed_around(router: Router) -> N
 
 def test_excluded_providers_are_not_offered(router: Router) -> None:
     assert names(router.order(MODEL, None, exclude={US_CHEAPEST.address})) == ["eu-cheap", "eu-dear"]
+
+
+def test_a_provider_at_its_stakes_capacity_is_routed_around_for_its_retry_after_without_a_failure(
+        router: Router) -> None:
+    router.saturated(US_CHEAPEST.address, 30)
+    assert names(router.order(MODEL, None)) == ["eu-cheap", "eu-dear", "us"]
+    st = router.stats[US_CHEAPEST.address]
+    assert (st.at_capacity, st.failed, st.failures, st.down_until) == (1, 0, 0, 0.0)
+    router.saturated(US_CHEAPEST.address, 10_000)  # a long Retry-After is capped
+    assert st.full_until <= time.monotonic() + 60
+    st.full_until = 0  # the wait is over
+    assert names(router.order(MODEL, None))[0] == "us"

@@ -11,12 +11,18 @@ Models (``HEARTH_SERVING_MODELS``, comma-separated registry names or 0x ids; def
 ``/v1/chat/completions`` and ``/v1/completions``, loading SmolLM2 at start (about 10 s; a node
 without it never loads it). Announcing quotes ``HEARTH_SERVING_LLM_PRICE`` (default
 ``HEARTH_SERVING_PRICE``) for SmolLM2 and declares it served on-chain (``setServing``).
+
+With ``HEARTH_SERVING_VERIFY=1`` the process also runs the verifier duty on other providers'
+batches and on leaf committees (:mod:`worker.serving.verifier`, its settings
+``HEARTH_VERIFIER_*``) with the same key and transaction sender, so one staked account needs one
+process.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -59,7 +65,12 @@ class ServingSettings(BaseSettings):
     dtype: str = "fp32"
     device: str | None = None
     max_wait_s: float = 0.002
+    #: payment-token wei of unsettled, challengeable value each whole staking token backs
+    #: (default one hUSD per HST; see ``worker.serving.capacity``)
+    capacity_per_stake_token: int = Field(default=10**6, gt=0)
     log_level: str = "INFO"
+    #: also run the verifier duty (``worker.serving.verifier``) in this process, with this key
+    verify: bool = False
 
 
 def settings_from(argv: list[str]) -> ServingSettings:
@@ -162,15 +173,29 @@ def main(argv: list[str] | None = None) -> None:
                          numerics_class=gpu_class_bytes(st.gpu_class),
                          max_leaves=st.max_leaves, max_batch_age_s=st.max_batch_age_s,
                          collect_threshold=st.collect_threshold, default_aggregator=st.default_aggregator,
-                         max_wait_s=st.max_wait_s)
+                         max_wait_s=st.max_wait_s, capacity_per_stake_token=st.capacity_per_stake_token)
     svc = ProviderService(s, key, encoder, ledger, cfg, generator=generator, llm=llm)
     svc.start()
+    duty_stop = threading.Event()
+    duty = None
+    if st.verify:
+        from worker.serving.verifier import VerifierSettings, build
+
+        vst = VerifierSettings(key=SecretStr(key), data_dir=st.data_dir, manifest_path=st.manifest,
+                               backend=st.backend, dtype=st.dtype, device=st.device, gpu_class=st.gpu_class)
+        # Its own encoder instance (the batcher's runs in another thread), the endpoint's sender.
+        duty = build(vst, encoder=shared_encoder(st.backend, st.dtype, st.device), settlement=s)
+        duty.start(duty_stop, vst.poll_s)
+        log.info("verifier duty on: sampling %d bps of other providers' batches", vst.sample_rate_bps)
     log.info("provider endpoint %s serving %s on %s:%d (pid %d)", address, ", ".join(m.name for m in entries),
              st.host, st.port, os.getpid())
     try:
         uvicorn.run(svc.app, host=st.host, port=st.port, log_level="warning", access_log=False)
     finally:
+        duty_stop.set()
         svc.stop()
+        if duty is not None:
+            duty.close()
 
 
 def load_generator(name: str, model_id: bytes, st: ServingSettings) -> tuple[Any, Any]:

@@ -38,7 +38,8 @@ class SignerState:
 
 class ChainView:
     def __init__(self, settlement: Settlement, provider: str, model_id: bytes | Sequence[bytes], *,
-                 poll_s: float = 0.25, on_thaw: Callable[[str], None] | None = None) -> None:
+                 poll_s: float = 0.25, on_thaw: Callable[[str], None] | None = None,
+                 on_block: Callable[[int, int], None] | None = None) -> None:
         self.s = settlement
         self.w3 = settlement.h.w3
         self.provider = Web3.to_checksum_address(provider)
@@ -47,6 +48,7 @@ class ChainView:
         self.model_id = self.model_ids[0]
         self.poll_s = poll_s
         self.on_thaw = on_thaw
+        self.on_block = on_block
         self._lock = threading.Lock()
         self._lanes: dict[str, Lane] = {}
         self._signers: dict[tuple[str, str], SignerState] = {}
@@ -112,6 +114,8 @@ class ChainView:
             log.info("payer %s started a thaw of its lane: service stops, collecting", p)
             if self.on_thaw:
                 self.on_thaw(p)
+        if self.on_block:
+            self.on_block(number, now)
 
     def price(self, model_id: bytes | None = None) -> int:
         """This provider's quote for ``model_id`` (default: the first model it serves)."""

@@ -334,6 +334,19 @@ class Ledger:
                                  "committed_at, gas_used FROM batches WHERE batch_id=?", (batch_id,)).fetchone()
         return self._batch(r) if r else None
 
+    def exposure(self, now: int, window: int) -> tuple[int, int | None]:
+        """Value still challengeable at chain time ``now``: every leaf not in a committed batch,
+        and every committed batch whose challenge window (``committed_at + window``) is still
+        open. Returns (value, the earliest chain time at which part of it is released, or None
+        when all of it waits for a commit)."""
+        with self._lock:
+            rows = self._db.execute("SELECT value, committed_at FROM batches WHERE committed_at IS NULL "
+                                    "OR committed_at + ? > ?", (window, now)).fetchall()
+            loose = self._db.execute("SELECT value FROM leaves WHERE batch_seq IS NULL").fetchall()
+        total = sum(int(str(v)) for v, _ in rows) + sum(int(str(v)) for (v,) in loose)
+        ends = [int(c) + window for _, c in rows if c is not None]
+        return total, (min(ends) if ends else None)
+
     # ------------------------------------------------------------ vouchers
 
     def voucher(self, payer: str) -> VoucherRow | None:

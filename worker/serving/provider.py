@@ -14,6 +14,8 @@ Per request, in this order (nothing is computed for a refused request, nothing i
 3. the payer's lane covers everything this provider has served the payer and not collected,
    plus this request (``402 lane_exhausted``); a lane with a thaw announced serves nothing more
    (``402 lane_thawing``) and its receipts are collected at once;
+   the provider's unsettled, challengeable value stays within what its stake backs
+   (``503 capacity`` with ``Retry-After``; see :mod:`worker.serving.capacity`);
 4. the texts run in the shared dynamic batcher with every other request's texts (a
    generation in the engine's continuous batch);
 5. the ``WorkReceipt`` is signed and, with the payment receipt, written to the ledger and
@@ -53,6 +55,7 @@ from contracts.settlement import (
     recover_payment_receipt,
     sign_work_receipt,
 )
+from worker.serving.capacity import DEFAULT_PER_STAKE_TOKEN, Capacity, CapacityExceeded
 from worker.serving.chainview import ChainView
 from worker.serving.generate import GenerationEndpoint, GenerationService, LlmModel
 from worker.serving.ledger import Ledger
@@ -62,9 +65,11 @@ log = logging.getLogger(__name__)
 
 
 class Refusal(Exception):
-    def __init__(self, status: int, reason: str, message: str, **details: Any) -> None:
+    def __init__(self, status: int, reason: str, message: str, *, headers: dict[str, str] | None = None,
+                 **details: Any) -> None:
         super().__init__(message)
         self.status, self.reason, self.message, self.details = status, reason, message, details
+        self.headers = headers
 
 
 class EmbeddingsBody(BaseModel):
@@ -88,6 +93,8 @@ class ProviderConfig:
     max_tokens: int = 16384
     max_batch_size: int = 64
     max_wait_s: float = 0.002
+    #: payment-token wei of unsettled value each whole staking token backs (see ``capacity``)
+    capacity_per_stake_token: int = DEFAULT_PER_STAKE_TOKEN
 
 
 class ProviderService:
@@ -109,10 +116,13 @@ class ProviderService:
         self.collector = VoucherCollector(settlement, self.sender, ledger, threshold=config.collect_threshold,
                                           interval_s=config.collect_interval_s,
                                           default_aggregator=config.default_aggregator)
+        self.capacity = Capacity(ledger, config.capacity_per_stake_token)
+        self._window: tuple[float, int] | None = None
         models = ([config.model_id] if encoder is not None else []) + ([llm.model_id] if llm is not None else [])
         if not models:
             raise ValueError("a provider endpoint serves at least one model")
-        self.view = ChainView(settlement, self.address, models, poll_s=chain_poll_s, on_thaw=self.collector.urge)
+        self.view = ChainView(settlement, self.address, models, poll_s=chain_poll_s, on_thaw=self.collector.urge,
+                              on_block=self._on_block)
         self.committer = BatchCommitter(settlement, self.sender, ledger, max_leaves=config.max_leaves,
                                         max_age_s=config.max_batch_age_s)
         self.batcher = None if encoder is None else embedding_batcher(
@@ -157,6 +167,24 @@ class ProviderService:
                 "price": self.view.price(), "prices": prices,
                 "queued": self.batcher.queued if self.batcher is not None else 0}
 
+    def _on_block(self, number: int, now: int) -> None:
+        """Every block: the stake and the challenge window (re-read every 30 s) bound capacity."""
+        mono = time.monotonic()
+        if self._window is None or mono - self._window[0] > 30:
+            self._window = (mono, int(self.s.params().challenge_window))
+        staked = int(self.s.h.staking.functions.getProvider(self.address).call()[0])
+        self.capacity.refresh(staked, now, self._window[1])
+
+    def _reserve_capacity(self, value: int) -> None:
+        try:
+            self.capacity.reserve(value)
+        except CapacityExceeded as exc:
+            v = exc.view
+            raise Refusal(503, "capacity", f"{exc}; retry in {v.retry_after_s} s or use another provider",
+                          headers={"Retry-After": str(v.retry_after_s), "x-should-retry": "true"},
+                          bound=str(v.bound), exposure=str(v.exposure), value=str(value),
+                          retry_after_s=v.retry_after_s) from None
+
     # ------------------------------------------------------------ the request path
     def check_payment(self, header: str | None, units: int, model_id: bytes | None = None) -> tuple[Any, str, bytes]:
         if not header:
@@ -195,6 +223,7 @@ class ProviderService:
             if owed + value > lane.balance:
                 raise Refusal(402, "lane_exhausted", f"the lane of {payer} holds {lane.balance}; {owed} is owed "
                               f"already and this request costs {value}", balance=str(lane.balance), owed=str(owed))
+            self._reserve_capacity(value)  # last: a refusal here leaves nothing reserved
             self._served[payer] = self._served.get(payer, 0) + value
             self._inflight.add(request_id)
 
@@ -204,6 +233,7 @@ class ProviderService:
         with self._lock:
             self._inflight.discard(request_id)
             self._served[payer] = self._served.get(payer, 0) - value + (recorded_value or 0)
+        self.capacity.done(value, recorded_value)
 
     async def embed(self, body: EmbeddingsBody, payment: str | None, aggregator: str | None) -> dict[str, Any]:
         cfg = self.config
@@ -265,7 +295,10 @@ class ProviderService:
 
     def status(self) -> dict[str, Any]:
         batches = self.ledger.batches()
+        cap = self.capacity.view()
         return {"provider": self.address, "leaves": self.ledger.count(), "served_requests": self.served_requests,
+                "capacity": {"bound": str(cap.bound), "exposure": str(cap.exposure), "left": str(cap.left),
+                             "per_stake_token": str(self.capacity.per_stake_token), "refused": self.capacity.refused},
                 "batches_committed": sum(1 for b in batches if b.batch_id is not None),
                 "batches_open": sum(1 for b in batches if b.batch_id is None),
                 "batch_ids": [b.batch_id for b in batches if b.batch_id is not None],
@@ -282,7 +315,7 @@ class ProviderService:
         async def refused(request: Request, exc: Refusal) -> JSONResponse:
             return JSONResponse({"error": {"reason": exc.reason, "message": exc.message, "code": exc.reason,
                                            "type": "invalid_request_error", "details": exc.details or None}},
-                                status_code=exc.status)
+                                status_code=exc.status, headers=exc.headers)
 
         @app.exception_handler(RequestValidationError)
         async def malformed(request: Request, exc: RequestValidationError) -> JSONResponse:
