@@ -20,6 +20,7 @@ the provider's signed ``WorkReceipt`` (:func:`work_receipt_json`). Refusals are
 from __future__ import annotations
 
 import json
+from functools import lru_cache
 from typing import Any
 
 from contracts.errors import ContractsError
@@ -49,12 +50,20 @@ def _b32(v: Any, name: str) -> bytes:
         raise WireError(f"{name} is not hex") from None
 
 
-def _addr(v: Any, name: str) -> str:
+@lru_cache(maxsize=4096)
+def _checksummed(v: str) -> str | None:
+    """``v`` checksummed, or None if it is not an address (cached: the same few payers and
+    providers head every request, and each checksum costs a keccak)."""
     from web3 import Web3
 
-    if not isinstance(v, str) or not Web3.is_address(v):
+    return str(Web3.to_checksum_address(v)) if Web3.is_address(v) else None
+
+
+def _addr(v: Any, name: str) -> str:
+    a = _checksummed(v) if isinstance(v, str) else None
+    if a is None:
         raise WireError(f"{name} is not an address")
-    return str(Web3.to_checksum_address(v))
+    return a
 
 
 def _uint(v: Any, name: str, bits: int) -> int:

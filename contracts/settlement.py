@@ -22,6 +22,7 @@ from web3 import Web3
 from web3.contract import Contract
 from web3.types import BlockIdentifier, TxReceipt
 
+from contracts import typed_digest
 from contracts.errors import ChainError, ContractsError
 from contracts.merkle import MerkleTree, leaf_hash
 
@@ -80,16 +81,31 @@ def settlement_domain(chain_id: int, settlement: str) -> dict[str, Any]:
     return {"name": SETTLEMENT_DOMAIN, "version": VERSION, "chainId": chain_id, "verifyingContract": settlement}
 
 
+# Each takes the native path (:mod:`contracts.typed_digest`: the struct encoded directly, signed and
+# recovered with libsecp256k1, same bytes) and falls back to eth_account for anything else.
+
+
 def _digest(domain: dict[str, Any], types: dict[str, Any], message: dict[str, Any]) -> bytes:
+    fast = typed_digest.digest(domain, types, message)
+    if fast is not None:
+        return fast
     msg = encode_typed_data(domain, types, message)
     return bytes(keccak(b"\x19" + msg.version + msg.header + msg.body))
 
 
 def _sign(key: str | bytes, domain: dict[str, Any], types: dict[str, Any], message: dict[str, Any]) -> bytes:
+    fast = typed_digest.digest(domain, types, message)
+    if fast is not None:
+        return typed_digest.sign(key, fast)
     return bytes(Account.sign_typed_data(key, domain, types, message).signature)
 
 
 def _recover(domain: dict[str, Any], types: dict[str, Any], message: dict[str, Any], signature: bytes) -> str:
+    fast = typed_digest.digest(domain, types, message)
+    if fast is not None and isinstance(signature, bytes | bytearray):
+        signer = typed_digest.recover(fast, bytes(signature))
+        if signer is not None:
+            return signer
     return str(Account.recover_message(encode_typed_data(domain, types, message), signature=HexBytes(signature)))
 
 

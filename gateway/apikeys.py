@@ -60,6 +60,7 @@ import asyncio
 import base64
 import logging
 import time
+import weakref
 from concurrent.futures import Future
 from typing import Any
 
@@ -180,22 +181,77 @@ def revoke(ctx: Context, wallet: str, key_hash: str) -> store.ApiKey:
         if key.revoked_at is None:
             key.revoked_at = store.now()
             s.add(key)
-        return key
+    forget_key(ctx, key_hash)
+    return key
 
 
-def authenticate(ctx: Context, authorization: str | None) -> store.ApiKey:
-    if not authorization or not authorization.lower().startswith("bearer "):
-        raise AuthError("send the API key as `Authorization: Bearer <key>`", reason="missing_api_key")
-    kh = api_key_hash(authorization[7:].strip())
+#: per database: key hash -> (monotonic time read, the key's row), see :func:`authenticate`
+_KEY_ROWS: weakref.WeakKeyDictionary[Any, dict[str, tuple[float, store.ApiKey]]] = weakref.WeakKeyDictionary()
+KEY_CACHE_TTL_S = 2.0
+
+
+def forget_key(ctx: Context, key_hash: str) -> None:
+    """Drops a key's cached row (on revocation), so this process refuses it at once."""
+    _KEY_ROWS.get(ctx.db_engine, {}).pop(key_hash, None)
+
+
+def _key_row(ctx: Context, kh: str, fresh: bool) -> store.ApiKey | None:
+    rows = _KEY_ROWS.setdefault(ctx.db_engine, {})
+    now = time.monotonic()
+    hit = rows.get(kh)
+    if hit is not None and not fresh and now - hit[0] < KEY_CACHE_TTL_S:
+        return hit[1]
     with Session(ctx.db_engine) as s:
         key = s.get(store.ApiKey, kh)
     if key is None:
+        rows.pop(kh, None)
+    else:
+        if len(rows) > 10_000:
+            rows.clear()
+        rows[kh] = (now, key)
+    return key
+
+
+def authenticate(ctx: Context, authorization: str | None, *, fresh: bool = False) -> store.ApiKey:
+    """The live key an ``Authorization: Bearer`` header names.
+
+    Its row is cached for ``KEY_CACHE_TTL_S`` (one database read per key every 2 s, not one per
+    request; ``fresh`` reads it anyway). Revoking through this process drops it from the cache
+    at once; a revocation by another process sharing the database is seen within the TTL, and
+    until then spending is still refused: every charge is reserved with one conditional
+    ``UPDATE`` that checks revocation and expiry in the database (:func:`gateway.store.reserve`).
+    The ``spent`` of a cached row may be stale; it is only ever shown, never charged against."""
+    if not authorization or not authorization.lower().startswith("bearer "):
+        raise AuthError("send the API key as `Authorization: Bearer <key>`", reason="missing_api_key")
+    kh = api_key_hash(authorization[7:].strip())
+    key = _key_row(ctx, kh, fresh)
+    if key is None:
         raise AuthError("unknown API key", reason="invalid_api_key")
+    _check_live(key)
+    return key
+
+
+def _check_live(key: store.ApiKey) -> None:
     if key.revoked_at is not None:
         raise AuthError("this API key was revoked", reason="api_key_revoked")
     if key.expiry <= store.now():
         raise AuthError("this API key's grant has expired", reason="api_key_expired")
-    return key
+
+
+def refused_reservation(ctx: Context, key: store.ApiKey, cost: int, *,
+                        up_to: bool = False) -> AuthError | SpendingCapError:
+    """Why :func:`gateway.store.reserve` refused ``cost`` on ``key``, from its row as it is now
+    (the cached one may predate a revocation or the spend of other requests)."""
+    forget_key(ctx, key.key_hash)
+    with Session(ctx.db_engine) as s:
+        now = s.get(store.ApiKey, key.key_hash)
+    try:
+        _check_live(now or key)
+    except AuthError as exc:
+        return exc
+    left = max(0, (now or key).spending_cap - (now or key).spent)
+    return SpendingCapError(f"this request costs {'up to ' if up_to else ''}{cost}; the key has {left} left of its cap",
+                            cost=str(cost))
 
 
 # ---------------------------------------------------------------------------- embeddings
@@ -219,9 +275,7 @@ async def embed(ctx: Context, key: store.ApiKey, body: schemas.EmbeddingsIn) -> 
     cost = max(1, units * model.price_per_unit)
     charge_id = store.reserve(ctx.db_engine, key.key_hash, cost, store.now())
     if charge_id is None:
-        raise SpendingCapError(
-            f"this request costs {cost}; the key has {max(0, key.spending_cap - key.spent)} left of its cap",
-            cost=str(cost))
+        raise refused_reservation(ctx, key, cost)
     posting = await run_in_threadpool(_pay_and_post, ctx, key, charge_id, cost, model.model_id, data)
     # Waited for without holding a worker thread; the tracker settles the charge either way.
     relayed = await asyncio.wrap_future(posting)

@@ -168,7 +168,7 @@ async def generate(ctx: Any, key: store.ApiKey, body: gen.ChatCompletionsIn | ge
                                reason="no_provider")
     cap_units = len(req.prompt_ids) + req.max_tokens
     reserve = max(1, cap_units * max(c.price for c in order))
-    charge_id = store.reserve(ctx.db_engine, key.key_hash, reserve, store.now())
+    charge_id = store.reserve(ctx.db_engine, key.key_hash, reserve, store.now(), status="serving")
     if charge_id is None:
         raise SpendingCapError(f"this request costs up to {reserve} ({cap_units} tokens with max_tokens); the key "
                                f"has {max(0, key.spending_cap - key.spent)} left of its cap", cost=str(reserve))

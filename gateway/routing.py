@@ -161,7 +161,7 @@ class Router:
             s.inflight += 1
             return True
 
-    def saturated(self, addresses: list[str]) -> bool:
+    def all_busy(self, addresses: list[str]) -> bool:
         """Whether every one of ``addresses`` is at ``max_inflight``."""
         with self._lock:
             return all(self.stats.setdefault(a, ProviderStats()).inflight >= self.max_inflight for a in addresses)

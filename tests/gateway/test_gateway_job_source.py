@@ -13,9 +13,7 @@ def test_the_worker_reads_posted_jobs_from_the_gateways_public_list_page_by_page
     stack.approve("client")
     posted = []
     for i in range(3):
-        r = stack.http.post("/v1/jobs", json=stack.signed_job(texts=[f"listed job {i}"]))
-        assert r.status_code == 201, r.text
-        posted.append(r.json())
+        posted.append(stack.post_job(texts=[f"listed job {i}"]))
     stack.wait_indexed(max(p["block_number"] for p in posted))
     ids = [p["job_id"] for p in posted]
     model = bytes.fromhex(stack.model_id[2:])

@@ -159,6 +159,42 @@ def test_a_lane_running_dry_is_refused_with_402_and_a_reason_and_charges_nothing
     assert exc.value.status_code == 402
 
 
+def test_an_api_key_revoked_by_any_gateway_process_is_refused_at_once_and_charges_nothing(
+        stack: ServingStack) -> None:
+    import sqlalchemy as sa
+    from sqlmodel import col
+
+    from gateway import apikeys, store
+
+    def spent(kh: str) -> int:
+        with store.session(stack.ctx.db_engine) as s:
+            row = s.get(store.ApiKey, kh)
+            assert row is not None
+            return row.spent
+
+    k = api_key(stack, "client")
+    kh = "0x" + keccak(text=k).hex()
+    assert raw_embed(stack, k, TEXTS[0]).status_code == 200  # this process now holds the key's row
+    # Another gateway process sharing the database revokes it: this one's cached row is stale.
+    with store.session(stack.ctx.db_engine) as s:
+        s.execute(sa.update(store.ApiKey).where(col(store.ApiKey.key_hash) == kh).values(revoked_at=store.now()))
+    before, charged = served(stack), spent(kh)
+    r = raw_embed(stack, k, TEXTS[0])
+    assert r.status_code == 401 and r.json()["error"]["reason"] == "api_key_revoked", r.text
+    assert served(stack).keys() == before.keys() and spent(kh) == charged
+
+    k2 = api_key(stack, "client")
+    assert raw_embed(stack, k2, TEXTS[0]).status_code == 200
+    apikeys.revoke(stack.ctx, stack.address("client"), "0x" + keccak(text=k2).hex())  # through this process
+    r = raw_embed(stack, k2, TEXTS[0])
+    assert r.status_code == 401 and r.json()["error"]["reason"] == "api_key_revoked", r.text
+
+    poor = api_key(stack, "client", cap=1)
+    r = raw_embed(stack, poor, TEXTS[0])
+    assert r.status_code == 402 and r.json()["error"]["reason"] == "spending_cap_exceeded", r.text
+    assert "left of its cap" in r.json()["error"]["message"] and spent("0x" + keccak(text=poor).hex()) == 0
+
+
 def test_a_signer_being_revoked_stops_service_at_once(stack: ServingStack) -> None:
     from deploy.devnet import fund
 

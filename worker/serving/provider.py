@@ -341,9 +341,11 @@ class ProviderService:
             return await generation(body.model).handle(body, request.headers.get(PAYMENT_HEADER),
                                                        request.headers.get(AGGREGATOR_HEADER))
 
-        @app.post("/v1/embeddings")
-        async def embeddings(body: EmbeddingsBody, request: Request) -> dict[str, Any]:
-            return await self.embed(body, request.headers.get(PAYMENT_HEADER), request.headers.get(AGGREGATOR_HEADER))
+        @app.post("/v1/embeddings", response_class=JSONResponse)
+        async def embeddings(body: EmbeddingsBody, request: Request) -> JSONResponse:
+            # Answered as built (plain JSON types), not re-encoded through FastAPI's response model.
+            return JSONResponse(await self.embed(body, request.headers.get(PAYMENT_HEADER),
+                                                 request.headers.get(AGGREGATOR_HEADER)))
 
         @app.get("/v1/serving/batches/{batch_id}/leaves")
         def leaves(batch_id: int) -> dict[str, Any]:
