@@ -8,9 +8,11 @@ prompt is chunked, decode or prefill). Three rules give that:
   call therefore has the same shape whatever the batch, so the library takes the same code path
   and reduction order for each row; a row's result depends on that row alone. (The logits use
   their own fixed block, `logit_block`.)
-* Attention runs on blocks of exactly `ATTN_BLOCK` query tokens (the last block padded), each
-  token over the keys at positions `0 .. p` of its own sequence, read from the paged cache
-  after this step's keys and values were written. Keys are cut into splits of `SPLIT`
+* Attention runs on blocks of at most `ATTN_BLOCK` query tokens (the last block is not padded:
+  each token is its own instance of the batched GEMMs below, so the number of tokens in a
+  block only changes the batch count, never a token's numbers), each token over the keys at
+  positions `0 .. p` of its own sequence, read from the paged cache after this step's keys and
+  values were written. Keys are cut into splits of `SPLIT`
   positions at fixed boundaries (0, 64, 128, ...). Within a split, scores, max, exp, sum and
   the weighted sum of values are GEMM instances and reductions of one fixed shape
   (`[G, D] x [D, SPLIT]`, `[G, SPLIT] x [SPLIT, D]`, rows of `SPLIT`); keys past `p` score
