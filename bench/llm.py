@@ -155,6 +155,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     levels = [int(x) for x in args.concurrency.split(",")]
+    load_before = os.getloadavg()
     console = Console()
     weights = load_weights()
     tokenizer = ChatTokenizer.from_gguf()
@@ -209,6 +210,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         "decode_tokens_per_s": decode,
         "ttft_s": ttft,
         "ratios": ratios,
+        "load_average_1_5_15min": {
+            "before": [round(x, 2) for x in load_before],
+            "after": [round(x, 2) for x in os.getloadavg()],
+            "cpus": os.cpu_count(),
+        },
         "notes": "invariance_cost_cN = hearth-fast / hearth decode tokens/s at concurrency N",
     }
     args.out.mkdir(parents=True, exist_ok=True)

@@ -8,9 +8,11 @@ prompt is chunked, decode or prefill). Three rules give that:
   call therefore has the same shape whatever the batch, so the library takes the same code path
   and reduction order for each row; a row's result depends on that row alone. (The logits use
   their own fixed block, `logit_block`.)
-* Attention runs on blocks of exactly `ATTN_BLOCK` query tokens (the last block padded), each
-  token over the keys at positions `0 .. p` of its own sequence, read from the paged cache
-  after this step's keys and values were written. Keys are cut into splits of `SPLIT`
+* Attention runs on blocks of at most `ATTN_BLOCK` query tokens (the last block is not padded:
+  each token is its own instance of the batched GEMMs below, so the number of tokens in a
+  block only changes the batch count, never a token's numbers), each token over the keys at
+  positions `0 .. p` of its own sequence, read from the paged cache after this step's keys and
+  values were written. Keys are cut into splits of `SPLIT`
   positions at fixed boundaries (0, 64, 128, ...). Within a split, scores, max, exp, sum and
   the weighted sum of values are GEMM instances and reductions of one fixed shape
   (`[G, D] x [D, SPLIT]`, `[G, SPLIT] x [SPLIT, D]`, rows of `SPLIT`); keys past `p` score
@@ -131,23 +133,24 @@ def attention_out_ffn(ctx: torch.Tensor, h: torch.Tensor, layer: LlamaLayer, con
 
 
 def attention_split_block(
-    q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, positions: torch.Tensor, config: LlamaConfig
+    q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, masked: torch.Tensor, config: LlamaConfig
 ) -> torch.Tensor:
     """Attention of a block of query tokens over split keys.
 
-    `q` `[A, H*D]`; `keys`/`values` `[A, Hkv, n_splits, SPLIT, D]` (token `a`'s own sequence,
-    key position `j*SPLIT + i` at `[a, :, j, i]`); `positions` `[A]`. Returns `[A, H*D]`.
+    `q` `[A, H*D]`; `keys`/`values` `[Hkv, A, n_splits, SPLIT, D]` (token `a`'s own sequence,
+    key position `j*SPLIT + i` at `[:, a, j, i]`; contiguous, as gathered from the cache, so
+    the batched GEMMs read them in place); `masked` `[1, A, n_splits, 1, SPLIT]` is True for
+    the keys past each token's position. Returns `[A, H*D]`.
     """
     c = config
-    a, _, n_splits, split, _ = keys.shape
-    qg = q.view(a, c.num_kv_heads, 1, c.group, c.head_dim)
-    scores = torch.matmul(qg, keys.transpose(-1, -2)) * (c.head_dim**-0.5)  # [A, Hkv, S, G, SPLIT]
-    kpos = torch.arange(n_splits * split, device=q.device).view(1, 1, n_splits, 1, split)
-    scores = scores.masked_fill(kpos > positions.view(a, 1, 1, 1, 1), float("-inf"))
-    m = scores.amax(dim=-1, keepdim=True)  # [A, Hkv, S, G, 1]; -inf for a split past p
+    _, a, n_splits, split, _ = keys.shape
+    qg = q.view(a, c.num_kv_heads, c.group, c.head_dim).transpose(0, 1).unsqueeze(2)  # [Hkv, A, 1, G, D]
+    scores = torch.matmul(qg, keys.transpose(-1, -2)) * (c.head_dim**-0.5)  # [Hkv, A, S, G, SPLIT]
+    scores = scores.masked_fill(masked, float("-inf"))
+    m = scores.amax(dim=-1, keepdim=True)  # [Hkv, A, S, G, 1]; -inf for a split past p
     p = torch.exp(scores - torch.where(m == float("-inf"), 0.0, m))
     lsum = p.sum(dim=-1, keepdim=True)
-    acc = torch.matmul(p, values)  # [A, Hkv, S, G, D]
+    acc = torch.matmul(p, values)  # [Hkv, A, S, G, D]
     m_all = m.amax(dim=2, keepdim=True)  # max is exact in any order; split 0 is never empty
     w = torch.exp(m - m_all)  # 0 exactly for empty splits
     wl = lsum * w
@@ -157,7 +160,7 @@ def attention_split_block(
     for j in range(1, n_splits):
         l_run = l_run + wl[:, :, j]
         acc_run = acc_run + wacc[:, :, j]
-    return (acc_run / l_run).reshape(a, c.q_size)
+    return (acc_run / l_run).transpose(0, 1).reshape(a, c.q_size)
 
 
 def attention_one(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, config: LlamaConfig) -> torch.Tensor:
@@ -171,6 +174,19 @@ def attention_one(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, config: Lla
     scores = torch.matmul(qg, k.transpose(1, 2)) * (c.head_dim**-0.5)
     probs = torch.softmax(scores, dim=-1)
     return torch.matmul(probs, v).view(-1)
+
+
+@dataclass(frozen=True)
+class _AttnBlock:
+    """Up to `ATTN_BLOCK` consecutive query tokens `start .. start+size-1` of a step, the cache
+    pages their keys are gathered from (`n_splits * SPLIT / page_size` per token, page 0 past a
+    sequence's table), the gathered shape and the mask of keys past each token's position."""
+
+    start: int
+    size: int
+    pages: torch.Tensor
+    shape: tuple[int, int, int, int, int]
+    masked: torch.Tensor
 
 
 class LlamaForward:
@@ -234,6 +250,7 @@ class LlamaForward:
             device=dev,
         )
         blocks = self._blocks(rows, self.row_block)
+        plan = self._attention_plan(chunks, cache) if self.invariant else None
         for li, layer in enumerate(w.layers):
             q = torch.empty((rows, c.num_heads, c.head_dim), dtype=torch.float32, device=dev)
             k = torch.empty((rows, c.num_kv_heads, c.head_dim), dtype=torch.float32, device=dev)
@@ -242,19 +259,19 @@ class LlamaForward:
                 q[b], k[b], v[b] = attention_in(h[b], layer, cos[b], sin[b], c)
             cache.write(li, slots, k[:t], v[:t])  # new keys and values first, then attention
             ctx = torch.zeros((rows, c.q_size), dtype=torch.float32, device=dev)
-            self._attention(chunks, cache, li, q, ctx)
+            if plan is None:
+                self._attention_sdpa(chunks, cache, li, q, ctx)
+            else:
+                self._attention_blocks(plan, cache, li, q, ctx)
             nxt = torch.empty_like(h)
             for b in blocks:
                 nxt[b] = attention_out_ffn(ctx[b], h[b], layer, c)
             h = nxt
         return self._logits(chunks, h)
 
-    def _attention(
+    def _attention_sdpa(
         self, chunks: Sequence[SeqChunk], cache: PagedKVCache, layer: int, q: torch.Tensor, ctx: torch.Tensor
     ) -> None:
-        if self.invariant:
-            self._attention_blocks(chunks, cache, layer, q, ctx)
-            return
         c = self.config
         row = 0
         for ch in chunks:
@@ -271,35 +288,46 @@ class LlamaForward:
             ctx[row : row + n] = out[0].permute(1, 0, 2).reshape(n, c.q_size)
             row += n
 
-    def _attention_blocks(
-        self, chunks: Sequence[SeqChunk], cache: PagedKVCache, layer: int, q: torch.Tensor, ctx: torch.Tensor
-    ) -> None:
+    def _attention_plan(self, chunks: Sequence[SeqChunk], cache: PagedKVCache) -> list[_AttnBlock]:
+        """The attention blocks of a step: the same for every layer, so built once per forward."""
         c = self.config
         page = cache.page_size
         if SPLIT % page:
             raise InvalidInputError(f"the page size {page} must divide the attention split {SPLIT}")
         tokens = [(ch.table, p) for ch in chunks for p in ch.positions]
-        t = len(tokens)
-        dev = q.device
-        for b0 in range(0, t, ATTN_BLOCK):
+        dev = self.weights.device
+        plan = []
+        for b0 in range(0, len(tokens), ATTN_BLOCK):
             blk = tokens[b0 : b0 + ATTN_BLOCK]
-            pad = ATTN_BLOCK - len(blk)
+            a = len(blk)
             n_splits = max(p for _, p in blk) // SPLIT + 1
             n_pages = n_splits * SPLIT // page
-            idx = []
+            idx: list[int] = []
             for table, _ in blk:
                 row = list(table[:n_pages])
                 idx.extend(row + [0] * (n_pages - len(row)))
-            idx.extend([0] * (pad * n_pages))
-            pages = torch.tensor(idx, dtype=torch.int64, device=dev)
-            shape = (c.num_kv_heads, ATTN_BLOCK, n_splits, SPLIT, c.head_dim)
-            keys = torch.index_select(cache.k[layer], 1, pages).view(shape).transpose(0, 1)
-            values = torch.index_select(cache.v[layer], 1, pages).view(shape).transpose(0, 1)
-            positions = torch.tensor([p for _, p in blk] + [0] * pad, dtype=torch.int64, device=dev)
-            qb = torch.zeros((ATTN_BLOCK, c.q_size), dtype=torch.float32, device=dev)
-            qb[: len(blk)] = q[b0 : b0 + len(blk)].reshape(len(blk), c.q_size)
-            out = attention_split_block(qb, keys, values, positions, c)
-            ctx[b0 : b0 + len(blk)] = out[: len(blk)]
+            positions = torch.tensor([p for _, p in blk], dtype=torch.int64, device=dev)
+            kpos = torch.arange(n_splits * SPLIT, device=dev).view(1, 1, n_splits, 1, SPLIT)
+            plan.append(
+                _AttnBlock(
+                    start=b0,
+                    size=a,
+                    pages=torch.tensor(idx, dtype=torch.int64, device=dev),
+                    shape=(c.num_kv_heads, a, n_splits, SPLIT, c.head_dim),
+                    masked=kpos > positions.view(1, a, 1, 1, 1),
+                )
+            )
+        return plan
+
+    def _attention_blocks(
+        self, plan: Sequence[_AttnBlock], cache: PagedKVCache, layer: int, q: torch.Tensor, ctx: torch.Tensor
+    ) -> None:
+        c = self.config
+        for blk in plan:
+            keys = torch.index_select(cache.k[layer], 1, blk.pages).view(blk.shape)
+            values = torch.index_select(cache.v[layer], 1, blk.pages).view(blk.shape)
+            qb = q[blk.start : blk.start + blk.size].reshape(blk.size, c.q_size)
+            ctx[blk.start : blk.start + blk.size] = attention_split_block(qb, keys, values, blk.masked, c)
 
     def _logits(self, chunks: Sequence[SeqChunk], h: torch.Tensor) -> torch.Tensor:
         c = self.config
