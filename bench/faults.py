@@ -13,7 +13,8 @@ Faults, at moments drawn from ``--seed`` (as fractions of the requests sent):
 * ``gateway_kill``: SIGKILL the gateway, restart it (clients see connection errors meanwhile);
 * ``indexer_kill``: SIGKILL the indexer, restart it (it resumes from its checkpoint);
 * ``provider_stop``: SIGSTOP a provider past the gateway's provider timeout, then SIGCONT;
-* ``reorg``: ``anvil_reorg`` of 1 to 3 blocks straight on Anvil: the blocks are replaced by empty
+* ``reorg``: ``anvil_reorg`` of 1 to 3 blocks (never below the block the load started at) straight
+  on Anvil: the blocks are replaced by empty
   ones and their transactions (batch commits, collects, announcements) are gone, as when a
   chain reorganises and the orphaned transactions are not re-included; the providers find their
   dropped commits and collects and send them again, and the indexer rolls back;
@@ -486,6 +487,12 @@ def run(n: int = 2000, clients: int = 8, seed: int = 7, kills: dict[str, int] | 
                     return
                 if kind == "reorg":
                     depth = rng.randint(1, 3)
+                    # only blocks mined under load: the set-up's (deposit, signer, keys) nobody sends again
+                    while (mined := int(h.w3.eth.block_number) - load_block) < 1 and not done.is_set():
+                        time.sleep(0.1)
+                    depth = min(depth, mined)
+                    if depth < 1:
+                        continue
                     with fault_lock:
                         log(f"  {sent[0]:>5}/{n}  reorg of {depth} blocks")
                         try:
@@ -533,6 +540,7 @@ def run(n: int = 2000, clients: int = 8, seed: int = 7, kills: dict[str, int] | 
                             p.start()
                 time.sleep(0.5)
 
+        load_block = int(h.w3.eth.block_number)
         proxy.enabled = proxy_faults
         t_load = time.perf_counter()
         threads = [threading.Thread(target=client_loop, args=(c,), daemon=True) for c in range(clients)]
