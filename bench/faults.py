@@ -454,6 +454,7 @@ def run(n: int = 2000, clients: int = 8, seed: int = 7, kills: dict[str, int] | 
                             o = Outcome(i, 200, hh["request_id"], hh["provider"], int(hh["cost"]), chat=is_chat[i])
                         else:
                             o = Outcome(i, r.status_code, error=r.text[:200], chat=is_chat[i])
+                            time.sleep(0.5)  # no provider could answer (down, stopped, restarting): do not spin
                     except httpx.HTTPError as exc:
                         o = Outcome(i, None, error=f"{type(exc).__name__}: {exc}"[:200], chat=is_chat[i])
                         time.sleep(1.0)  # the gateway is down: do not spin
@@ -650,9 +651,12 @@ def run(n: int = 2000, clients: int = 8, seed: int = 7, kills: dict[str, int] | 
         requests_lost = len(charged_unanswered) + len(answered_unrecorded) + len(not_in_batch) + len(wrong_provider)
         paid_twice = len(twice_at_payee) + len(overpaid)
         statuses: dict[str, int] = {}
+        chat_statuses: dict[str, int] = {}
         for o in outcomes:
             k = str(o.status) if o.status is not None else "connection_error"
             statuses[k] = statuses.get(k, 0) + 1
+            if o.chat:
+                chat_statuses[k] = chat_statuses.get(k, 0) + 1
         result = {
             "seed": seed, "requests": len(outcomes), "clients": clients,
             "requests_answered": len(answered), "requests_unanswered": len(outcomes) - len(answered),
@@ -669,6 +673,7 @@ def run(n: int = 2000, clients: int = 8, seed: int = 7, kills: dict[str, int] | 
                                    ("nonces_rewound", "(reorganisation?)"))},
             "unexpected_crashes": crashes, "rpc_faults": {k: v for k, v in proxy.counts.items() if k != "forwarded"},
             "rpc_forwarded": proxy.counts["forwarded"], "statuses": statuses,
+            "chat_statuses": chat_statuses,
             "checks": {
                 "charged_but_unanswered": len(charged_unanswered), "answered_but_unrecorded": len(answered_unrecorded),
                 "answered_not_in_a_committed_batch": len(not_in_batch), "answer_names_another_provider":
