@@ -1,5 +1,6 @@
-"""Fault-injection run: the serving plane answers embeddings requests from several clients while
-a seeded scheduler breaks it, then the chain and the databases are checked.
+"""Fault-injection run: the serving plane answers embeddings (and, with ``--chat-share``, chat)
+requests from several clients while a seeded scheduler breaks it, then the chain and the
+databases are checked.
 
 The stack (all on this machine): Anvil (automine), a flaky JSON-RPC proxy in front of it that
 every service talks to, the indexer (``python -m indexer run``), the gateway (``python -m
@@ -12,6 +13,11 @@ Faults, at moments drawn from ``--seed`` (as fractions of the requests sent):
 * ``gateway_kill``: SIGKILL the gateway, restart it (clients see connection errors meanwhile);
 * ``indexer_kill``: SIGKILL the indexer, restart it (it resumes from its checkpoint);
 * ``provider_stop``: SIGSTOP a provider past the gateway's provider timeout, then SIGCONT;
+* ``reorg``: ``anvil_reorg`` of 1 to 3 blocks (never below the block the load started at) straight
+  on Anvil: the blocks are replaced by empty
+  ones and their transactions (batch commits, collects, announcements) are gone, as when a
+  chain reorganises and the orphaned transactions are not re-included; the providers find their
+  dropped commits and collects and send them again, and the indexer rolls back;
 * the proxy, all along, with probabilities drawn from its own seeded generator: an HTTP 503
   before forwarding, a dropped connection before forwarding, a slow answer (0.5 to 2.5 s), and a
   dropped connection *after* forwarding (the call took effect, its answer is lost).
@@ -19,8 +25,10 @@ Faults, at moments drawn from ``--seed`` (as fractions of the requests sent):
 A process that dies on its own (a provider whose start-up RPC calls hit the proxy's faults)
 is restarted by a watchdog and counted in ``unexpected_crashes``.
 
-Not done (yet): chain reorganisations (``anvil_reorg``), killing a Celery worker (the serving
-endpoint runs its model in-process), chat requests.
+With ``chat_share`` > 0 the providers serve SmolLM2 too and that share of the requests are chat
+completions of ``CHAT_MAX_TOKENS`` tokens (CPU decoding is slow: keep both small).
+
+Not done (yet): killing a Celery worker (the serving endpoint runs its models in-process).
 
 Checks, once the clients are done and the proxy passes everything through again:
 
@@ -73,6 +81,8 @@ PROVIDERS = {"provider": ("eu", 200), "verifier": ("us", 100)}
 LANE = 200 * USD
 WORDS = ("hearth", "faults", "survive", "provider", "gateway", "receipt", "batch", "voucher", "lane", "escrow",
          "kill", "restart", "answer", "chain", "proxy", "timeout")
+EMB_MODEL, CHAT_MODEL = "all-MiniLM-L6-v2", "SmolLM2-135M-Instruct"
+CHAT_MAX_TOKENS = 4
 
 
 # ---------------------------------------------------------------------------- the flaky RPC proxy
@@ -311,10 +321,12 @@ class Outcome:
     provider: str | None = None
     cost: int = 0
     error: str | None = None
+    chat: bool = False
 
 
 def run(n: int = 2000, clients: int = 8, seed: int = 7, kills: dict[str, int] | None = None,
-        provider_timeout_s: float = 2.0, proxy_faults: bool = True, log: Any = print) -> dict[str, Any]:
+        provider_timeout_s: float = 2.0, proxy_faults: bool = True, chat_share: float = 0.0,
+        log: Any = print) -> dict[str, Any]:
     """The whole run; returns the results (see the module docstring)."""
     from eth_account import Account
     from eth_utils import keccak
@@ -327,7 +339,7 @@ def run(n: int = 2000, clients: int = 8, seed: int = 7, kills: dict[str, int] | 
     from indexer.settings import IndexerSettings
 
     kills = kills if kills is not None else {"provider_kill": 8, "gateway_kill": 5, "indexer_kill": 3,
-                                             "provider_stop": 5}
+                                             "provider_stop": 5, "reorg": 5}
     rng = random.Random(seed)
     t0 = time.perf_counter()
     tmp = Path(tempfile.mkdtemp(prefix="hearth-faults-"))
@@ -363,7 +375,10 @@ def run(n: int = 2000, clients: int = 8, seed: int = 7, kills: dict[str, int] | 
                 "HEARTH_SERVING_RPC_URL": proxy.url, "HEARTH_SERVING_PORT": str(port), "HEARTH_SERVING_ANNOUNCE": "1",
                 "HEARTH_SERVING_REGION": region, "HEARTH_SERVING_PRICE": str(price),
                 "HEARTH_SERVING_MAX_BATCH_AGE_S": "0.5", "HEARTH_SERVING_COLLECT_THRESHOLD": "1",
-                "HEARTH_SERVING_LOG_LEVEL": "WARNING"}, f"http://127.0.0.1:{port}/healthz", tmp / f"{role}.log")
+                "HEARTH_SERVING_LOG_LEVEL": "WARNING",
+                **({"HEARTH_SERVING_MODELS": f"{EMB_MODEL},{CHAT_MODEL}", "HEARTH_SERVING_LLM_KV_PAGES": "64",
+                    "HEARTH_SERVING_LLM_MAX_RUNNING": "4"} if chat_share > 0 else {})},
+                f"http://127.0.0.1:{port}/healthz", tmp / f"{role}.log")
         for p in procs.values():
             (tmp / p.name).mkdir(exist_ok=True)
             p.start()
@@ -408,6 +423,7 @@ def run(n: int = 2000, clients: int = 8, seed: int = 7, kills: dict[str, int] | 
         plan = sorted((rng.uniform(0.05, 0.85), kind) for kind, k in kills.items() for _ in range(k))
         texts = [[" ".join(rng.choice(WORDS) for _ in range(rng.randint(3, 12))) for _ in range(rng.randint(1, 4))]
                  for _ in range(n)]
+        is_chat = [rng.random() < chat_share for _ in range(n)]
         outcomes: list[Outcome] = []
         sent = [0]
         lock = threading.Lock()
@@ -424,16 +440,23 @@ def run(n: int = 2000, clients: int = 8, seed: int = 7, kills: dict[str, int] | 
                             return
                         i = sent[0]
                         sent[0] += 1
+                    auth = {"authorization": f"Bearer {keys[c]}"}
                     try:
-                        r = http.post(f"{gw}/v1/embeddings", json={"model": "all-MiniLM-L6-v2", "input": texts[i]},
-                                      headers={"authorization": f"Bearer {keys[c]}"})
+                        if is_chat[i]:
+                            r = http.post(f"{gw}/v1/chat/completions", headers=auth, json={
+                                "model": CHAT_MODEL, "max_tokens": CHAT_MAX_TOKENS,
+                                "messages": [{"role": "user", "content": " ".join(texts[i])}]})
+                        else:
+                            r = http.post(f"{gw}/v1/embeddings", json={"model": EMB_MODEL, "input": texts[i]},
+                                          headers=auth)
                         if r.status_code == 200:
                             hh = r.json()["hearth"]
-                            o = Outcome(i, 200, hh["request_id"], hh["provider"], int(hh["cost"]))
+                            o = Outcome(i, 200, hh["request_id"], hh["provider"], int(hh["cost"]), chat=is_chat[i])
                         else:
-                            o = Outcome(i, r.status_code, error=r.text[:200])
+                            o = Outcome(i, r.status_code, error=r.text[:200], chat=is_chat[i])
+                            time.sleep(0.5)  # no provider could answer (down, stopped, restarting): do not spin
                     except httpx.HTTPError as exc:
-                        o = Outcome(i, None, error=f"{type(exc).__name__}: {exc}"[:200])
+                        o = Outcome(i, None, error=f"{type(exc).__name__}: {exc}"[:200], chat=is_chat[i])
                         time.sleep(1.0)  # the gateway is down: do not spin
                     with lock:
                         outcomes.append(o)
@@ -463,6 +486,26 @@ def run(n: int = 2000, clients: int = 8, seed: int = 7, kills: dict[str, int] | 
                     time.sleep(0.05)
                 if done.is_set():
                     return
+                if kind == "reorg":
+                    depth = rng.randint(1, 3)
+                    # only blocks mined under load: the set-up's (deposit, signer, keys) nobody sends again
+                    while (mined := int(h.w3.eth.block_number) - load_block) < 1 and not done.is_set():
+                        time.sleep(0.1)
+                    depth = min(depth, mined)
+                    if depth < 1:
+                        continue
+                    with fault_lock:
+                        log(f"  {sent[0]:>5}/{n}  reorg of {depth} blocks")
+                        try:
+                            answer = httpx.post(dn.anvil.rpc_url, json={
+                                "jsonrpc": "2.0", "id": 1, "method": "anvil_reorg", "params": [depth, []]}, timeout=30)
+                            answer.raise_for_status()
+                            if "error" in answer.json():
+                                raise httpx.HTTPError(str(answer.json()["error"]))
+                            done_kills[kind] += 1
+                        except httpx.HTTPError as exc:
+                            log(f"  reorg failed: {exc}")
+                    continue
                 names = {"gateway_kill": ["gateway"], "indexer_kill": ["indexer"]}.get(kind, roles)
                 while True:  # a target that is down or coming back is waited for, not skipped
                     with fault_lock:
@@ -498,6 +541,7 @@ def run(n: int = 2000, clients: int = 8, seed: int = 7, kills: dict[str, int] | 
                             p.start()
                 time.sleep(0.5)
 
+        load_block = int(h.w3.eth.block_number)
         proxy.enabled = proxy_faults
         t_load = time.perf_counter()
         threads = [threading.Thread(target=client_loop, args=(c,), daemon=True) for c in range(clients)]
@@ -607,16 +651,29 @@ def run(n: int = 2000, clients: int = 8, seed: int = 7, kills: dict[str, int] | 
         requests_lost = len(charged_unanswered) + len(answered_unrecorded) + len(not_in_batch) + len(wrong_provider)
         paid_twice = len(twice_at_payee) + len(overpaid)
         statuses: dict[str, int] = {}
+        chat_statuses: dict[str, int] = {}
         for o in outcomes:
             k = str(o.status) if o.status is not None else "connection_error"
             statuses[k] = statuses.get(k, 0) + 1
+            if o.chat:
+                chat_statuses[k] = chat_statuses.get(k, 0) + 1
         result = {
             "seed": seed, "requests": len(outcomes), "clients": clients,
             "requests_answered": len(answered), "requests_unanswered": len(outcomes) - len(answered),
             "requests_lost": requests_lost, "paid_twice": paid_twice,
+            "chat_share": chat_share, "chat_requests": sum(o.chat for o in outcomes),
+            "chat_answered": sum(o.chat and o.status == 200 for o in outcomes),
             "kills": done_kills, "kills_total": sum(done_kills.values()), "kills_planned": kills,
+            "reorg_recoveries": {
+                what: sum(procs[r].log.read_text(errors="replace").count(line) for r in PROVIDERS)
+                for what, line in (("batches_sent_again", "is no longer on the chain (reorganisation)"),
+                                   ("batches_moved", "moved from batch id"),
+                                   ("commits_lost_in_flight", "is gone (reorganisation)"),
+                                   ("collects_sent_again", "is no longer on the chain: collecting again"),
+                                   ("nonces_rewound", "(reorganisation?)"))},
             "unexpected_crashes": crashes, "rpc_faults": {k: v for k, v in proxy.counts.items() if k != "forwarded"},
             "rpc_forwarded": proxy.counts["forwarded"], "statuses": statuses,
+            "chat_statuses": chat_statuses,
             "checks": {
                 "charged_but_unanswered": len(charged_unanswered), "answered_but_unrecorded": len(answered_unrecorded),
                 "answered_not_in_a_committed_batch": len(not_in_batch), "answer_names_another_provider":
@@ -631,6 +688,9 @@ def run(n: int = 2000, clients: int = 8, seed: int = 7, kills: dict[str, int] | 
                 "client_paid_its_deposit_only": client_paid,
                 "index_equals_a_fresh_index_of_the_chain": not index_diff, "index_rows_compared": index_rows,
                 "index_differences": index_diff[:10],
+                "charged_but_unanswered_ids": charged_unanswered[:10],
+                "unanswered_errors": sorted({f"{'chat' if o.chat else 'embeddings'} {o.status}: {o.error}"[:160]
+                                             for o in outcomes if o.status != 200})[:10],
             },
             "provider_timeout_s": provider_timeout_s, "load_s": round(load_s, 1),
             "wall_s": round(time.perf_counter() - t0, 1),
@@ -655,27 +715,35 @@ def main() -> None:
     ap.add_argument("--gateway-kills", type=int, default=5)
     ap.add_argument("--indexer-kills", type=int, default=3)
     ap.add_argument("--provider-stops", type=int, default=5)
+    ap.add_argument("--reorgs", type=int, default=5, help="anvil_reorg of 1 to 3 blocks, dropping their transactions")
+    ap.add_argument("--chat-share", type=float, default=0.1,
+                    help=f"share of the requests that are chat completions of {CHAT_MAX_TOKENS} tokens (0: none)")
     ap.add_argument("--out", type=Path, default=RESULTS)
     args = ap.parse_args()
     res = run(args.requests, args.clients, args.seed, {"provider_kill": args.provider_kills,
                                                         "gateway_kill": args.gateway_kills,
                                                         "indexer_kill": args.indexer_kills,
-                                                        "provider_stop": args.provider_stops})
+                                                        "provider_stop": args.provider_stops,
+                                                        "reorg": args.reorgs}, chat_share=args.chat_share)
     from rich.console import Console
     from rich.table import Table
 
     t = Table(title=f"fault-injection run, seed {res['seed']}")
     t.add_column("what")
     t.add_column("value", justify="right")
-    for k in ("requests", "requests_answered", "requests_unanswered", "requests_lost", "paid_twice", "kills_total",
+    for k in ("requests", "requests_answered", "requests_unanswered", "chat_requests", "chat_answered",
+              "requests_lost", "paid_twice", "kills_total",
               "processes_left", "wall_s"):
         t.add_row(k, str(res[k]))
     for k, v in res["kills"].items():
         t.add_row(f"kills: {k}", str(v))
     for k, v in res["rpc_faults"].items():
         t.add_row(f"rpc faults: {k}", str(v))
+    for k, v in res["reorg_recoveries"].items():
+        t.add_row(f"after reorgs: {k}", str(v))
     for k, v in res["checks"].items():
-        t.add_row(f"check: {k}", str(v))
+        if not isinstance(v, list):
+            t.add_row(f"check: {k}", str(v))
     Console().print(t)
     res["command"] = "python bench/faults.py " + " ".join(sys.argv[1:])
     res["date"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())

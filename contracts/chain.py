@@ -154,7 +154,9 @@ class TxSender:
     other threads keep sending meanwhile. A transaction not mined within ``receipt_timeout`` is
     replaced with the same nonce and fees at least 12.5% higher (``max_bumps`` times), and one the
     node no longer knows (dropped by a reorg or a node restart) is broadcast again. After a
-    process restart the next nonce comes from the node's pending count. Estimates run against
+    process restart, or when the node's pending count fell behind the local nonce with nothing of
+this sender in flight at that nonce (a reorganisation dropped mined transactions), the next
+nonce comes from the node's pending count. Estimates run against
     the pending block, so a transaction may depend on earlier ones that are not mined yet.
     Thread-safe; one instance per key per process."""
 
@@ -177,6 +179,11 @@ class TxSender:
     def _next_nonce(self) -> int:
         chain = self.w3.eth.get_transaction_count(self.address, "pending")
         if self._nonce is None or self._nonce < chain:
+            self._nonce = chain
+        elif self._nonce > chain and chain not in self._pending:
+            # Nonces this sender used were mined and then dropped by a reorganisation (or the
+            # node forgot them): what is sent next would wait behind the gap for ever.
+            log.warning("nonce of %s back from %d to %d (reorganisation?)", self.address, self._nonce, chain)
             self._nonce = chain
         return self._nonce
 
@@ -315,6 +322,16 @@ class TxSender:
         return ChainError(f"{where} without a reason: the chain's state changed between the check and the "
                           f"inclusion (another party acted first?); check the current state and retry {doing}",
                           action=action)
+
+    def lost(self, pending: PendingTx) -> bool:
+        """Whether the node knows none of ``pending``'s broadcasts (a reorganisation dropped it
+        after it was mined, or the node forgot it): then it is forgotten here too, and the caller
+        may send the call again."""
+        if self._mined(pending) is not None or any(self._known(h) for h in pending.hashes):
+            return False
+        with self._lock:
+            self._pending.pop(pending.nonce, None)
+        return True
 
     def _known(self, tx_hash: HexBytes) -> bool:
         try:

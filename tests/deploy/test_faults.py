@@ -1,6 +1,8 @@
 """The fault-injection run (``bench/faults.py``) with a small N: two providers and the gateway
-serve embeddings from four clients while a seeded scheduler SIGKILLs and restarts a provider and
-the gateway and the indexer and SIGSTOPs a provider past the gateway's timeout, behind a flaky RPC proxy. Then,
+serve embeddings and (15%) SmolLM2 chat completions from four clients while a seeded scheduler
+SIGKILLs and restarts a provider and the gateway and the indexer, SIGSTOPs a provider past the
+gateway's timeout and reorganises the chain (dropping the transactions of the last blocks),
+behind a flaky RPC proxy. Then,
 from the chain and the databases: nothing answered is lost or paid twice, nothing unanswered is
 charged, the money adds up to the wei, the index equals a fresh index of the chain, and no
 process is left."""
@@ -16,7 +18,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.slow
-KILLS = {"provider_kill": 1, "gateway_kill": 1, "indexer_kill": 1, "provider_stop": 1}
+KILLS = {"provider_kill": 1, "gateway_kill": 1, "indexer_kill": 1, "provider_stop": 1, "reorg": 2}
 
 
 @pytest.fixture(scope="module")
@@ -28,7 +30,8 @@ def result() -> dict[str, Any]:
     faults = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = faults  # its dataclasses look their module up there
     spec.loader.exec_module(faults)
-    return dict(faults.run(n=80, clients=4, seed=11, kills=KILLS, log=lambda _: None))
+    return dict(faults.run(n=80, clients=4, seed=11, kills=KILLS, chat_share=0.15,
+                            log=lambda _: None))
 
 
 def test_every_fault_kind_happened_while_requests_were_answered(result: dict[str, Any]) -> None:
@@ -36,6 +39,7 @@ def test_every_fault_kind_happened_while_requests_were_answered(result: dict[str
     assert sum(result["rpc_faults"].values()) > 0
     assert result["requests"] == 80
     assert result["requests_answered"] > 0
+    assert result["chat_requests"] > 0 and result["chat_answered"] > 0
 
 
 def test_nothing_answered_is_lost_and_nothing_is_paid_twice(result: dict[str, Any]) -> None:

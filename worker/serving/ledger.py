@@ -315,6 +315,19 @@ class Ledger:
             c.execute("UPDATE batches SET batch_id=?, committed_at=?, gas_used=? WHERE seq=?",
                       (batch_id, committed_at, gas_used, seq))
 
+    def reopen_batch(self, seq: int) -> None:
+        """Forgets that batch ``seq`` was committed (a reorg dropped its commit): it is sent again."""
+        with self._tx() as c:
+            c.execute("UPDATE batches SET batch_id=NULL, committed_at=NULL, gas_used=NULL WHERE seq=?", (seq,))
+
+    def committed_since(self, created_block: int) -> list[BatchRow]:
+        """Committed batches cut at ``created_block`` or later (those a reorg may still drop)."""
+        with self._lock:
+            return [self._batch(r) for r in self._db.execute(
+                "SELECT seq, root, count, units, value, created_block, tx_hash, batch_id, committed_at, gas_used "
+                "FROM batches WHERE batch_id IS NOT NULL AND created_block >= ? ORDER BY seq",
+                (created_block,)).fetchall()]
+
     @staticmethod
     def _batch(r: tuple[Any, ...]) -> BatchRow:
         seq, root, count, units, value, cb, tx, bid, cat, gas = r

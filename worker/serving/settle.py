@@ -6,12 +6,16 @@ the tree's root with it) *before* sending ``commitBatch``, sends through ``TxSen
 without waiting, and records the on-chain batch id when the transaction is mined, so several
 commits are in flight at once. On restart, a batch cut but not known to be mined is looked up
 among the provider's ``BatchCommitted`` logs by its root before it is sent again: a leaf is in
-exactly one committed batch.
+exactly one committed batch. Every ``recheck_s`` seconds the batches cut in the last
+``reorg_depth`` blocks and recorded committed are looked up among the provider's
+``BatchCommitted`` logs again: one a reorganisation re-included under another batch id is
+recorded under that id, and one whose commit the reorganisation dropped is sent again.
 
 :class:`VoucherCollector` asks the payer's aggregator (the gateway whose signer signed the
 receipts) for a cumulative voucher once a payer's uncollected value passes ``threshold``, or at
 once when the payer starts a thaw, checks the voucher's signer on-chain, stores it, and
-redeems it with ``collect``.
+redeems it with ``collect``; every ``recheck_s`` seconds a collected voucher whose lane shows
+less collected (a reorganisation dropped the ``collect``) is redeemed again.
 """
 
 from __future__ import annotations
@@ -35,13 +39,20 @@ log = logging.getLogger(__name__)
 
 class BatchCommitter:
     def __init__(self, settlement: Settlement, sender: TxSender, ledger: Ledger, *, max_leaves: int = 256,
-                 max_age_s: float = 2.0, poll_s: float = 0.1) -> None:
+                 max_age_s: float = 2.0, poll_s: float = 0.1, recheck_s: float = 2.0,
+                 reorg_depth: int = 64) -> None:
         self.s = settlement
         self.sender = sender
         self.ledger = ledger
         self.max_leaves = max_leaves
         self.max_age_s = max_age_s
         self.poll_s = poll_s
+        self.recheck_s = recheck_s
+        self.reorg_depth = reorg_depth
+        #: a commit not mined after this long whose transaction the node does not know is sent again
+        self.lost_after_s = 3.0
+        self._next_recheck = 0.0
+        self.recommitted = 0
         self._inflight: dict[int, PendingTx] = {}
         self._resend: dict[int, float] = {}
         self._stop = threading.Event()
@@ -96,6 +107,42 @@ class BatchCommitter:
             n, oldest = self.ledger.unbatched()
         if final:
             self._reap(wait=True)
+        if time.monotonic() >= self._next_recheck:
+            self._next_recheck = time.monotonic() + self.recheck_s
+            self._recheck()
+
+    def _recheck(self) -> None:
+        """Batches recorded committed in the last ``reorg_depth`` blocks whose commit is no longer
+        on the canonical chain (a reorganisation dropped it) are sent again; one re-included
+        under another batch id is recorded under that id. A commit in flight for a while whose
+        transaction the node no longer knows (mined, then dropped before its receipt was read) is
+        sent again."""
+        for seq, pending in list(self._inflight.items()):
+            if time.monotonic() - pending.sent_at > self.lost_after_s and self.sender.lost(pending):
+                del self._inflight[seq]
+                self._send_later(seq, RuntimeError(f"commit tx {pending.tx_hash.hex()} is gone (reorganisation)"),
+                                 0.0)
+        recent = self.ledger.committed_since(int(self.s.h.w3.eth.block_number) - self.reorg_depth)
+        if not recent:
+            return
+        logs = self.s.batches.events.BatchCommitted().get_logs(
+            from_block=min(b.created_block for b in recent), argument_filters={"provider": self.sender.address})
+        by_root = {bytes(lg["args"]["root"]): lg for lg in logs}
+        for b in recent:
+            lg = by_root.get(b.root)
+            if lg is None:
+                log.warning("batch %d (batch id %s, tx %s) is no longer on the chain (reorganisation): sending "
+                            "it again", b.seq, b.batch_id, b.tx_hash)
+                self.ledger.reopen_batch(b.seq)
+                self.recommitted += 1
+                try:
+                    self._send(b)
+                except Exception as exc:  # noqa: BLE001 - tried again after a pause
+                    self._send_later(b.seq, exc)
+            elif int(lg["args"]["batchId"]) != b.batch_id:
+                log.warning("batch %d moved from batch id %s to %d (reorganisation)", b.seq, b.batch_id,
+                            int(lg["args"]["batchId"]))
+                self._record(b.seq, self.s.h.w3.eth.get_transaction_receipt(lg["transactionHash"]))
 
     def _send_later(self, seq: int, exc: BaseException, delay_s: float = 1.0) -> None:
         self._resend[seq] = time.monotonic() + delay_s
@@ -179,12 +226,15 @@ class BatchCommitter:
 
 class VoucherCollector:
     def __init__(self, settlement: Settlement, sender: TxSender, ledger: Ledger, *, threshold: int,
-                 interval_s: float = 1.0, default_aggregator: str | None = None) -> None:
+                 interval_s: float = 1.0, default_aggregator: str | None = None, recheck_s: float = 5.0) -> None:
         self.s = settlement
         self.sender = sender
         self.ledger = ledger
         self.threshold = threshold
         self.interval_s = interval_s
+        #: how often a collected voucher is checked against its lane (a reorganisation may drop a collect)
+        self.recheck_s = recheck_s
+        self._next_recheck = 0.0
         self.default_aggregator = default_aggregator
         self._urgent: set[str] = set()
         self._lock = threading.Lock()
@@ -230,7 +280,10 @@ class VoucherCollector:
         with self._lock:
             urgent, self._urgent = self._urgent, set()
         totals = self.ledger.totals_by_payer()
-        due = []
+        recheck = time.monotonic() >= self._next_recheck
+        if recheck:
+            self._next_recheck = time.monotonic() + self.recheck_s
+        due, redo = [], set()
         for payer, total in totals.items():
             held = self.ledger.voucher(payer)
             covered = held.voucher.cumulative_value if held else 0
@@ -238,15 +291,21 @@ class VoucherCollector:
                 due.append(payer)  # stored but not redeemed yet (e.g. a restart)
             elif total - covered >= self.threshold or ((payer in urgent or force) and total > covered):
                 due.append(payer)
+            elif held is not None and recheck and covered > self.s.lane(payer, self.sender.address).collected:
+                # a reorganisation dropped the collect: redeem the same voucher again
+                log.warning("the collect of voucher %d from %s is no longer on the chain: collecting again",
+                            covered, payer)
+                due.append(payer)
+                redo.add(payer)
         paid = 0
         aggs = self.ledger.aggregators() if due else {}
         for payer in due:
-            paid += self._collect(payer, aggs.get(payer) or self.default_aggregator)
+            paid += self._collect(payer, aggs.get(payer) or self.default_aggregator, redo=payer in redo)
         return paid
 
-    def _collect(self, payer: str, aggregator: str | None) -> int:
+    def _collect(self, payer: str, aggregator: str | None, *, redo: bool = False) -> int:
         held = self.ledger.voucher(payer)
-        if held is None or held.collected:
+        if held is None or (held.collected and not redo):
             if aggregator is None:
                 log.warning("no aggregator known for payer %s", payer)
                 return 0
