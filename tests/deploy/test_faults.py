@@ -1,5 +1,6 @@
 """The fault-injection run (``bench/faults.py``) with a small N: two providers and the gateway
-serve embeddings and (15%) SmolLM2 chat completions from four clients while a seeded scheduler
+serve embeddings from four clients (the bench adds SmolLM2 chat completions: here they would
+cost more time than they test) while a seeded scheduler
 SIGKILLs and restarts a provider and the gateway and the indexer, SIGSTOPs a provider past the
 gateway's timeout and reorganises the chain (dropping the transactions of the last blocks),
 behind a flaky RPC proxy. Then,
@@ -30,7 +31,7 @@ def result() -> dict[str, Any]:
     faults = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = faults  # its dataclasses look their module up there
     spec.loader.exec_module(faults)
-    return dict(faults.run(n=80, clients=4, seed=11, kills=KILLS, chat_share=0.15,
+    return dict(faults.run(n=80, clients=4, seed=11, kills=KILLS, chat_share=0.0,
                             log=lambda _: None))
 
 
@@ -39,7 +40,6 @@ def test_every_fault_kind_happened_while_requests_were_answered(result: dict[str
     assert sum(result["rpc_faults"].values()) > 0
     assert result["requests"] == 80
     assert result["requests_answered"] > 0
-    assert result["chat_requests"] > 0 and result["chat_answered"] > 0
 
 
 def test_nothing_answered_is_lost_and_nothing_is_paid_twice(result: dict[str, Any]) -> None:
