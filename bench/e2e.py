@@ -142,6 +142,46 @@ def wait_http(url: str, what: str, log: Path, timeout: float = 180) -> None:
     raise SystemExit(f"{what} did not start; see {log}")
 
 
+def open_serving_client(dn: Any, base: str, indexer: Any, relayer_allowance: int = 0) -> str:
+    """The ``client`` wallet set up to pay the devnet's ``provider`` on the serving plane through the
+    gateway at ``base``: a deposit with a lane to the provider, the gateway's receipt signer
+    authorized, an optional allowance to the relayer (the per-job path pulls from it) and a new API
+    key, returned once the index has caught up and the gateway routes to the provider."""
+    from eth_account import Account
+    from eth_utils import keccak
+
+    from contracts.settlement import Settlement
+
+    h = dn.hearth
+    s = Settlement(h)
+    client = dn.accounts["client"]
+    h.sender(client.key).send(h.usd.functions.approve(s.escrow.address, 600 * USD))
+    s.deposit(client.key, 600 * USD)
+    s.allocate(client.key, client.address, {dn.accounts["provider"].address: 600 * USD})
+    signer = httpx.get(f"{base}/v1/serving/signer", params={
+        "payer": client.address, "expiry": int(time.time()) + 86400}).json()
+    h.sender(client.key).send(s.escrow.functions.authorizeSigner(
+        signer["signer"], signer["expiry"], False, bytes.fromhex(signer["proof"][2:])))
+    if relayer_allowance:
+        h.sender(client.key).send(h.usd.functions.approve(dn.accounts["relayer"].address, relayer_allowance))
+    api_key = "hk-" + secrets.token_hex(16)
+    td = httpx.get(f"{base}/v1/api-keys/typed-data", params={
+        "wallet": client.address, "api_key_hash": "0x" + keccak(text=api_key).hex(),
+        "spending_cap": 900 * USD}).json()["typed_data"]
+    msg = {**td["message"], "spendingCap": int(td["message"]["spendingCap"]), "nonce": int(td["message"]["nonce"])}
+    sig = Account.sign_typed_data(client.key, full_message={**td, "message": msg}).signature
+    r = httpx.post(f"{base}/v1/api-keys", json={"grant": td["message"], "signature": "0x" + bytes(sig).hex()})
+    if r.status_code != 201:
+        raise SystemExit(f"API key: {r.status_code} {r.text}")
+    indexer.wait_for(h.w3.eth.block_number, timeout=60)
+    end = time.monotonic() + 30
+    while not httpx.get(f"{base}/v1/serving/providers").json():
+        if time.monotonic() > end:
+            raise SystemExit("the gateway never saw the provider's endpoint")
+        time.sleep(0.2)
+    return api_key
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--requests", type=int, default=2000, help="requests per concurrency, in-process and serving")
@@ -153,11 +193,8 @@ def main() -> None:
     args = ap.parse_args()
     per_job_counts = dict(zip(CONCURRENCY, (int(x) for x in args.per_job.split(",")), strict=True))
 
-    from eth_account import Account
-    from eth_utils import keccak
 
     from common import accounts as accts
-    from contracts.settlement import Settlement
     from deploy.devnet import bring_up, free_port
     from indexer.service import IndexerService
     from indexer.settings import IndexerSettings
@@ -203,32 +240,7 @@ def main() -> None:
         wait_http(f"{base}/healthz", "gateway", gw_log)
         wait_http(f"http://127.0.0.1:{prov_port}/healthz", "provider", prov_log)
 
-        h = dn.hearth
-        s = Settlement(h)
-        client = dn.accounts["client"]
-        h.sender(client.key).send(h.usd.functions.approve(s.escrow.address, 600 * USD))
-        s.deposit(client.key, 600 * USD)
-        s.allocate(client.key, client.address, {dn.accounts["provider"].address: 600 * USD})
-        signer = httpx.get(f"{base}/v1/serving/signer", params={
-            "payer": client.address, "expiry": int(time.time()) + 86400}).json()
-        h.sender(client.key).send(s.escrow.functions.authorizeSigner(
-            signer["signer"], signer["expiry"], False, bytes.fromhex(signer["proof"][2:])))
-        h.sender(client.key).send(h.usd.functions.approve(dn.accounts["relayer"].address, 300 * USD))  # per-job pulls
-        api_key = "hk-" + secrets.token_hex(16)
-        td = httpx.get(f"{base}/v1/api-keys/typed-data", params={
-            "wallet": client.address, "api_key_hash": "0x" + keccak(text=api_key).hex(),
-            "spending_cap": 900 * USD}).json()["typed_data"]
-        msg = {**td["message"], "spendingCap": int(td["message"]["spendingCap"]), "nonce": int(td["message"]["nonce"])}
-        sig = Account.sign_typed_data(client.key, full_message={**td, "message": msg}).signature
-        r = httpx.post(f"{base}/v1/api-keys", json={"grant": td["message"], "signature": "0x" + bytes(sig).hex()})
-        if r.status_code != 201:
-            raise SystemExit(f"API key: {r.status_code} {r.text}")
-        indexer.wait_for(h.w3.eth.block_number, timeout=60)
-        end = time.monotonic() + 30
-        while not httpx.get(f"{base}/v1/serving/providers").json():
-            if time.monotonic() > end:
-                raise SystemExit("the gateway never saw the provider's endpoint")
-            time.sleep(0.2)
+        api_key = open_serving_client(dn, base, indexer, relayer_allowance=300 * USD)  # per-job pulls
 
         # In-process and serving runs alternate per concurrency, so both see the same machine load.
         from worker.model import embedding_batcher

@@ -20,7 +20,6 @@ import argparse
 import asyncio
 import json
 import os
-import secrets
 import signal
 import subprocess
 import sys
@@ -56,7 +55,7 @@ def cpu_s(pid: int) -> tuple[float, float]:
 
 
 def main() -> None:
-    from bench.e2e import requests_for, wait_http
+    from bench.e2e import open_serving_client, requests_for, wait_http
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--requests", type=int, default=300, help="requests per concurrency")
@@ -67,11 +66,8 @@ def main() -> None:
     args = ap.parse_args()
     concurrencies = [int(c) for c in args.concurrency.split(",")]
 
-    from eth_account import Account
-    from eth_utils import keccak
 
     from common import accounts as accts
-    from contracts.settlement import Settlement
     from deploy.devnet import bring_up, free_port
     from indexer.service import IndexerService
     from indexer.settings import IndexerSettings
@@ -121,31 +117,7 @@ def main() -> None:
         wait_http(f"{base}/healthz", "gateway", gw_log)
         wait_http(f"http://127.0.0.1:{prov_port}/healthz", "provider", prov_log)
 
-        h = dn.hearth
-        s = Settlement(h)
-        client = dn.accounts["client"]
-        h.sender(client.key).send(h.usd.functions.approve(s.escrow.address, 600 * USD))
-        s.deposit(client.key, 600 * USD)
-        s.allocate(client.key, client.address, {dn.accounts["provider"].address: 600 * USD})
-        signer = httpx.get(f"{base}/v1/serving/signer", params={
-            "payer": client.address, "expiry": int(time.time()) + 86400}).json()
-        h.sender(client.key).send(s.escrow.functions.authorizeSigner(
-            signer["signer"], signer["expiry"], False, bytes.fromhex(signer["proof"][2:])))
-        api_key = "hk-" + secrets.token_hex(16)
-        td = httpx.get(f"{base}/v1/api-keys/typed-data", params={
-            "wallet": client.address, "api_key_hash": "0x" + keccak(text=api_key).hex(),
-            "spending_cap": 900 * USD}).json()["typed_data"]
-        msg = {**td["message"], "spendingCap": int(td["message"]["spendingCap"]), "nonce": int(td["message"]["nonce"])}
-        sig = Account.sign_typed_data(client.key, full_message={**td, "message": msg}).signature
-        r = httpx.post(f"{base}/v1/api-keys", json={"grant": td["message"], "signature": "0x" + bytes(sig).hex()})
-        if r.status_code != 201:
-            raise SystemExit(f"API key: {r.status_code} {r.text}")
-        indexer.wait_for(h.w3.eth.block_number, timeout=60)
-        end = time.monotonic() + 30
-        while not httpx.get(f"{base}/v1/serving/providers").json():
-            if time.monotonic() > end:
-                raise SystemExit("the gateway never saw the provider's endpoint")
-            time.sleep(0.2)
+        api_key = open_serving_client(dn, base, indexer)
 
         async def run(c: int, batch: list[list[str]]) -> float:
             limits = httpx.Limits(max_connections=c + 4, max_keepalive_connections=c + 4)
