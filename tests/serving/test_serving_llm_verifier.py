@@ -23,7 +23,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from serving_stack import ServingStack, api_key, serving_stack  # noqa: E402
-from test_serving_verifier import Miner, wait  # noqa: E402
+from test_serving_verifier import Miner, leaf_disputes_driven, wait  # noqa: E402
 
 LLM = "SmolLM2-135M-Instruct"
 CHEAT = str(Path(__file__).resolve().parent / "cheating_llm_provider.py")
@@ -60,7 +60,6 @@ def test_a_provider_serving_another_model_under_smollm2s_id_is_caught_and_slashe
     stack: ServingStack, chain: Any,
 ) -> None:
     from contracts.settlement import Settlement
-    from contracts.types import Phase
     from worker.node.compute import shared_encoder
     from worker.serving.verifier import VerifierSettings, build
 
@@ -116,37 +115,9 @@ def test_a_provider_serving_another_model_under_smollm2s_id_is_caught_and_slashe
         assert all(str(lg["args"]["challenger"]) == st.address("verifier") for lg in challenged)
         members = {st.address(r).lower() for r in ("verifier2", "provider")}
 
-        def drive() -> bool:
-            """True once every dispute is settled; meanwhile moves the chain's clock to the end of
-            the earliest phase whose votes (of our members) are all in."""
-            now = chain.timestamp()
-            targets = []
-            for bid, idx in keys:
-                d = verifiers["verifier"].dispute_view(bid, idx)
-                phase = Phase(int(d["phase"]))
-                if phase == Phase.SETTLED:
-                    continue
-                if phase != Phase.VOTING:
-                    return False
-                seats = {a.lower() for a in s.batches.functions.leafCommittee(bid, idx).call()} & members
-                assert seats, "the committee is drawn from the SmolLM2 pool"
-                info = [s.batches.functions.leafMember(bid, idx, h.w3.to_checksum_address(a)).call() for a in seats]
-                if now < int(d["commitEnd"]):
-                    if not all(m[1] for m in info):
-                        return False
-                    targets.append(int(d["commitEnd"]))
-                elif now < int(d["revealEnd"]):
-                    if not all(m[2] for m in info):
-                        return False
-                    targets.append(int(d["revealEnd"]))
-                else:
-                    return False
-            if not targets:
-                return True
-            chain.advance(min(targets) - now)
-            return False
 
-        wait(drive, 120, "the leaf disputes resolved")
+        wait(lambda: leaf_disputes_driven(verifiers["verifier"], s, chain, keys, members, members_seated=True), 120,
+             "the leaf disputes resolved")
         frauds = ev.LeafFraudProven().get_logs(from_block=0)
         assert {(int(lg["args"]["batchId"]), int(lg["args"]["index"])) for lg in frauds} == keys
         assert not ev.LeafUpheld().get_logs(from_block=0)

@@ -74,11 +74,47 @@ def wait(cond: Any, timeout: float, what: str) -> Any:
     raise AssertionError(f"timed out waiting for {what}")
 
 
+def leaf_disputes_driven(verifier: Any, s: Any, chain: Any, keys: set[tuple[int, int]], members: set[str],
+                         *, members_seated: bool = False) -> bool:
+    """True once every leaf dispute in ``keys`` is settled; meanwhile, when every open dispute's
+    current phase has all of ``members``' votes in, moves the chain's clock to the earliest phase
+    end (the duties draw, vote and resolve; this only stands in for the passing of time). With
+    ``members_seated``, every committee must hold one of ``members``."""
+    from contracts.types import Phase
+
+    w3 = s.batches.w3
+    now = chain.timestamp()
+    targets = []
+    for bid, idx in keys:
+        d = verifier.dispute_view(bid, idx)
+        phase = Phase(int(d["phase"]))
+        if phase == Phase.SETTLED:
+            continue
+        if phase != Phase.VOTING:
+            return False  # awaiting its draw (or resolution): the duties act
+        seats = {a.lower() for a in s.batches.functions.leafCommittee(bid, idx).call()} & members
+        assert seats or not members_seated, "the committee is drawn from our members"
+        info = [s.batches.functions.leafMember(bid, idx, w3.to_checksum_address(a)).call() for a in seats]
+        if now < int(d["commitEnd"]):
+            if not all(m[1] for m in info):
+                return False
+            targets.append(int(d["commitEnd"]))
+        elif now < int(d["revealEnd"]):
+            if not all(m[2] for m in info):
+                return False
+            targets.append(int(d["revealEnd"]))
+        else:
+            return False  # to be resolved
+    if not targets:
+        return True
+    chain.advance(min(targets) - now)
+    return False
+
+
 def test_a_cheating_provider_is_caught_on_a_committed_batch_and_slashed_and_an_honest_one_is_not(
     stack: ServingStack, chain: Any,
 ) -> None:
     from contracts.settlement import Settlement
-    from contracts.types import Phase
     from worker.node.compute import shared_encoder
     from worker.serving.verifier import VerifierSettings, build
 
@@ -124,36 +160,9 @@ def test_a_cheating_provider_is_caught_on_a_committed_batch_and_slashed_and_an_h
         # The committee votes; the chain's clock is moved past each phase once its votes are in.
         members = {st.address(r).lower() for r in ("verifier2", "provider")}
 
-        def drive() -> bool:
-            """True once every dispute is settled; meanwhile, when every open dispute's current
-            phase has all our members' votes in, moves the clock to the earliest phase end."""
-            now = chain.timestamp()
-            targets = []
-            for bid, idx in keys:
-                d = verifiers["verifier"].dispute_view(bid, idx)
-                phase = Phase(int(d["phase"]))
-                if phase == Phase.SETTLED:
-                    continue
-                if phase != Phase.VOTING:
-                    return False  # awaiting its draw (or resolution): the duties act
-                seats = {a.lower() for a in s.batches.functions.leafCommittee(bid, idx).call()} & members
-                info = [s.batches.functions.leafMember(bid, idx, h.w3.to_checksum_address(a)).call() for a in seats]
-                if now < int(d["commitEnd"]):
-                    if not all(m[1] for m in info):
-                        return False
-                    targets.append(int(d["commitEnd"]))
-                elif now < int(d["revealEnd"]):
-                    if not all(m[2] for m in info):
-                        return False
-                    targets.append(int(d["revealEnd"]))
-                else:
-                    return False  # to be resolved
-            if not targets:
-                return True
-            chain.advance(min(targets) - now)
-            return False
 
-        wait(drive, 90, "the leaf disputes resolved")
+        wait(lambda: leaf_disputes_driven(verifiers["verifier"], s, chain, keys, members), 90,
+             "the leaf disputes resolved")
         frauds = ev.LeafFraudProven().get_logs(from_block=0)
         assert {(int(lg["args"]["batchId"]), int(lg["args"]["index"])) for lg in frauds} == keys
         assert not ev.LeafUpheld().get_logs(from_block=0)
