@@ -293,6 +293,11 @@ def read_settlement(res: DemoResult, hearth: Any, payer: str, providers: set[str
 
     w3 = hearth.w3
     last = int(w3.eth.block_number)
+    if last < res.first_block:
+        # No block since the run began (settlement not sent yet): an empty range, which Anvil
+        # refuses with BlockOutOfRangeError rather than answering with no logs.
+        res.last_block = last
+        return
     payer = Web3.to_checksum_address(payer)
     batches, collections, topups = [], [], []
     for lg in hearth.settlement.events.BatchCommitted().get_logs(from_block=res.first_block, to_block=last):

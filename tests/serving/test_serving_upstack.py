@@ -204,3 +204,13 @@ def test_the_demo_counts_every_request_once_and_names_only_real_providers_with_c
     assert "12 of 12 requests answered" in text
     assert f"{len(res.batches)} batches committed ({res.leaves_committed} leaves)" in text
     assert f"{res.gas_per_request:,.0f} gas per answered request" in text
+
+
+def test_reading_settlement_before_any_block_since_the_run_began_finds_nothing_instead_of_failing(
+        stack: ServingStack) -> None:
+    from deploy.demo_serving import DemoResult, read_settlement
+
+    head = int(stack.hearth.w3.eth.block_number)
+    res = DemoResult(requests=0, answered=0, seconds=0.0, latencies_ms=[], providers={}, first_block=head + 1)
+    read_settlement(res, stack.hearth, stack.address("client"), {p.address for p in stack.providers.values()})
+    assert (res.batches, res.collections, res.topups, res.gas_by_tx, res.last_block) == ([], [], [], {}, head)
