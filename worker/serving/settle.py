@@ -122,11 +122,15 @@ class BatchCommitter:
                 del self._inflight[seq]
                 self._send_later(seq, RuntimeError(f"commit tx {pending.tx_hash.hex()} is gone (reorganisation)"),
                                  0.0)
-        recent = self.ledger.committed_since(int(self.s.h.w3.eth.block_number) - self.reorg_depth)
+        head = int(self.s.h.w3.eth.block_number)
+        recent = self.ledger.committed_since(head - self.reorg_depth)
         if not recent:
             return
+        # A reorganisation may have left the head below the block a batch was made at; a range
+        # starting past the head is refused by the node, so it starts at the head at the latest.
         logs = self.s.batches.events.BatchCommitted().get_logs(
-            from_block=min(b.created_block for b in recent), argument_filters={"provider": self.sender.address})
+            from_block=min(head, *(b.created_block for b in recent)),
+            argument_filters={"provider": self.sender.address})
         by_root = {bytes(lg["args"]["root"]): lg for lg in logs}
         for b in recent:
             lg = by_root.get(b.root)
@@ -211,7 +215,7 @@ class BatchCommitter:
         returns their sequence numbers."""
         if not batches:
             return set()
-        start = min(b.created_block for b in batches)
+        start = min(int(self.s.h.w3.eth.block_number), *(b.created_block for b in batches))
         logs = self.s.batches.events.BatchCommitted().get_logs(from_block=start,
                                                                argument_filters={"provider": self.sender.address})
         by_root = {bytes(lg["args"]["root"]): lg for lg in logs}
