@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import time
 from typing import Any
 
 from celery import Task, shared_task
@@ -28,6 +29,7 @@ from common.blobs import BlobNotFoundError, BlobStore, BlobUnavailableError, nor
 from worker.node.compute import ComputeRequest, ComputeResult, Outcome, ResultMemo, compute_jobs, shared_encoder
 from worker.node.errors import RuntimeMismatchError
 from worker.node.executor import EMBED_TASK
+from worker.serving.fanout import SERVE_EMBED_TASK, encode_rows
 from worker.settings import WorkerSettings
 
 log = logging.getLogger(__name__)
@@ -120,3 +122,26 @@ def embed_batch(
         sum(1 for d in result if d.get("computed")),
     )
     return result
+
+
+@shared_task(  # type: ignore[untyped-decorator]
+    bind=True,
+    name=SERVE_EMBED_TASK,
+    acks_late=True,
+    reject_on_worker_lost=True,
+)
+def serve_embed(self: Task, texts: list[str], runtime_hash: str) -> list[str]:
+    """Embeds ``texts`` for a provider endpoint (``worker.serving.fanout``): one base64 float32
+    row per text. A pure function of ``texts``, so a redelivered task just runs again; refused
+    (failed) when this process runs another runtime than the endpoint's."""
+    s = _settings()
+    encoder = shared_encoder(s.backend, s.dtype, s.device)
+    mine = "0x" + encoder.runtime_hash().hex()
+    if mine != runtime_hash.lower():
+        raise RuntimeMismatchError(f"this worker runs runtime {mine}, the endpoint asked for {runtime_hash}")
+    if not isinstance(texts, list) or not all(isinstance(t, str) for t in texts):
+        raise TypeError("texts must be a list of strings")
+    t0 = time.perf_counter()
+    rows = encode_rows(encoder.encode(texts))
+    log.info("serve_embed task=%s texts=%d ms=%.1f", self.request.id, len(texts), (time.perf_counter() - t0) * 1e3)
+    return rows

@@ -73,6 +73,15 @@ class ServingSettings(BaseSettings):
     log_level: str = "INFO"
     #: also run the verifier duty (``worker.serving.verifier``) in this process, with this key
     verify: bool = False
+    #: run embedding batches on Celery workers through this broker (``worker.serving.fanout``);
+    #: None: in this process
+    broker_url: str | None = None
+    #: the Celery queue the workers of this endpoint listen on
+    queue: str = "hearth-serving"
+    #: tasks each batch is cut into (one per worker process is a good start)
+    fanout_parts: int = Field(default=2, ge=1)
+    #: a batch whose tasks are not all back by then fails (503 to the caller, nothing charged)
+    fanout_timeout_s: float = Field(default=30.0, gt=0)
 
 
 def settings_from(argv: list[str]) -> ServingSettings:
@@ -178,7 +187,19 @@ def main(argv: list[str] | None = None) -> None:
                          max_leaves=st.max_leaves, max_batch_age_s=st.max_batch_age_s,
                          collect_threshold=st.collect_threshold, default_aggregator=st.default_aggregator,
                          max_wait_s=st.max_wait_s, capacity_per_stake_token=st.capacity_per_stake_token)
-    svc = ProviderService(s, key, encoder, ledger, cfg, generator=generator, llm=llm)
+    fanout = None
+    if encoder is not None and st.broker_url:
+        from contracts.jobio import EMBEDDING_DIM
+        from worker.celery_app import make_app
+        from worker.serving.fanout import CeleryEmbedder
+        from worker.settings import WorkerSettings
+
+        app = make_app(WorkerSettings(data_dir=st.data_dir, broker_url=st.broker_url, queue=st.queue))
+        fanout = CeleryEmbedder(app, st.queue, encoder.runtime_hash(), EMBEDDING_DIM, parts=st.fanout_parts,
+                                timeout_s=st.fanout_timeout_s)
+        log.info("embedding batches go to Celery queue %s at %s in %d parts", st.queue, st.broker_url,
+                 st.fanout_parts)
+    svc = ProviderService(s, key, encoder, ledger, cfg, generator=generator, llm=llm, fanout=fanout)
     svc.start()
     duty_stop = threading.Event()
     duty = None

@@ -57,6 +57,7 @@ from contracts.settlement import (
 )
 from worker.serving.capacity import DEFAULT_PER_STAKE_TOKEN, Capacity, CapacityExceeded
 from worker.serving.chainview import ChainView
+from worker.serving.fanout import CeleryEmbedder, FanoutError, celery_batcher
 from worker.serving.generate import GenerationEndpoint, GenerationService, LlmModel
 from worker.serving.ledger import Ledger
 from worker.serving.settle import BatchCommitter, VoucherCollector
@@ -102,8 +103,9 @@ class ProviderService:
 
     def __init__(self, settlement: Settlement, key: str, encoder: Any, ledger: Ledger, config: ProviderConfig,
                  *, chain_poll_s: float = 0.25, generator: GenerationService | None = None,
-                 llm: LlmModel | None = None) -> None:
-        """``encoder`` None: no embeddings; ``generator`` and ``llm``: also generate text."""
+                 llm: LlmModel | None = None, fanout: CeleryEmbedder | None = None) -> None:
+        """``encoder`` None: no embeddings; ``generator`` and ``llm``: also generate text;
+        ``fanout``: embedding batches run on Celery workers (``encoder`` still counts tokens)."""
         from worker.model import embedding_batcher
 
         self.s = settlement
@@ -125,8 +127,12 @@ class ProviderService:
                               on_block=self._on_block)
         self.committer = BatchCommitter(settlement, self.sender, ledger, max_leaves=config.max_leaves,
                                         max_age_s=config.max_batch_age_s)
-        self.batcher = None if encoder is None else embedding_batcher(
-            encoder, max_tokens=config.max_tokens, max_batch_size=config.max_batch_size, max_wait_s=config.max_wait_s)
+        limits = {"max_tokens": config.max_tokens, "max_batch_size": config.max_batch_size,
+                  "max_wait_s": config.max_wait_s}
+        self.fanout = fanout
+        self.batcher = None if encoder is None else (
+            embedding_batcher(encoder, **limits) if fanout is None
+            else celery_batcher(fanout, encoder.count_tokens, **limits))
         self.generation = None if generator is None or llm is None else GenerationEndpoint(self, generator, llm)
         self._lock = threading.Lock()
         self._served = ledger.totals_by_payer()  # recorded + in flight, per payer
@@ -254,7 +260,12 @@ class ProviderService:
             futs = [self.batcher.submit(f"{rid}:{i:05d}", t, n) for i, (t, n) in enumerate(zip(texts, counts,
                                                                                                  strict=True))]
             t1 = time.perf_counter()
-            rows = [await asyncio.wrap_future(f) for f in futs]
+            try:
+                rows = [await asyncio.wrap_future(f) for f in futs]
+            except FanoutError as exc:
+                log.warning("request 0x%s: embedding batch failed on the Celery workers: %s", rid, exc)
+                raise Refusal(503, "inference_unavailable", "this provider's model workers did not answer in time",
+                              headers={"Retry-After": "1"}) from exc
             t2 = time.perf_counter()
             out = np.ascontiguousarray(np.stack(rows), dtype="<f4").tobytes()
             work = WorkReceipt(receipt.request_id, receipt.payer, cfg.model_id,
