@@ -9,7 +9,8 @@ process in its own process group.
 
 Faults, at moments drawn from ``--seed`` (as fractions of the requests sent):
 
-* ``provider_kill``: SIGKILL a provider's process group, restart it after a short pause;
+* ``provider_kill``: SIGKILL a provider's endpoint (its process group), restart it after a short
+  pause;
 * ``gateway_kill``: SIGKILL the gateway, restart it (clients see connection errors meanwhile);
 * ``indexer_kill``: SIGKILL the indexer, restart it (it resumes from its checkpoint);
 * ``provider_stop``: SIGSTOP a provider past the gateway's provider timeout, then SIGCONT;
@@ -28,7 +29,12 @@ is restarted by a watchdog and counted in ``unexpected_crashes``.
 With ``chat_share`` > 0 the providers serve SmolLM2 too and that share of the requests are chat
 completions of ``CHAT_MAX_TOKENS`` tokens (CPU decoding is slow: keep both small).
 
-Not done (yet): killing a Celery worker (the serving endpoint runs its models in-process).
+With a broker URL (``--broker-url``, Redis; the default) each provider runs its embedding
+batches on a Celery worker of its own (prefork, two pool processes, ``worker.serving.fanout``),
+and one more fault is planned:
+
+* ``celery_kill``: SIGKILL one pool process of a provider's Celery worker, one running a task when
+  there is one (its master starts another and hands the task back to the queue).
 
 Checks, once the clients are done and the proxy passes everything through again:
 
@@ -53,6 +59,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import http.client
 import json
 import os
@@ -64,6 +71,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -195,6 +203,8 @@ class Proc:
     proc: subprocess.Popen[bytes] | None = None
     groups: list[int] = field(default_factory=list)
     starts: int = 0
+    #: ready when this answers True (instead of a 200 from ``health_url``)
+    probe: Callable[[], bool] | None = None
 
     def start(self) -> None:
         out = self.log.open("ab")
@@ -212,6 +222,10 @@ class Proc:
         while time.monotonic() < end:
             if not self.alive():
                 raise RuntimeError(f"{self.name} exited: {self.log.read_text(errors='replace')[-3000:]}")
+            if self.probe is not None:
+                if self.probe():
+                    return
+                continue
             with contextlib.suppress(httpx.TransportError):
                 if httpx.get(self.health_url, timeout=2).status_code == 200:
                     return
@@ -240,6 +254,11 @@ class Proc:
         for pgid in self.groups:  # whatever a service left in its group goes too
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(pgid, signal.SIGKILL)
+
+
+def celery_answers(app: Any, name: str) -> bool:
+    """Whether the Celery worker ``name`` answers a ping."""
+    return bool(app.control.ping(destination=[name], timeout=0.5))
 
 
 def live_in_groups(groups: list[int]) -> list[int]:
@@ -326,7 +345,7 @@ class Outcome:
 
 def run(n: int = 2000, clients: int = 8, seed: int = 7, kills: dict[str, int] | None = None,
         provider_timeout_s: float = 2.0, proxy_faults: bool = True, chat_share: float = 0.0,
-        log: Any = print) -> dict[str, Any]:
+        broker_url: str | None = None, log: Any = print) -> dict[str, Any]:
     """The whole run; returns the results (see the module docstring)."""
     from eth_account import Account
     from eth_utils import keccak
@@ -339,7 +358,10 @@ def run(n: int = 2000, clients: int = 8, seed: int = 7, kills: dict[str, int] | 
     from indexer.settings import IndexerSettings
 
     kills = kills if kills is not None else {"provider_kill": 8, "gateway_kill": 5, "indexer_kill": 3,
-                                             "provider_stop": 5, "reorg": 5}
+                                             "provider_stop": 5, "reorg": 5,
+                                             **({"celery_kill": 4} if broker_url else {})}
+    if kills.get("celery_kill") and not broker_url:
+        raise ValueError("celery_kill needs the providers on Celery workers: give a broker URL")
     rng = random.Random(seed)
     t0 = time.perf_counter()
     tmp = Path(tempfile.mkdtemp(prefix="hearth-faults-"))
@@ -368,6 +390,21 @@ def run(n: int = 2000, clients: int = 8, seed: int = 7, kills: dict[str, int] | 
             "HEARTH_GATEWAY_RESERVATION_TTL_S": str(3 * provider_timeout_s + 4),
             "HEARTH_GATEWAY_RATE_LIMIT_IP_PER_MIN": "1e12",
             "HEARTH_GATEWAY_RATE_LIMIT_WALLET_PER_MIN": "1e12"}, f"{gw}/healthz", tmp / "gateway.log")
+        queues: dict[str, str] = {}
+        if broker_url:
+            from worker.celery_app import make_app
+            from worker.settings import WorkerSettings
+
+            celery_app = make_app(WorkerSettings(data_dir=tmp, broker_url=broker_url))
+            for role in PROVIDERS:
+                queue = queues[role] = f"hearth-faults-{role}-{secrets.token_hex(3)}"
+                name = f"{queue}@{os.uname().nodename}"
+                procs[f"celery-{role}"] = Proc(f"celery-{role}", [
+                    sys.executable, "-m", "celery", "-A", "worker.celery_app", "worker", "--pool=prefork", "-c", "2",
+                    "-Q", queue, "-n", name, "--without-gossip", "--without-mingle", "--loglevel=INFO"], {
+                    **base_env, "HEARTH_DATA_DIR": str(tmp / f"celery-{role}"), "HEARTH_WORKER_BROKER_URL": broker_url,
+                    "HEARTH_WORKER_QUEUE": queue}, "", tmp / f"celery-{role}.log",
+                    probe=functools.partial(celery_answers, celery_app, name))
         for role, (region, price) in PROVIDERS.items():
             port = free_port()
             procs[role] = Proc(role, [sys.executable, "-m", "worker.serving"], {
@@ -377,7 +414,9 @@ def run(n: int = 2000, clients: int = 8, seed: int = 7, kills: dict[str, int] | 
                 "HEARTH_SERVING_MAX_BATCH_AGE_S": "0.5", "HEARTH_SERVING_COLLECT_THRESHOLD": "1",
                 "HEARTH_SERVING_LOG_LEVEL": "WARNING",
                 **({"HEARTH_SERVING_MODELS": f"{EMB_MODEL},{CHAT_MODEL}", "HEARTH_SERVING_LLM_KV_PAGES": "64",
-                    "HEARTH_SERVING_LLM_MAX_RUNNING": "4"} if chat_share > 0 else {})},
+                    "HEARTH_SERVING_LLM_MAX_RUNNING": "4"} if chat_share > 0 else {}),
+                **({"HEARTH_SERVING_BROKER_URL": broker_url, "HEARTH_SERVING_QUEUE": queues[role],
+                    "HEARTH_SERVING_FANOUT_TIMEOUT_S": "10"} if broker_url else {})},
                 f"http://127.0.0.1:{port}/healthz", tmp / f"{role}.log")
         for p in procs.values():
             (tmp / p.name).mkdir(exist_ok=True)
@@ -529,6 +568,9 @@ def run(n: int = 2000, clients: int = 8, seed: int = 7, kills: dict[str, int] | 
                         except httpx.HTTPError as exc:
                             log(f"  reorg failed: {exc}")
                     continue
+                if kind == "celery_kill":
+                    celery_kill()
+                    continue
                 names = {"gateway_kill": ["gateway"], "indexer_kill": ["indexer"]}.get(kind, roles)
                 while True:  # a target that is down or coming back is waited for, not skipped
                     with fault_lock:
@@ -552,6 +594,37 @@ def run(n: int = 2000, clients: int = 8, seed: int = 7, kills: dict[str, int] | 
                 t = threading.Thread(target=back_later, args=(target, kind, pause), daemon=True)
                 helpers.append(t)
                 t.start()
+
+        def celery_kill() -> None:
+            """SIGKILL one pool process of a provider's Celery worker, a busy one when a task is
+            running (its master starts another; the task goes back to the queue)."""
+            import psutil
+
+            while not done.is_set():
+                with fault_lock:
+                    ready = [p for r, p in procs.items() if r.startswith("celery-") and p.alive() and r not in busy]
+                    if ready:
+                        target = rng.choice(ready)
+                        kids = [c for c in psutil.Process(target.proc.pid).children()  # type: ignore[union-attr]
+                                if c.status() != psutil.STATUS_ZOMBIE]
+                        if kids:
+                            break
+                time.sleep(0.1)
+            else:
+                return
+            name = target.argv[target.argv.index("-n") + 1]
+            active = celery_app.control.inspect(destination=[name], timeout=1.0).active() or {}
+            busy_pids = {int(t["worker_pid"]) for ts in active.values() for t in ts if t.get("worker_pid")}
+            mid_task = [c for c in kids if c.pid in busy_pids]
+            victim = rng.choice(mid_task or kids)
+            with contextlib.suppress(psutil.NoSuchProcess):
+                victim.kill()
+                done_kills["celery_kill"] += 1
+                celery_mid_task[0] += bool(mid_task)
+                log(f"  {sent[0]:>5}/{n}  celery_kill {target.name} pool process {victim.pid}"
+                    f"{' (running a task)' if mid_task else ''}")
+
+        celery_mid_task = [0]
 
         def watchdog() -> None:
             while not done.is_set():
@@ -687,6 +760,9 @@ def run(n: int = 2000, clients: int = 8, seed: int = 7, kills: dict[str, int] | 
             "chat_share": chat_share, "chat_requests": sum(o.chat for o in outcomes),
             "chat_answered": sum(o.chat and o.status == 200 for o in outcomes),
             "kills": done_kills, "kills_total": sum(done_kills.values()), "kills_planned": kills,
+            "celery_kills_of_a_busy_process": celery_mid_task[0], "celery_broker": broker_url,
+            "celery_pool_processes_lost": sum(procs[f"celery-{r}"].log.read_text(errors="replace").count(
+                "exited with 'signal 9 (SIGKILL)'") for r in PROVIDERS) if broker_url else 0,
             "reorg_recoveries": {
                 what: sum(procs[r].log.read_text(errors="replace").count(line) for r in PROVIDERS)
                 for what, line in (("batches_sent_again", "is no longer on the chain (reorganisation)"),
@@ -739,15 +815,33 @@ def main() -> None:
     ap.add_argument("--indexer-kills", type=int, default=3)
     ap.add_argument("--provider-stops", type=int, default=5)
     ap.add_argument("--reorgs", type=int, default=5, help="anvil_reorg of 1 to 3 blocks, dropping their transactions")
+    ap.add_argument("--celery-kills", type=int, default=4,
+                    help="SIGKILLs of a pool process of a provider's Celery worker (a busy one when it can)")
+    ap.add_argument("--broker-url", default="redis://127.0.0.1:6379/11",
+                    help="Redis for the providers' Celery workers (its database is emptied afterwards)")
+    ap.add_argument("--no-celery", action="store_true", help="providers embed in-process (no Redis needed)")
     ap.add_argument("--chat-share", type=float, default=0.1,
                     help=f"share of the requests that are chat completions of {CHAT_MAX_TOKENS} tokens (0: none)")
     ap.add_argument("--out", type=Path, default=RESULTS)
     args = ap.parse_args()
+    broker = None if args.no_celery else args.broker_url
+    if broker:
+        import redis
+
+        try:
+            redis.Redis.from_url(broker, socket_connect_timeout=2).ping()
+        except redis.RedisError as exc:
+            raise SystemExit(f"Redis at {broker} does not answer ({exc}): start it, give --broker-url, "
+                             "or run with --no-celery") from exc
     res = run(args.requests, args.clients, args.seed, {"provider_kill": args.provider_kills,
                                                         "gateway_kill": args.gateway_kills,
                                                         "indexer_kill": args.indexer_kills,
                                                         "provider_stop": args.provider_stops,
-                                                        "reorg": args.reorgs}, chat_share=args.chat_share)
+                                                        "reorg": args.reorgs,
+                                                        **({"celery_kill": args.celery_kills} if broker else {})},
+              chat_share=args.chat_share, broker_url=broker)
+    if broker:
+        redis.Redis.from_url(broker).flushdb()
     from rich.console import Console
     from rich.table import Table
 

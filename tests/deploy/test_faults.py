@@ -1,9 +1,10 @@
-"""The fault-injection run (``bench/faults.py``) with a small N: two providers and the gateway
-serve embeddings from four clients (the bench adds SmolLM2 chat completions: here they would
-cost more time than they test) while a seeded scheduler
-SIGKILLs and restarts a provider and the gateway and the indexer, SIGSTOPs a provider past the
-gateway's timeout and reorganises the chain (dropping the transactions of the last blocks),
-behind a flaky RPC proxy. Then,
+"""The fault-injection run (``bench/faults.py``) with a small N: two providers, each with its
+embedding batches on a Celery worker of its own (Redis database 11), and the gateway serve 200
+embedding requests from four clients (the bench adds SmolLM2 chat completions: here they would
+cost more time than they test) while a seeded scheduler SIGKILLs and restarts a provider and the
+gateway and the indexer, SIGKILLs Celery pool processes (busy ones when it can), SIGSTOPs a
+provider past the gateway's timeout and reorganises the chain (dropping the transactions of the
+last blocks), behind a flaky RPC proxy. Then,
 from the chain and the databases: nothing answered is lost or paid twice, nothing unanswered is
 charged, the money adds up to the wei, the index equals a fresh index of the chain, and no
 process is left."""
@@ -16,10 +17,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from backing_services import ensure_redis
 
 ROOT = Path(__file__).resolve().parents[2]
-pytestmark = pytest.mark.slow
-KILLS = {"provider_kill": 1, "gateway_kill": 1, "indexer_kill": 1, "provider_stop": 1, "reorg": 2}
+pytestmark = [pytest.mark.slow, pytest.mark.redis]
+KILLS = {"provider_kill": 2, "gateway_kill": 2, "indexer_kill": 1, "provider_stop": 2, "reorg": 2, "celery_kill": 3}
+REDIS_DB = 11
 
 
 @pytest.fixture(scope="module")
@@ -31,15 +34,23 @@ def result() -> dict[str, Any]:
     faults = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = faults  # its dataclasses look their module up there
     spec.loader.exec_module(faults)
-    return dict(faults.run(n=80, clients=4, seed=11, kills=KILLS, chat_share=0.0,
-                            log=lambda _: None))
+    broker = ensure_redis(REDIS_DB)
+    try:
+        return dict(faults.run(n=200, clients=4, seed=11, kills=KILLS, chat_share=0.0, broker_url=broker,
+                               log=lambda _: None))
+    finally:
+        import redis
+
+        redis.Redis.from_url(broker).flushdb()
 
 
 def test_every_fault_kind_happened_while_requests_were_answered(result: dict[str, Any]) -> None:
     assert result["kills"] == KILLS
     assert sum(result["rpc_faults"].values()) > 0
-    assert result["requests"] == 80
+    assert result["requests"] == 200
     assert result["requests_answered"] > 0
+    # The Celery kills hit pool processes that the masters replaced (each one a lost process in their logs).
+    assert result["celery_pool_processes_lost"] == KILLS["celery_kill"]
 
 
 def test_nothing_answered_is_lost_and_nothing_is_paid_twice(result: dict[str, Any]) -> None:
@@ -69,5 +80,6 @@ def test_the_index_equals_a_fresh_index_of_the_chain(result: dict[str, Any]) -> 
 
 
 def test_no_process_of_the_run_is_left(result: dict[str, Any]) -> None:
-    assert result["processes_started"] >= 7  # four services, plus the restarts of three kills
+    # six services (two of them Celery workers), plus the restarts of the provider, gateway and indexer kills
+    assert result["processes_started"] >= 6 + KILLS["provider_kill"] + KILLS["gateway_kill"] + KILLS["indexer_kill"]
     assert result["processes_left"] == 0
