@@ -260,7 +260,7 @@ def create_app(settings: GatewaySettings | None = None, *, manifest: Manifest | 
 
     from gateway.reservations import ReservationSweeper
 
-    ttl = settings.reservation_ttl_s or settings.provider_timeout_s * settings.serving_attempts + 30
+    ttl = settings.reservation_ttl()
     reservations = ReservationSweeper(ctx.db_engine, ttl, interval_s=min(30.0, ttl / 2))
 
     @asynccontextmanager

@@ -22,7 +22,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 from sqlmodel import col
 
-from gateway import store
+from gateway import idempotency, store
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +41,8 @@ def release_stale(engine: Engine, ttl_s: float, now: float | None = None) -> int
 
 
 class ReservationSweeper:
-    """Runs :func:`release_stale` at start and every ``interval_s`` in the app's event loop."""
+    """Runs :func:`release_stale` (and prunes old idempotency keys) at start and every
+    ``interval_s`` in the app's event loop."""
 
     def __init__(self, engine: Engine, ttl_s: float, interval_s: float = 30.0) -> None:
         self.engine, self.ttl_s, self.interval_s = engine, ttl_s, interval_s
@@ -55,6 +56,7 @@ class ReservationSweeper:
         while True:
             try:
                 self.released += await asyncio.to_thread(release_stale, self.engine, self.ttl_s)
+                await asyncio.to_thread(idempotency.prune, self.engine)  # answers kept past their day
             except Exception:  # noqa: BLE001 - logged; the next pass tries again
                 log.exception("reservation sweep failed")
             await asyncio.sleep(self.interval_s)

@@ -35,7 +35,7 @@ import json
 import logging
 import secrets
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -45,6 +45,7 @@ import sqlalchemy as sa
 from eth_account import Account
 from eth_utils import keccak
 from pydantic import BaseModel
+from sqlalchemy.engine import Connection
 from sqlmodel import Field, Session, col, select
 
 from contracts.serving import (
@@ -64,7 +65,7 @@ from contracts.settlement import (
     sign_signer_authorization,
     sign_voucher,
 )
-from gateway import apikeys, schemas, store
+from gateway import apikeys, idempotency, schemas, store
 from gateway.errors import (
     BadRequestError,
     GatewayError,
@@ -436,7 +437,9 @@ def use_serving(ctx: Any, model_id: str, wallet: str) -> bool:
 
 
 async def embed(ctx: Any, key: store.ApiKey, body: schemas.EmbeddingsIn, texts: list[str], model: Any,
-                region: str | None) -> ServingEmbeddingsOut:
+                region: str | None, claim: idempotency.Claim | None = None) -> dict[str, Any]:
+    """The answer (as JSON types) of an embeddings request on the serving plane; with ``claim``,
+    stored for replay in the transaction that records it (:mod:`gateway.idempotency`)."""
     from gateway.jobinput import encode_input
 
     plane: ServingPlane = ctx.serving
@@ -522,16 +525,6 @@ async def embed(ctx: Any, key: store.ApiKey, body: schemas.EmbeddingsIn, texts: 
         store.release(ctx.db_engine, charge_id)
         raise last if last is not None else _saturated(plane, order)
     cand, work, wsig, out, ms, provider_timing = answered
-    try:
-        _record(ctx, key, charge_id, cand, work, data, out, attempts, ms, reserved=reserve, input_hash=input_hash)
-    except Exception:
-        # Not recorded, so never in a voucher: the provider is not paid for it, and neither is
-        # the client charged (its reservation is given back) for an answer it does not get.
-        store.release(ctx.db_engine, charge_id)
-        log.exception("request %s answered by %s but not recorded", request_id.hex(), cand.address)
-        raise UnavailableError("the answer could not be recorded; nothing was charged", reason="record_failed") \
-            from None
-    plane.served += 1
     step = 1536
     # Built from checked values, so constructed without validation (384 floats an item add up).
     item = schemas.EmbeddingItem.model_construct
@@ -543,13 +536,31 @@ async def embed(ctx: Any, key: store.ApiKey, body: schemas.EmbeddingsIn, texts: 
 
         rows = np.frombuffer(out, dtype="<f4").reshape(-1, 384)
         items = [item(index=i, embedding=r.tolist()) for i, r in enumerate(rows)]
-    return ServingEmbeddingsOut(
+    answer_out = ServingEmbeddingsOut(
         data=items, model=model.name or model.model_id, usage=schemas.Usage(prompt_tokens=units, total_tokens=units),
         hearth=HearthServingInfo(provider=cand.address, request_id="0x" + request_id.hex(),
                                  receipt=work_receipt_json(work), receipt_signature="0x" + wsig.hex(),
                                  cost=str(work.value), attempts=attempts,
                                  timing_ms={"total": round((time.perf_counter() - t_start) * 1000, 2),
-                                            "provider_round_trip": round(ms, 2), "provider": provider_timing}))
+                                            "provider_round_trip": round(ms, 2), "provider": provider_timing})
+    ).model_dump()
+    try:
+        _record(ctx, key, charge_id, cand, work, data, out, attempts, ms, reserved=reserve, input_hash=input_hash,
+                also=lambda c: idempotency.finish(c, claim, answer_out))
+    except idempotency.IdempotencyLostError:
+        store.release(ctx.db_engine, charge_id)
+        log.warning("request %s answered by %s but its idempotency claim was taken over: not recorded",
+                    request_id.hex(), cand.address)
+        raise
+    except Exception:
+        # Not recorded, so never in a voucher: the provider is not paid for it, and neither is
+        # the client charged (its reservation is given back) for an answer it does not get.
+        store.release(ctx.db_engine, charge_id)
+        log.exception("request %s answered by %s but not recorded", request_id.hex(), cand.address)
+        raise UnavailableError("the answer could not be recorded; nothing was charged", reason="record_failed") \
+            from None
+    plane.served += 1
+    return answer_out
 
 
 def _saturated(plane: ServingPlane, order: list[Candidate]) -> OverloadedError:
@@ -613,9 +624,11 @@ _CHARGE_AMOUNT = sa.select(store.METADATA.tables[store.Charge.__tablename__].c.a
 
 
 def _record(ctx: Any, key: store.ApiKey, charge_id: int, cand: Candidate, work: Any, data: bytes, out: bytes,
-            attempts: int, ms: float, *, reserved: int | None = None, input_hash: bytes | None = None) -> None:
+            attempts: int, ms: float, *, reserved: int | None = None, input_hash: bytes | None = None,
+            also: Callable[[Connection], None] | None = None) -> None:
     """Records a checked answer as served and settles its charge (``reserved``: what was
-    reserved, read from the charge when not given; ``input_hash``: keccak of ``data``)."""
+    reserved, read from the charge when not given; ``input_hash``: keccak of ``data``; ``also``:
+    more writes in the same transaction, e.g. the answer kept for an idempotency key)."""
     from gateway.retention import payer
 
     now = store.now()
@@ -632,6 +645,8 @@ def _record(ctx: Any, key: store.ApiKey, charge_id: int, cand: Candidate, work: 
             "charge_id": charge_id, "input_blob": "0x" + input_hash.hex(), "output_hash": "0x" + work.output_hash.hex(),
             "attempts": attempts, "latency_ms": ms, "created_at": now})
         store.settle_charge(c, key.key_hash, charge_id, reserved, work.value, "served")
+        if also is not None:
+            also(c)
     plane: ServingPlane = ctx.serving
     if plane.spooler is not None:
         for blob in (data, out):  # kept for the challenge window: verifiers fetch them

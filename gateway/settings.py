@@ -126,6 +126,10 @@ class GatewaySettings(HearthSettings, BlobStoreSettings):
         return self
 
     # ------------------------------------------------------------ derived
+    def reservation_ttl(self) -> float:
+        """``reservation_ttl_s``, or its default: provider timeout x attempts + 30 s."""
+        return self.reservation_ttl_s or self.provider_timeout_s * self.serving_attempts + 30
+
     def gateway_database_url(self) -> str:
         return self.database_url or f"sqlite:///{self.data_dir / 'gateway.db'}"
 

@@ -139,6 +139,26 @@ class Relay(GatewayModel, table=True):
     updated_at: int = Field(sa_type=sa.BigInteger)
 
 
+class IdempotentRequest(GatewayModel, table=True):
+    """A request sent with ``Idempotency-Key``: its claim while it runs, its answer once done
+    (see :mod:`gateway.idempotency`)."""
+
+    __tablename__ = "gw_idempotency"
+
+    key_hash: str = Field(primary_key=True, max_length=64)
+    idem_key: str = Field(primary_key=True, max_length=255)
+    #: sha256 of the route and the canonical request body
+    fingerprint: str = Field(max_length=64)
+    #: ``running`` or ``done``
+    state: str = Field(max_length=16)
+    #: the token of the request that holds the claim
+    owner: str = Field(max_length=32)
+    lease_until: float
+    #: the answer (JSON), once done
+    response: str | None = Field(default=None, sa_type=sa.Text)
+    created_at: int = Field(sa_type=sa.BigInteger, index=True)
+
+
 METADATA = GatewayModel.metadata
 
 

@@ -10,7 +10,7 @@ from typing import Annotated
 from fastapi import APIRouter, Header
 from fastapi.responses import JSONResponse
 
-from gateway import apikeys, schemas, serving
+from gateway import apikeys, idempotency, schemas, serving
 from gateway.context import CtxDep
 from gateway.errors import BadRequestError, NotFoundError
 from gateway.routes.common import ERRORS
@@ -25,6 +25,9 @@ async def create_embeddings(
     authorization: Annotated[str | None, Header(description="Bearer <API key>")] = None,
     x_hearth_region: Annotated[str | None, Header(
         description="preferred provider region (default: the API key's region, if it has one)")] = None,
+    idempotency_key: Annotated[str | None, Header(
+        alias=idempotency.HEADER, description="send the same request with the same key again after a lost "
+        "answer: it is answered once and charged once (serving plane; see gateway.idempotency)")] = None,
 ) -> schemas.EmbeddingsOut | serving.ServingEmbeddingsOut:
     """On the serving plane (see :mod:`gateway.serving` for when): forwards to a provider's
     endpoint with a signed payment receipt and answers as soon as it answers, with a ``hearth``
@@ -42,7 +45,16 @@ async def create_embeddings(
                 raise BadRequestError("this model has 384 dimensions and cannot shorten them",
                                       reason="unsupported_dimensions")
             texts = apikeys.input_texts(ctx, body.input)  # inline: a request's texts tokenize in microseconds
-            out = await serving.embed(ctx, key, body, texts, model, x_hearth_region or key.region)
+            region = x_hearth_region or key.region
+            claim = idempotency.claim(ctx.db_engine, key.key_hash, idempotency_key, idempotency.fingerprint(
+                "/v1/embeddings", [body.model_dump(mode="json"), region]), ctx.settings.reservation_ttl())
+            if claim is not None and claim.replay is not None:
+                return JSONResponse(claim.replay, headers={idempotency.REPLAYED_HEADER: "true"})  # type: ignore[return-value]
+            try:
+                out = await serving.embed(ctx, key, body, texts, model, region, claim)
+            except BaseException:
+                idempotency.abandon(ctx.db_engine, claim)
+                raise
             # Built and checked by the plane already: skip re-validating it against the response union.
-            return JSONResponse(out.model_dump())  # type: ignore[return-value]
+            return JSONResponse(out)  # type: ignore[return-value]
     return await apikeys.embed(ctx, key, body)

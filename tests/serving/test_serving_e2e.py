@@ -291,6 +291,100 @@ def test_a_wallet_that_did_not_authorize_the_gateways_signer_keeps_the_per_job_p
     assert served(stack).keys() == before.keys()
 
 
+# ---------------------------------------------------------------- idempotency keys
+
+
+def test_a_request_sent_again_with_its_idempotency_key_gets_the_first_answer_and_is_charged_once(
+        stack: ServingStack, key: str) -> None:
+    texts = ["an answer lost on its way back", "is asked for again"]
+    before, spent_before = served(stack), spent(stack, key)
+    first = raw_embed(stack, key, texts, **{"Idempotency-Key": "lost-answer-1"})
+    assert first.status_code == 200, first.text and "idempotent-replayed" not in first.headers
+    again = raw_embed(stack, key, texts, **{"Idempotency-Key": "lost-answer-1"})
+    assert again.status_code == 200 and again.headers["idempotent-replayed"] == "true"
+    assert again.json() == first.json()
+    new = set(served(stack)) - set(before)
+    assert new == {first.json()["hearth"]["request_id"]}
+    assert spent(stack, key) - spent_before == int(first.json()["hearth"]["cost"]) > 0
+    # Without the key the same texts are a new request, charged again.
+    third = raw_embed(stack, key, texts)
+    assert third.status_code == 200 and third.json()["hearth"]["request_id"] != first.json()["hearth"]["request_id"]
+    assert spent(stack, key) - spent_before == 2 * int(first.json()["hearth"]["cost"])
+
+
+def test_an_idempotency_key_is_per_api_key_and_refused_for_another_request_or_while_in_flight(
+        stack: ServingStack, key: str) -> None:
+    from gateway import idempotency
+
+    other = api_key(stack, "client")
+    a = raw_embed(stack, key, ["the first use of a key"], **{"Idempotency-Key": "shared-name"})
+    b = raw_embed(stack, other, ["another API key, the same idempotency key"], **{"Idempotency-Key": "shared-name"})
+    assert a.status_code == b.status_code == 200
+    assert a.json()["hearth"]["request_id"] != b.json()["hearth"]["request_id"]
+    before, spent_before = served(stack), spent(stack, key)
+    reused = raw_embed(stack, key, ["a different request"], **{"Idempotency-Key": "shared-name"})
+    assert (reused.status_code, reused.json()["error"]["reason"]) == (422, "idempotency_key_reused")
+    # A claim held by a request in flight (here: made directly, as a gateway mid-request would).
+    kh = "0x" + keccak(text=key).hex()
+    body = {"model": "all-MiniLM-L6-v2", "input": ["in flight"], "encoding_format": "float", "dimensions": None,
+            "user": None}
+    held = idempotency.claim(stack.ctx.db_engine, kh, "in-flight", idempotency.fingerprint(
+        "/v1/embeddings", [body, None]), 60)
+    assert held is not None and held.replay is None
+    busy = raw_embed(stack, key, ["in flight"], **{"Idempotency-Key": "in-flight"})
+    assert (busy.status_code, busy.json()["error"]["reason"]) == (409, "idempotency_key_in_use"), busy.text
+    assert 1 <= int(busy.headers["retry-after"]) <= 60
+    bad = raw_embed(stack, key, ["x"], **{"Idempotency-Key": "has spaces in it"})
+    assert (bad.status_code, bad.json()["error"]["reason"]) == (400, "invalid_idempotency_key")
+    assert served(stack).keys() == before.keys() and spent(stack, key) == spent_before
+
+
+def test_a_claim_left_by_a_dead_gateway_is_taken_over_and_its_late_owner_can_no_longer_record(
+        stack: ServingStack, key: str) -> None:
+    """A gateway that died (or stalled past its lease) mid-request recorded nothing: a retry runs
+    the request; the stalled one, should it wake up, cannot store an answer or charge again."""
+    import sqlalchemy as sa
+
+    from gateway import idempotency
+
+    kh = "0x" + keccak(text=key).hex()
+    body = {"model": "all-MiniLM-L6-v2", "input": ["a dead gateway's request"], "encoding_format": "float",
+            "dimensions": None, "user": None}
+    print_ = idempotency.fingerprint("/v1/embeddings", [body, None])
+    stale = idempotency.claim(stack.ctx.db_engine, kh, "dead-gateway", print_, 0.05)
+    assert stale is not None
+    time.sleep(0.1)
+    # Taken over while the stalled owner still holds its (expired) claim: the owner can no longer finish.
+    taker = idempotency.claim(stack.ctx.db_engine, kh, "dead-gateway", print_, 60)
+    assert taker is not None and taker.owner != stale.owner and taker.replay is None
+    with pytest.raises(idempotency.IdempotencyLostError), stack.ctx.db_engine.begin() as c:
+        idempotency.finish(c, stale, {"a": "late answer"})
+    idempotency.abandon(stack.ctx.db_engine, taker)  # the taker failed in turn: the key is free again
+    spent_before = spent(stack, key)
+    r = raw_embed(stack, key, ["a dead gateway's request"], **{"Idempotency-Key": "dead-gateway"})
+    assert r.status_code == 200, r.text
+    assert spent(stack, key) - spent_before == int(r.json()["hearth"]["cost"])
+    with pytest.raises(idempotency.IdempotencyLostError), stack.ctx.db_engine.begin() as c:
+        idempotency.finish(c, stale, {"a": "late answer"})
+    again = raw_embed(stack, key, ["a dead gateway's request"], **{"Idempotency-Key": "dead-gateway"})
+    assert again.json() == r.json() and spent(stack, key) - spent_before == int(r.json()["hearth"]["cost"])
+    with stack.ctx.db_engine.connect() as c:
+        assert c.execute(sa.text("SELECT count(*) FROM gw_idempotency WHERE idem_key = 'dead-gateway'")).scalar() == 1
+
+
+def test_a_request_that_fails_gives_its_idempotency_key_back_and_charges_nothing(stack: ServingStack) -> None:
+    import sqlalchemy as sa
+
+    poor = api_key(stack, "client", cap=1)  # refused at the reservation, after the key was claimed
+    for _ in range(2):  # the second is refused for the same reason, not as "in flight"
+        r = raw_embed(stack, poor, ["more than one wei of work"], **{"Idempotency-Key": "failed-once"})
+        assert r.status_code == 402, r.text
+        assert r.json()["error"]["reason"] != "idempotency_key_in_use"
+    with stack.ctx.db_engine.connect() as c:
+        assert c.execute(sa.text("SELECT count(*) FROM gw_idempotency WHERE idem_key = 'failed-once'")).scalar() == 0
+    assert spent(stack, poor) == 0
+
+
 # ---------------------------------------------------------------- failover (these run last: they kill a provider)
 
 
