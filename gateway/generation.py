@@ -59,7 +59,7 @@ from common import generation as gen
 from contracts.serving import AGGREGATOR_HEADER, PAYMENT_HEADER, WireError, encode_payment, work_receipt_from_json
 from contracts.serving import work_receipt_json as receipt_json
 from contracts.settlement import PaymentReceipt, WorkReceipt, recover_work_receipt, sign_payment_receipt
-from gateway import serving, store
+from gateway import idempotency, serving, store
 from gateway.errors import (
     BadRequestError,
     GatewayError,
@@ -153,7 +153,9 @@ def check_answer(plane: serving.ServingPlane, cand: Candidate, hearth: Any, pr: 
 
 
 async def generate(ctx: Any, key: store.ApiKey, body: gen.ChatCompletionsIn | gen.CompletionsIn, model: Any,
-                   region: str | None) -> JSONResponse | StreamingResponse:
+                   region: str | None, claim: idempotency.Claim | None = None) -> JSONResponse | StreamingResponse:
+    """Forwards to providers in routing order until one answers; ``claim``: the request's
+    idempotency key (not streamed), its answer stored with the charge."""
     plane: serving.ServingPlane = ctx.serving
     t_start = time.perf_counter()
     chat = isinstance(body, gen.ChatCompletionsIn)
@@ -231,7 +233,7 @@ async def generate(ctx: Any, key: store.ApiKey, body: gen.ChatCompletionsIn | ge
                     checked = check_answer(plane, cand, answer["hearth"], pr, model_b, req, tok)
                     ok = True
                     return _answer(ctx, key, charge_id, cand, checked, model, req, tok, chat, attempts, ms, t_start,
-                                   release, settled)
+                                   release, settled, claim)
                 err = serving._error_of(resp)
                 if resp.status_code == 402:
                     ok = True
@@ -280,17 +282,9 @@ def _hearth(cand: Candidate, work: WorkReceipt, wsig: bytes, seed: int, ids: lis
 
 def _answer(ctx: Any, key: store.ApiKey, charge_id: int, cand: Candidate, checked: Any, model: Any,
             req: gen.Resolved, tok: Any, chat: bool, attempts: int, ms: float, t_start: float,
-            release: Callable[[], None], settled: Callable[[], None]) -> JSONResponse:
+            release: Callable[[], None], settled: Callable[[], None],
+            claim: idempotency.Claim | None = None) -> JSONResponse:
     work, wsig, seed, ids, reason, input_blob, output_blob = checked
-    try:
-        serving._record(ctx, key, charge_id, cand, work, input_blob, output_blob, attempts, ms)
-        settled()
-    except Exception:
-        release()
-        log.exception("request %s answered by %s but not recorded", work.request_id.hex(), cand.address)
-        raise UnavailableError("the answer could not be recorded; nothing was charged", reason="record_failed") \
-            from None
-    ctx.serving.served += 1
     text = gen.completion_text(tok, ids, req.stop)
     choice: dict[str, Any] = {"index": 0, "finish_reason": reason, "logprobs": None}
     if chat:
@@ -299,12 +293,26 @@ def _answer(ctx: Any, key: store.ApiKey, charge_id: int, cand: Candidate, checke
         choice["text"] = text
     usage = {"prompt_tokens": len(req.prompt_ids), "completion_tokens": len(ids), "total_tokens": work.units}
     timing = {"total": round((time.perf_counter() - t_start) * 1000, 2), "provider_round_trip": round(ms, 2)}
-    return JSONResponse({
+    answer = {
         "id": ("chatcmpl-" if chat else "cmpl-") + work.request_id.hex()[:24],
         "object": "chat.completion" if chat else "text_completion", "created": int(time.time()),
         "model": model.name or model.model_id, "choices": [choice], "usage": usage,
         "system_fingerprint": "hearth-" + work.runtime_hash.hex()[:16],
-        "hearth": _hearth(cand, work, wsig, seed, ids, attempts, timing)})
+        "hearth": _hearth(cand, work, wsig, seed, ids, attempts, timing)}
+    try:
+        serving._record(ctx, key, charge_id, cand, work, input_blob, output_blob, attempts, ms,
+                        also=lambda c: idempotency.finish(c, claim, answer))
+        settled()
+    except idempotency.IdempotencyLostError:
+        release()
+        raise
+    except Exception:
+        release()
+        log.exception("request %s answered by %s but not recorded", work.request_id.hex(), cand.address)
+        raise UnavailableError("the answer could not be recorded; nothing was charged", reason="record_failed") \
+            from None
+    ctx.serving.served += 1
+    return JSONResponse(answer)
 
 
 async def _relay(ctx: Any, key: store.ApiKey, charge_id: int, cand: Candidate, resp: httpx.Response,

@@ -10,7 +10,7 @@ from fastapi import APIRouter, Header
 from fastapi.responses import JSONResponse, StreamingResponse
 
 from common import generation as gen
-from gateway import apikeys, generation, serving
+from gateway import apikeys, generation, idempotency, serving
 from gateway.context import CtxDep
 from gateway.errors import NotFoundError, PaymentError, UnavailableError
 from gateway.routes.common import ERRORS
@@ -19,10 +19,13 @@ router = APIRouter(prefix="/v1", tags=["openai"], responses=ERRORS)
 
 Auth = Annotated[str | None, Header(description="Bearer <API key>")]
 Region = Annotated[str | None, Header(description="preferred provider region")]
+IdempotencyKey = Annotated[str | None, Header(
+    alias=idempotency.HEADER, description="send the same (not streamed) request with the same key again after a "
+    "lost answer: it is answered once and charged once (see gateway.idempotency)")]
 
 
 async def _generate(ctx: CtxDep, body: gen.ChatCompletionsIn | gen.CompletionsIn, authorization: str | None,
-                    region: str | None) -> JSONResponse | StreamingResponse:
+                    region: str | None, idempotency_key: str | None, route: str) -> JSONResponse | StreamingResponse:
     key = apikeys.authenticate(ctx, authorization)
     ctx.check_wallet_rate(key.wallet)
     model = serving.find_model(ctx, body.model)
@@ -36,20 +39,31 @@ async def _generate(ctx: CtxDep, body: gen.ChatCompletionsIn | gen.CompletionsIn
     if not serving.signer_authorized(ctx, key.wallet):
         raise PaymentError(f"wallet {key.wallet} has not authorized this gateway's receipt signer "
                            f"{ctx.serving.signer} (see GET /v1/serving/signer)", reason="signer_not_authorized")
-    return await generation.generate(ctx, key, body, model, region)
+    claim = idempotency.claim(ctx.db_engine, key.key_hash, idempotency_key, idempotency.fingerprint(
+        route, [body.model_dump(mode="json"), region]), ctx.settings.reservation_ttl(), stream=bool(body.stream))
+    if claim is not None and claim.replay is not None:
+        return JSONResponse(claim.replay, headers={idempotency.REPLAYED_HEADER: "true"})
+    try:
+        answer = await generation.generate(ctx, key, body, model, region, claim)
+    except BaseException:
+        idempotency.abandon(ctx.db_engine, claim)
+        raise
+    return answer
 
 
 @router.post("/chat/completions", response_model=None, summary="Create a chat completion (OpenAI-compatible)")
 async def chat_completions(body: gen.ChatCompletionsIn, ctx: CtxDep, authorization: Auth = None,
-                           x_hearth_region: Region = None) -> JSONResponse | StreamingResponse:
+                           x_hearth_region: Region = None,
+                           idempotency_key: IdempotencyKey = None) -> JSONResponse | StreamingResponse:
     """Answered by a provider's endpoint with SmolLM2; ``stream: true`` for server-sent
     ``chat.completion.chunk`` events. The ``hearth`` object names the provider, the request id,
     the signed work receipt, the cost and the seed (reuse it to reproduce the answer)."""
-    return await _generate(ctx, body, authorization, x_hearth_region)
+    return await _generate(ctx, body, authorization, x_hearth_region, idempotency_key, "/v1/chat/completions")
 
 
 @router.post("/completions", response_model=None, summary="Create a text completion (OpenAI-compatible)")
 async def completions(body: gen.CompletionsIn, ctx: CtxDep, authorization: Auth = None,
-                      x_hearth_region: Region = None) -> JSONResponse | StreamingResponse:
+                      x_hearth_region: Region = None,
+                      idempotency_key: IdempotencyKey = None) -> JSONResponse | StreamingResponse:
     """A prompt (text or token ids) continued by SmolLM2, without the chat template."""
-    return await _generate(ctx, body, authorization, x_hearth_region)
+    return await _generate(ctx, body, authorization, x_hearth_region, idempotency_key, "/v1/completions")

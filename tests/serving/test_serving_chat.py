@@ -176,6 +176,26 @@ def test_what_is_not_implemented_is_refused_with_a_clear_400_and_charges_nothing
     assert spent(llm_stack, key) == before and len(served(llm_stack)) == n_served
 
 
+def test_a_chat_completion_sent_again_with_its_idempotency_key_is_answered_once_and_charged_once(
+        llm_stack: ServingStack, key: str) -> None:
+    c = client(llm_stack, key)
+    before, n_served = spent(llm_stack, key), len(served(llm_stack))
+    msgs = [{"role": "user", "content": "Name a colour."}]
+    ask = {"model": LLM, "messages": msgs, "max_tokens": 3, "temperature": 1.0,
+           "extra_headers": {"Idempotency-Key": "chat-lost-answer"}}  # sampled: a second run would differ
+    first = c.chat.completions.with_raw_response.create(**ask)  # type: ignore[call-overload]
+    again = c.chat.completions.with_raw_response.create(**ask)  # type: ignore[call-overload]
+    assert "idempotent-replayed" not in first.headers and again.headers["idempotent-replayed"] == "true"
+    assert again.http_response.json() == first.http_response.json()
+    h = hearth(first.parse())
+    assert len(served(llm_stack)) == n_served + 1 and spent(llm_stack, key) - before == int(h["cost"]) > 0
+    with pytest.raises(openai.BadRequestError) as exc:
+        c.chat.completions.create(model=LLM, messages=msgs, max_tokens=3, stream=True,  # type: ignore[arg-type]
+                                  extra_headers={"Idempotency-Key": "chat-streamed"})
+    assert exc.value.body["reason"] == "idempotency_unsupported_for_streams"  # type: ignore[index]
+    assert len(served(llm_stack)) == n_served + 1 and spent(llm_stack, key) - before == int(h["cost"])
+
+
 def test_the_provider_takes_only_a_receipt_for_the_cap_of_prompt_plus_max_tokens(
         llm_stack: ServingStack, tok: ChatTokenizer) -> None:
     import secrets
