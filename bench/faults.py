@@ -36,6 +36,11 @@ and one more fault is planned:
 * ``celery_kill``: SIGKILL one pool process of a provider's Celery worker, one running a task when
   there is one (its master starts another and hands the task back to the queue).
 
+Clients send each request with an ``Idempotency-Key`` of its own and, as a careful client does,
+send it again with the same key (up to ``retries`` times) after a connection error, a 409, 429,
+502 or 503: an answer lost after its charge (the gateway killed between recording and sending
+it) is replayed, not charged again.
+
 Checks, once the clients are done and the proxy passes everything through again:
 
 * every request a client got a 200 for is a served row in the gateway's database, and every
@@ -341,11 +346,14 @@ class Outcome:
     cost: int = 0
     error: str | None = None
     chat: bool = False
+    #: tries it took (the same Idempotency-Key each time); replayed: the last answer was a replay
+    tries: int = 1
+    replayed: bool = False
 
 
 def run(n: int = 2000, clients: int = 8, seed: int = 7, kills: dict[str, int] | None = None,
         provider_timeout_s: float = 2.0, proxy_faults: bool = True, chat_share: float = 0.0,
-        broker_url: str | None = None, log: Any = print) -> dict[str, Any]:
+        broker_url: str | None = None, retries: int = 3, log: Any = print) -> dict[str, Any]:
     """The whole run; returns the results (see the module docstring)."""
     from eth_account import Account
     from eth_utils import keccak
@@ -490,24 +498,34 @@ def run(n: int = 2000, clients: int = 8, seed: int = 7, kills: dict[str, int] | 
                     if held:
                         time.sleep(0.02)
                         continue
-                    auth = {"authorization": f"Bearer {keys[c]}"}
-                    try:
-                        if is_chat[i]:
-                            r = http.post(f"{gw}/v1/chat/completions", headers=auth, json={
-                                "model": CHAT_MODEL, "max_tokens": CHAT_MAX_TOKENS,
-                                "messages": [{"role": "user", "content": " ".join(texts[i])}]})
-                        else:
-                            r = http.post(f"{gw}/v1/embeddings", json={"model": EMB_MODEL, "input": texts[i]},
-                                          headers=auth)
-                        if r.status_code == 200:
-                            hh = r.json()["hearth"]
-                            o = Outcome(i, 200, hh["request_id"], hh["provider"], int(hh["cost"]), chat=is_chat[i])
-                        else:
-                            o = Outcome(i, r.status_code, error=r.text[:200], chat=is_chat[i])
-                            time.sleep(0.5)  # no provider could answer (down, stopped, restarting): do not spin
-                    except httpx.HTTPError as exc:
-                        o = Outcome(i, None, error=f"{type(exc).__name__}: {exc}"[:200], chat=is_chat[i])
-                        time.sleep(1.0)  # the gateway is down: do not spin
+                    # As a careful client does: one Idempotency-Key per request, sent again with
+                    # it after a lost answer (the gateway down, no provider free, in flight), so an
+                    # answer lost after its charge is replayed instead of charged again.
+                    headers = {"authorization": f"Bearer {keys[c]}", "Idempotency-Key": f"faults-{seed}-{i}"}
+                    for attempt in range(1, retries + 2):
+                        try:
+                            if is_chat[i]:
+                                r = http.post(f"{gw}/v1/chat/completions", headers=headers, json={
+                                    "model": CHAT_MODEL, "max_tokens": CHAT_MAX_TOKENS,
+                                    "messages": [{"role": "user", "content": " ".join(texts[i])}]})
+                            else:
+                                r = http.post(f"{gw}/v1/embeddings", json={"model": EMB_MODEL, "input": texts[i]},
+                                              headers=headers)
+                            if r.status_code == 200:
+                                hh = r.json()["hearth"]
+                                o = Outcome(i, 200, hh["request_id"], hh["provider"], int(hh["cost"]), chat=is_chat[i],
+                                            tries=attempt, replayed=r.headers.get("idempotent-replayed") == "true")
+                                break
+                            o = Outcome(i, r.status_code, error=r.text[:200], chat=is_chat[i], tries=attempt)
+                            if r.status_code not in (409, 429, 502, 503):
+                                break
+                            pause = min(float(r.headers.get("retry-after", "0.5") or 0.5), 12.0)
+                        except httpx.HTTPError as exc:
+                            o = Outcome(i, None, error=f"{type(exc).__name__}: {exc}"[:200], chat=is_chat[i],
+                                        tries=attempt)
+                            pause = 1.0  # the gateway is down: give it a moment
+                        if attempt <= retries:
+                            time.sleep(pause)
                     with lock:
                         outcomes.append(o)
 
@@ -613,9 +631,12 @@ def run(n: int = 2000, clients: int = 8, seed: int = 7, kills: dict[str, int] | 
             else:
                 return
             name = target.argv[target.argv.index("-n") + 1]
-            active = celery_app.control.inspect(destination=[name], timeout=1.0).active() or {}
-            busy_pids = {int(t["worker_pid"]) for ts in active.values() for t in ts if t.get("worker_pid")}
-            mid_task = [c for c in kids if c.pid in busy_pids]
+            mid_task: list[Any] = []
+            end = time.monotonic() + 3.0  # batches take milliseconds: look a few times for a busy one
+            while not mid_task and time.monotonic() < end and not done.is_set():
+                active = celery_app.control.inspect(destination=[name], timeout=1.0).active() or {}
+                busy_pids = {int(t["worker_pid"]) for ts in active.values() for t in ts if t.get("worker_pid")}
+                mid_task = [c for c in kids if c.pid in busy_pids]
             victim = rng.choice(mid_task or kids)
             with contextlib.suppress(psutil.NoSuchProcess):
                 victim.kill()
@@ -759,6 +780,8 @@ def run(n: int = 2000, clients: int = 8, seed: int = 7, kills: dict[str, int] | 
             "requests_lost": requests_lost, "paid_twice": paid_twice,
             "chat_share": chat_share, "chat_requests": sum(o.chat for o in outcomes),
             "chat_answered": sum(o.chat and o.status == 200 for o in outcomes),
+            "client_retries": retries, "requests_retried": sum(o.tries > 1 for o in outcomes),
+            "answers_replayed": sum(o.replayed for o in outcomes),
             "kills": done_kills, "kills_total": sum(done_kills.values()), "kills_planned": kills,
             "celery_kills_of_a_busy_process": celery_mid_task[0], "celery_broker": broker_url,
             "celery_pool_processes_lost": sum(procs[f"celery-{r}"].log.read_text(errors="replace").count(
