@@ -10,6 +10,7 @@ its place. A provider that publishes nothing has its sampled leaf demanded and i
 
 from __future__ import annotations
 
+import json
 import sys
 import threading
 import time
@@ -111,8 +112,21 @@ def leaf_disputes_driven(verifier: Any, s: Any, chain: Any, keys: set[tuple[int,
     return False
 
 
+def provider_status(st: ServingStack, role: str, monkeypatch: pytest.MonkeyPatch, *args: str) -> dict[str, Any]:
+    """``hearth provider status ADDRESS --json [ARGS]`` against the stack's chain."""
+    from typer.testing import CliRunner
+
+    from deploy.cli import app
+
+    monkeypatch.setenv("HEARTH_DATA_DIR", str(st.tmp))
+    monkeypatch.setenv("HEARTH_MANIFEST", str(st.tmp / "manifest.json"))
+    r = CliRunner().invoke(app, ["provider", "status", st.address(role), "--json", *args], catch_exceptions=False)
+    assert r.exit_code == 0, r.output
+    return dict(json.loads(r.stdout))
+
+
 def test_a_cheating_provider_is_caught_on_a_committed_batch_and_slashed_and_an_honest_one_is_not(
-    stack: ServingStack, chain: Any,
+    stack: ServingStack, chain: Any, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     from contracts.settlement import Settlement
     from worker.node.compute import shared_encoder
@@ -120,6 +134,7 @@ def test_a_cheating_provider_is_caught_on_a_committed_batch_and_slashed_and_an_h
 
     st = stack
     h = st.hearth
+    start = h.w3.eth.block_number
     key = api_key(st, "client")
     served = [embed(st, key, f"an honest sentence {i}", "eu") for i in range(3)]
     cheated = [embed(st, key, f"a cheated sentence {i}", "ap") for i in range(2)]
@@ -198,6 +213,31 @@ def test_a_cheating_provider_is_caught_on_a_committed_batch_and_slashed_and_an_h
         assert {d["outcome"] for d in again.summary()["disputes"]} == {"fraud"}
     finally:
         again.close()
+
+    # `hearth provider status`: the cheater's challenges all proven fraudulent and slashed, and the
+    # capacity its endpoint reports on its reduced stake; the honest provider's record is clean.
+    staked = int(staking.getProvider(st.address("cheater")).call()[0])
+    assert staked == stake0 - slashed
+    per_stake = int(st.providers["cheater"].status()["capacity"]["per_stake_token"])
+    chain.mine()
+    wait(lambda: st.providers["cheater"].status()["capacity"]["bound"] == str(staked * per_stake // HST), 30,
+         "the cheater's endpoint to read its stake after the slash")
+    got = provider_status(st, "cheater", monkeypatch)
+    leaves = got["serving_challenges"]
+    assert (leaves["total"], leaves["fraud"], leaves["disputed"]) == (len(keys), len(keys), 0)
+    assert {(c["batch_id"], c["index"]) for c in leaves["leaves"]} == keys
+    assert all(c["challenger"] == st.address("verifier") and not c["withheld"] for c in leaves["leaves"])
+    assert got["slashes"]["total"] == len(keys) and got["slashes"]["amount"] == str(slashed)
+    endpoint = got["endpoint_status"]
+    assert endpoint["requests_served"] == len(cheated)
+    cap = endpoint["capacity"]
+    assert cap["bound"] == str(staked * per_stake // HST)
+    assert int(cap["left"]) == max(0, int(cap["bound"]) - int(cap["exposure"]))
+    challenger = provider_status(st, "verifier", monkeypatch, "--from-block", str(start))
+    assert challenger["from_block"] == start and challenger["earnings"]["rewards_withdrawn"] == str(reward)
+    honest = provider_status(st, "provider", monkeypatch)
+    assert honest["serving_challenges"]["total"] == 0 and honest["slashes"]["total"] == 0
+    assert honest["endpoint_status"]["requests_served"] == len(served)
 
 
 def test_a_provider_that_withholds_a_sampled_leaf_is_demanded_and_slashed(stack: ServingStack, chain: Any) -> None:
