@@ -37,9 +37,10 @@ and one more fault is planned:
   there is one (its master starts another and hands the task back to the queue).
 
 Clients send each request with an ``Idempotency-Key`` of its own and, as a careful client does,
-send it again with the same key (up to ``retries`` times) after a connection error, a 409, 429,
-502 or 503: an answer lost after its charge (the gateway killed between recording and sending
-it) is replayed, not charged again.
+send it again with the same key after a connection error, a 409, 429, 502 or 503 (after its
+``Retry-After``, else 1 s), for up to ``retry_for_s`` seconds: an answer lost after its charge
+(the gateway killed between recording and sending it) is replayed, not charged again. (A client
+that gives up before the gateway is back leaves that charge standing: ``requests_lost``.)
 
 Checks, once the clients are done and the proxy passes everything through again:
 
@@ -353,7 +354,7 @@ class Outcome:
 
 def run(n: int = 2000, clients: int = 8, seed: int = 7, kills: dict[str, int] | None = None,
         provider_timeout_s: float = 2.0, proxy_faults: bool = True, chat_share: float = 0.0,
-        broker_url: str | None = None, retries: int = 3, log: Any = print) -> dict[str, Any]:
+        broker_url: str | None = None, retry_for_s: float = 60.0, log: Any = print) -> dict[str, Any]:
     """The whole run; returns the results (see the module docstring)."""
     from eth_account import Account
     from eth_utils import keccak
@@ -502,7 +503,10 @@ def run(n: int = 2000, clients: int = 8, seed: int = 7, kills: dict[str, int] | 
                     # it after a lost answer (the gateway down, no provider free, in flight), so an
                     # answer lost after its charge is replayed instead of charged again.
                     headers = {"authorization": f"Bearer {keys[c]}", "Idempotency-Key": f"faults-{seed}-{i}"}
-                    for attempt in range(1, retries + 2):
+                    give_up = time.monotonic() + retry_for_s
+                    attempt = 0
+                    while True:
+                        attempt += 1
                         try:
                             if is_chat[i]:
                                 r = http.post(f"{gw}/v1/chat/completions", headers=headers, json={
@@ -524,8 +528,9 @@ def run(n: int = 2000, clients: int = 8, seed: int = 7, kills: dict[str, int] | 
                             o = Outcome(i, None, error=f"{type(exc).__name__}: {exc}"[:200], chat=is_chat[i],
                                         tries=attempt)
                             pause = 1.0  # the gateway is down: give it a moment
-                        if attempt <= retries:
-                            time.sleep(pause)
+                        if time.monotonic() + pause > give_up:
+                            break
+                        time.sleep(pause)
                     with lock:
                         outcomes.append(o)
 
@@ -780,7 +785,7 @@ def run(n: int = 2000, clients: int = 8, seed: int = 7, kills: dict[str, int] | 
             "requests_lost": requests_lost, "paid_twice": paid_twice,
             "chat_share": chat_share, "chat_requests": sum(o.chat for o in outcomes),
             "chat_answered": sum(o.chat and o.status == 200 for o in outcomes),
-            "client_retries": retries, "requests_retried": sum(o.tries > 1 for o in outcomes),
+            "client_retry_for_s": retry_for_s, "requests_retried": sum(o.tries > 1 for o in outcomes),
             "answers_replayed": sum(o.replayed for o in outcomes),
             "kills": done_kills, "kills_total": sum(done_kills.values()), "kills_planned": kills,
             "celery_kills_of_a_busy_process": celery_mid_task[0], "celery_broker": broker_url,

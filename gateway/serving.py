@@ -415,7 +415,15 @@ def signer_authorized(ctx: Any, wallet: str, ttl_s: float = 5.0) -> bool:
     hit = _SIGNERS.get(k)
     if hit is not None and now - hit[0] < ttl_s:
         return hit[1]
-    ok = bool(ctx.chain.hearth.escrow.functions.isValidSigner(wallet, plane.signer).call())
+    try:
+        ok = bool(ctx.chain.hearth.escrow.functions.isValidSigner(wallet, plane.signer).call())
+    except Exception as exc:  # noqa: BLE001 - any RPC failure: the last answer, else a clear 503
+        if hit is not None:
+            # A stale "authorized" costs nothing: providers check the signer on-chain themselves.
+            log.warning("isValidSigner(%s) failed (%s): using the answer of %.0f s ago", wallet, exc, now - hit[0])
+            return hit[1]
+        raise UnavailableError(f"the chain did not answer whether {wallet} authorized this gateway's signer: "
+                               f"{type(exc).__name__}", reason="chain_unavailable") from None
     _SIGNERS[k] = (now, ok)
     return ok
 

@@ -1,8 +1,8 @@
 """Batch invariance, bitwise: a request's tokens and logits do not depend on its batch.
 
-Row blocks are `ROW_BLOCK = LOGIT_BLOCK = 32` rows and attention blocks `ATTN_BLOCK = 16` query
-tokens, so batches of 1, 2, 3, 8, 17 and 33 decode rows sit on both sides of every block
-boundary (16 and 32). Small random-weight Llama configs
+Row blocks are `ROW_BLOCK = LOGIT_BLOCK = 32` rows (the last one padded to at least `MIN_ROWS
+= 4`) and attention blocks `ATTN_BLOCK = 16` query tokens, so batches of 1, 2, 3, 8, 17 and 33
+decode rows sit on both sides of every block boundary (4, 16 and 32). Small random-weight Llama configs
 cover the combinations; a few steps of the real SmolLM2 check the same on the real shapes.
 """
 
@@ -17,6 +17,7 @@ from worker.model._mkl import strict_cnr_active
 from worker.model.llm import (
     ATTN_BLOCK,
     LOGIT_BLOCK,
+    MIN_ROWS,
     ROW_BLOCK,
     Completion,
     Engine,
@@ -138,6 +139,24 @@ def test_decoding_equals_a_teacher_forced_prefill_of_prompt_and_output(
             assert rows.numpy().tobytes() == c.logits.numpy().tobytes()
 
 
+def test_a_last_row_block_padded_to_min_rows_gives_the_bytes_of_a_full_block(
+    tiny_forward: LlamaForward, reqs: list[tuple[list[int], SamplingParams]], alone: dict[int, Completion]
+) -> None:
+    """This BLAS keeps rows independent of the row count from 4 rows up, so the engine pads a
+    lone decoding row to 4 rows, not 32; a forward that pads every block to 32 (as on a BLAS
+    without that property) gives the same bytes, so the runtime is one either way."""
+    assert tiny_forward.min_rows == MIN_ROWS == 4
+    full = LlamaForward(tiny_forward.weights)
+    full.min_rows = ROW_BLOCK
+    assert full._padded(1, ROW_BLOCK) == 32 and tiny_forward._padded(1, ROW_BLOCK) == 4  # noqa: SLF001
+    assert tiny_forward._padded(3, ROW_BLOCK) == 4 and tiny_forward._padded(33, ROW_BLOCK) == 36  # noqa: SLF001
+    for i in range(0, len(reqs), 6):
+        assert _same(_run(full, reqs, [i])[i], alone[i])
+    idx = list(range(5))
+    together = _run(full, reqs, idx, max_running=5)
+    assert all(_same(together[i], alone[i]) for i in idx)
+
+
 def test_the_non_invariant_path_computes_the_same_function_within_float_tolerance(
     tiny_forward: LlamaForward, reqs: list[tuple[list[int], SamplingParams]], alone: dict[int, Completion]
 ) -> None:
@@ -173,10 +192,14 @@ def test_real_model_tokens_and_logits_are_identical_alone_in_a_batch_and_teacher
         ([rng.randrange(vocab) for _ in range(n)], SamplingParams(max_tokens=3, temperature=t, seed=s, ignore_eos=True))
         for n, t, s in ((5, 0.0, 1), (17, 0.8, 2))
     ]
+    assert smol_forward.min_rows == MIN_ROWS  # the real shapes keep rows independent too
     alone = {i: _run(smol_forward, reqs, [i])[i] for i in range(2)}
     together = _run(smol_forward, reqs, [1, 0], chunk=7)
+    padded = LlamaForward(smol_forward.weights)
+    padded.min_rows = ROW_BLOCK  # every block padded to 32 rows: the same bytes
     for i in range(2):
         assert _same(together[i], alone[i])
+        assert _same(_run(padded, reqs, [i])[i], alone[i])
     c = alone[1]
     assert c.logits is not None
     full = teacher_forced_logits(smol_forward, list(c.prompt_ids) + list(c.output_ids), chunk=32)

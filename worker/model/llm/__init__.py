@@ -16,7 +16,15 @@ from worker.model.llm.engine import Completion, Engine, TokenEvent, teacher_forc
 from worker.model.llm.kv_cache import CacheFullError, PagedKVCache
 from worker.model.llm.sampling import SamplingParams, gumbel_noise, sample, uniform_noise
 from worker.model.llm.tokenizer import ChatTokenizer, TokenizerSpec
-from worker.model.llm.torch_path import ATTN_BLOCK, LOGIT_BLOCK, ROW_BLOCK, SPLIT, LlamaForward, SeqChunk
+from worker.model.llm.torch_path import (
+    ATTN_BLOCK,
+    LOGIT_BLOCK,
+    MIN_ROWS,
+    ROW_BLOCK,
+    SPLIT,
+    LlamaForward,
+    SeqChunk,
+)
 from worker.model.llm.weights import (
     LlamaConfig,
     LlamaWeights,
@@ -31,6 +39,7 @@ from worker.model.llm.weights import (
 __all__ = [
     "ATTN_BLOCK",
     "LOGIT_BLOCK",
+    "MIN_ROWS",
     "ROW_BLOCK",
     "SPLIT",
     "CacheFullError",

@@ -4,10 +4,16 @@ A token's numbers must not depend on which other tokens share its step (other re
 prompt is chunked, decode or prefill). Three rules give that:
 
 * Row-wise work (RMSNorm, every linear layer, RoPE, SwiGLU, residual adds, the logits) runs on
-  the packed token axis in blocks of exactly `row_block` rows, the last block zero-padded. Every
-  call therefore has the same shape whatever the batch, so the library takes the same code path
-  and reduction order for each row; a row's result depends on that row alone. (The logits use
-  their own fixed block, `logit_block`.)
+  the packed token axis in blocks of `row_block` rows, the last block zero-padded to at least
+  `MIN_ROWS` rows. MKL's sgemm gives a row the same bits for every row count from `MIN_ROWS` up
+  (fewer rows take its matrix-vector and small-M kernels, which sum in another order), and the
+  row reductions and elementwise ops never mix rows, so a row's result depends on that row
+  alone: the same in a block of 4 rows as of 32. That property of the library is checked when
+  a forward is built (`rows_independent`, for every weight shape of the model); where it fails,
+  every block is padded to `row_block` rows, so that every call has the same shape. Either way
+  the bytes are those of a full block, so the choice is not part of the numerics: it only
+  spares a lone decoding sequence 28 padding rows of every GEMM. (The logits use their own
+  block, `logit_block`.)
 * Attention runs on blocks of at most `ATTN_BLOCK` query tokens (the last block is not padded:
   each token is its own instance of the batched GEMMs below, so the number of tokens in a
   block only changes the batch count, never a token's numbers), each token over the keys at
@@ -29,6 +35,7 @@ Independence from the thread count comes from MKL's strict CNR mode (`worker.mod
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -49,6 +56,9 @@ LOGIT_BLOCK = 32
 """Rows per call of the final norm and the (tied) output projection. Part of the numerics."""
 ATTN_BLOCK = 16
 """Query tokens per attention call. Part of the numerics."""
+MIN_ROWS = 4
+"""Rows the last, partial row block is padded to at least (see the module docstring): not part of
+the numerics, as long as `rows_independent` holds."""
 SPLIT = 64
 """Key positions per attention split (a multiple of the page size). Part of the numerics."""
 
@@ -107,6 +117,32 @@ def rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
     pairs = x.view(r, heads, d // 2, 2)
     x0, x1 = pairs[..., 0], pairs[..., 1]
     return torch.stack((x0 * cos - x1 * sin, x1 * cos + x0 * sin), dim=-1).view(r, heads, d)
+
+
+def _gemm_shapes(weights: LlamaWeights, row_block: int, logit_block: int) -> list[tuple[tuple[int, int], int]]:
+    """The ``(out, in)`` shape of every matrix a row block is multiplied by, with its block."""
+    layer = weights.layers[0]
+    shapes = {tuple(m.shape): row_block for m in (layer.qkv, layer.out, layer.gate_up, layer.down)}
+    shapes[tuple(weights.embed.shape)] = logit_block
+    return [((int(n), int(k)), b) for (n, k), b in shapes.items()]
+
+
+@functools.cache
+def rows_independent(shape: tuple[int, int], device: torch.device, min_rows: int, block: int) -> bool:
+    """Whether ``x @ W.T`` (``W`` of ``shape``, laid out as the weights are) gives each row of ``x``
+    the same bits for every row count from ``min_rows`` to ``block``, and so does RMSNorm's row
+    mean. A property of the library's kernels for these shapes (not of the values): checked once
+    per shape with random matrices."""
+    if min_rows >= block:
+        return True
+    g = torch.Generator(device="cpu").manual_seed(1234)
+    n, k = shape
+    w = torch.randn((n, k), generator=g).to(device)
+    x = torch.randn((block, k), generator=g).to(device)
+    full = torch.mm(x, w.t())
+    mean = x.pow(2).mean(-1, keepdim=True)
+    return all(torch.equal(torch.mm(x[:m], w.t()), full[:m])
+               and torch.equal(x[:m].pow(2).mean(-1, keepdim=True), mean[:m]) for m in range(min_rows, block))
 
 
 def attention_in(
@@ -214,14 +250,27 @@ class LlamaForward:
         cos, sin = rope_tables(self.config)
         self._cos = cos.to(weights.device)
         self._sin = sin.to(weights.device)
+        #: rows the last block is padded to at least: `MIN_ROWS` where the library keeps rows
+        #: independent of the row count, else the whole block (every call the same shape)
+        self.min_rows = max(row_block, logit_block)
+        if invariant and all(rows_independent(shape, weights.device, MIN_ROWS, block)
+                             for shape, block in _gemm_shapes(weights, row_block, logit_block)):
+            self.min_rows = MIN_ROWS
+        elif invariant:
+            logger.warning("this BLAS gives rows different bits at different row counts: every row block is "
+                           "padded to %d rows (slower for small batches, same bytes)", self.min_rows)
 
     def _blocks(self, rows: int, block: int) -> list[slice]:
         if not self.invariant:
             return [slice(0, rows)]
-        return [slice(r, r + block) for r in range(0, rows, block)]
+        return [slice(r, min(r + block, rows)) for r in range(0, rows, block)]
 
     def _padded(self, n: int, block: int) -> int:
-        return -(-n // block) * block if self.invariant else n
+        """Rows to allocate for ``n`` tokens: whole blocks, the last one cut to ``min_rows``."""
+        if not self.invariant:
+            return n
+        full, rest = divmod(n, block)
+        return full * block + (min(block, max(self.min_rows, rest)) if rest else 0)
 
     @torch.inference_mode()
     def __call__(self, chunks: Sequence[SeqChunk], cache: PagedKVCache) -> torch.Tensor:
