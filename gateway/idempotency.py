@@ -106,18 +106,23 @@ def claim(engine: Engine, key_hash: str, idem_key: str | None, print_: str, leas
                               reason="idempotency_unsupported_for_streams")
     owner = secrets.token_hex(16)
     now = time.time()
+    try:
+        return _claim(engine, key_hash, idem_key, print_, lease_s, owner, now)
+    except sa.exc.IntegrityError:  # claimed by a request that arrived at the same moment
+        raise IdempotencyInUseError(f"a request with {HEADER} {idem_key!r} is in flight",
+                                    retry_after=lease_s) from None
+
+
+def _claim(engine: Engine, key_hash: str, idem_key: str, print_: str, lease_s: float, owner: str,
+           now: float) -> Claim:
     where = sa.and_(_T.c.key_hash == key_hash, _T.c.idem_key == idem_key)
     with engine.begin() as c:
         row = c.execute(sa.select(_T.c.fingerprint, _T.c.state, _T.c.lease_until, _T.c.response).where(where)).first()
         if row is None:
-            try:
-                with c.begin_nested():
-                    c.execute(sa.insert(_T).values(key_hash=key_hash, idem_key=idem_key, fingerprint=print_,
-                                                   state="running", owner=owner, lease_until=now + lease_s,
-                                                   response=None, created_at=int(now)))
-            except sa.exc.IntegrityError:  # claimed by a request that arrived at the same moment
-                raise IdempotencyInUseError(f"a request with {HEADER} {idem_key!r} is in flight",
-                                            retry_after=lease_s) from None
+            # A concurrent insert of the same key fails this transaction's commit (primary key).
+            c.execute(sa.insert(_T).values(key_hash=key_hash, idem_key=idem_key, fingerprint=print_, state="running",
+                                           owner=owner, lease_until=now + lease_s, response=None,
+                                           created_at=int(now)))
             return Claim(key_hash, idem_key, owner)
         if row.fingerprint != print_:
             raise IdempotencyKeyReusedError(f"{HEADER} {idem_key!r} was used for a different request")
