@@ -159,6 +159,8 @@ def test_a_cheating_provider_is_caught_on_a_committed_batch_and_slashed_and_an_h
                                 manifest_path=st.tmp / "manifest.json")
 
     verifiers = {role: build(settings(role), encoder=enc, settlement=s) for role in VERIFIERS}
+    for v in verifiers.values():
+        v.log_chunk_blocks = 3  # events read 3 blocks per eth_getLogs: nothing is missed across chunks
     stop = threading.Event()
     miner = Miner(chain)
     miner.start()
@@ -265,6 +267,7 @@ def test_a_provider_that_withholds_a_sampled_leaf_is_demanded_and_slashed(stack:
     v = build(VerifierSettings(key=st.key("verifier"), data_dir=st.tmp / "duty-withheld", blob_url=st.base_url,
                                sample_rate_bps=10_000, demand_after_s=60, manifest_path=st.tmp / "manifest.json"),
               encoder=enc, settlement=s)
+    v.log_chunk_blocks = 2
     ev = s.batches.events
     try:
         chain.mine()

@@ -261,6 +261,10 @@ def _batch_of(row: tuple[Any, ...]) -> Batch:
 
 
 class BatchVerifier:
+    #: blocks per ``eth_getLogs`` call: public RPC endpoints refuse wider ranges (10,000 is a
+    #: common cap), and a verifier back from a long stop catches up chunk by chunk
+    log_chunk_blocks = 2_000
+
     def __init__(self, settlement: Settlement, key: str, checkers: dict[bytes, Checker], blobs: Any,
                  state: VerifierState, *, sample_rate_bps: int = 1000, min_samples: int = 1, confirmations: int = 0,
                  demand_after_s: int = 120, min_withdraw: int = 1, http_timeout_s: float = 30.0) -> None:
@@ -330,9 +334,15 @@ class BatchVerifier:
 
     # ------------------------------------------------------------ 1. events
     def _watch(self, safe: int) -> None:
+        """Reads the events up to ``safe`` into the state, ``log_chunk_blocks`` blocks at a time
+        (each chunk in one transaction with its cursor)."""
         start = self.state.cursor("events", self.start_block)
-        if start > safe:
-            return
+        while start <= safe:
+            end = min(safe, start + self.log_chunk_blocks - 1)
+            self._watch_range(start, end)
+            start = end + 1
+
+    def _watch_range(self, start: int, safe: int) -> None:
         me = self.address.lower()
         with self.state.tx() as c:
             for lg in self.ev.BatchCommitted().get_logs(from_block=start, to_block=safe):
@@ -615,10 +625,18 @@ class BatchVerifier:
             elif status != 1:
                 self.state.x("UPDATE leaves SET verdict='moot' WHERE batch_id=? AND idx=?", (bid, idx))
 
+    def _logs(self, event: Any, **filters: Any) -> list[Any]:
+        """``event``'s logs matching ``filters`` from the start block to the head, in chunks."""
+        head = int(self.w3.eth.block_number)
+        out: list[Any] = []
+        for a in range(self.start_block, head + 1, self.log_chunk_blocks):
+            out.extend(event.get_logs(from_block=a, to_block=min(head, a + self.log_chunk_blocks - 1),
+                                      argument_filters=filters))
+        return out
+
     def _revealed(self, bid: int, idx: int) -> tuple[WorkReceipt, list[bytes]] | None:
         """The leaf and proof a ``revealLeaf`` sent (its calldata)."""
-        logs = self.ev.LeafRevealed().get_logs(from_block=self.start_block,
-                                               argument_filters={"batchId": bid, "index": idx})
+        logs = self._logs(self.ev.LeafRevealed(), batchId=bid, index=idx)
         if not logs:
             return None
         tx = self.w3.eth.get_transaction(logs[-1]["transactionHash"])
@@ -684,8 +702,7 @@ class BatchVerifier:
                             (bid, idx))
         if rows:
             return work_receipt_from_json(json.loads(rows[0][0]))
-        logs = self.ev.LeafChallenged().get_logs(from_block=self.start_block,
-                                                 argument_filters={"batchId": bid, "index": idx})
+        logs = self._logs(self.ev.LeafChallenged(), batchId=bid, index=idx)
         if not logs:
             return None
         tx = self.w3.eth.get_transaction(logs[-1]["transactionHash"])
