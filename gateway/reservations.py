@@ -33,11 +33,13 @@ def release_stale(engine: Engine, ttl_s: float, now: float | None = None) -> int
     with store.session(engine) as s:
         ids = list(s.execute(sa.select(col(store.Charge.id)).where(
             col(store.Charge.status) == "serving", col(store.Charge.created_at) < cutoff)).scalars())
+    released = 0
     for charge_id in ids:
-        store.release(engine, charge_id)
-        log.warning("released reservation %d: its request never finished (the gateway serving it stopped)",
-                    charge_id)
-    return len(ids)
+        if store.release(engine, charge_id):  # not if its request settled it meanwhile
+            released += 1
+            log.warning("released reservation %d: its request never finished (the gateway serving it stopped, "
+                        "or it outlived the TTL)", charge_id)
+    return released
 
 
 class ReservationSweeper:

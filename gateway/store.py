@@ -194,8 +194,18 @@ _NEW_CHARGE = sa.insert(_CHARGES).values(key_hash=sa.bindparam("k"), amount=sa.b
                                           status=sa.bindparam("status"), created_at=sa.bindparam("at"))
 _REFUND = sa.update(_KEYS).where(_KEYS.c.key_hash == sa.bindparam("k")).values(
     spent=_KEYS.c.spent - sa.bindparam("refund"))
-_SETTLE_CHARGE = sa.update(_CHARGES).where(_CHARGES.c.id == sa.bindparam("charge_id")).values(
+#: only a reservation still held: one the reservation sweeper gave back meanwhile is charged anew
+_SETTLE_CHARGE = sa.update(_CHARGES).where(_CHARGES.c.id == sa.bindparam("charge_id"),
+                                           _CHARGES.c.status == sa.bindparam("held")).values(
     amount=sa.bindparam("charged"), status=sa.bindparam("status"))
+_RECHARGE = sa.update(_CHARGES).where(_CHARGES.c.id == sa.bindparam("charge_id"),
+                                      _CHARGES.c.status == "released").values(
+    amount=sa.bindparam("charged"), status=sa.bindparam("status"))
+
+
+class ReservationLostError(RuntimeError):
+    """A request's reservation was given back (it outlived the reservation TTL) and its key's cap
+    no longer covers the charge: the request cannot be recorded."""
 
 
 def reserve(engine: Engine, key_hash: str, amount: int, at: int, status: str = "reserved") -> int | None:
@@ -211,26 +221,42 @@ def reserve(engine: Engine, key_hash: str, amount: int, at: int, status: str = "
         return int(key[0])
 
 
-def settle_charge(c: sa.Connection, key_hash: str, charge_id: int, reserved: int, charged: int, status: str) -> None:
-    """In the caller's transaction: a reservation of ``reserved`` becomes a charge of ``charged``
-    (at most what was reserved); the difference goes back to the key's cap."""
+def settle_charge(c: sa.Connection, key_hash: str, charge_id: int, reserved: int, charged: int, status: str,
+                  held: str = "serving") -> None:
+    """In the caller's transaction: a reservation of ``reserved`` (status ``held``) becomes a
+    charge of ``charged`` (at most what was reserved); the difference goes back to the key's cap.
+
+    A reservation the sweeper gave back meanwhile (``gateway.reservations``: the request outlived
+    the TTL) is charged anew, within the cap, or :class:`ReservationLostError` is raised: never
+    settled as if it were still held, which would leave the key charged ``reserved`` too little."""
     if not 0 <= charged <= reserved:
         raise ValueError(f"charged {charged} is not within the reservation of {reserved}")
-    if charged != reserved:
-        c.execute(_REFUND, {"k": key_hash, "refund": reserved - charged})
-    c.execute(_SETTLE_CHARGE, {"charge_id": charge_id, "charged": charged, "status": status})
+    if c.execute(_SETTLE_CHARGE, {"charge_id": charge_id, "charged": charged, "status": status,
+                                  "held": held}).rowcount == 1:
+        if charged != reserved:
+            c.execute(_REFUND, {"k": key_hash, "refund": reserved - charged})
+        return
+    if c.execute(_RESERVE, {"k": key_hash, "at": now(), "amount": charged}).rowcount != 1 or c.execute(
+            _RECHARGE, {"charge_id": charge_id, "charged": charged, "status": status}).rowcount != 1:
+        raise ReservationLostError(f"charge {charge_id} was given back and the key's cap no longer covers "
+                                   f"{charged}")
 
 
-def release(engine: Engine, charge_id: int) -> None:
-    """Gives a reservation back (nothing was pulled, or what was pulled was returned)."""
-    with session(engine) as s:
-        charge = s.get(Charge, charge_id)
-        if charge is None or charge.status == "released":
-            return
-        s.execute(sa.update(ApiKey).where(col(ApiKey.key_hash) == charge.key_hash)
-                  .values(spent=col(ApiKey.spent) - charge.amount))
-        charge.status = "released"
-        s.add(charge)
+_RELEASE = (sa.update(_CHARGES).where(_CHARGES.c.id == sa.bindparam("charge_id"),
+                                      _CHARGES.c.status.not_in(("released", "served")))
+            .values(status="released").returning(_CHARGES.c.key_hash, _CHARGES.c.amount))
+
+
+def release(engine: Engine, charge_id: int) -> bool:
+    """Gives a reservation back (nothing was pulled, or what was pulled was returned); returns
+    whether it did. One conditional update: of two releases at once (a request's own and the
+    reservation sweeper's) one refunds; a charge settled as served is never given back."""
+    with engine.begin() as c:
+        row = c.execute(_RELEASE, {"charge_id": charge_id}).first()
+        if row is None:
+            return False
+        c.execute(_REFUND, {"k": row.key_hash, "refund": row.amount})
+        return True
 
 
 def update_charge(engine: Engine, charge_id: int, **values: Any) -> None:
