@@ -712,7 +712,7 @@ def run(n: int = 2000, clients: int = 8, seed: int = 7, kills: dict[str, int] | 
         while True:
             on_chain = {int(lg["args"]["batchId"]): (lg["args"]["provider"], bytes(lg["args"]["root"]))
                         for lg in s.batches.events.BatchCommitted().get_logs(from_block=0)}
-            leaves, bad_proofs = {}, 0
+            leaves, bad_proofs, bad_detail = {}, 0, []
             for addr, p in by_addr.items():
                 url = p.health_url.removesuffix("/healthz")
                 for bid in httpx.get(f"{url}/v1/serving/status", timeout=30).json()["batch_ids"]:
@@ -720,12 +720,18 @@ def run(n: int = 2000, clients: int = 8, seed: int = 7, kills: dict[str, int] | 
                     root = bytes.fromhex(page["batch"]["root"][2:])
                     if on_chain.get(bid) != (addr, root):
                         bad_proofs += 1
+                        got = on_chain.get(bid)
+                        same_root = [b for b, (_, r2) in on_chain.items() if r2 == root]
+                        bad_detail.append(f"{p.name} batch id {bid}: ledger root 0x{root.hex()[:16]}, chain "
+                                          + (f"{got[0]} root 0x{got[1].hex()[:16]}" if got else "has no such batch")
+                                          + f"; this root is on-chain as batch ids {same_root}")
                     for lf in page["leaves"]:
                         rec = work_receipt_from_json(lf["receipt"])
                         if not verify_proof(root, page["batch"]["count"], lf["index"],
                                             work_leaf(rec, s.chain_id, s.batches.address),
                                             [bytes.fromhex(x[2:]) for x in lf["proof"]]):
                             bad_proofs += 1
+                            bad_detail.append(f"{p.name} batch id {bid} leaf {lf['index']}: proof does not verify")
                         leaves.setdefault("0x" + rec.request_id.hex(), []).append((addr, bid))
             collected = {a: s.lane(client.address, a).collected for a in by_addr}
             settled = all(any(holder == rows[rid].provider for holder, _ in leaves.get(rid, [])) for rid in rows)
@@ -806,6 +812,7 @@ def run(n: int = 2000, clients: int = 8, seed: int = 7, kills: dict[str, int] | 
                 "answered_not_in_a_committed_batch": len(not_in_batch), "answer_names_another_provider":
                     len(wrong_provider), "second_leaf_at_the_paid_provider": len(twice_at_payee),
                 "unpaid_leaves": len(unpaid_leaves), "batches_not_matching_chain_or_bad_proofs": bad_proofs,
+                "bad_batches": bad_detail[:10],
                 "lanes_overpaid_wei": {a: str(v) for a, v in overpaid.items()},
                 "lanes_unsettled_wei": {a: str(v) for a, v in unsettled.items()},
                 "keys_charged_equal_served_value": charged_total == sum(recorded.values()),
