@@ -117,14 +117,18 @@ class ConflictError(GatewayError):
     error_type = "invalid_request_error"
 
 
-class RateLimitedError(GatewayError):
-    status_code = 429
-    reason = "rate_limited"
-    error_type = "rate_limit_error"
+class RetryAfter(GatewayError):
+    """An error answered with ``Retry-After: retry_after`` (seconds)."""
 
     def __init__(self, message: str, *, retry_after: float, **extra: Any) -> None:
         super().__init__(message, **extra)
         self.retry_after = retry_after
+
+
+class RateLimitedError(RetryAfter):
+    status_code = 429
+    reason = "rate_limited"
+    error_type = "rate_limit_error"
 
 
 class TooManyInFlightError(RateLimitedError):
@@ -189,17 +193,13 @@ class UnavailableError(GatewayError):
     reason = "unavailable"
 
 
-class OverloadedError(UnavailableError):
+class OverloadedError(RetryAfter, UnavailableError):
     """The gateway (``overloaded``) or every provider that could answer (``providers_saturated``)
     is at its in-flight bound: shed at once instead of queued, nothing charged, safe to retry
     after ``Retry-After``."""
 
     reason = "overloaded"
     should_retry = True
-
-    def __init__(self, message: str, *, retry_after: float, **extra: Any) -> None:
-        super().__init__(message, **extra)
-        self.retry_after = retry_after
 
 
 class ResultTimeoutError(GatewayError):

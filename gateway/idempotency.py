@@ -43,7 +43,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
-from gateway.errors import BadRequestError, ConflictError, GatewayError
+from gateway.errors import BadRequestError, ConflictError, GatewayError, RetryAfter
 
 HEADER = "Idempotency-Key"
 REPLAYED_HEADER = "Idempotent-Replayed"
@@ -56,13 +56,9 @@ _T = sa.table("gw_idempotency", sa.column("key_hash"), sa.column("idem_key"), sa
               sa.column("created_at"))
 
 
-class IdempotencyInUseError(ConflictError):
+class IdempotencyInUseError(RetryAfter, ConflictError):
     reason = "idempotency_key_in_use"
     should_retry = True
-
-    def __init__(self, message: str, *, retry_after: float, **extra: Any) -> None:
-        super().__init__(message, **extra)
-        self.retry_after = retry_after
 
 
 class IdempotencyKeyReusedError(GatewayError):
