@@ -193,4 +193,6 @@ class Router:
             else:
                 s.failures += 1
                 s.failed += 1
-                s.down_until = time.monotonic() + min(MAX_COOLDOWN_S, 0.5 * 2 ** (s.failures - 1))
+                # Doubling from 0.5 s up to the cap; the exponent is bounded too, or a provider down
+                # for a thousand requests in a row overflows the float (an OverflowError per request).
+                s.down_until = time.monotonic() + min(MAX_COOLDOWN_S, 0.5 * 2.0 ** min(s.failures - 1, 30))

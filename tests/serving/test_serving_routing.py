@@ -50,6 +50,20 @@ def test_a_failed_provider_cools_down_and_goes_last_then_comes_back(router: Rout
     assert names(router.order(MODEL, None))[0] == "us"
 
 
+def test_a_provider_down_for_thousands_of_requests_cools_down_at_most_the_cap_and_never_overflows(
+        router: Router) -> None:
+    """The fault run had a provider fail 1,025 times in a row: the doubling cool-down then
+    overflowed a float and every request through that gateway was a 500."""
+    from gateway.routing import MAX_COOLDOWN_S
+
+    for _ in range(5000):
+        router.end(US_CHEAPEST.address, ok=False)
+    st = router.stats[US_CHEAPEST.address]
+    assert st.failures == 5000
+    assert 0 < st.down_until - time.monotonic() <= MAX_COOLDOWN_S
+    assert names(router.order(MODEL, None))[-1] == "us"
+
+
 def test_a_provider_at_its_in_flight_limit_is_routed_around(router: Router) -> None:
     router.begin(US_CHEAPEST.address)
     router.begin(US_CHEAPEST.address)
