@@ -710,33 +710,38 @@ def run(n: int = 2000, clients: int = 8, seed: int = 7, kills: dict[str, int] | 
         end = time.monotonic() + 90
         leaves: dict[str, list[tuple[str, int]]] = {}
         while True:
-            on_chain = {int(lg["args"]["batchId"]): (lg["args"]["provider"], bytes(lg["args"]["root"]))
-                        for lg in s.batches.events.BatchCommitted().get_logs(from_block=0)}
-            leaves, bad_proofs, bad_detail = {}, 0, []
+            # The providers' batches first, the chain's logs after: a batch a provider committed
+            # while this runs is then on both sides (read the other way round, a commit landing
+            # between the two reads looked like a batch missing from the chain).
+            pages = []
             for addr, p in by_addr.items():
                 url = p.health_url.removesuffix("/healthz")
                 for bid in httpx.get(f"{url}/v1/serving/status", timeout=30).json()["batch_ids"]:
-                    page = httpx.get(f"{url}/v1/serving/batches/{bid}/leaves", timeout=30).json()
-                    root = bytes.fromhex(page["batch"]["root"][2:])
-                    if on_chain.get(bid) != (addr, root):
+                    pages.append((addr, p, bid, httpx.get(f"{url}/v1/serving/batches/{bid}/leaves", timeout=30).json()))
+            on_chain = {int(lg["args"]["batchId"]): (lg["args"]["provider"], bytes(lg["args"]["root"]))
+                        for lg in s.batches.events.BatchCommitted().get_logs(from_block=0)}
+            leaves, bad_proofs, bad_detail = {}, 0, []
+            for addr, p, bid, page in pages:
+                root = bytes.fromhex(page["batch"]["root"][2:])
+                if on_chain.get(bid) != (addr, root):
+                    bad_proofs += 1
+                    got = on_chain.get(bid)
+                    same_root = [b for b, (_, r2) in on_chain.items() if r2 == root]
+                    bad_detail.append(f"{p.name} batch id {bid}: ledger root 0x{root.hex()[:16]}, chain "
+                                      + (f"{got[0]} root 0x{got[1].hex()[:16]}" if got else "has no such batch")
+                                      + f"; this root is on-chain as batch ids {same_root}")
+                for lf in page["leaves"]:
+                    rec = work_receipt_from_json(lf["receipt"])
+                    if not verify_proof(root, page["batch"]["count"], lf["index"],
+                                        work_leaf(rec, s.chain_id, s.batches.address),
+                                        [bytes.fromhex(x[2:]) for x in lf["proof"]]):
                         bad_proofs += 1
-                        got = on_chain.get(bid)
-                        same_root = [b for b, (_, r2) in on_chain.items() if r2 == root]
-                        bad_detail.append(f"{p.name} batch id {bid}: ledger root 0x{root.hex()[:16]}, chain "
-                                          + (f"{got[0]} root 0x{got[1].hex()[:16]}" if got else "has no such batch")
-                                          + f"; this root is on-chain as batch ids {same_root}")
-                    for lf in page["leaves"]:
-                        rec = work_receipt_from_json(lf["receipt"])
-                        if not verify_proof(root, page["batch"]["count"], lf["index"],
-                                            work_leaf(rec, s.chain_id, s.batches.address),
-                                            [bytes.fromhex(x[2:]) for x in lf["proof"]]):
-                            bad_proofs += 1
-                            bad_detail.append(f"{p.name} batch id {bid} leaf {lf['index']}: proof does not verify")
-                        leaves.setdefault("0x" + rec.request_id.hex(), []).append((addr, bid))
+                        bad_detail.append(f"{p.name} batch id {bid} leaf {lf['index']}: proof does not verify")
+                    leaves.setdefault("0x" + rec.request_id.hex(), []).append((addr, bid))
             collected = {a: s.lane(client.address, a).collected for a in by_addr}
             settled = all(any(holder == rows[rid].provider for holder, _ in leaves.get(rid, [])) for rid in rows)
             charged_total = spent_total()  # reservations of a killed gateway are given back by its successor
-            if (settled and collected == recorded and charged_total == sum(recorded.values())) \
+            if (settled and not bad_proofs and collected == recorded and charged_total == sum(recorded.values())) \
                     or time.monotonic() > end:
                 break
             time.sleep(1.0)
