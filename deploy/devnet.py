@@ -75,6 +75,31 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def free_port_run(n: int, low: int = 20_000, high: int = 32_768) -> int:
+    """The first of ``n`` consecutive ports that are all free now, below Linux's ephemeral range
+    (32768 and up), so that no outgoing connection of another process takes one of them before
+    the service meant for it binds (``free_port``'s ports are ephemeral: the port after one
+    often is, or soon will be, somebody's source port)."""
+    import random
+
+    rng = random.Random()
+    for _ in range(200):
+        start = rng.randrange(low, high - n)
+        socks = []
+        try:
+            for port in range(start, start + n):
+                s = socket.socket()
+                socks.append(s)
+                s.bind(("127.0.0.1", port))
+            return start
+        except OSError:
+            continue
+        finally:
+            for s in socks:
+                s.close()
+    raise RuntimeError(f"no {n} consecutive free ports in {low}..{high}")
+
+
 @dataclass
 class Anvil:
     """An Anvil process. ``block_time`` None means automine (a block per transaction)."""

@@ -56,16 +56,16 @@ def _alive(pid: int) -> bool:
 
 def test_the_stack_on_postgresql_and_redis_serves_through_two_gateways_and_two_celery_workers(
         tmp_path: Path) -> None:
-    from deploy.devnet import free_port
+    from deploy.devnet import free_port, free_port_run
     from worker.celery_app import make_app
     from worker.settings import WorkerSettings
 
     redis_url = ensure_redis(REDIS_DB)
     queue = f"hearth-scale-{uuid.uuid4().hex[:8]}"
     with fresh_pg_databases(2) as (index_url, gateway_url):
-        rpc_port, gw = free_port(), free_port()
-        while free_port() == gw + 1:  # the second gateway listens on the next port
-            gw = free_port()
+        # The second gateway listens on the port after the first: both free, and outside the
+        # ephemeral range, or a service's outgoing connection may take the second meanwhile.
+        rpc_port, gw = free_port(), free_port_run(2)
         env = {**os.environ, "PYTHONPATH": str(ROOT), "HEARTH_DATA_DIR": str(tmp_path),
                "HEARTH_INDEXER_DATABASE_URL": index_url, "HEARTH_GATEWAY_DATABASE_URL": gateway_url,
                "HEARTH_WORKER_BROKER_URL": redis_url, "HEARTH_WORKER_QUEUE": queue, "HEARTH_UP_GATEWAYS": "2",
@@ -143,3 +143,20 @@ def test_the_stack_on_postgresql_and_redis_serves_through_two_gateways_and_two_c
         assert pids, text[-3000:]
         assert not left, f"processes left running after the stack stopped: {left}"
         assert "stopped." in text
+
+
+def test_a_run_of_free_ports_lies_below_the_ephemeral_range_and_every_port_of_it_binds() -> None:
+    import socket
+
+    from deploy.devnet import free_port_run
+
+    for n in (1, 2, 5):
+        start = free_port_run(n)
+        assert start >= 20_000 and start + n <= 32_768
+        socks = [socket.socket() for _ in range(n)]
+        try:
+            for i, s in enumerate(socks):
+                s.bind(("127.0.0.1", start + i))
+        finally:
+            for s in socks:
+                s.close()
