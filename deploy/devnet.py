@@ -69,34 +69,43 @@ def get_create_address(sender: str, nonce: int) -> str:
     return to_checksum_address(keccak(rlp.encode([bytes.fromhex(sender[2:]), nonce]))[12:])
 
 
+#: ports this process handed out: never handed out twice (the services they are meant for may
+#: not have bound them yet)
+_HANDED_OUT: set[int] = set()
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    """A port free now, for a service about to start (see :func:`free_port_run`)."""
+    return free_port_run(1)
 
 
 def free_port_run(n: int, low: int = 20_000, high: int = 32_768) -> int:
-    """The first of ``n`` consecutive ports that are all free now, below Linux's ephemeral range
-    (32768 and up), so that no outgoing connection of another process takes one of them before
-    the service meant for it binds (``free_port``'s ports are ephemeral: the port after one
-    often is, or soon will be, somebody's source port)."""
+    """The first of ``n`` consecutive ports that are all free now and not handed out before by
+    this process, below Linux's ephemeral range (32768 and up): a port the kernel picks for
+    ``bind(0)`` is an ephemeral one, which another process's outgoing connection may take as
+    its source port before the service meant for it binds (a clean-clone run lost a gateway's
+    port that way); a port below that range is never taken so."""
     import random
 
     rng = random.Random()
-    for _ in range(200):
+    for _ in range(500):
         start = rng.randrange(low, high - n)
+        ports = range(start, start + n)
+        if _HANDED_OUT.intersection(ports):
+            continue
         socks = []
         try:
-            for port in range(start, start + n):
-                s = socket.socket()
-                socks.append(s)
-                s.bind(("127.0.0.1", port))
-            return start
+            for port in ports:
+                sock = socket.socket()
+                socks.append(sock)
+                sock.bind(("127.0.0.1", port))
         except OSError:
             continue
         finally:
-            for s in socks:
-                s.close()
+            for sock in socks:
+                sock.close()
+        _HANDED_OUT.update(ports)
+        return start
     raise RuntimeError(f"no {n} consecutive free ports in {low}..{high}")
 
 

@@ -105,9 +105,9 @@ def _healthy(port: int) -> bool:
 
 
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    from deploy.devnet import free_port as devnet_free_port
+
+    return devnet_free_port()
 
 
 #: What `make up` runs: the per-job stack, two serving-plane providers (MiniLM and SmolLM2), and
