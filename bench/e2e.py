@@ -22,15 +22,19 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import platform
 import random
 import secrets
+import signal
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -182,6 +186,65 @@ def open_serving_client(dn: Any, base: str, indexer: Any, relayer_allowance: int
     return api_key
 
 
+@dataclass
+class BenchStack:
+    """A devnet with its manifest and accounts in ``tmp``, the indexer (in this process) on SQLite
+    there, the environment services started against them need, and the processes started."""
+
+    tmp: Path
+    dn: Any
+    indexer: Any
+    index_url: str
+    base_env: dict[str, str]
+    procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+
+    def spawn(self, cmd: list[str], env: dict[str, str], name: str) -> Path:
+        """Starts ``cmd`` with the base environment plus ``env``, output to ``tmp/<name>.log``."""
+        log = self.tmp / f"{name}.log"
+        self.procs[name] = subprocess.Popen(cmd, cwd=ROOT, env={**self.base_env, **env},
+                                            stdout=open(log, "wb"), stderr=subprocess.STDOUT)  # noqa: SIM115
+        return log
+
+
+@contextlib.contextmanager
+def bench_stack(prefix: str, stop_signal: signal.Signals = signal.SIGTERM, stop_wait_s: float = 20.0,
+                ) -> Iterator[BenchStack]:
+    """A :class:`BenchStack` in a new temporary folder; on the way out its processes get
+    ``stop_signal`` (killed after ``stop_wait_s``), then the indexer and Anvil stop."""
+    from common import accounts as accts
+    from deploy.devnet import bring_up, free_port
+    from indexer.service import IndexerService
+    from indexer.settings import IndexerSettings
+
+    tmp = Path(tempfile.mkdtemp(prefix=prefix))
+    dn = bring_up(port=free_port(), write=False, anvil_log=tmp / "anvil.log")
+    indexer = None
+    procs: dict[str, subprocess.Popen[bytes]] = {}
+    try:
+        dn.manifest.save(tmp / "manifest.json")
+        accts.save(dn.accounts, tmp / accts.ACCOUNTS_FILE)
+        index_url = f"sqlite:///{tmp / 'indexer.db'}"
+        indexer = IndexerService(IndexerSettings(database_url=index_url, poll_interval=0.2,
+                                                 manifest_path=tmp / "manifest.json"), manifest=dn.manifest)
+        indexer.start()
+        base_env = {**os.environ, "PYTHONPATH": str(ROOT), "HEARTH_DATA_DIR": str(tmp),
+                    "HEARTH_INDEXER_DATABASE_URL": index_url,
+                    "HEARTH_MANIFEST": str(tmp / "manifest.json"), "PYTHONUNBUFFERED": "1"}
+        st = BenchStack(tmp, dn, indexer, index_url, base_env, procs)
+        yield st
+    finally:
+        for p in procs.values():
+            p.send_signal(stop_signal)
+        for p in procs.values():
+            try:
+                p.wait(stop_wait_s)
+            except subprocess.TimeoutExpired:
+                p.kill()
+        if indexer is not None:
+            indexer.stop()
+        dn.anvil.stop()
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--requests", type=int, default=2000, help="requests per concurrency, in-process and serving")
@@ -193,37 +256,14 @@ def main() -> None:
     args = ap.parse_args()
     per_job_counts = dict(zip(CONCURRENCY, (int(x) for x in args.per_job.split(",")), strict=True))
 
-
-    from common import accounts as accts
-    from deploy.devnet import bring_up, free_port
-    from indexer.service import IndexerService
-    from indexer.settings import IndexerSettings
+    from deploy.devnet import free_port
 
     reqs = requests_for(args.requests)
     t_start = time.perf_counter()
     load_start = round(os.getloadavg()[0], 2)  # other work on the machine skews every number: recorded
 
-    tmp = Path(tempfile.mkdtemp(prefix="hearth-bench-e2e-"))
-    dn = bring_up(port=free_port(), write=False, anvil_log=tmp / "anvil.log")
-    procs: list[subprocess.Popen[bytes]] = []
-    indexer = None
-    try:
-        dn.manifest.save(tmp / "manifest.json")
-        accts.save(dn.accounts, tmp / accts.ACCOUNTS_FILE)
-        index_url = f"sqlite:///{tmp / 'indexer.db'}"
-        indexer = IndexerService(IndexerSettings(database_url=index_url, poll_interval=0.2,
-                                                 manifest_path=tmp / "manifest.json"), manifest=dn.manifest)
-        indexer.start()
-        base_env = {**os.environ, "PYTHONPATH": str(ROOT), "HEARTH_DATA_DIR": str(tmp),
-                    "HEARTH_INDEXER_DATABASE_URL": index_url,
-                    "HEARTH_MANIFEST": str(tmp / "manifest.json"), "PYTHONUNBUFFERED": "1"}
-
-        def spawn(cmd: list[str], env: dict[str, str], name: str) -> Path:
-            log = tmp / f"{name}.log"
-            procs.append(subprocess.Popen(cmd, cwd=ROOT, env={**base_env, **env}, stdout=open(log, "wb"),  # noqa: SIM115
-                                          stderr=subprocess.STDOUT))
-            return log
-
+    with bench_stack("hearth-bench-e2e-") as st:
+        dn, indexer, spawn = st.dn, st.indexer, st.spawn
         gw_port, pj_port, prov_port = free_port(), free_port(), free_port()
         gw_env = {"HEARTH_GATEWAY_RELAYER_KEY": dn.accounts["relayer"].key,
                   "HEARTH_GATEWAY_RATE_LIMIT_IP_PER_MIN": "1e12",
@@ -305,17 +345,6 @@ def main() -> None:
                 print(f"{path:<11}{c:>4}{v['requests_per_s']:>10}{v['p50_ms']:>10}{v['p99_ms']:>10}{v['requests']:>7}")
         print(json.dumps({k: result[k] for k in ("protocol_overhead_share", "p50_overhead_ms_c1", "batch_gas_per_job",
                                                  "serving_vs_per_job_rps_c8", "targets")}, indent=2))
-    finally:
-        for p in procs:
-            p.terminate()
-        for p in procs:
-            try:
-                p.wait(20)
-            except subprocess.TimeoutExpired:
-                p.kill()
-        if indexer is not None:
-            indexer.stop()
-        dn.anvil.stop()
 
 
 if __name__ == "__main__":

@@ -21,9 +21,7 @@ import asyncio
 import json
 import os
 import signal
-import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -55,7 +53,7 @@ def cpu_s(pid: int) -> tuple[float, float]:
 
 
 def main() -> None:
-    from bench.e2e import open_serving_client, requests_for, wait_http
+    from bench.e2e import bench_stack, open_serving_client, requests_for, wait_http
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--requests", type=int, default=300, help="requests per concurrency")
@@ -66,30 +64,14 @@ def main() -> None:
     args = ap.parse_args()
     concurrencies = [int(c) for c in args.concurrency.split(",")]
 
-
-    from common import accounts as accts
-    from deploy.devnet import bring_up, free_port
-    from indexer.service import IndexerService
-    from indexer.settings import IndexerSettings
+    from deploy.devnet import free_port
 
     reqs = requests_for(args.requests)
-    tmp = Path(tempfile.mkdtemp(prefix="hearth-bench-cpu-"))
-    dn = bring_up(port=free_port(), write=False, anvil_log=tmp / "anvil.log")
-    procs: dict[str, subprocess.Popen[bytes]] = {}
-    indexer = None
-    try:
-        dn.manifest.save(tmp / "manifest.json")
-        accts.save(dn.accounts, tmp / accts.ACCOUNTS_FILE)
-        index_url = f"sqlite:///{tmp / 'indexer.db'}"
-        indexer = IndexerService(IndexerSettings(database_url=index_url, poll_interval=0.2,
-                                                 manifest_path=tmp / "manifest.json"), manifest=dn.manifest)
-        indexer.start()
-        base_env = {**os.environ, "PYTHONPATH": str(ROOT), "HEARTH_DATA_DIR": str(tmp),
-                    "HEARTH_INDEXER_DATABASE_URL": index_url,
-                    "HEARTH_MANIFEST": str(tmp / "manifest.json"), "PYTHONUNBUFFERED": "1"}
+    # SIGINT on the way out: uvicorn shuts down cleanly, so cProfile writes its stats
+    with bench_stack("hearth-bench-cpu-", stop_signal=signal.SIGINT, stop_wait_s=30) as st:
+        dn, indexer, procs = st.dn, st.indexer, st.procs
 
         def spawn(module: list[str], entry: str, env: dict[str, str], name: str) -> Path:
-            log = tmp / f"{name}.log"
             cmd = [sys.executable, "-m", *module]
             if args.profile:  # imported, not run as __main__: pydantic resolves the settings' annotations
                 mod, fn = entry.split(":")
@@ -97,9 +79,7 @@ def main() -> None:
                 cmd = [sys.executable, "-c", f"import cProfile, sys, time; from {mod} import {fn}; "
                        f"sys.argv = sys.argv[:1] + {module[1:]!r}; p = cProfile.Profile(time.thread_time); p.enable()\n"
                        f"try:\n    {fn}()\nfinally:\n    p.disable(); p.dump_stats({out!r})"]
-            procs[name] = subprocess.Popen(cmd, cwd=ROOT, env={**base_env, **env}, stdout=open(log, "wb"),  # noqa: SIM115
-                                           stderr=subprocess.STDOUT)
-            return log
+            return st.spawn(cmd, env, name)
 
         if args.profile:
             args.profile.mkdir(parents=True, exist_ok=True)
@@ -174,17 +154,6 @@ def main() -> None:
         if not args.no_write:
             RESULTS.parent.mkdir(parents=True, exist_ok=True)
             RESULTS.write_text(json.dumps(out, indent=2) + "\n")
-    finally:
-        for p in procs.values():
-            p.send_signal(signal.SIGINT)  # uvicorn shuts down cleanly, so cProfile writes its stats
-        for p in procs.values():
-            try:
-                p.wait(30)
-            except subprocess.TimeoutExpired:
-                p.kill()
-        if indexer is not None:
-            indexer.stop()
-        dn.anvil.stop()
 
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@ manifest."""
 from __future__ import annotations
 
 import logging
+import random
 import signal
 import socket
 import subprocess
@@ -85,8 +86,6 @@ def free_port_run(n: int, low: int = 20_000, high: int = 32_768) -> int:
     ``bind(0)`` is an ephemeral one, which another process's outgoing connection may take as
     its source port before the service meant for it binds (a clean-clone run lost a gateway's
     port that way); a port below that range is never taken so."""
-    import random
-
     rng = random.Random()
     for _ in range(500):
         start = rng.randrange(low, high - n)

@@ -37,13 +37,18 @@ import json
 import re
 import secrets
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import sqlalchemy as sa
+from fastapi.responses import JSONResponse
 from sqlalchemy.engine import Connection, Engine
 
+from gateway import store
 from gateway.errors import BadRequestError, ConflictError, GatewayError, RetryAfter
+
+R = TypeVar("R")
 
 HEADER = "Idempotency-Key"
 REPLAYED_HEADER = "Idempotent-Replayed"
@@ -51,9 +56,7 @@ REPLAYED_HEADER = "Idempotent-Replayed"
 KEEP_S = 24 * 3600
 _VALID = re.compile(r"^[\x21-\x7e]{1,255}$")
 
-_T = sa.table("gw_idempotency", sa.column("key_hash"), sa.column("idem_key"), sa.column("fingerprint"),
-              sa.column("state"), sa.column("owner"), sa.column("lease_until"), sa.column("response"),
-              sa.column("created_at"))
+_T = store.METADATA.tables[store.IdempotentRequest.__tablename__]
 
 
 class IdempotencyInUseError(RetryAfter, ConflictError):
@@ -133,6 +136,25 @@ def _claim(engine: Engine, key_hash: str, idem_key: str, print_: str, lease_s: f
         if took != 1:
             raise IdempotencyInUseError(f"a request with {HEADER} {idem_key!r} is in flight", retry_after=lease_s)
         return Claim(key_hash, idem_key, owner)
+
+
+async def answered_once(engine: Engine, key_hash: str, idem_key: str | None, route: str,
+                        request: Callable[[], Any], lease_s: float,
+                        answer: Callable[[Claim | None], Awaitable[R]], *, stream: bool = False) -> R | JSONResponse:
+    """``answer(claim)`` for a request sent with ``idem_key``, or the answer stored for it,
+    replayed; the claim is given back if ``answer`` fails. ``request()``: the request as JSON types
+    (with anything else that changes the answer, such as the region), built only when a key was
+    sent: a request without one costs nothing here."""
+    if idem_key is None:
+        return await answer(None)
+    cl = claim(engine, key_hash, idem_key, fingerprint(route, request()), lease_s, stream=stream)
+    if cl is not None and cl.replay is not None:
+        return JSONResponse(cl.replay, headers={REPLAYED_HEADER: "true"})
+    try:
+        return await answer(cl)
+    except BaseException:
+        abandon(engine, cl)
+        raise
 
 
 def finish(c: Connection, cl: Claim | None, response: dict[str, Any]) -> None:

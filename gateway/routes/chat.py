@@ -39,16 +39,10 @@ async def _generate(ctx: CtxDep, body: gen.ChatCompletionsIn | gen.CompletionsIn
     if not serving.signer_authorized(ctx, key.wallet):
         raise PaymentError(f"wallet {key.wallet} has not authorized this gateway's receipt signer "
                            f"{ctx.serving.signer} (see GET /v1/serving/signer)", reason="signer_not_authorized")
-    claim = idempotency.claim(ctx.db_engine, key.key_hash, idempotency_key, idempotency.fingerprint(
-        route, [body.model_dump(mode="json"), region]), ctx.settings.reservation_ttl(), stream=bool(body.stream))
-    if claim is not None and claim.replay is not None:
-        return JSONResponse(claim.replay, headers={idempotency.REPLAYED_HEADER: "true"})
-    try:
-        answer = await generation.generate(ctx, key, body, model, region, claim)
-    except BaseException:
-        idempotency.abandon(ctx.db_engine, claim)
-        raise
-    return answer
+    return await idempotency.answered_once(
+        ctx.db_engine, key.key_hash, idempotency_key, route, lambda: [body.model_dump(mode="json"), region],
+        ctx.settings.reservation_ttl(), lambda claim: generation.generate(ctx, key, body, model, region, claim),
+        stream=bool(body.stream))
 
 
 @router.post("/chat/completions", response_model=None, summary="Create a chat completion (OpenAI-compatible)")

@@ -46,15 +46,13 @@ async def create_embeddings(
                                       reason="unsupported_dimensions")
             texts = apikeys.input_texts(ctx, body.input)  # inline: a request's texts tokenize in microseconds
             region = x_hearth_region or key.region
-            claim = idempotency.claim(ctx.db_engine, key.key_hash, idempotency_key, idempotency.fingerprint(
-                "/v1/embeddings", [body.model_dump(mode="json"), region]), ctx.settings.reservation_ttl())
-            if claim is not None and claim.replay is not None:
-                return JSONResponse(claim.replay, headers={idempotency.REPLAYED_HEADER: "true"})  # type: ignore[return-value]
-            try:
-                out = await serving.embed(ctx, key, body, texts, model, region, claim)
-            except BaseException:
-                idempotency.abandon(ctx.db_engine, claim)
-                raise
-            # Built and checked by the plane already: skip re-validating it against the response union.
-            return JSONResponse(out)  # type: ignore[return-value]
+
+            async def answer(claim: idempotency.Claim | None) -> JSONResponse:
+                # Built and checked by the plane already: skip re-validating it against the response union.
+                return JSONResponse(await serving.embed(ctx, key, body, texts, model, region, claim))
+
+            out = await idempotency.answered_once(
+                ctx.db_engine, key.key_hash, idempotency_key, "/v1/embeddings",
+                lambda: [body.model_dump(mode="json"), region], ctx.settings.reservation_ttl(), answer)
+            return out  # type: ignore[return-value]
     return await apikeys.embed(ctx, key, body)

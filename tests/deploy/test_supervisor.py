@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from deploy.devnet import free_port
 from deploy.up import Child, Supervisor, stop_children, verifier_installed
 
 REPO = Path(__file__).resolve().parents[2]
@@ -102,12 +103,6 @@ def _healthy(port: int) -> bool:
         return httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200
     except httpx.HTTPError:
         return False
-
-
-def free_port() -> int:
-    from deploy.devnet import free_port as devnet_free_port
-
-    return devnet_free_port()
 
 
 #: What `make up` runs: the per-job stack, two serving-plane providers (MiniLM and SmolLM2), and

@@ -7,14 +7,31 @@ other tests."""
 
 from __future__ import annotations
 
+import sys
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 from gateway_stack import Stack, _Server
 from pydantic import SecretStr
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "deploy"))
+
+from backing_services import fresh_pg_databases  # noqa: E402
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """An empty gateway database of each kind the gateway runs on, per test: a SQLite file, and
+    a fresh database on this machine's PostgreSQL (started if it is down), dropped afterwards."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'gateway.db'}"
+        return
+    with fresh_pg_databases(1, prefix="hearth_gw") as (url,):
+        yield url
 
 
 @pytest.fixture(scope="module")

@@ -5,44 +5,15 @@ statement per flush on SQLite and PostgreSQL alike."""
 from __future__ import annotations
 
 import os
-import secrets
-from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
 
-import pytest
 from sqlmodel import Session, select
 
 from gateway import store
 from gateway.blobs import GatewayBlobs, LocalBlobStore
 from gateway.retention import BlobPolicy
 from gateway.serving import BlobSpooler
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'gateway.db'}"
-        return
-    import psycopg
-
-    host, port = os.environ.get("HEARTH_TEST_PG_HOST", "127.0.0.1"), os.environ.get("HEARTH_TEST_PG_PORT", "5432")
-    admin, user = None, ""
-    for user in ("postgres", "root"):
-        try:
-            admin = psycopg.connect(host=host, port=port, user=user, dbname="test", autocommit=True, connect_timeout=3)
-            break
-        except psycopg.OperationalError:
-            continue
-    if admin is None:
-        pytest.fail(f"PostgreSQL is not running on {host}:{port}", pytrace=False)
-    name = f"hearth_gw_{secrets.token_hex(6)}"
-    admin.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield f"postgresql+psycopg://{user}@{host}:{port}/{name}"
-    finally:
-        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        admin.close()
 
 
 def test_served_blobs_are_stored_and_held_and_a_renewal_never_shortens_a_hold(db_url: str, tmp_path: Path) -> None:

@@ -7,40 +7,25 @@ longer finish, and a failed request's claim is given back. The HTTP behaviour (c
 
 from __future__ import annotations
 
-import sys
 import threading
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "deploy"))
-
-from backing_services import fresh_pg_databases  # noqa: E402
-
-from gateway import idempotency as idem  # noqa: E402
-from gateway import store  # noqa: E402
+from gateway import idempotency as idem
+from gateway import store
 
 PRINT = idem.fingerprint("/v1/embeddings", [{"input": ["a"]}, None])
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
-def engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Any]:
-    if request.param == "sqlite":
-        e = store.make_engine(f"sqlite:///{tmp_path / 'gateway.db'}")
-        store.migrate(e)
-        yield e
-        e.dispose()
-        return
-    with fresh_pg_databases(1, prefix="hearth_idem") as (url,):
-        e = store.make_engine(url)
-        store.migrate(e)
-        try:
-            yield e
-        finally:
-            e.dispose()
+@pytest.fixture
+def engine(db_url: str) -> Iterator[Any]:
+    e = store.make_engine(db_url)
+    store.migrate(e)
+    yield e
+    e.dispose()
 
 
 def race(n: int, fn: Any) -> list[Any]:

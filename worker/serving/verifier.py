@@ -63,6 +63,7 @@ from common.settings import BlobStoreSettings, HearthSettings
 from contracts import merkle
 from contracts.bindings import vote_commitment
 from contracts.errors import ChainError
+from contracts.logs import chunk
 from contracts.serving import work_receipt_from_json, work_receipt_json
 from contracts.settlement import Batch, Settlement, WorkReceipt, work_leaf
 from contracts.types import Phase
@@ -336,11 +337,8 @@ class BatchVerifier:
     def _watch(self, safe: int) -> None:
         """Reads the events up to ``safe`` into the state, ``log_chunk_blocks`` blocks at a time
         (each chunk in one transaction with its cursor)."""
-        start = self.state.cursor("events", self.start_block)
-        while start <= safe:
-            end = min(safe, start + self.log_chunk_blocks - 1)
+        for start, end in chunk(self.state.cursor("events", self.start_block), safe, self.log_chunk_blocks):
             self._watch_range(start, end)
-            start = end + 1
 
     def _watch_range(self, start: int, safe: int) -> None:
         me = self.address.lower()
@@ -627,11 +625,9 @@ class BatchVerifier:
 
     def _logs(self, event: Any, **filters: Any) -> list[Any]:
         """``event``'s logs matching ``filters`` from the start block to the head, in chunks."""
-        head = int(self.w3.eth.block_number)
         out: list[Any] = []
-        for a in range(self.start_block, head + 1, self.log_chunk_blocks):
-            out.extend(event.get_logs(from_block=a, to_block=min(head, a + self.log_chunk_blocks - 1),
-                                      argument_filters=filters))
+        for a, b in chunk(self.start_block, int(self.w3.eth.block_number), self.log_chunk_blocks):
+            out.extend(event.get_logs(from_block=a, to_block=b, argument_filters=filters))
         return out
 
     def _revealed(self, bid: int, idx: int) -> tuple[WorkReceipt, list[bytes]] | None:
