@@ -33,11 +33,12 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import httpx
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -107,6 +108,26 @@ def bench_in_process(reqs: list[list[str]], c: int, enc: Any, batcher: Any) -> d
     return out
 
 
+@contextlib.asynccontextmanager
+async def embeddings_client(base: str, key: str, concurrency: int,
+                            timeout: float) -> AsyncIterator[Callable[[list[str], str], Awaitable[dict[str, Any]]]]:
+    """``post(texts, label)``: one ``/v1/embeddings`` call with the API key, its JSON body, raising on
+    anything but 200. aiohttp, as the load generator: it costs this process (which shares the
+    machine's two cores with the gateway and the provider) about half of httpx's CPU per request."""
+    conn = aiohttp.TCPConnector(limit=concurrency + 4)
+    async with aiohttp.ClientSession(base, connector=conn, timeout=aiohttp.ClientTimeout(total=timeout),
+                                     headers={"authorization": f"Bearer {key}"}) as http:
+        async def post(texts: list[str], label: str) -> dict[str, Any]:
+            async with http.post("/v1/embeddings", json={"model": "all-MiniLM-L6-v2", "input": texts,
+                                                         "encoding_format": "base64"}) as r:
+                if r.status != 200:
+                    raise RuntimeError(f"{label}: {r.status} {(await r.text())[:300]}")
+                body: dict[str, Any] = await r.json()
+                return body
+
+        yield post
+
+
 def bench_http(base: str, key: str, reqs: list[list[str]], counts: dict[int, int], label: str,
                timeout: float, only: tuple[int, ...] = CONCURRENCY) -> dict[str, dict[str, float]]:
     out: dict[str, dict[str, float]] = {}
@@ -114,16 +135,11 @@ def bench_http(base: str, key: str, reqs: list[list[str]], counts: dict[int, int
         n = counts[c]
 
         async def go(c: int = c, n: int = n) -> dict[str, float]:
-            limits = httpx.Limits(max_connections=c + 4, max_keepalive_connections=c + 4)
-            async with httpx.AsyncClient(base_url=base, timeout=timeout, limits=limits,
-                                         headers={"authorization": f"Bearer {key}"}) as http:
+            async with embeddings_client(base, key, c, timeout) as post:
                 async def call(texts: list[str]) -> None:
-                    r = await http.post("/v1/embeddings", json={"model": "all-MiniLM-L6-v2", "input": texts,
-                                                                "encoding_format": "base64"})
-                    if r.status_code != 200:
-                        raise RuntimeError(f"{label}: {r.status_code} {r.text[:300]}")
+                    body = await post(texts, label)
                     if label == "serving":
-                        TIMINGS.append(r.json()["hearth"]["timing_ms"])
+                        TIMINGS.append(body["hearth"]["timing_ms"])
 
                 if label == "serving":
                     await run_loop(reqs[:20], 4, call)  # warm up (connections, routing EMA)
@@ -331,7 +347,7 @@ def main() -> None:
             "requests": args.requests, "per_job_requests": per_job_counts if per_job else None,
             "setup": "loopback on one machine: Anvil (automine), indexer in the bench process, gateway and provider "
                      "endpoint as separate processes (one uvicorn worker each), MiniLM torch fp32 on CPU; requests of "
-                     "1-8 sentences of 4-24 words; httpx asyncio clients",
+                     "1-8 sentences of 4-24 words; aiohttp asyncio clients",
             "machine": {"python": platform.python_version(), "cpus": os.cpu_count(), "platform": platform.platform(),
                         "load_average_1m_at_start": load_start, "load_average_1m_at_end": round(os.getloadavg()[0], 2)},
             "wall_s": round(time.perf_counter() - t_start, 1),

@@ -6,7 +6,7 @@ Brings up a devnet, the gateway (``python -m gateway run``) and one provider end
 MiniLM requests at the given concurrency, and reads each process's CPU time (``/proc``) before
 and after: per process, its main thread (the event loop: HTTP, auth, routing, signatures,
 checks, database) and its other threads (the model, the ledger writer, the chain poller). The
-bench process's own CPU (the httpx clients and the in-process indexer) is printed too.
+bench process's own CPU (the aiohttp clients and the in-process indexer) is printed too.
 
 ``--profile DIR`` runs the gateway and the provider under cProfile (main thread, its CPU time as the
 clock) and writes
@@ -25,8 +25,6 @@ import sys
 import time
 from pathlib import Path
 from typing import Any
-
-import httpx
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -53,7 +51,7 @@ def cpu_s(pid: int) -> tuple[float, float]:
 
 
 def main() -> None:
-    from bench.e2e import bench_stack, open_serving_client, requests_for, wait_http
+    from bench.e2e import bench_stack, embeddings_client, open_serving_client, requests_for, wait_http
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--requests", type=int, default=300, help="requests per concurrency")
@@ -100,17 +98,12 @@ def main() -> None:
         api_key = open_serving_client(dn, base, indexer)
 
         async def run(c: int, batch: list[list[str]]) -> float:
-            limits = httpx.Limits(max_connections=c + 4, max_keepalive_connections=c + 4)
-            async with httpx.AsyncClient(base_url=base, timeout=120, limits=limits,
-                                         headers={"authorization": f"Bearer {api_key}"}) as http:
+            async with embeddings_client(base, api_key, c, 120) as post:
                 todo = iter(batch)
 
                 async def worker() -> None:
                     for texts in todo:
-                        r = await http.post("/v1/embeddings", json={"model": "all-MiniLM-L6-v2", "input": texts,
-                                                                    "encoding_format": "base64"})
-                        if r.status_code != 200:
-                            raise RuntimeError(f"{r.status_code} {r.text[:300]}")
+                        await post(texts, "serving")
 
                 t0 = time.perf_counter()
                 await asyncio.gather(*(worker() for _ in range(c)))
