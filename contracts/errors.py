@@ -286,6 +286,19 @@ REVERT_MESSAGES: dict[str, Explainer] = {
     "OwnableUnauthorizedAccount": lambda a, c: f"{a[0]} is not the owner: only governance may do this",
     "ERC2612ExpiredSignature": lambda a, c: f"the permit expired at {_when(a[0])}: sign a new one",
     "ERC2612InvalidSigner": lambda a, c: f"the permit was signed by {a[0]}, not by the owner {a[1]}",
+    "ERC20InvalidApprover": lambda a, c: f"{a[0]} cannot approve a spender (the zero address?)",
+    "ERC20InvalidSpender": lambda a, c: (f"{a[0]} cannot be allowed to spend tokens (the zero address?): check the "
+                                         f"spender"),
+    "ERC20InvalidSender": lambda a, c: f"tokens cannot be sent from {a[0]} (the zero address?)",
+    "ERC20InvalidReceiver": lambda a, c: f"tokens cannot be sent to {a[0]} (the zero address?): check the recipient",
+    "ECDSAInvalidSignature": lambda a, c: "the signature recovers to no signer: sign again",
+    "ECDSAInvalidSignatureLength": lambda a, c: f"the signature is {a[0]} bytes long, not 65: send the whole signature",
+    "ECDSAInvalidSignatureS": lambda a, c: ("the signature's s value is in the upper half of the curve order (a "
+                                            "malleable signature): sign again with a standard signer"),
+    "StringTooLong": lambda a, c: (f"the text {a[0]!r} is longer than the 31 bytes the contract keeps: use a "
+                                   f"shorter one"),
+    "InvalidShortString": lambda a, c: ("a name or version stored as a short string cannot be read: redeploy the "
+                                        "contract"),
 }
 
 

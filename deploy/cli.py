@@ -12,7 +12,7 @@ import re
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal, InvalidOperation, localcontext
 from typing import Annotated, Any, TypeVar
 
 import typer
@@ -182,7 +182,11 @@ def parse_amount(value: str, decimals: int, most: int = UINT256_MAX, what: str =
 
 
 def fmt(amount: int, decimals: int) -> str:
-    return f"{Decimal(amount) / (10**decimals):,.{min(decimals, 6)}f}"
+    """``amount`` smallest units as tokens with at most six decimals, exact at any size (the
+    default 28-digit context rounded 2**256 - 1 to 115,792,089,237,316,195,423,570,985,000,...)."""
+    with localcontext() as ctx:
+        ctx.prec = len(str(abs(amount))) + decimals + 2
+        return f"{Decimal(amount).scaleb(-decimals):,.{min(decimals, 6)}f}"
 
 
 def bytes32_arg(value: str, what: str) -> bytes:
@@ -248,16 +252,37 @@ def market_holdings(h: Hearth) -> dict[str, str]:
 
 # ---------------------------------------------------------------- devnet
 
+#: Anvil keeps chain ids in 64 bits.
+CHAIN_ID_MAX = 2**64 - 1
+#: The longest block time and stop timeout the CLI accepts (an hour): anything longer is a typo.
+LONGEST_WAIT_S = 3600
+
+
+def check_block_time(block_time: float) -> None:
+    """Anvil's interval mining counts whole seconds (``int(0.5)`` would switch it off)."""
+    if block_time != int(block_time):
+        raise CliError(f"--block-time takes whole seconds (0 mines a block per transaction), not {block_time:g}")
+
+
+def chain_time(now: int) -> str:
+    try:
+        return f"{now} ({datetime.fromtimestamp(now, UTC):%Y-%m-%d %H:%M:%S} UTC)"
+    except (OverflowError, OSError, ValueError):  # beyond what the platform's datetime holds
+        return str(now)
+
+
 @devnet_app.command("up", cls=HearthCommand)
 @friendly
 def devnet_up(
-    port: int = typer.Option(8545, help="RPC port."),
-    chain_id: int = typer.Option(31337, help="Chain id."),
-    block_time: float = typer.Option(0, help="Seconds per block; 0 mines a block per transaction."),
+    port: int = typer.Option(8545, min=1, max=65535, help="RPC port."),
+    chain_id: int = typer.Option(31337, min=1, max=CHAIN_ID_MAX, help="Chain id."),
+    block_time: float = typer.Option(0, min=0, max=LONGEST_WAIT_S,
+                                     help="Whole seconds per block; 0 mines a block per transaction."),
 ) -> None:
     """Start Anvil, deploy, fund and stake demo accounts; run until Ctrl-C."""
     from deploy.devnet import run_foreground
 
+    check_block_time(block_time)
     run_foreground(port, chain_id, block_time or None)
 
 
@@ -266,18 +291,29 @@ def devnet_up(
 def devnet_advance(
     seconds: int = typer.Argument(..., min=1, help="Seconds to move the devnet clock forward."),
 ) -> None:
-    """Move the devnet's clock forward (to close a challenge window in a demo)."""
+    """Move the devnet's clock forward (to close a challenge window in a demo).
+
+    A move past the contracts' ``uint40`` times is refused before Anvil is asked, an error
+    answer from Anvil is reported, and the clock is read back: a move Anvil accepted but did not
+    make (it wraps some huge values) is an error too, never a success."""
+    from deploy.devnet import anvil_call
+
     h = hearth()
-    for method, params in (("evm_increaseTime", [seconds]), ("evm_mine", [])):
-        resp = h.w3.provider.make_request(method, params)  # type: ignore[arg-type]
-        if "error" in resp:
-            err = resp["error"]
-            msg = err.get("message", err) if isinstance(err, dict) else err
-            raise CliError(f"the devnet refused to move its clock by {seconds}s ({method}): {msg}")
+    before = int(h.w3.eth.get_block("latest")["timestamp"])
+    if before + seconds > UINT40_MAX:
+        raise CliError(f"cannot move the devnet clock by {seconds}s: chain time would be {before + seconds}, past "
+                       f"{UINT40_MAX}, the latest time the contracts can hold (uint40)")
+    try:
+        anvil_call(h.w3, "evm_increaseTime", [seconds])
+        anvil_call(h.w3, "evm_mine")
+    except ChainError as exc:
+        raise CliError(f"the devnet did not move its clock by {seconds}s: {exc}") from None
     block = h.w3.eth.get_block("latest")
     now = int(block["timestamp"])
-    console.print(f"devnet clock moved {seconds}s forward: chain time {now} "
-                  f"({datetime.fromtimestamp(now, UTC):%Y-%m-%d %H:%M:%S} UTC), block {block['number']}",
+    if now < before + seconds:
+        raise CliError(f"the devnet did not move its clock by {seconds}s: Anvil accepted the call but chain time "
+                       f"is {chain_time(now)}, {now - before}s after {before}")
+    console.print(f"devnet clock moved {seconds}s forward: chain time {chain_time(now)}, block {block['number']}",
                   soft_wrap=True)
 
 
@@ -309,16 +345,35 @@ def provider_register(
     stake: str | None = typer.Option(None, help="HST to stake with the registration (default: the minimum stake)."),
     as_: RoleOpt = None,
 ) -> None:
-    """Register as a provider (staking at least the minimum) and serve a model."""
+    """Register as a provider (staking at least the minimum) and serve a model.
+
+    The arguments, the minimum stake and the HST balance are checked before the first
+    transaction, so a refused registration leaves no approval behind."""
+    wei_arg = parse_amount(stake, HST_DECIMALS, what="--stake") if stake else None
+    mid_arg = bytes32_arg(model, "model id") if model else None
+    gpu_class_bytes(gpu_class)  # at most 32 bytes, as the contract requires
     h = hearth()
     s = h.sender(key_for(as_))
-    wei = parse_amount(stake, HST_DECIMALS) if stake else int(h.staking.functions.minStake().call())
+    mid = mid_arg or default_model(h)
+    if h.staking.functions.getProvider(s.address).call()[5]:
+        raise CliError(f"{s.address} is already a registered provider: `hearth provider join` updates its endpoint, "
+                       f"`hearth provider stake` adds stake")
+    minimum = int(h.staking.functions.minStake().call())
+    wei = minimum if wei_arg is None else wei_arg
+    if wei < minimum:
+        raise CliError(f"--stake {stake} HST is below the minimum stake of {fmt(minimum, HST_DECIMALS)} HST")
+    check_hst_balance(h, s.address, wei)
     if h.hst.functions.allowance(s.address, h.staking.address).call() < wei:
         s.send(h.hst.functions.approve(h.staking.address, wei))
     s.send(h.staking.functions.register(endpoint, region, gpu_class, wei))
-    mid = bytes32_arg(model, "model id") if model else default_model(h)
     s.send(h.staking.functions.setServing(mid, True))
     console.print(f"registered {s.address} serving 0x{mid.hex()}")
+
+
+def check_hst_balance(h: Hearth, address: str, wei: int) -> None:
+    bal = int(h.hst.functions.balanceOf(address).call())
+    if bal < wei:
+        raise CliError(f"insufficient HST balance: {fmt(bal, HST_DECIMALS)} < {fmt(wei, HST_DECIMALS)} HST")
 
 
 @provider_app.command("stake", cls=HearthCommand)
@@ -328,9 +383,7 @@ def provider_stake(amount: str = typer.Argument(..., help="HST to stake, e.g. 10
     wei = parse_amount(amount, HST_DECIMALS)
     h = hearth()
     s = h.sender(key_for(as_))
-    bal = h.hst.functions.balanceOf(s.address).call()
-    if bal < wei:
-        raise CliError(f"insufficient HST balance: {fmt(bal, HST_DECIMALS)} < {amount}")
+    check_hst_balance(h, s.address, wei)
     if h.hst.functions.allowance(s.address, h.staking.address).call() < wei:
         s.send(h.hst.functions.approve(h.staking.address, wei))
     before = snapshot_balances(h, {"you": s.address})
@@ -443,6 +496,8 @@ def job_post(
 
 
 def _job_or_fail(h: Hearth, job_id: int) -> Any:
+    if job_id > UINT256_MAX:  # no uint256 to ask the market about
+        raise CliError(f"unknown job {job_id}")
     try:
         return h.job(job_id)
     except UnknownJobError:
@@ -659,8 +714,8 @@ def api_key_create(
         body: dict[str, Any] = {"grant": td["message"], "signature": "0x" + bytes(sig).hex()}
         if region is not None:
             body["region"] = region
+        gw.sign_in(key)  # before registering: a refused sign-in leaves no key behind
         gw.call("POST", "/v1/api-keys", "the grant", json=body)
-        gw.sign_in(key)
         keys = gw.api_keys()
     try:
         before, after = _sync_allowance(h, key, relayer, keys)
@@ -741,12 +796,15 @@ def api_key_revoke(
 @app.command("up", cls=HearthCommand)
 @friendly
 def up(
-    port: int = typer.Option(8545), chain_id: int = typer.Option(31337),
-    block_time: float = typer.Option(1.0, help="Seconds per block."),
-    gateway_port: int = typer.Option(8000),
+    port: int = typer.Option(8545, min=1, max=65535),
+    chain_id: int = typer.Option(31337, min=1, max=CHAIN_ID_MAX),
+    block_time: float = typer.Option(1.0, min=0, max=LONGEST_WAIT_S,
+                                     help="Whole seconds per block; 0 mines a block per transaction."),
+    gateway_port: int = typer.Option(8000, min=1, max=65535),
     restart: bool = typer.Option(False, "--restart/--no-restart", envvar="HEARTH_UP_RESTART",
                                  help="Restart a crashed service with backoff instead of stopping the stack."),
-    stop_timeout: float = typer.Option(10.0, min=0.0, help="Seconds a service gets after SIGTERM before SIGKILL."),
+    stop_timeout: float = typer.Option(10.0, min=0.0, max=LONGEST_WAIT_S,
+                                       help="Seconds a service gets after SIGTERM before SIGKILL."),
     provider_ports: str = typer.Option("8101,8102", help="Ports of the two serving-plane providers (eu-west, "
                                                           "us-east), comma-separated."),
 ) -> None:
@@ -754,6 +812,7 @@ def up(
     gateway, two serving-plane providers and (when installed) the batch verifier."""
     from deploy.up import run_stack
 
+    check_block_time(block_time)
     try:
         ports = [int(x) for x in provider_ports.split(",")]
     except ValueError:

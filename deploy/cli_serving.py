@@ -21,6 +21,7 @@ import typer
 
 from contracts.provider_record import LEAF_PENDING, ProviderRecord, read_provider_record
 from contracts.settlement import Settlement
+from contracts.types import gpu_class_bytes
 from deploy.cli import (
     HST_DECIMALS,
     USD_DECIMALS,
@@ -52,34 +53,48 @@ def provider_join(
     run: bool = typer.Option(False, "--run", help="Then run the endpoint in the foreground"),
     as_: RoleOpt = None,
 ) -> None:
-    """Register (or update) the endpoint, stake, serve the model, quote a price; optionally run."""
+    """Register (or update) the endpoint, stake, serve the model, quote a price; optionally run.
+
+    Every argument and precondition (endpoint, stake, minimum stake, HST balance, price ceiling)
+    is checked before the first transaction: a refused join changes nothing."""
     from urllib.parse import urlparse
 
     from contracts.serving import usable_endpoint
 
     if not usable_endpoint(endpoint):
         raise CliError(f"not an endpoint gateways can reach: {endpoint!r} (write http://host:port)")
+    want = parse_amount(stake, HST_DECIMALS, what="--stake")
+    gpu_class_bytes(gpu_class)  # at most 32 bytes, as the contract requires
     h = hearth()
     key = key_for(as_)
     s = h.sender(key)
     mid = default_model(h)
     st = Settlement(h)
     ceiling = int(st.batches.functions.priceCeiling(mid).call())
-    if price > ceiling:  # checked before any transaction: a refused join changes nothing
+    if price > ceiling:
         raise CliError(f"price {price} is above the model's ceiling {ceiling}")
     info = h.staking.functions.getProvider(s.address).call()
-    fn = h.staking.functions.updateProvider if info[5] else h.staking.functions.register
-    s.send(fn(endpoint, region, gpu_class))
-    want = parse_amount(stake, HST_DECIMALS)
-    have = int(h.staking.functions.getProvider(s.address).call()[0])
-    if have < want:
-        need = want - have
+    registered = bool(info[5])
+    if not registered:
+        minimum = int(h.staking.functions.minStake().call())
+        if want < minimum:
+            raise CliError(f"--stake {stake} HST is below the minimum stake of {fmt(minimum, HST_DECIMALS)} HST "
+                           f"a provider registers with")
+    need = max(0, want - int(info[0])) if registered else want
+    if need:
         bal = int(h.hst.functions.balanceOf(s.address).call())
         if bal < need:
             raise CliError(f"insufficient HST balance to stake {fmt(need, HST_DECIMALS)} more: "
                            f"{fmt(bal, HST_DECIMALS)}")
+    # Only now: transactions.
+    if need and int(h.hst.functions.allowance(s.address, h.staking.address).call()) < need:
         s.send(h.hst.functions.approve(h.staking.address, need))
-        s.send(h.staking.functions.stake(need))
+    if registered:
+        s.send(h.staking.functions.updateProvider(endpoint, region, gpu_class))
+        if need:
+            s.send(h.staking.functions.stake(need))
+    else:
+        s.send(h.staking.functions.register(endpoint, region, gpu_class, need))
     if not h.staking.functions.serves(s.address, mid).call():
         s.send(h.staking.functions.setServing(mid, True))
     st.quote_price(key, mid, price)
@@ -110,6 +125,8 @@ def provider_status(
     a = address_arg(address) if address else Account.from_key(key_for(as_)).address
     head = h.w3.eth.get_block("latest")  # every chain read below is of this block
     at, now = int(head["number"]), int(head["timestamp"])
+    if from_block is not None and from_block > at:
+        raise CliError(f"--from-block {from_block} is after the chain's head, block {at}")
     staking = h.staking.functions
     p = staking.getProvider(a).call(block_identifier=at)
     if not p[5]:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import typer
 from eth_account import Account
@@ -31,9 +31,12 @@ from contracts.settlement import (
     sign_voucher,
 )
 from deploy.cli import (
+    UINT256_MAX,
     USD_DECIMALS,
     CliError,
+    HearthCommand,
     RoleOpt,
+    bytes32_arg,
     console,
     default_model,
     fmt,
@@ -47,6 +50,11 @@ from deploy.settings import CliSettings
 escrow_app = typer.Typer(help="Payment escrow: deposits, lanes, signers, receipts, vouchers.", no_args_is_help=True)
 batch_app = typer.Typer(help="Batch settlement: prices, commits, leaf challenges.", no_args_is_help=True)
 NUMERICS = b"cpu-fp32".ljust(32, b"\x00")
+#: The widths of a receipt's units (WorkReceipt) and value (PaymentReceipt).
+UINT64_MAX = 2**64 - 1
+UINT128_MAX = 2**128 - 1
+BatchIdArg = Annotated[int, typer.Argument(min=0, max=UINT256_MAX, help="Batch id.")]
+IndexArg = Annotated[int, typer.Argument(min=0, max=UINT256_MAX, help="Leaf index within the batch.")]
 
 
 def mount(app: typer.Typer) -> None:
@@ -104,7 +112,7 @@ def _receipt_from(d: dict[str, Any]) -> PaymentReceipt:
 # ---------------------------------------------------------------- escrow
 
 
-@escrow_app.command("deposit")
+@escrow_app.command("deposit", cls=HearthCommand)
 @friendly
 def escrow_deposit(
     amount: str = typer.Argument(..., help="hUSD to deposit, e.g. 5"),
@@ -112,29 +120,29 @@ def escrow_deposit(
     as_: RoleOpt = None,
 ) -> None:
     """Deposit hUSD into the escrow, optionally straight into one provider's lane."""
+    wei = parse_amount(amount, USD_DECIMALS)
     s = _settlement()
     key = key_for(as_)
     sender = s.h.sender(key)
-    wei = parse_amount(amount, USD_DECIMALS)
+    provider = _who(to) if to is not None else None  # before the approval: a bad --to sends nothing
     bal = s.h.usd.functions.balanceOf(sender.address).call()
     if bal < wei:
         raise CliError(f"insufficient hUSD balance: {fmt(bal, USD_DECIMALS)} < {amount}")
     if s.h.usd.functions.allowance(sender.address, s.escrow.address).call() < wei:
         s.approve(key, wei)
-    if to is None:
+    if provider is None:
         s.deposit(key, wei)
         console.print(f"deposited {fmt(wei, USD_DECIMALS)} hUSD (unallocated)")
     else:
-        provider = _who(to)
         sender.send(s.escrow.functions.depositAndAllocate([provider], [wei]))
         console.print(f"deposited {fmt(wei, USD_DECIMALS)} hUSD into the lane to {provider}")
-    _print_lane(s, sender.address, _who(to) if to else None)
+    _print_lane(s, sender.address, provider)
 
 
-@escrow_app.command("authorize-signer")
+@escrow_app.command("authorize-signer", cls=HearthCommand)
 @friendly
 def escrow_authorize_signer(
-    days: int = typer.Option(30, help="Days until the signer expires."),
+    days: int = typer.Option(30, min=1, max=36500, help="Days until the signer expires."),
     allocate: bool = typer.Option(False, help="Also allow it to allocate deposits to lanes."),
     as_: RoleOpt = None,
 ) -> None:
@@ -152,25 +160,26 @@ def escrow_authorize_signer(
                   f"(key kept in {_store_path('signers')})")
 
 
-@escrow_app.command("receipt")
+@escrow_app.command("receipt", cls=HearthCommand)
 @friendly
 def escrow_receipt(
     provider: str = typer.Option(..., "--provider", help="Provider (address or role) that served the request."),
-    units: int = typer.Option(..., help="Units (tokens) of the request."),
+    units: int = typer.Option(..., min=1, max=UINT64_MAX, help="Units (tokens) of the request."),
     request: str | None = typer.Option(None, help="Request id text (default: a fresh one)."),
     model: str | None = typer.Option(None, help="Model id (default: the manifest's first)."),
     as_: RoleOpt = None,
 ) -> None:
     """Sign a PaymentReceipt for one request, valued at the provider's quoted price."""
+    mid_arg = bytes32_arg(model, "model id") if model else None
     s = _settlement()
     payer = s.h.sender(key_for(as_)).address
     prov = _who(provider)
-    mid = bytes.fromhex(model.removeprefix("0x")) if model else default_model(s.h)
+    mid = mid_arg or default_model(s.h)
     price = s.price_of(prov, mid)
     if price == 0:
         raise CliError(f"provider {prov} quotes no price for model 0x{mid.hex()}: `hearth batch quote` first")
-    if units <= 0:
-        raise CliError("units must be positive")
+    if receipt_value(units, price) > UINT128_MAX:
+        raise CliError(f"{units} units at {price} per unit is more than a receipt can carry (uint128)")
     signers = _load("signers")
     signer_key = signers[payer]["key"] if payer in signers else key_for(as_)
     receipts = _load("receipts")
@@ -187,7 +196,7 @@ def escrow_receipt(
     console.print(f"signed receipt {_hex(rid)}: {units} units x {price} = {fmt(r.value, USD_DECIMALS)} hUSD")
 
 
-@escrow_app.command("aggregate")
+@escrow_app.command("aggregate", cls=HearthCommand)
 @friendly
 def escrow_aggregate(
     provider: str = typer.Option(..., "--provider", help="Provider (address or role)."),
@@ -220,7 +229,7 @@ def escrow_aggregate(
                   f"({len(pending)} receipts added)")
 
 
-@escrow_app.command("collect")
+@escrow_app.command("collect", cls=HearthCommand)
 @friendly
 def escrow_collect(as_: RoleOpt = None) -> None:
     """Redeem every voucher held for the caller (a provider) in one transaction."""
@@ -248,7 +257,7 @@ def _is(s: Settlement, lg: Any, name: str) -> bool:
     return bytes(lg["topics"][0]) == bytes.fromhex(event_topics(s.escrow, [name])[0][2:])
 
 
-@escrow_app.command("lane")
+@escrow_app.command("lane", cls=HearthCommand)
 @friendly
 def escrow_lane(
     payer: str = typer.Option(..., "--payer", help="Payer (address or role)."),
@@ -271,7 +280,7 @@ def _print_lane(s: Settlement, payer: str, provider: str | None) -> None:
     console.print(t)
 
 
-@escrow_app.command("thaw")
+@escrow_app.command("thaw", cls=HearthCommand)
 @friendly
 def escrow_thaw(
     amount: str = typer.Argument(..., help="hUSD to take back from the lane."),
@@ -279,12 +288,13 @@ def escrow_thaw(
     as_: RoleOpt = None,
 ) -> None:
     """Announce taking money back from a lane; withdrawable after the thaw delay."""
+    wei = parse_amount(amount, USD_DECIMALS)
     s = _settlement()
-    s.thaw(key_for(as_), _who(provider), parse_amount(amount, USD_DECIMALS))
+    s.thaw(key_for(as_), _who(provider), wei)
     console.print(f"thawing; delay {s.escrow.functions.thawDelay().call()}s")
 
 
-@escrow_app.command("withdraw-thawed")
+@escrow_app.command("withdraw-thawed", cls=HearthCommand)
 @friendly
 def escrow_withdraw_thawed(provider: str = typer.Option(..., "--provider"), as_: RoleOpt = None) -> None:
     """After the delay, take back what is left of the thawed amount."""
@@ -296,22 +306,26 @@ def escrow_withdraw_thawed(provider: str = typer.Option(..., "--provider"), as_:
 # ---------------------------------------------------------------- batches
 
 
-@batch_app.command("quote")
+@batch_app.command("quote", cls=HearthCommand)
 @friendly
 def batch_quote(
-    price: int = typer.Argument(..., help="Price per unit in hUSD wei (6 decimals), at most the ceiling."),
+    price: int = typer.Argument(..., min=0, help="Price per unit in hUSD wei (6 decimals), at most the ceiling."),
     model: str | None = typer.Option(None, help="Model id (default: the manifest's first)."),
     as_: RoleOpt = None,
 ) -> None:
     """Quote the caller's price per unit for a model it serves."""
+    mid_arg = bytes32_arg(model, "model id") if model else None
     s = _settlement()
-    mid = bytes.fromhex(model.removeprefix("0x")) if model else default_model(s.h)
+    mid = mid_arg or default_model(s.h)
+    ceiling = int(s.batches.functions.priceCeiling(mid).call())
+    if price > ceiling:  # before the transaction (and before a uint256 could overflow)
+        raise CliError(f"the quoted price {price} is above the ceiling {ceiling} governance set for model "
+                       f"0x{mid.hex()}")
     s.quote_price(key_for(as_), mid, price)
-    console.print(f"quoted {price} hUSD wei per unit for 0x{mid.hex()} "
-                  f"(ceiling {s.batches.functions.priceCeiling(mid).call()})")
+    console.print(f"quoted {price} hUSD wei per unit for 0x{mid.hex()} (ceiling {ceiling})")
 
 
-@batch_app.command("commit")
+@batch_app.command("commit", cls=HearthCommand)
 @friendly
 def batch_commit(as_: RoleOpt = None) -> None:
     """Commit one Merkle root over the caller's uncommitted work receipts."""
@@ -355,46 +369,58 @@ def _batch(s: Settlement, batch_id: int) -> tuple[Batch, WorkBatch]:
     return batch, s.work_batch(leaves)
 
 
+def _allow_bond(s: Settlement, key: str) -> int:
+    """The dispute bond, allowed to the batch settlement; a wallet that cannot pay it is refused
+    before the approval is sent."""
+    bond = int(s.params().demand_bond)
+    me = s.h.sender(key).address
+    if bond:
+        bal = int(s.h.usd.functions.balanceOf(me).call())
+        if bal < bond:
+            raise CliError(f"the dispute bond is {fmt(bond, USD_DECIMALS)} hUSD but {me} holds "
+                           f"{fmt(bal, USD_DECIMALS)}")
+        if int(s.h.usd.functions.allowance(me, s.batches.address).call()) < bond:
+            s.h.sender(key).send(s.h.usd.functions.approve(s.batches.address, bond))
+    return bond
+
+
 def _leaf_index(wb: WorkBatch, index: int) -> int:
     if not 0 <= index < wb.count:
         raise CliError(f"index {index} outside the batch of {wb.count}")
     return index
 
 
-@batch_app.command("challenge")
+@batch_app.command("challenge", cls=HearthCommand)
 @friendly
-def batch_challenge(batch_id: int, index: int, as_: RoleOpt = None) -> None:
+def batch_challenge(batch_id: BatchIdArg, index: IndexArg, as_: RoleOpt = None) -> None:
     """Dispute one leaf with its Merkle proof (posts the bond)."""
     s = _settlement()
     key = key_for(as_)
     batch, wb = _batch(s, batch_id)
     i = _leaf_index(wb, index)
-    bond = s.params().demand_bond
-    if bond:
-        s.h.sender(key).send(s.h.usd.functions.approve(s.batches.address, bond))
+    bond = _allow_bond(s, key)
     s.challenge_leaf(key, batch_id, batch, i, wb.receipts[i], wb.proof(i))
     case = s.batches.functions.leafCase(batch_id, i).call()
     console.print(f"challenged leaf {i} of batch {batch_id} (proof of {wb.tree.depth} hashes); "
                   f"bond {fmt(bond, USD_DECIMALS)} hUSD; decided by {case[2]}")
 
 
-@batch_app.command("demand")
+@batch_app.command("demand", cls=HearthCommand)
 @friendly
-def batch_demand(batch_id: int, index: int, as_: RoleOpt = None) -> None:
+def batch_demand(batch_id: BatchIdArg, index: IndexArg, as_: RoleOpt = None) -> None:
     """Demand a leaf's data; unrevealed by the deadline, it counts as fraud."""
     s = _settlement()
     key = key_for(as_)
     batch, wb = _batch(s, batch_id)
-    bond = s.params().demand_bond
-    if bond:
-        s.h.sender(key).send(s.h.usd.functions.approve(s.batches.address, bond))
-    s.demand_leaf(key, batch_id, batch, _leaf_index(wb, index))
+    i = _leaf_index(wb, index)
+    _allow_bond(s, key)
+    s.demand_leaf(key, batch_id, batch, i)
     console.print(f"demanded leaf {index} of batch {batch_id}")
 
 
-@batch_app.command("reveal")
+@batch_app.command("reveal", cls=HearthCommand)
 @friendly
-def batch_reveal(batch_id: int, index: int, as_: RoleOpt = None) -> None:
+def batch_reveal(batch_id: BatchIdArg, index: IndexArg, as_: RoleOpt = None) -> None:
     """Reveal a demanded leaf with its proof."""
     s = _settlement()
     batch, wb = _batch(s, batch_id)
@@ -403,9 +429,9 @@ def batch_reveal(batch_id: int, index: int, as_: RoleOpt = None) -> None:
     console.print(f"revealed leaf {i} of batch {batch_id}")
 
 
-@batch_app.command("draw")
+@batch_app.command("draw", cls=HearthCommand)
 @friendly
-def batch_draw(batch_id: int, index: int, as_: RoleOpt = None) -> None:
+def batch_draw(batch_id: BatchIdArg, index: IndexArg, as_: RoleOpt = None) -> None:
     """Draw a leaf dispute's committee (the dispute game; anyone, from the block after the draw block)."""
     s = _settlement()
     s.h.sender(key_for(as_)).send(s.batches.functions.drawLeafCommittee(batch_id, index))
@@ -413,9 +439,9 @@ def batch_draw(batch_id: int, index: int, as_: RoleOpt = None) -> None:
     console.print(f"leaf {index} of batch {batch_id}: committee of {len(seats)} seats drawn")
 
 
-@batch_app.command("resolve")
+@batch_app.command("resolve", cls=HearthCommand)
 @friendly
-def batch_resolve(batch_id: int, index: int, as_: RoleOpt = None) -> None:
+def batch_resolve(batch_id: BatchIdArg, index: IndexArg, as_: RoleOpt = None) -> None:
     """End a leaf dispute: the committee's verdict, escalation to governance, or the neutral default."""
     s = _settlement()
     batch, _ = _batch(s, batch_id)
@@ -425,10 +451,10 @@ def batch_resolve(batch_id: int, index: int, as_: RoleOpt = None) -> None:
     console.print(f"leaf {index} of batch {batch_id}: {word}")
 
 
-@batch_app.command("decide")
+@batch_app.command("decide", cls=HearthCommand)
 @friendly
 def batch_decide(
-    batch_id: int, index: int,
+    batch_id: BatchIdArg, index: IndexArg,
     fraud: bool = typer.Option(..., "--fraud/--upheld", help="Governance's decision of an escalated dispute."),
     as_: RoleOpt = None,
 ) -> None:

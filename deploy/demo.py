@@ -21,6 +21,7 @@ from typing import Any
 from common.blobs import BlobStore, LocalBlobStore
 from contracts import jobio
 from contracts.bindings import Hearth
+from deploy.devnet import anvil_call
 from worker.node.compute import ComputeRequest, ComputeResult, Outcome
 from worker.node.executor import Executor
 
@@ -85,8 +86,8 @@ def _model_id(h: Hearth) -> bytes:
 
 def advance(h: Hearth, seconds: int) -> None:
     """Moves chain time forward and mines a block (Anvil/Hardhat RPC)."""
-    h.w3.provider.make_request("evm_increaseTime", [seconds])  # type: ignore[arg-type]
-    h.w3.provider.make_request("anvil_mine", ["0x1"])  # type: ignore[arg-type]
+    anvil_call(h.w3, "evm_increaseTime", [seconds])
+    anvil_call(h.w3, "anvil_mine", ["0x1"])
 
 
 @dataclass
@@ -153,11 +154,11 @@ def run_cheater_demo(work_dir: Path | None = None) -> DemoOutcome:
         log.info("client posts job B; the cheating node takes it and delivers a perturbed embedding")
         job_b, _ = post_embedding_job(h, store, client, ["A cheater flips one bit of the output."], 10**6)
         cheater.tick()
-        h.w3.provider.make_request("anvil_mine", ["0x1"])  # type: ignore[arg-type]
+        anvil_call(h.w3, "anvil_mine", ["0x1"])
         log.info("the verifier re-executes every receipt (--sample-all) and challenges mismatches")
         verifier.tick()
         log.info("two blocks later the challenger draws the committee from a block hash nobody knew at the challenge")
-        h.w3.provider.make_request("anvil_mine", ["0x3"])  # type: ignore[arg-type]
+        anvil_call(h.w3, "anvil_mine", ["0x3"])
         verifier.tick()
         log.info("the committee (drawn, stake-weighted, from the other providers) re-executes and commits")
         for n in everyone:

@@ -62,6 +62,18 @@ NUMERICS_CLASSES = ("cpu", "h100", "h200", "a100", "l4", "l40s")
 DEVNET_PARAMS = MarketParams()
 
 
+def anvil_call(w3: Web3, method: str, params: list[Any] | None = None) -> Any:
+    """An Anvil-only RPC call (``evm_increaseTime``, ``anvil_mine``...) and its result; an error
+    answer raises :class:`ChainError` naming the method and the node's message. (web3's
+    ``provider.make_request`` hands an error answer back as data, which is easy to ignore.)"""
+    resp = w3.provider.make_request(method, params or [])  # type: ignore[arg-type]
+    if "error" in resp:
+        err = resp["error"]
+        msg = err.get("message", err) if isinstance(err, dict) else err
+        raise ChainError(f"the devnet refused {method}: {msg}")
+    return resp.get("result")
+
+
 def get_create_address(sender: str, nonce: int) -> str:
     """The address a CREATE from ``sender`` at ``nonce`` deploys to."""
     import rlp
@@ -392,7 +404,7 @@ def bring_up(
         if serving:
             setup_serving_plane(dn, serving)
         if block_time:
-            h.w3.provider.make_request("evm_setIntervalMining", [int(block_time)])  # type: ignore[arg-type]
+            anvil_call(h.w3, "evm_setIntervalMining", [int(block_time)])
             anvil.block_time = block_time
         if write:
             from deploy.settings import CliSettings

@@ -44,7 +44,7 @@ class GatewaySettings(HearthSettings, BlobStoreSettings):
 
     # ------------------------------------------------------------ the gateway's own
     host: str = "127.0.0.1"
-    port: int = 8000
+    port: int = Field(default=8000, ge=1, le=65535)
     #: the gateway's own tables (API keys, spend, sessions); default: ``gateway.db`` in the data dir
     database_url: str | None = None
     #: on a devnet chain, take the relayer key of this role from the devnet accounts file when

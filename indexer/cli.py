@@ -24,7 +24,7 @@ from indexer.errors import IndexerError
 app = typer.Typer(help="The indexer: mirrors Hearth's contract events into SQL.",
                   no_args_is_help=True, pretty_exceptions_enable=False)
 console = Console()
-err_console = Console(stderr=True)
+err_console = Console(stderr=True, soft_wrap=True)  # an error is one line, however long
 F = TypeVar("F", bound=Callable[..., Any])
 
 DbOpt = Annotated[str | None, typer.Option("--database-url", help="SQLAlchemy URL (HEARTH_INDEXER_DATABASE_URL).")]
@@ -105,15 +105,18 @@ def status(
                        if cp else {"indexed_block": None})
             out["rows"] = {t: conn.execute(sa.text(f"SELECT count(*) FROM {t}")).scalar()
                            for t in sorted(SQLModel.metadata.tables) if insp.has_table(t)}
+    no_chain = "the chain does not answer"
     try:
         m = Manifest.load(settings.manifest_file())
         rpc = Rpc(settings.rpc_url or m.rpc_url, timeout=3, retries=0)
         out["head"] = rpc.block_number()
         if out.get("indexed_block") is not None:
             out["lag"] = out["head"] - out["indexed_block"]
-    except (ContractsError, IndexerError) as exc:
-        out["head"] = None
-        out["chain_error"] = str(exc)
+    except ContractsError as exc:  # no manifest: no chain to ask
+        out["head"], out["chain_error"] = None, str(exc)
+        no_chain = "no chain to ask"
+    except IndexerError as exc:
+        out["head"], out["chain_error"] = None, str(exc)
     if as_json:
         print(json.dumps(out, indent=2, default=str))
     else:
@@ -126,7 +129,7 @@ def status(
         console.print(table)
     if out.get("head") is None:
         # The database part is still shown above; the status is not healthy without a chain.
-        err_console.print(f"[red]error:[/] the chain does not answer, so the lag is unknown: {out.get('chain_error')}")
+        err_console.print(f"[red]error:[/] {no_chain}, so the lag is unknown: {out.get('chain_error')}")
         raise typer.Exit(1)
 
 

@@ -25,9 +25,9 @@ class IndexerSettings(HearthSettings):
     #: blocks to trail the head by: 0 for a live view on the devnet, N for final data
     confirmations: int = Field(default=0, ge=0)
     #: seconds between head polls once caught up
-    poll_interval: float = Field(default=0.25, gt=0)
+    poll_interval: float = Field(default=0.25, gt=0, allow_inf_nan=False)
     #: Prometheus exporter port (None: no exporter)
-    metrics_port: int | None = None
+    metrics_port: int | None = Field(default=None, ge=1, le=65535)
     metrics_host: str = "127.0.0.1"
     #: first block to index in an empty database (default: the manifest's deployment block)
     from_block: int | None = Field(default=None, ge=0)

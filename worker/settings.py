@@ -58,7 +58,7 @@ class WorkerSettings(HearthSettings, BlobStoreSettings):
     task_timeout_s: float = 600.0
 
     # -- node loop
-    poll_interval_s: float = 2.0
+    poll_interval_s: float = Field(default=2.0, ge=0, allow_inf_nan=False)
     confirmations: int = 0
     """Blocks to trail the head by before acting on a log (0 on an automining devnet)."""
     log_chunk_blocks: int = 5000

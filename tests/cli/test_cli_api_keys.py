@@ -186,3 +186,24 @@ def test_a_key_created_with_a_region_prefers_it_and_a_region_no_provider_could_h
     assert r.exit_code == 1, r.output
     assert "the gateway refused the grant: body.region: String should match pattern" in " ".join(r.output.split())
     assert allowance(cli_env, "client2") == before
+
+
+def test_a_refused_sign_in_registers_no_key_and_changes_no_allowance(cli_env: Any,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    from deploy.gateway_client import GatewayClient, GatewayRefused
+
+    def count_keys() -> int:
+        with GatewayClient(cli_env_url(cli_env)) as gw:
+            gw.sign_in(cli_env.accounts["client2"].key)
+            return len(gw.api_keys())
+
+    before_keys, before_allowance = count_keys(), allowance(cli_env, "client2")
+
+    def refused_sign_in(self: GatewayClient, key: str) -> str:
+        raise GatewayRefused("the gateway refused the sign-in: nonce expired (401 siwe_invalid)", 401, "siwe_invalid")
+
+    with monkeypatch.context() as m:
+        m.setattr(GatewayClient, "sign_in", refused_sign_in)
+        r = cli("api-key", "create", "--cap", "1", "--as", "client2")
+    assert r.exit_code == 1 and "the gateway refused the sign-in" in r.output, r.output
+    assert count_keys() == before_keys and allowance(cli_env, "client2") == before_allowance

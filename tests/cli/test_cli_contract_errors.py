@@ -154,3 +154,41 @@ def test_every_custom_error_of_every_contract_reads_as_its_own_sentence() -> Non
         if explain_revert(name, args, ctx).startswith("`someCall` was refused by the contract: "):
             generic.append(name)
     assert not generic, f"errors without a sentence of their own in contracts.errors.REVERT_MESSAGES: {generic}"
+
+
+def _abi_sample(inp: dict[str, Any]) -> Any:
+    """An argument of an ABI input, as the decoder would give it."""
+    t = inp["type"]
+    if t.endswith("]"):
+        return [_abi_sample({**inp, "type": t[: t.rindex("[")]})]
+    if t == "tuple":
+        return tuple(_abi_sample(c) for c in inp["components"])
+    return {"address": "0x" + "ab" * 20, "bool": True, "string": "x"}.get(t, b"\x01" * 32 if t.startswith("bytes")
+                                                                           else 7)
+
+
+def test_every_error_in_the_compiled_abis_reads_as_its_own_sentence() -> None:
+    """The compiled ABIs also carry errors the contracts inherit (OpenZeppelin's ERC-20, ECDSA and
+    ShortStrings in the tokens and EIP-712 contracts), which no source in contracts/src declares."""
+    from contracts.artifacts import load_artifacts
+
+    errors = {item["name"]: item for art in load_artifacts().values() for item in art.abi if item["type"] == "error"}
+    assert {"ERC20InvalidReceiver", "ECDSAInvalidSignature", "WrongStatus"} <= set(errors)
+    generic = []
+    for name, item in sorted(errors.items()):
+        args = tuple(_abi_sample(i) for i in item["inputs"])
+        ctx = RevertContext(action="someCall", arg_names=tuple(i["name"] for i in item["inputs"]))
+        if explain_revert(name, args, ctx).startswith("`someCall` was refused by the contract: "):
+            generic.append(name)
+    assert not generic, f"ABI errors without a sentence of their own in contracts.errors.REVERT_MESSAGES: {generic}"
+
+
+def test_a_mined_transaction_that_reverted_without_a_reason_says_what_to_check(cli_env: Any) -> None:
+    h = cli_env.hearth
+    ghost = h.w3.eth.contract(address=h.market.address, abi=[{
+        "type": "function", "name": "noSuchFunction", "stateMutability": "nonpayable", "inputs": [], "outputs": []}])
+    with pytest.raises(ChainError) as caught:  # a fixed gas limit skips the estimate: mined, reverted
+        h.sender(cli_env.accounts["client"].key).send(ghost.functions.noSuchFunction(), gas=100_000)
+    msg = str(caught.value)
+    assert "was mined in block" in msg and "but reverted without a reason" in msg
+    assert "check the current state and retry `noSuchFunction`" in msg

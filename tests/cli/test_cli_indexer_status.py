@@ -47,3 +47,19 @@ def test_indexer_status_with_the_chain_up_exits_0(devnet: Any, chain_down: Path)
     r = runner.invoke(app, ["indexer", "status", "--json"])
     assert r.exit_code == 0, r.output
     assert json.loads(r.stdout)["head"] == devnet.hearth.w3.eth.block_number
+
+
+def test_indexer_status_names_the_chain_it_could_not_reach_on_one_line(chain_down: Path) -> None:
+    r = runner.invoke(app, ["indexer", "status"])
+    assert r.exit_code == 1, r.output
+    [line] = [ln for ln in r.output.splitlines() if ln.startswith("error:")]
+    assert line.startswith("error: the chain does not answer, so the lag is unknown: RPC http://127.0.0.1:")
+    assert line.rstrip().endswith("Connection refused"), line
+
+
+def test_indexer_status_without_a_manifest_says_there_is_no_chain_to_ask(chain_down: Path,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HEARTH_MANIFEST", str(chain_down / "missing.json"))
+    r = runner.invoke(app, ["indexer", "status"])
+    assert r.exit_code == 1, r.output
+    assert "error: no chain to ask, so the lag is unknown: no deployment manifest at" in r.output
