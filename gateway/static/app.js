@@ -37,6 +37,7 @@ async function api(path, opts = {}) {
     const e = body && body.error ? body.error : {reason: "http_" + resp.status, message: text};
     const err = new Error(`${e.reason}: ${e.message}`);
     err.reason = e.reason;
+    err.details = e.details || {};
     throw err;
   }
   return body;
@@ -221,6 +222,16 @@ async function loadResult(jobId) {
   }
 }
 
+// The market numbers jobs 1..jobCount, each a uint64-sized id the gateway accepts up to 2^63-1.
+const MAX_JOB_ID = 2n ** 63n - 1n;
+
+function jobMissing(status, label, message) {
+  const st = $("#job-status");
+  st.className = "badge"; st.dataset.status = status; st.textContent = label;
+  $("#job-missing").textContent = message;
+  $("#job-missing").hidden = false;
+}
+
 async function showJob(jobId) {
   $("#job-verification").className = "verification muted";
   $("#job-verification").textContent = "No receipt yet.";
@@ -229,19 +240,27 @@ async function showJob(jobId) {
   $("#job-missing").hidden = true;
   $("#job-meta").innerHTML = ""; $("#job-timeline").innerHTML = "";
   if (jobStream) { jobStream.close(); jobStream = null; }
+  if (BigInt(jobId) < 1n || BigInt(jobId) > MAX_JOB_ID) {
+    jobMissing("job_not_found", "does not exist", `job ${jobId} does not exist: job ids run from 1 to the market's job count`);
+    return;
+  }
   try {
     renderJob(await api(`/v1/jobs/${jobId}`));
   } catch (e) {
-    const st = $("#job-status");
-    st.className = "badge"; st.dataset.status = e.reason || "error";
-    if (e.reason === "job_not_found") {
-      // The market numbers jobs 1..jobCount: past that, the job does not exist (it is not "coming").
-      st.textContent = "does not exist";
-      $("#job-missing").textContent = e.message;
-      $("#job-missing").hidden = false;
+    if (e.reason === "job_not_found" && e.details.job_count !== undefined && e.details.job_count !== null) {
+      // Past the market's job count the job does not exist (it is not "coming").
+      jobMissing("job_not_found", "does not exist", e.message);
       return;
     }
-    st.textContent = e.reason === "job_not_indexed" ? "on-chain, not indexed yet" : e.message;
+    if (e.reason !== "job_not_indexed") {
+      // Not in the index and the gateway could not ask the chain (or another error): say so, claim nothing.
+      jobMissing(e.reason === "job_not_found" ? "job_unknown" : e.reason || "error",
+                 e.reason === "job_not_found" ? "not found" : "error", e.message);
+      return;
+    }
+    // On-chain but not indexed yet: it appears within a block or two, and the stream below shows it.
+    const st = $("#job-status");
+    st.className = "badge"; st.dataset.status = e.reason; st.textContent = "on-chain, not indexed yet";
   }
   loadResult(jobId);
   jobStream = new EventSource(`/v1/jobs/${jobId}/events`);
@@ -340,7 +359,7 @@ function route() {
   if (view === "overview") loadOverview();
   if (view === "providers") loadProviders();
   if (view === "jobs") loadJobs();
-  if (view === "job") showJob(Number(m[1]));
+  if (view === "job") showJob(m[1].replace(/^0+(?=\d)/, ""));
 }
 
 $("#connect").addEventListener("click", () => connect().catch((e) => log(e.message, "err")));

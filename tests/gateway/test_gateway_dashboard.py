@@ -238,8 +238,19 @@ def test_a_job_paid_through_an_api_key_shows_the_wallet_that_paid(page: Any, sta
     assert "Paid by" in meta and wallet in meta and f"{relayer} (this gateway's relayer" in meta
 
     deliver(stack, job_id, np.zeros((1, 384), dtype="<f4").tobytes())
+    # The live update that moves the page to "delivered" names the payer too.
+    page.wait_for_selector('#job-status[data-status="delivered"]', timeout=15_000)
+    assert page.get_attribute("#job-meta", "data-payer") == wallet
+    assert "Paid by" in page.locator("#job-meta").inner_text()
     t.join(60)
     assert answers and answers[0].status_code == 200, answers
+
+    # So does the jobs table: the paying wallet in the Client column, the relayer in its tooltip.
+    page.evaluate("location.hash = '#/jobs'")
+    cell = page.locator(f'#jobs tr[data-job="{job_id}"] td').nth(2)
+    cell.wait_for(timeout=15_000)
+    assert cell.inner_text() == f"{wallet[:6]}…{wallet[-4:]}"
+    assert wallet in (cell.get_attribute("title") or "") and relayer in (cell.get_attribute("title") or "")
 
 
 def test_a_job_that_does_not_exist_says_so(page: Any, stack: Stack) -> None:
@@ -250,6 +261,32 @@ def test_a_job_that_does_not_exist_says_so(page: Any, stack: Stack) -> None:
     missing = page.locator("#job-missing")
     assert missing.is_visible() and f"job 9999 does not exist: the market has {count} jobs" in missing.inner_text()
     assert "not indexed" not in page.locator("#view-job").inner_text()
+
+
+def test_job_ids_outside_the_markets_numbering_do_not_exist_and_are_not_asked_for(page: Any, stack: Stack) -> None:
+    # Job ids run from 1; the gateway takes them up to 2^63-1 (and answers 422 past that).
+    for job_id in ("0", "99999999999999999999"):
+        page.goto(f"{stack.base_url}/#/jobs/{job_id}")
+        page.wait_for_function(f"document.querySelector('#job-missing').textContent.startsWith('job {job_id} ')")
+        assert page.locator("#job-status").inner_text() == "does not exist"
+        assert page.get_attribute("#job-status", "data-status") == "job_not_found"
+        assert f"job {job_id} does not exist" in page.locator("#job-missing").inner_text()
+    page.wait_for_load_state("networkidle")
+    assert not [u for _, u in page.failed if "/v1/jobs/" in u], page.failed
+
+
+def test_a_job_the_gateway_cannot_look_up_on_chain_is_not_said_to_be_missing(page: Any, stack: Stack) -> None:
+    from gateway.app import error_body
+
+    # What the gateway answers for a job missing from its index while the chain does not answer.
+    body = error_body(404, "job_not_found", "no job 4242 in the index, and the chain cannot be asked now",
+                      details={"job_id": 4242})
+    page.route("**/v1/jobs/4242", lambda route: route.fulfill(status=404, json=body))
+    page.goto(f"{stack.base_url}/#/jobs/4242")
+    page.wait_for_selector('#job-status[data-status="job_unknown"]', timeout=15_000)
+    assert page.locator("#job-status").inner_text() == "not found"
+    assert "the chain cannot be asked now" in page.locator("#job-missing").inner_text()
+    assert "does not exist" not in page.locator("#view-job").inner_text()
 
 
 def test_without_a_wallet_the_submit_page_explains_how_to_use_a_devnet_account(browser: Any, stack: Stack) -> None:
