@@ -135,14 +135,17 @@ function scheduleOverview() { clearTimeout(overviewTimer); overviewTimer = setTi
 async function loadOverview() {
   const [stats, providers] = await Promise.all([api("/v1/stats"), api("/v1/providers")]);
   const price = stats.prices[0];
+  // The two rates are measured on the chain's clock (block timestamps), like every time shown here.
   const cards = [
-    ["Jobs", stats.jobs_total], ["Jobs / min", stats.jobs_per_minute],
+    ["Jobs", stats.jobs_total], ["Jobs / min", stats.jobs_per_minute, "jobs posted per minute over the last 10 minutes of chain time"],
     ["Active providers", `${stats.providers_active} / ${stats.providers_total}`],
     ["Active stake (HST)", hst(stats.active_stake)],
-    ["Median latency", stats.median_latency_s === null ? "–" : `${stats.median_latency_s.toFixed(1)} s`],
+    ["Median latency", stats.median_latency_s === null ? "–" : `${stats.median_latency_s.toFixed(1)} s`,
+     "post to delivery in chain time (block timestamps), median of the last 200 deliveries"],
     ["Price / 1M tokens", price ? `${fmtUnits(BigInt(price.price_per_unit) * 1000000n, USD_DEC, 2)} hUSD` : "–"],
   ];
-  $("#stats").innerHTML = cards.map(([l, v]) => `<div class="card"><div class="label">${l}</div><div class="value">${esc(v)}</div></div>`).join("");
+  $("#stats").innerHTML = cards.map(([l, v, t]) => `<div class="card"${t ? ` title="${esc(t)}"` : ""}><div class="label">${l}${
+    t ? ' <span class="muted">(chain time)</span>' : ""}</div><div class="value">${esc(v)}</div></div>`).join("");
   $("#providers-mini tbody").innerHTML = providers.map((p) => providerRow(p, false)).join("");
 }
 

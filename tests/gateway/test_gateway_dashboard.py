@@ -201,6 +201,12 @@ def test_times_are_labelled_chain_time_and_the_header_says_how_far_it_is_from_th
     assert "(chain)" in stamp.inner_text() and "chain time" in (stamp.get_attribute("title") or "")
     assert int(stamp.get_attribute("data-chain-time")) == stack.http.get(
         f"/v1/jobs/{posted['job_id']}").json()["history"][0]["at"]
+    # The overview's rates are measured on the same clock, and say so.
+    page.evaluate("location.hash = '#/'")
+    page.wait_for_function("document.querySelectorAll('#stats .card').length === 6")
+    for label in ("Jobs / min", "Median latency"):
+        card = page.locator("#stats .card", has_text=label)
+        assert "(chain time)" in card.inner_text() and "chain time" in (card.get_attribute("title") or "")
 
 
 def test_a_job_paid_through_an_api_key_shows_the_wallet_that_paid(page: Any, stack: Stack) -> None:
