@@ -303,6 +303,7 @@ def test_without_a_wallet_the_submit_page_explains_how_to_use_a_devnet_account(b
         help_box.wait_for(state="visible", timeout=10_000)
         text = help_box.inner_text()
         assert ".hearth/devnet-accounts.json" in text and "private key" in text
+        assert "make up or make devnet" in text  # what writes the file (`hearth devnet` alone only prints help)
         assert stack.devnet.manifest.rpc_url in text and str(stack.hearth.chain_id) in text
         assert pg.locator("#submit").is_disabled()
 
