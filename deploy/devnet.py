@@ -429,6 +429,15 @@ def stop_on_signals() -> None:
         signal.signal(sig, _raise)
 
 
+def deployment_lines(manifest: Manifest, manifest_file: Path) -> list[str]:
+    """What ``make devnet`` and ``make up`` print of a deployment: each contract's address, then
+    where the manifest is, in one aligned column."""
+    names = [*manifest.contracts, "manifest"]
+    width = max(len(n) for n in names)
+    return [*(f"  {n:<{width}} {c.address}" for n, c in manifest.contracts.items()),
+            f"  {'manifest':<{width}} {manifest_file}"]
+
+
 def run_foreground(port: int, chain_id: int, block_time: float | None) -> None:
     """``python -m deploy devnet``: bring the devnet up and keep it until Ctrl-C."""
     from rich.console import Console
@@ -440,11 +449,10 @@ def run_foreground(port: int, chain_id: int, block_time: float | None) -> None:
     with console.status("starting Anvil, compiling and deploying..."):
         dn = bring_up(port=port, chain_id=chain_id, block_time=block_time)
     console.print(f"[green]devnet up[/] at {dn.anvil.rpc_url}, chain id {chain_id}")
-    for name, c in dn.manifest.contracts.items():
-        console.print(f"  {name:<14} {c.address}")
     from deploy.settings import CliSettings
 
-    console.print(f"  manifest       {CliSettings().manifest_file()}")
+    for line in deployment_lines(dn.manifest, CliSettings().manifest_file()):
+        console.print(line)
     console.print("Ctrl-C stops it.")
     try:
         while dn.anvil.proc and dn.anvil.proc.poll() is None:

@@ -42,7 +42,7 @@ from types import FrameType
 from rich.console import Console
 from rich.text import Text
 
-from deploy.devnet import LLM_NAME, MINILM_NAME, ServingProvider, bring_up
+from deploy.devnet import LLM_NAME, MINILM_NAME, ServingProvider, bring_up, deployment_lines
 from deploy.settings import CliSettings
 
 log = logging.getLogger(__name__)
@@ -320,9 +320,8 @@ def run_stack(port: int, chain_id: int, block_time: float | None, gateway_port: 
             dn = bring_up(port=port, chain_id=chain_id, block_time=block_time,
                           anvil_log=settings.data_dir / "anvil.log", serving=serving)
         console.print(f"[green]devnet up[/] at {dn.anvil.rpc_url} (chain id {chain_id})")
-        for name, c in dn.manifest.contracts.items():
-            console.print(f"  {name:<14} {c.address}")
-        console.print(f"  manifest       {settings.manifest_file()}")
+        for line in deployment_lines(dn.manifest, settings.manifest_file()):
+            console.print(line)
         env = child_environment(os.environ, settings.data_dir)
         anvil = dn.anvil
         from deploy.scaleout import extra_services

@@ -37,6 +37,7 @@ async function api(path, opts = {}) {
     const e = body && body.error ? body.error : {reason: "http_" + resp.status, message: text};
     const err = new Error(`${e.reason}: ${e.message}`);
     err.reason = e.reason;
+    err.details = e.details || {};
     throw err;
   }
   return body;
@@ -134,14 +135,17 @@ function scheduleOverview() { clearTimeout(overviewTimer); overviewTimer = setTi
 async function loadOverview() {
   const [stats, providers] = await Promise.all([api("/v1/stats"), api("/v1/providers")]);
   const price = stats.prices[0];
+  // The two rates are measured on the chain's clock (block timestamps), like every time shown here.
   const cards = [
-    ["Jobs", stats.jobs_total], ["Jobs / min", stats.jobs_per_minute],
+    ["Jobs", stats.jobs_total], ["Jobs / min", stats.jobs_per_minute, "jobs posted per minute over the last 10 minutes of chain time"],
     ["Active providers", `${stats.providers_active} / ${stats.providers_total}`],
     ["Active stake (HST)", hst(stats.active_stake)],
-    ["Median latency", stats.median_latency_s === null ? "–" : `${stats.median_latency_s.toFixed(1)} s`],
+    ["Median latency", stats.median_latency_s === null ? "–" : `${stats.median_latency_s.toFixed(1)} s`,
+     "post to delivery in chain time (block timestamps), median of the last 200 deliveries"],
     ["Price / 1M tokens", price ? `${fmtUnits(BigInt(price.price_per_unit) * 1000000n, USD_DEC, 2)} hUSD` : "–"],
   ];
-  $("#stats").innerHTML = cards.map(([l, v]) => `<div class="card"><div class="label">${l}</div><div class="value">${esc(v)}</div></div>`).join("");
+  $("#stats").innerHTML = cards.map(([l, v, t]) => `<div class="card"${t ? ` title="${esc(t)}"` : ""}><div class="label">${l}${
+    t ? ' <span class="muted">(chain time)</span>' : ""}</div><div class="value">${esc(v)}</div></div>`).join("");
   $("#providers-mini tbody").innerHTML = providers.map((p) => providerRow(p, false)).join("");
 }
 
@@ -221,6 +225,16 @@ async function loadResult(jobId) {
   }
 }
 
+// The market numbers jobs 1..jobCount, each a uint64-sized id the gateway accepts up to 2^63-1.
+const MAX_JOB_ID = 2n ** 63n - 1n;
+
+function jobMissing(status, label, message) {
+  const st = $("#job-status");
+  st.className = "badge"; st.dataset.status = status; st.textContent = label;
+  $("#job-missing").textContent = message;
+  $("#job-missing").hidden = false;
+}
+
 async function showJob(jobId) {
   $("#job-verification").className = "verification muted";
   $("#job-verification").textContent = "No receipt yet.";
@@ -229,19 +243,27 @@ async function showJob(jobId) {
   $("#job-missing").hidden = true;
   $("#job-meta").innerHTML = ""; $("#job-timeline").innerHTML = "";
   if (jobStream) { jobStream.close(); jobStream = null; }
+  if (BigInt(jobId) < 1n || BigInt(jobId) > MAX_JOB_ID) {
+    jobMissing("job_not_found", "does not exist", `job ${jobId} does not exist: job ids run from 1 to the market's job count`);
+    return;
+  }
   try {
     renderJob(await api(`/v1/jobs/${jobId}`));
   } catch (e) {
-    const st = $("#job-status");
-    st.className = "badge"; st.dataset.status = e.reason || "error";
-    if (e.reason === "job_not_found") {
-      // The market numbers jobs 1..jobCount: past that, the job does not exist (it is not "coming").
-      st.textContent = "does not exist";
-      $("#job-missing").textContent = e.message;
-      $("#job-missing").hidden = false;
+    if (e.reason === "job_not_found" && e.details.job_count !== undefined && e.details.job_count !== null) {
+      // Past the market's job count the job does not exist (it is not "coming").
+      jobMissing("job_not_found", "does not exist", e.message);
       return;
     }
-    st.textContent = e.reason === "job_not_indexed" ? "on-chain, not indexed yet" : e.message;
+    if (e.reason !== "job_not_indexed") {
+      // Not in the index and the gateway could not ask the chain (or another error): say so, claim nothing.
+      jobMissing(e.reason === "job_not_found" ? "job_unknown" : e.reason || "error",
+                 e.reason === "job_not_found" ? "not found" : "error", e.message);
+      return;
+    }
+    // On-chain but not indexed yet: it appears within a block or two, and the stream below shows it.
+    const st = $("#job-status");
+    st.className = "badge"; st.dataset.status = e.reason; st.textContent = "on-chain, not indexed yet";
   }
   loadResult(jobId);
   jobStream = new EventSource(`/v1/jobs/${jobId}/events`);
@@ -340,7 +362,7 @@ function route() {
   if (view === "overview") loadOverview();
   if (view === "providers") loadProviders();
   if (view === "jobs") loadJobs();
-  if (view === "job") showJob(Number(m[1]));
+  if (view === "job") showJob(m[1].replace(/^0+(?=\d)/, ""));
 }
 
 $("#connect").addEventListener("click", () => connect().catch((e) => log(e.message, "err")));

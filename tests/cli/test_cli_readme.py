@@ -1,6 +1,7 @@
 """The README's command-line walkthrough is true as written: every `$ hearth ...` line of its
 session is run in order against a fresh devnet (what `make devnet` starts), and what each prints
-equals the README's text up to the numbers and hashes that differ per devnet."""
+equals the README's text up to the numbers and hashes that differ per devnet; so do what
+`make devnet` prints and the error the README quotes for the same commands under `make up`."""
 
 from __future__ import annotations
 
@@ -19,13 +20,21 @@ README = Path(__file__).resolve().parents[2] / "README.md"
 runner = CliRunner()
 
 
+def section() -> str:
+    return README.read_text().split("### A job from the command line")[1].split("\n### ")[0]
+
+
+def console_block(after: str) -> str:
+    """The first ```console block of the walkthrough's section after the text ``after``."""
+    text = section()
+    block = text[text.index(after):]
+    block = block[block.index("```console\n") + len("```console\n"):]
+    return block[:block.index("\n```")]
+
+
 def walkthrough() -> list[tuple[str, list[str]]]:
     """(command, expected output lines) of the README's walkthrough session."""
-    text = README.read_text()
-    section = text[text.index("### A job from the command line"):]
-    block = section[section.index("In another"):]
-    block = block[block.index("```console\n") + len("```console\n"):]
-    block = block[:block.index("\n```")]
+    block = console_block("In another")
     steps: list[tuple[str, list[str]]] = []
     for line in block.splitlines():
         if line.startswith("$ "):
@@ -67,6 +76,44 @@ def test_the_readme_walkthrough_prints_what_the_readme_says(cli_env: Any) -> Non
 
 
 def test_the_readme_says_to_run_the_walkthrough_on_make_devnet_and_why() -> None:
-    section = README.read_text().split("### A job from the command line")[1].split("###")[0]
-    assert "run `make devnet`" in section and "not\n`make up`" in section
-    assert "the stack's own worker claims" in section
+    text = section()
+    assert "run `make devnet`" in text and "not\n`make up`" in text
+    assert "the stack's own worker claims" in text
+
+
+def test_make_devnet_prints_what_the_readme_shows(devnet: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    from types import SimpleNamespace
+
+    from deploy import devnet as dn
+
+    block = console_block("In one terminal").splitlines()
+    assert block[0] == "$ make devnet"
+    # The session devnet's deployment, printed by `python -m deploy devnet`'s own code; its Anvil
+    # is a stand-in that has just exited, so the function returns after printing.
+    anvil = SimpleNamespace(rpc_url=devnet.anvil.rpc_url, proc=SimpleNamespace(poll=lambda: 0), stop=lambda: None)
+    monkeypatch.setattr(dn, "bring_up", lambda **_: SimpleNamespace(anvil=anvil, manifest=devnet.manifest))
+    monkeypatch.setattr(dn, "stop_on_signals", lambda: None)
+    monkeypatch.setenv("HEARTH_DATA_DIR", str(tmp_path))
+    monkeypatch.delenv("HEARTH_MANIFEST", raising=False)
+    dn.run_foreground(port=18547, chain_id=31337, block_time=None)
+    printed = capsys.readouterr().out.splitlines()
+    assert printed[-1] == "anvil exited"
+
+    def same(lines: list[str]) -> list[str]:  # addresses, the port and the manifest's path differ per run
+        out = [re.sub(r"127\.0\.0\.1:\d+", "127.0.0.1:PORT", re.sub(r"0x[0-9a-fA-F]{40}", "0x…", ln)) for ln in lines]
+        return [re.sub(r"^(  manifest +)/\S+/manifest\.json$", r"\1PATH", ln) for ln in out]
+
+    assert same(printed[:-1]) == same(block[1:])
+
+
+def test_the_error_the_readme_quotes_for_make_up_is_what_the_cli_prints(cli_env: Any) -> None:
+    """Under `make up` the stack's worker has claimed and delivered job 1 before the reader's
+    `hearth job claim 1 --as provider`; the README quotes what that claim answers."""
+    quoted = re.search(r"`(hearth job claim 1 --as provider)` then answers\n`(error: [^`]+)`", section())
+    assert quoted, "the README quotes the claim under make up and its answer"
+    for step in (["job", "post", "--text", "hello hearth", "--approve", "--as", "client"],
+                 ["job", "claim", "1", "--as", "provider"], ["job", "deliver", "1", "--as", "provider"]):
+        assert runner.invoke(app, step).exit_code == 0
+    r = runner.invoke(app, shlex.split(quoted.group(1))[1:])
+    assert r.exit_code == 1 and " ".join(r.output.split()) == quoted.group(2)

@@ -201,6 +201,12 @@ def test_times_are_labelled_chain_time_and_the_header_says_how_far_it_is_from_th
     assert "(chain)" in stamp.inner_text() and "chain time" in (stamp.get_attribute("title") or "")
     assert int(stamp.get_attribute("data-chain-time")) == stack.http.get(
         f"/v1/jobs/{posted['job_id']}").json()["history"][0]["at"]
+    # The overview's rates are measured on the same clock, and say so.
+    page.evaluate("location.hash = '#/'")
+    page.wait_for_function("document.querySelectorAll('#stats .card').length === 6")
+    for label in ("Jobs / min", "Median latency"):
+        card = page.locator("#stats .card", has_text=label)
+        assert "(chain time)" in card.inner_text() and "chain time" in (card.get_attribute("title") or "")
 
 
 def test_a_job_paid_through_an_api_key_shows_the_wallet_that_paid(page: Any, stack: Stack) -> None:
@@ -238,8 +244,19 @@ def test_a_job_paid_through_an_api_key_shows_the_wallet_that_paid(page: Any, sta
     assert "Paid by" in meta and wallet in meta and f"{relayer} (this gateway's relayer" in meta
 
     deliver(stack, job_id, np.zeros((1, 384), dtype="<f4").tobytes())
+    # The live update that moves the page to "delivered" names the payer too.
+    page.wait_for_selector('#job-status[data-status="delivered"]', timeout=15_000)
+    assert page.get_attribute("#job-meta", "data-payer") == wallet
+    assert "Paid by" in page.locator("#job-meta").inner_text()
     t.join(60)
     assert answers and answers[0].status_code == 200, answers
+
+    # So does the jobs table: the paying wallet in the Client column, the relayer in its tooltip.
+    page.evaluate("location.hash = '#/jobs'")
+    cell = page.locator(f'#jobs tr[data-job="{job_id}"] td').nth(2)
+    cell.wait_for(timeout=15_000)
+    assert cell.inner_text() == f"{wallet[:6]}…{wallet[-4:]}"
+    assert wallet in (cell.get_attribute("title") or "") and relayer in (cell.get_attribute("title") or "")
 
 
 def test_a_job_that_does_not_exist_says_so(page: Any, stack: Stack) -> None:
@@ -252,6 +269,32 @@ def test_a_job_that_does_not_exist_says_so(page: Any, stack: Stack) -> None:
     assert "not indexed" not in page.locator("#view-job").inner_text()
 
 
+def test_job_ids_outside_the_markets_numbering_do_not_exist_and_are_not_asked_for(page: Any, stack: Stack) -> None:
+    # Job ids run from 1; the gateway takes them up to 2^63-1 (and answers 422 past that).
+    for job_id in ("0", "99999999999999999999"):
+        page.goto(f"{stack.base_url}/#/jobs/{job_id}")
+        page.wait_for_function(f"document.querySelector('#job-missing').textContent.startsWith('job {job_id} ')")
+        assert page.locator("#job-status").inner_text() == "does not exist"
+        assert page.get_attribute("#job-status", "data-status") == "job_not_found"
+        assert f"job {job_id} does not exist" in page.locator("#job-missing").inner_text()
+    page.wait_for_load_state("networkidle")
+    assert not [u for _, u in page.failed if "/v1/jobs/" in u], page.failed
+
+
+def test_a_job_the_gateway_cannot_look_up_on_chain_is_not_said_to_be_missing(page: Any, stack: Stack) -> None:
+    from gateway.app import error_body
+
+    # What the gateway answers for a job missing from its index while the chain does not answer.
+    body = error_body(404, "job_not_found", "no job 4242 in the index, and the chain cannot be asked now",
+                      details={"job_id": 4242})
+    page.route("**/v1/jobs/4242", lambda route: route.fulfill(status=404, json=body))
+    page.goto(f"{stack.base_url}/#/jobs/4242")
+    page.wait_for_selector('#job-status[data-status="job_unknown"]', timeout=15_000)
+    assert page.locator("#job-status").inner_text() == "not found"
+    assert "the chain cannot be asked now" in page.locator("#job-missing").inner_text()
+    assert "does not exist" not in page.locator("#view-job").inner_text()
+
+
 def test_without_a_wallet_the_submit_page_explains_how_to_use_a_devnet_account(browser: Any, stack: Stack) -> None:
     for pg in _page(browser, stack, wallet=False):
         pg.goto(stack.base_url + "/#/submit")
@@ -260,6 +303,7 @@ def test_without_a_wallet_the_submit_page_explains_how_to_use_a_devnet_account(b
         help_box.wait_for(state="visible", timeout=10_000)
         text = help_box.inner_text()
         assert ".hearth/devnet-accounts.json" in text and "private key" in text
+        assert "make up or make devnet" in text  # what writes the file (`hearth devnet` alone only prints help)
         assert stack.devnet.manifest.rpc_url in text and str(stack.hearth.chain_id) in text
         assert pg.locator("#submit").is_disabled()
 
