@@ -110,6 +110,28 @@ def test_each_wallet_holds_at_most_its_quota_of_unexpired_uploads(stack: Stack) 
         ctx.blob_policy = saved
 
 
+def test_a_store_filled_by_clients_still_takes_provider_outputs_and_paid_job_inputs(stack: Stack) -> None:
+    """Wallets cost nothing to make: ones made to fill the store must not stop a provider from
+    uploading its outputs (it would miss its deliveries) nor stop jobs that someone pays for."""
+    from dataclasses import replace
+
+    ctx = stack.ctx
+    saved = ctx.blob_policy
+    ctx.blob_policy = replace(saved, store_max_bytes=1)  # an injected cap that the store is already over
+    try:
+        full = upload(stack, os.urandom(10), "client")
+        assert full.status_code == 507 and full.json()["error"]["reason"] == "blob_store_full", full.text
+        output = os.urandom(1536)
+        assert upload(stack, output, PROVIDER).status_code == 201
+        assert ctx.blobs.has("0x" + keccak(output).hex())
+        stack.approve("client")
+        job = stack.signed_job(texts=["paid for while the store is full"])
+        stack.post_job(job)
+        assert ctx.blobs.has(job["request"]["inputHash"])
+    finally:
+        ctx.blob_policy = saved
+
+
 def test_an_s3_compatible_store_fits_the_same_interface(s3_endpoint: str) -> None:
     import boto3
 
