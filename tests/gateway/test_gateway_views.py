@@ -479,12 +479,15 @@ def test_embeddings_need_a_known_api_key(stack: Stack) -> None:
 # ---------------------------------------------------------------------------- docs and favicon
 
 
-def test_the_api_docs_load_every_asset_from_this_gateway(stack: Stack) -> None:
+def test_the_api_docs_load_every_asset_from_this_gateway_and_may_load_nothing_from_elsewhere(stack: Stack) -> None:
     import re
 
     for page in ("/docs", "/redoc"):
         r = stack.http.get(page)
         assert r.status_code == 200 and "text/html" in r.headers["content-type"]
+        # ReDoc's bundle fetches its logo from cdn.redoc.ly: the policy keeps the browser home.
+        policy = dict(p.strip().split(" ", 1) for p in r.headers["content-security-policy"].split(";"))
+        assert policy["default-src"] == policy["img-src"].split()[0] == policy["connect-src"] == "'self'", policy
         urls = re.findall(r"""(?:src|href)=["']([^"']+)["']|url: ?["']([^"']+)["']""", r.text)
         refs = [a or b for a, b in urls]
         assert refs and not [u for u in refs if "//" in u], f"{page} refers elsewhere: {refs}"
