@@ -90,7 +90,7 @@ class UnsupportedParameterError(GenerationRequestError):
 
 class ContentPart(BaseModel):
     model_config = ConfigDict(extra="allow")
-    type: str
+    type: Text
     text: Text | None = None
 
 

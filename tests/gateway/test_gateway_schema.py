@@ -43,32 +43,28 @@ def _text_with_lone_surrogates() -> st.SearchStrategy[str]:
     return st.one_of(with_one, with_one, st.text(min_size=1, max_size=12))
 
 
-def _free_text_names(found: list[str]) -> set[str]:
-    """The property names of the free-text fields (``.../properties/<name>[/anyOf/0...]``)."""
-    names = set()
-    for path in found:
-        parts = path.split("/")
-        if "properties" in parts:
-            names.add(parts[len(parts) - 1 - parts[::-1].index("properties") + 1])
-    return names
+Path = tuple[str | int, ...]
 
 
-def _text_paths(value: Any, names: set[str], path: tuple[str | int, ...] = ()) -> list[tuple[str | int, ...]]:
-    """Where the free-text fields' strings sit in a body, at any depth (``messages.0.content``,
-    ``stop.1``): one path of keys and list indexes per string."""
-    found: list[tuple[str | int, ...]] = []
-    if isinstance(value, dict):
+def _text_paths(value: Any, schema: dict[str, Any], components: dict[str, Any], path: Path = ()) -> list[Path]:
+    """Where a body holds free text, following the operation's schema (so a property the schema
+    does not declare, which the model ignores, is never counted): one path of keys and list
+    indexes per string whose schema is free text (``messages.0.content``, ``stop.1``)."""
+    while "$ref" in schema:
+        schema = components[schema["$ref"].rsplit("/", 1)[1]]
+    found: set[Path] = set()
+    for branch in schema.get("anyOf", []) + schema.get("oneOf", []):
+        found.update(_text_paths(value, branch, components, path))
+    if isinstance(value, str) and schema.get("format") == SURROGATE_TEXT:
+        found.add(path)
+    elif isinstance(value, dict) and schema.get("type") == "object":
         for k, v in value.items():
-            if k in names and isinstance(v, str):
-                found.append((*path, k))
-            elif k in names and isinstance(v, list) and all(isinstance(x, str) for x in v):
-                found += [(*path, k, i) for i in range(len(v))]
-            else:
-                found += _text_paths(v, names, (*path, k))
-    elif isinstance(value, list):
+            if k in schema.get("properties", {}):
+                found.update(_text_paths(v, schema["properties"][k], components, (*path, k)))
+    elif isinstance(value, list) and schema.get("type") == "array" and "items" in schema:
         for i, v in enumerate(value):
-            found += _text_paths(v, names, (*path, i))
-    return found
+            found.update(_text_paths(v, schema["items"], components, (*path, i)))
+    return sorted(found, key=str)
 
 
 def _with_text(body: Any, path: tuple[str | int, ...], change: Any) -> Any:
@@ -101,8 +97,15 @@ def _free_text_strings(node: Any, path: str, found: list[str]) -> None:
 
 
 @pytest.fixture(scope="module")
-def fuzzed_text_fields(stack: Stack) -> list[str]:
-    return _patched_schema(stack)[1]
+def patched(stack: Stack) -> tuple[dict[str, Any], list[str], Any]:
+    """The gateway's OpenAPI schema with its free-text strings in format SURROGATE_TEXT, their
+    paths, and the app it describes."""
+    return _patched_schema(stack)
+
+
+@pytest.fixture(scope="module")
+def fuzzed_text_fields(patched: tuple[dict[str, Any], list[str], Any]) -> list[str]:
+    return patched[1]
 
 
 def _patched_schema(stack: Stack) -> tuple[dict[str, Any], list[str], Any]:
@@ -119,9 +122,9 @@ def _patched_schema(stack: Stack) -> tuple[dict[str, Any], list[str], Any]:
 
 
 @pytest.fixture(scope="module")
-def api_schema(stack: Stack) -> Any:
+def api_schema(patched: tuple[dict[str, Any], list[str], Any]) -> Any:
     schemathesis.openapi.format(SURROGATE_TEXT, _text_with_lone_surrogates())
-    raw, _, app = _patched_schema(stack)
+    raw, _, app = patched
     schema = schemathesis.openapi.from_dict(raw)
     schema.app = app
     schema.location = "/openapi.json"
@@ -180,14 +183,13 @@ SURROGATE_FIELDS = {
 
 
 def test_a_lone_surrogate_in_any_free_text_field_is_a_400_invalid_unicode_never_a_server_error(
-    api_schema: Any, fuzzed_text_fields: list[str],
+    api_schema: Any, patched: tuple[dict[str, Any], list[str], Any],
 ) -> None:
     """Positive cases (so the rest of the body passes validation), cleaned of the surrogates the
     format strategy put in, then sent once per free-text string with a lone surrogate in that
     string alone, at any depth (a chat message's content, a stop string): the class of issue
     14's 500s, on every operation, each field on its own so no other field's refusal hides it."""
-    names = _free_text_names(fuzzed_text_fields)
-    assert {"input", "model", "message", "user", "content", "prompt", "stop"} <= names, names
+    raw = patched[0]  # the free-text strings carry format SURROGATE_TEXT
     hits: dict[str, set[str]] = {}
     failures: list[str] = []
     # Sent by hand: schemathesis re-validates a changed case with a validator that cannot hold
@@ -197,8 +199,11 @@ def test_a_lone_surrogate_in_any_free_text_field_is_a_400_invalid_unicode_never_
         op = result.ok()
         if op.method.upper() not in ("POST", "PUT", "PATCH") or op.label == "POST /v1/blobs":
             continue
+        body = raw["paths"][op.path][op.method.lower()].get("requestBody", {}).get("content", {})
+        if "application/json" not in body:
+            continue
         try:
-            _surrogate_test(op, names, hits, client)()
+            _surrogate_test(op, body["application/json"]["schema"], raw["components"]["schemas"], hits, client)()
         except Exception as exc:  # noqa: BLE001 - collect every operation's failure, then report
             failures.append(f"{op.label}: {exc}")
     assert not failures, "\n\n".join(failures)
@@ -206,7 +211,8 @@ def test_a_lone_surrogate_in_any_free_text_field_is_a_400_invalid_unicode_never_
         assert fields <= hits.get(label, set()), (label, hits.get(label))
 
 
-def _surrogate_test(op: Any, names: set[str], hits: dict[str, set[str]], client: TestClient) -> Any:
+def _surrogate_test(op: Any, body_schema: dict[str, Any], components: dict[str, Any], hits: dict[str, set[str]],
+                    client: TestClient) -> Any:
     from schemathesis.generation import GenerationMode
 
     @given(case=op.as_strategy(generation_mode=GenerationMode.POSITIVE), surrogate=st.sampled_from(LONE_SURROGATES))
@@ -214,9 +220,9 @@ def _surrogate_test(op: Any, names: set[str], hits: dict[str, set[str]], client:
               database=None)
     def run(case: Any, surrogate: str) -> None:
         clean = case.body
-        for path in _text_paths(case.body, names):
+        for path in _text_paths(case.body, body_schema, components):
             clean = _with_text(clean, path, _clean)
-        for path in _text_paths(clean, names):
+        for path in _text_paths(clean, body_schema, components):
             # fenced by "|", so it never pairs with a surrogate next to it
             body = _with_text(clean, path, lambda v: v[: len(v) // 2] + f"|{surrogate}|" + v[len(v) // 2:])
             field = next(str(p) for p in reversed(path) if isinstance(p, str))

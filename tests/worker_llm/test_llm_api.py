@@ -61,11 +61,12 @@ def test_what_is_not_implemented_or_does_not_fit_is_refused_naming_the_parameter
 @pytest.mark.parametrize("body", [
     {"messages": [{"role": "user", "content": "abc\ud800def"}]},
     {"messages": [{"role": "user", "content": [{"type": "text", "text": "x\udfff"}]}]},
+    {"messages": [{"role": "user", "content": [{"type": "te\udc00xt", "text": "hi"}]}]},
     {"messages": [{"role": "user", "content": "hi"}], "stop": "\udc00"},
     {"messages": [{"role": "user", "content": "hi"}], "stop": ["ok", "\udbff"]},
     {"prompt": "abc\ud800def"},
     {"prompt": ["x\udfff"]},
-], ids=["message", "text part", "stop", "stop list", "prompt", "prompt list"])
+], ids=["message", "text part", "part type", "stop", "stop list", "prompt", "prompt list"])
 def test_a_lone_surrogate_in_any_text_of_a_request_is_refused_where_the_body_is_read(body: dict[str, object]) -> None:
     """As FastAPI validates a body (parsed by ``json.loads``, which turns the escape ``\\ud800``
     into a lone surrogate): the tokenizer raises a TypeError on such text, which was a 500 on the
