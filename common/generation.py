@@ -20,7 +20,9 @@ import json
 from collections.abc import Sequence
 from typing import Any, Protocol
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StrictInt
+
+from common.text import Text
 
 FINISH_REASONS = ("stop", "length")
 
@@ -64,7 +66,8 @@ def completion_text(tokenizer: _Decoder, output_ids: Sequence[int], stop: Sequen
 # models and resolve them to the same prompt ids and sampling parameters (`resolve`), so the
 # canonical request the provider signs is the one the gateway computes. Unknown fields are
 # accepted and ignored, as OpenAI's API does; fields Hearth does not implement with a value
-# that would change the answer are refused with a clear 400 (`UnsupportedParameterError`).
+# that would change the answer are refused with a clear 400 (`UnsupportedParameterError`). Every
+# text a request carries is `Text`: a lone UTF-16 surrogate is refused where the body is read.
 
 #: completion tokens when the client names no ``max_tokens`` (capped by the context left)
 DEFAULT_MAX_TOKENS = 256
@@ -87,14 +90,14 @@ class UnsupportedParameterError(GenerationRequestError):
 
 class ContentPart(BaseModel):
     model_config = ConfigDict(extra="allow")
-    type: str
-    text: str | None = None
+    type: Text
+    text: Text | None = None
 
 
 class ChatMessage(BaseModel):
     model_config = ConfigDict(extra="allow")
-    role: str = Field(min_length=1, max_length=64)
-    content: str | list[ContentPart] | None = None
+    role: Text = Field(min_length=1, max_length=64)
+    content: Text | list[ContentPart] | None = None
 
     def text(self) -> str:
         if self.content is None:
@@ -117,18 +120,18 @@ class StreamOptions(BaseModel):
 
 class _GenerationIn(BaseModel):
     model_config = ConfigDict(extra="allow")
-    model: str = Field(min_length=1, max_length=128, description="model name or 0x model id")
+    model: Text = Field(min_length=1, max_length=128, description="model name or 0x model id")
     max_tokens: int | None = Field(default=None, ge=1)
     temperature: float | None = Field(default=None, ge=0.0, le=2.0)
     top_p: float | None = Field(default=None, gt=0.0, le=1.0)
     #: not OpenAI's: keep only the k most likely tokens (0: all)
     top_k: int | None = Field(default=None, ge=0)
     seed: int | None = Field(default=None, ge=0, le=MAX_SEED)
-    stop: str | list[str] | None = None
+    stop: Text | list[Text] | None = None
     n: int | None = Field(default=None, ge=1)
     stream: bool | None = False
     stream_options: StreamOptions | None = None
-    user: str | None = Field(default=None, max_length=256)
+    user: Text | None = Field(default=None, max_length=256)
 
     def stop_list(self) -> tuple[str, ...]:
         stop = [self.stop] if isinstance(self.stop, str) else list(self.stop or [])
@@ -169,9 +172,9 @@ class ChatCompletionsIn(_GenerationIn):
 
 
 class CompletionsIn(_GenerationIn):
-    prompt: str | list[str] | list[int] | list[list[int]]
+    prompt: Text | list[Text] | list[StrictInt] | list[list[StrictInt]]
     echo: bool | None = None
-    suffix: str | None = None
+    suffix: Text | None = None
     best_of: int | None = Field(default=None, ge=1)
     logprobs: int | None = Field(default=None, ge=0, le=5)
 

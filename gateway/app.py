@@ -36,6 +36,12 @@ log = logging.getLogger(__name__)
 STATIC = Path(__file__).resolve().parent / "static"
 #: where the API docs' Swagger UI / ReDoc assets are served from (see ``_install_docs``)
 DOCS_ASSETS = "/docs-assets"
+#: The docs pages load nothing but this gateway: ReDoc's bundle fetches its logo from
+#: cdn.redoc.ly, and any later bundle may reach elsewhere too. Inline script and styles are the
+#: pages' own; ReDoc runs its search in a worker made from a blob.
+DOCS_CSP = ("default-src 'self'; script-src 'self' 'unsafe-inline'; style-src 'self' 'unsafe-inline'; "
+            "img-src 'self' data:; font-src 'self' data:; connect-src 'self'; worker-src 'self' blob:; "
+            "base-uri 'self'; form-action 'self'; frame-ancestors 'self'")
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
@@ -223,7 +229,8 @@ def _install_error_handlers(app: FastAPI, ctx: Context) -> None:
 def _install_docs(app: FastAPI) -> None:
     """``/docs`` (Swagger UI) and ``/redoc`` from assets in an installed package (the PyPI
     package ``fastapi-offline`` ships Swagger UI 5 and ReDoc), never a CDN, so they work on a
-    machine without internet access."""
+    machine without internet access; :data:`DOCS_CSP` keeps the pages from loading anything
+    from elsewhere."""
     import fastapi_offline
     from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html, get_swagger_ui_oauth2_redirect_html
     from fastapi.responses import HTMLResponse
@@ -235,10 +242,12 @@ def _install_docs(app: FastAPI) -> None:
     @app.get("/docs", include_in_schema=False)
     def swagger_ui(request: Request) -> HTMLResponse:
         root = request.scope.get("root_path", "")
-        return get_swagger_ui_html(
+        page = get_swagger_ui_html(
             openapi_url=f"{root}{app.openapi_url}", title=f"{app.title} - API", oauth2_redirect_url=oauth2,
             swagger_js_url=f"{root}{DOCS_ASSETS}/swagger-ui-bundle.js",
             swagger_css_url=f"{root}{DOCS_ASSETS}/swagger-ui.css", swagger_favicon_url=f"{root}/favicon.ico")
+        page.headers["Content-Security-Policy"] = DOCS_CSP
+        return page
 
     @app.get(oauth2, include_in_schema=False)
     def swagger_ui_redirect() -> HTMLResponse:
@@ -247,9 +256,11 @@ def _install_docs(app: FastAPI) -> None:
     @app.get("/redoc", include_in_schema=False)
     def redoc(request: Request) -> HTMLResponse:
         root = request.scope.get("root_path", "")
-        return get_redoc_html(openapi_url=f"{root}{app.openapi_url}", title=f"{app.title} - API reference",
+        page = get_redoc_html(openapi_url=f"{root}{app.openapi_url}", title=f"{app.title} - API reference",
                               redoc_js_url=f"{root}{DOCS_ASSETS}/redoc.standalone.js",
                               redoc_favicon_url=f"{root}/favicon.ico", with_google_fonts=False)
+        page.headers["Content-Security-Policy"] = DOCS_CSP
+        return page
 
 
 def create_app(settings: GatewaySettings | None = None, *, manifest: Manifest | None = None,

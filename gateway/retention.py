@@ -2,9 +2,13 @@
 
 * Uploads (``POST /v1/blobs``) need an identity: a SIWE session or an API key, both of which
   name a wallet. Each wallet may hold ``blob_quota_bytes`` of unexpired uploads
-  (``blob_provider_quota_bytes`` if it is a registered provider, whose outputs are blobs), and
-  the gateway holds at most ``blob_store_max_bytes`` for everyone together, which bounds the
-  disk whatever number of wallets someone creates.
+  (``blob_provider_quota_bytes`` if it is a registered provider, whose outputs are blobs).
+  Clients' uploads are refused (507) once the gateway holds ``blob_store_max_bytes`` for
+  everyone together, which bounds what any number of new wallets can make it store. That cap
+  never refuses a registered provider's upload (its outputs: refused, it would miss its
+  deliveries) nor the input of a job someone pays for: wallets created to fill the store could
+  otherwise stop both. Those are bounded by stake (the provider quota per staked provider) and
+  by payment instead.
 * Every stored blob carries holds (one per holder, :class:`gateway.store.BlobUpload`) that
   expire ``blob_retention_s`` after the last upload. That period must exceed the market's
   challenge window (checked on start), so a verifier can always fetch what it re-executes.
@@ -65,9 +69,10 @@ def is_provider(index_engine: Engine, wallet: str) -> bool:
 
 
 def store_held(blobs: GatewayBlobs, db: Engine, policy: BlobPolicy, data: bytes, owner: str,
-               quota: int | None, now: int) -> str:
+               quota: int | None, now: int, *, store_cap: int | None = None) -> str:
     """Stores ``data`` under a hold of ``owner``; with a ``quota``, refuses (429) when the
-    owner's unexpired holds would exceed it. Refuses (507) when the store is full."""
+    owner's unexpired holds would exceed it; with a ``store_cap``, refuses (507) when the
+    store would hold more than that for everyone together."""
     bid = blob_id(data)
     with store.session(db) as s:
         store.hold_blob(s, bid, owner, len(data), now, policy.retention_s)
@@ -79,10 +84,8 @@ def store_held(blobs: GatewayBlobs, db: Engine, policy: BlobPolicy, data: bytes,
                     f"this wallet holds {held - len(data)} bytes of unexpired blobs; its quota is {quota} "
                     f"(uploads expire {policy.retention_s}s after they are made)",
                     retry_after=max(1, first - now), held=held - len(data), quota=quota)
-        total = store.stored_bytes(s, now)
-        if total > policy.store_max_bytes:
-            raise BlobStoreFullError(f"the gateway's blob store is full ({policy.store_max_bytes} bytes)",
-                                     limit=policy.store_max_bytes)
+        if store_cap is not None and store.stored_bytes(s, now) > store_cap:
+            raise BlobStoreFullError(f"the gateway's blob store is full ({store_cap} bytes)", limit=store_cap)
         blobs.put(data)  # inside the transaction: a failed write leaves no hold
     return bid
 

@@ -1,5 +1,7 @@
 """The API's request and response models.
 
+Free text (:data:`common.text.Text`) is any Unicode string that UTF-8 can encode (a lone
+surrogate is refused with 400 ``invalid_unicode``; see ``gateway.app``).
 Amounts (token wei, uint256) are decimal strings in responses, because JSON numbers lose
 precision above 2**53 in browsers; requests accept either numbers or decimal strings.
 Addresses come back EIP-55 checksummed, hashes as ``0x`` + 64 lower-case hex.
@@ -11,8 +13,8 @@ from typing import Annotated, Any, Literal
 
 from eth_utils import is_address, to_checksum_address
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, StrictInt, WithJsonSchema
-from pydantic_core import PydanticCustomError
 
+from common.text import Text
 from contracts import jobstate
 
 UINT40 = 2**40 - 1
@@ -40,20 +42,6 @@ def _int_from_str(v: Any) -> Any:
     return v
 
 
-def _utf8(v: str) -> str:
-    """JSON may carry lone UTF-16 surrogates (``"\\ud800"``), which no UTF-8 text can hold."""
-    try:
-        v.encode("utf-8")
-    except UnicodeEncodeError as exc:
-        raise PydanticCustomError(
-            "invalid_unicode", "text holds a lone UTF-16 surrogate at character {position}: not valid Unicode",
-            {"position": exc.start}) from None
-    return v
-
-
-#: Free text from a request body: any Unicode string that UTF-8 can encode (refused with 400
-#: ``invalid_unicode`` otherwise; see ``gateway.app``).
-Text = Annotated[str, AfterValidator(_utf8)]
 #: A token id list (OpenAI accepts token arrays as embeddings input).
 TokenIds = Annotated[list[StrictInt], Field(max_length=8192)]
 

@@ -153,8 +153,8 @@ class ServingEmbeddingsOut(BaseModel):
 
 
 class VoucherIn(BaseModel):
-    payer: str
-    provider: str
+    payer: schemas.Text
+    provider: schemas.Text
 
 
 # ---------------------------------------------------------------------------- blobs

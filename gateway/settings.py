@@ -58,7 +58,8 @@ class GatewaySettings(HearthSettings, BlobStoreSettings):
     blob_quota_bytes: int = Field(default=64 << 20, ge=1)
     #: the same for a registered provider (its delivered outputs)
     blob_provider_quota_bytes: int = Field(default=4 << 30, ge=1)
-    #: bytes of unexpired blobs the gateway holds for everyone together (507 beyond)
+    #: bytes of unexpired blobs the gateway holds for everyone together beyond which clients'
+    #: uploads are refused (507); providers' uploads and paid jobs' inputs are not
     blob_store_max_bytes: int = Field(default=64 << 30, ge=1)
     #: how often the sweeper deletes expired blobs
     blob_sweep_interval_s: float = Field(default=300, gt=0)

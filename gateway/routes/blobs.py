@@ -34,8 +34,9 @@ async def upload_blob(
     yours. Idempotent: uploading the same bytes again returns the same id and renews the blob.
 
     Needs a SIWE session or an API key (``Authorization: Bearer``). Each wallet may hold a quota
-    of unexpired uploads (429 ``blob_quota_exceeded``, with ``Retry-After``); blobs expire a
-    retention period after their last upload unless an open job names them (see
+    of unexpired uploads (429 ``blob_quota_exceeded``, with ``Retry-After``); a client's upload
+    to a full store is a 507 ``blob_store_full`` (a registered provider's never is); blobs expire
+    a retention period after their last upload unless an open job names them (see
     :mod:`gateway.retention`)."""
     limit = ctx.settings.max_blob_bytes
     chunks: list[bytes] = []
@@ -52,8 +53,9 @@ async def upload_blob(
     policy = ctx.blob_policy
     provider = await anyio.to_thread.run_sync(is_provider, ctx.index_engine, wallet)
     quota = policy.provider_quota_bytes if provider else policy.quota_bytes
+    cap = None if provider else policy.store_max_bytes  # a full store still takes providers' outputs
     await anyio.to_thread.run_sync(lambda: store_held(ctx.blobs, ctx.db_engine, policy, data, uploader(wallet),
-                                                      quota, store.now()))
+                                                      quota, store.now(), store_cap=cap))
     ctx.metrics.blob_bytes.labels("in").inc(len(data))
     response.headers["Location"] = f"/v1/blobs/{bid}"
     return schemas.BlobOut(id=bid, size=len(data))

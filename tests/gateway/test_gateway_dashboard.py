@@ -308,7 +308,13 @@ def test_without_a_wallet_the_submit_page_explains_how_to_use_a_devnet_account(b
         assert pg.locator("#submit").is_disabled()
 
 
-def test_the_api_docs_render_with_no_network_but_the_gateway(browser: Any, stack: Stack) -> None:
+DOC_PAGES = [("/docs", ".opblock-summary"), ("/redoc", "[data-section-id^='operation/']")]
+
+
+@pytest.mark.parametrize(("path", "operation"), DOC_PAGES, ids=[p for p, _ in DOC_PAGES])
+def test_the_api_docs_render_with_no_network_but_the_gateway_and_ask_nothing_of_anyone_else(
+    browser: Any, stack: Stack, path: str, operation: str,
+) -> None:
     ctx = browser.new_context()
     outside: list[str] = []
 
@@ -320,12 +326,16 @@ def test_the_api_docs_render_with_no_network_but_the_gateway(browser: Any, stack
             route.abort()
 
     ctx.route("**/*", only_local)
+    errors: list[str] = []
     try:
         pg = ctx.new_page()
-        pg.goto(stack.base_url + "/docs")
-        pg.wait_for_selector(".opblock", timeout=20_000)
-        assert pg.locator(".opblock").count() >= 20
-        assert any("/v1/embeddings" in t for t in pg.locator(".opblock-summary").all_inner_texts())
+        pg.on("pageerror", lambda e: errors.append(str(e)))
+        pg.goto(stack.base_url + path)
+        pg.wait_for_selector(operation, timeout=20_000)
+        assert pg.locator(operation).count() >= 20
+        assert any("/v1/embeddings" in t for t in pg.locator(operation).all_inner_texts())
+        pg.wait_for_load_state("networkidle")
         assert outside == [], outside
+        assert not errors, errors
     finally:
         ctx.close()

@@ -43,31 +43,43 @@ def _text_with_lone_surrogates() -> st.SearchStrategy[str]:
     return st.one_of(with_one, with_one, st.text(min_size=1, max_size=12))
 
 
-def _free_text_names(found: list[str]) -> set[str]:
-    """The property names of the free-text fields (``.../properties/<name>[/anyOf/0...]``)."""
-    names = set()
-    for path in found:
-        parts = path.split("/")
-        if "properties" in parts:
-            names.add(parts[len(parts) - 1 - parts[::-1].index("properties") + 1])
-    return names
+Path = tuple[str | int, ...]
 
 
-def _inject(value: Any, names: set[str], surrogate: str) -> tuple[Any, bool]:
-    """``value`` with a lone surrogate in the middle of every free-text field's text."""
-    if not isinstance(value, dict):
-        return value, False
-    out, hit = dict(value), False
-    for k, v in value.items():
-        if k in names and isinstance(v, str):
-            # fenced by "|", so it never pairs with a surrogate the text may already hold
-            out[k], hit = v[: len(v) // 2] + f"|{surrogate}|" + v[len(v) // 2:], True
-        elif k in names and isinstance(v, list) and v and all(isinstance(x, str) for x in v):
-            out[k], hit = [f"{x}|{surrogate}|" for x in v], True
-        elif isinstance(v, dict):
-            out[k], sub = _inject(v, names, surrogate)
-            hit = hit or sub
-    return out, hit
+def _text_paths(value: Any, schema: dict[str, Any], components: dict[str, Any], path: Path = ()) -> list[Path]:
+    """Where a body holds free text, following the operation's schema (so a property the schema
+    does not declare, which the model ignores, is never counted): one path of keys and list
+    indexes per string whose schema is free text (``messages.0.content``, ``stop.1``)."""
+    while "$ref" in schema:
+        schema = components[schema["$ref"].rsplit("/", 1)[1]]
+    found: set[Path] = set()
+    for branch in schema.get("anyOf", []) + schema.get("oneOf", []):
+        found.update(_text_paths(value, branch, components, path))
+    if isinstance(value, str) and schema.get("format") == SURROGATE_TEXT:
+        found.add(path)
+    elif isinstance(value, dict) and schema.get("type") == "object":
+        for k, v in value.items():
+            if k in schema.get("properties", {}):
+                found.update(_text_paths(v, schema["properties"][k], components, (*path, k)))
+    elif isinstance(value, list) and schema.get("type") == "array" and "items" in schema:
+        for i, v in enumerate(value):
+            found.update(_text_paths(v, schema["items"], components, (*path, i)))
+    return sorted(found, key=str)
+
+
+def _with_text(body: Any, path: tuple[str | int, ...], change: Any) -> Any:
+    """A copy of ``body`` with the string at ``path`` replaced by ``change(string)``."""
+    out = copy.deepcopy(body)
+    node = out
+    for step in path[:-1]:
+        node = node[step]
+    node[path[-1]] = change(node[path[-1]])
+    return out
+
+
+def _clean(text: str) -> str:
+    """``text`` with every lone surrogate the format strategy put in replaced by a plain letter."""
+    return "".join("x" if "\ud800" <= c <= "\udfff" else c for c in text)
 
 
 def _free_text_strings(node: Any, path: str, found: list[str]) -> None:
@@ -85,8 +97,15 @@ def _free_text_strings(node: Any, path: str, found: list[str]) -> None:
 
 
 @pytest.fixture(scope="module")
-def fuzzed_text_fields(stack: Stack) -> list[str]:
-    return _patched_schema(stack)[1]
+def patched(stack: Stack) -> tuple[dict[str, Any], list[str], Any]:
+    """The gateway's OpenAPI schema with its free-text strings in format SURROGATE_TEXT, their
+    paths, and the app it describes."""
+    return _patched_schema(stack)
+
+
+@pytest.fixture(scope="module")
+def fuzzed_text_fields(patched: tuple[dict[str, Any], list[str], Any]) -> list[str]:
+    return patched[1]
 
 
 def _patched_schema(stack: Stack) -> tuple[dict[str, Any], list[str], Any]:
@@ -103,9 +122,9 @@ def _patched_schema(stack: Stack) -> tuple[dict[str, Any], list[str], Any]:
 
 
 @pytest.fixture(scope="module")
-def api_schema(stack: Stack) -> Any:
+def api_schema(patched: tuple[dict[str, Any], list[str], Any]) -> Any:
     schemathesis.openapi.format(SURROGATE_TEXT, _text_with_lone_surrogates())
-    raw, _, app = _patched_schema(stack)
+    raw, _, app = patched
     schema = schemathesis.openapi.from_dict(raw)
     schema.app = app
     schema.location = "/openapi.json"
@@ -114,7 +133,9 @@ def api_schema(stack: Stack) -> Any:
 
 def test_every_free_text_field_of_a_request_is_fuzzed_with_lone_surrogates(fuzzed_text_fields: list[str]) -> None:
     for field in ("EmbeddingsIn/properties/model", "EmbeddingsIn/properties/input", "EmbeddingsIn/properties/user",
-                  "JobSubmission/properties/input", "SiweVerifyIn/properties/message", "TypedDataIn/properties/input"):
+                  "JobSubmission/properties/input", "SiweVerifyIn/properties/message", "TypedDataIn/properties/input",
+                  "ChatMessage/properties/content", "ContentPart/properties/text", "ChatCompletionsIn/properties/stop",
+                  "CompletionsIn/properties/prompt"):
         assert any(field in f for f in fuzzed_text_fields), (field, fuzzed_text_fields)
 
 
@@ -150,13 +171,26 @@ def _property_test(op: Any, calls: dict[str, int]) -> Any:
     return run
 
 
-def test_a_lone_surrogate_in_any_free_text_field_is_a_4xx_never_a_server_error(api_schema: Any,
-                                                                               fuzzed_text_fields: list[str]) -> None:
-    """Positive cases (so the rest of the body passes validation) with a lone surrogate put into
-    every free-text field they carry: the class of issue 14's 500s, on every operation."""
-    names = _free_text_names(fuzzed_text_fields)
-    assert {"input", "model", "message", "user"} <= names, names
-    hits: dict[str, int] = {}
+#: the free-text fields each operation must have been sent a lone surrogate in, one at a time
+SURROGATE_FIELDS = {
+    "POST /v1/jobs": {"input"},
+    "POST /v1/embeddings": {"model", "input", "user"},
+    "POST /v1/auth/verify": {"message"},
+    "POST /v1/jobs/typed-data": {"client", "input"},
+    "POST /v1/chat/completions": {"model", "role", "content"},
+    "POST /v1/completions": {"model", "prompt"},
+}
+
+
+def test_a_lone_surrogate_in_any_free_text_field_is_a_400_invalid_unicode_never_a_server_error(
+    api_schema: Any, patched: tuple[dict[str, Any], list[str], Any],
+) -> None:
+    """Positive cases (so the rest of the body passes validation), cleaned of the surrogates the
+    format strategy put in, then sent once per free-text string with a lone surrogate in that
+    string alone, at any depth (a chat message's content, a stop string): the class of issue
+    14's 500s, on every operation, each field on its own so no other field's refusal hides it."""
+    raw = patched[0]  # the free-text strings carry format SURROGATE_TEXT
+    hits: dict[str, set[str]] = {}
     failures: list[str] = []
     # Sent by hand: schemathesis re-validates a changed case with a validator that cannot hold
     # surrogates; json.dumps writes them as the escapes a hostile client sends.
@@ -165,31 +199,39 @@ def test_a_lone_surrogate_in_any_free_text_field_is_a_4xx_never_a_server_error(a
         op = result.ok()
         if op.method.upper() not in ("POST", "PUT", "PATCH") or op.label == "POST /v1/blobs":
             continue
+        body = raw["paths"][op.path][op.method.lower()].get("requestBody", {}).get("content", {})
+        if "application/json" not in body:
+            continue
         try:
-            _surrogate_test(op, names, hits, client)()
+            _surrogate_test(op, body["application/json"]["schema"], raw["components"]["schemas"], hits, client)()
         except Exception as exc:  # noqa: BLE001 - collect every operation's failure, then report
             failures.append(f"{op.label}: {exc}")
     assert not failures, "\n\n".join(failures)
-    for label in ("POST /v1/jobs", "POST /v1/embeddings", "POST /v1/auth/verify", "POST /v1/jobs/typed-data"):
-        assert hits.get(label, 0) >= 3, hits
+    for label, fields in SURROGATE_FIELDS.items():
+        assert fields <= hits.get(label, set()), (label, hits.get(label))
 
 
-def _surrogate_test(op: Any, names: set[str], hits: dict[str, int], client: TestClient) -> Any:
+def _surrogate_test(op: Any, body_schema: dict[str, Any], components: dict[str, Any], hits: dict[str, set[str]],
+                    client: TestClient) -> Any:
     from schemathesis.generation import GenerationMode
 
     @given(case=op.as_strategy(generation_mode=GenerationMode.POSITIVE), surrogate=st.sampled_from(LONE_SURROGATES))
     @settings(max_examples=8, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True,
               database=None)
     def run(case: Any, surrogate: str) -> None:
-        body, hit = _inject(case.body, names, surrogate)
-        if not hit:
-            return
-        hits[op.label] = hits.get(op.label, 0) + 1
-        sent = json.dumps(body)
-        response = client.request(op.method.upper(), case.formatted_path, params=case.query, content=sent,
-                                  headers={**(case.headers or {}), "content-type": "application/json"})
-        assert 400 <= response.status_code < 500, (response.status_code, response.text[:300])
-        body = response.json()
-        assert body["error"]["reason"] and body["error"]["type"] == "invalid_request_error", (body, sent)
+        clean = case.body
+        for path in _text_paths(case.body, body_schema, components):
+            clean = _with_text(clean, path, _clean)
+        for path in _text_paths(clean, body_schema, components):
+            # fenced by "|", so it never pairs with a surrogate next to it
+            body = _with_text(clean, path, lambda v: v[: len(v) // 2] + f"|{surrogate}|" + v[len(v) // 2:])
+            field = next(str(p) for p in reversed(path) if isinstance(p, str))
+            hits.setdefault(op.label, set()).add(field)
+            sent = json.dumps(body)
+            response = client.request(op.method.upper(), case.formatted_path, params=case.query, content=sent,
+                                      headers={**(case.headers or {}), "content-type": "application/json"})
+            assert response.status_code == 400, (path, response.status_code, response.text[:300], sent[:300])
+            err = response.json()["error"]
+            assert err["reason"] == "invalid_unicode" and err["type"] == "invalid_request_error", (path, err)
 
     return run

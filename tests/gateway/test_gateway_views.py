@@ -110,6 +110,28 @@ def test_each_wallet_holds_at_most_its_quota_of_unexpired_uploads(stack: Stack) 
         ctx.blob_policy = saved
 
 
+def test_a_store_filled_by_clients_still_takes_provider_outputs_and_paid_job_inputs(stack: Stack) -> None:
+    """Wallets cost nothing to make: ones made to fill the store must not stop a provider from
+    uploading its outputs (it would miss its deliveries) nor stop jobs that someone pays for."""
+    from dataclasses import replace
+
+    ctx = stack.ctx
+    saved = ctx.blob_policy
+    ctx.blob_policy = replace(saved, store_max_bytes=1)  # an injected cap that the store is already over
+    try:
+        full = upload(stack, os.urandom(10), "client")
+        assert full.status_code == 507 and full.json()["error"]["reason"] == "blob_store_full", full.text
+        output = os.urandom(1536)
+        assert upload(stack, output, PROVIDER).status_code == 201
+        assert ctx.blobs.has("0x" + keccak(output).hex())
+        stack.approve("client")
+        job = stack.signed_job(texts=["paid for while the store is full"])
+        stack.post_job(job)
+        assert ctx.blobs.has(job["request"]["inputHash"])
+    finally:
+        ctx.blob_policy = saved
+
+
 def test_an_s3_compatible_store_fits_the_same_interface(s3_endpoint: str) -> None:
     import boto3
 
@@ -356,6 +378,80 @@ def test_bad_embeddings_input_is_a_400_in_openais_shape_and_nothing_is_charged(
         assert key is not None and key.spent == 0
 
 
+@pytest.fixture(scope="module")
+def generation_key(stack: Stack) -> str:
+    """An API key of ``client2``, whose wallet authorized the gateway's receipt signer: a text
+    generation request with it gets as far as tokenizing its prompt (no provider serves SmolLM2
+    in this stack, so a valid one ends 503 ``no_provider``, after its checks)."""
+    from contracts.settlement import Settlement
+
+    api_key, body = grant(stack, "client2")
+    assert stack.http.post("/v1/api-keys", json=body).status_code == 201
+    r = stack.http.get("/v1/serving/signer", params={"payer": stack.address("client2"),
+                                                     "expiry": int(time.time()) + 86400}).json()
+    authorize = Settlement(stack.hearth).escrow.functions.authorizeSigner(r["signer"], r["expiry"], False,
+                                                                         bytes.fromhex(r["proof"][2:]))
+    stack.hearth.sender(stack.key("client2")).send(authorize)
+    return api_key
+
+
+CHAT, COMPLETIONS = "/v1/chat/completions", "/v1/completions"
+HI = [{"role": "user", "content": "hi"}]
+BAD_GENERATIONS: list[tuple[str, str, dict[str, Any], int, str]] = [
+    ("a lone surrogate in a message", CHAT, {"messages": [{"role": "user", "content": "abc\ud800def"}]},
+     400, "invalid_unicode"),
+    ("a lone surrogate in a message's text part", CHAT,
+     {"messages": [{"role": "user", "content": [{"type": "text", "text": "x\udfff"}]}]}, 400, "invalid_unicode"),
+    ("a lone surrogate in a role", CHAT, {"messages": [{"role": "us\udc00er", "content": "hi"}]},
+     400, "invalid_unicode"),
+    ("a lone surrogate in a stop string", CHAT, {"messages": HI, "stop": "\ud800"}, 400, "invalid_unicode"),
+    ("a lone surrogate in a list of stop strings", COMPLETIONS, {"prompt": "ok", "stop": ["ok", "\udbff"]},
+     400, "invalid_unicode"),
+    ("a lone surrogate in the model", CHAT, {"messages": HI, "model": "Smol\ud800"}, 400, "invalid_unicode"),
+    ("a lone surrogate in the user", COMPLETIONS, {"prompt": "ok", "user": "\udfff"}, 400, "invalid_unicode"),
+    ("a lone surrogate in a prompt", COMPLETIONS, {"prompt": "abc\ud800def"}, 400, "invalid_unicode"),
+    ("a lone surrogate in a prompt list", COMPLETIONS, {"prompt": ["x\udfff"]}, 400, "invalid_unicode"),
+    ("an empty prompt", COMPLETIONS, {"prompt": ""}, 400, "invalid_prompt"),
+    ("an empty prompt in a list", COMPLETIONS, {"prompt": [""]}, 400, "invalid_prompt"),
+    ("an empty token array", COMPLETIONS, {"prompt": [[]]}, 400, "invalid_prompt"),
+    ("a token id past the vocabulary", COMPLETIONS, {"prompt": [1, 10**6]}, 400, "invalid_prompt"),
+    ("a negative token id", COMPLETIONS, {"prompt": [[1, -1]]}, 400, "invalid_prompt"),
+    ("booleans as token ids", COMPLETIONS, {"prompt": [True, False]}, 422, "malformed_request"),
+    ("no messages", CHAT, {"messages": []}, 422, "malformed_request"),
+]
+
+
+@pytest.mark.parametrize(("what", "path", "fields", "status", "reason"), BAD_GENERATIONS,
+                         ids=[b[0] for b in BAD_GENERATIONS])
+def test_bad_text_generation_input_is_a_4xx_in_openais_shape_and_nothing_is_reserved(
+    stack: Stack, generation_key: str, what: str, path: str, fields: dict[str, Any], status: int, reason: str,
+) -> None:
+    import json
+
+    from sqlmodel import Session, select
+
+    from gateway import apikeys, store
+
+    body = json.dumps({"model": "SmolLM2-135M-Instruct", **fields})  # ensure_ascii: surrogates as escapes
+    r = stack.http.post(path, content=body, headers={"authorization": f"Bearer {generation_key}",
+                                                     "content-type": "application/json"})
+    assert r.status_code == status, r.text
+    err = r.json()["error"]
+    assert err["code"] == err["reason"] == reason and err["type"] == "invalid_request_error" and err["message"]
+    with Session(stack.ctx.db_engine) as s:
+        key_hash = apikeys.api_key_hash(generation_key)
+        assert s.exec(select(store.Charge).where(store.Charge.key_hash == key_hash)).all() == []
+
+
+@pytest.mark.parametrize("prompt", [[1, 2, 3], [[1, 2, 3]]], ids=["token ids", "a list of one token id array"])
+def test_token_id_prompts_pass_the_gateways_checks_as_openai_takes_them(
+    stack: Stack, generation_key: str, prompt: Any,
+) -> None:
+    r = stack.http.post(COMPLETIONS, json={"model": "SmolLM2-135M-Instruct", "prompt": prompt},
+                        headers={"authorization": f"Bearer {generation_key}"})
+    assert r.status_code == 503 and r.json()["error"]["reason"] == "no_provider", r.text  # checked, then routed
+
+
 def test_the_gateway_counts_and_decodes_tokens_without_torch() -> None:
     import subprocess
     import sys
@@ -383,12 +479,15 @@ def test_embeddings_need_a_known_api_key(stack: Stack) -> None:
 # ---------------------------------------------------------------------------- docs and favicon
 
 
-def test_the_api_docs_load_every_asset_from_this_gateway(stack: Stack) -> None:
+def test_the_api_docs_load_every_asset_from_this_gateway_and_may_load_nothing_from_elsewhere(stack: Stack) -> None:
     import re
 
     for page in ("/docs", "/redoc"):
         r = stack.http.get(page)
         assert r.status_code == 200 and "text/html" in r.headers["content-type"]
+        # ReDoc's bundle fetches its logo from cdn.redoc.ly: the policy keeps the browser home.
+        policy = dict(p.strip().split(" ", 1) for p in r.headers["content-security-policy"].split(";"))
+        assert policy["default-src"] == policy["img-src"].split()[0] == policy["connect-src"] == "'self'", policy
         urls = re.findall(r"""(?:src|href)=["']([^"']+)["']|url: ?["']([^"']+)["']""", r.text)
         refs = [a or b for a, b in urls]
         assert refs and not [u for u in refs if "//" in u], f"{page} refers elsewhere: {refs}"

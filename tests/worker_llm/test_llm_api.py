@@ -58,6 +58,27 @@ def test_what_is_not_implemented_or_does_not_fit_is_refused_naming_the_parameter
     assert (exc.value.reason, exc.value.param) == (reason, param)
 
 
+@pytest.mark.parametrize("body", [
+    {"messages": [{"role": "user", "content": "abc\ud800def"}]},
+    {"messages": [{"role": "user", "content": [{"type": "text", "text": "x\udfff"}]}]},
+    {"messages": [{"role": "user", "content": [{"type": "te\udc00xt", "text": "hi"}]}]},
+    {"messages": [{"role": "user", "content": "hi"}], "stop": "\udc00"},
+    {"messages": [{"role": "user", "content": "hi"}], "stop": ["ok", "\udbff"]},
+    {"prompt": "abc\ud800def"},
+    {"prompt": ["x\udfff"]},
+], ids=["message", "text part", "part type", "stop", "stop list", "prompt", "prompt list"])
+def test_a_lone_surrogate_in_any_text_of_a_request_is_refused_where_the_body_is_read(body: dict[str, object]) -> None:
+    """As FastAPI validates a body (parsed by ``json.loads``, which turns the escape ``\\ud800``
+    into a lone surrogate): the tokenizer raises a TypeError on such text, which was a 500 on the
+    gateway and on the provider endpoint, both of which read bodies with these models."""
+    from pydantic import ValidationError
+
+    model = gen.ChatCompletionsIn if "messages" in body else gen.CompletionsIn
+    with pytest.raises(ValidationError) as exc:
+        model.model_validate({"model": "m", **body})
+    assert "invalid_unicode" in {e["type"] for e in exc.value.errors()}, exc.value.errors()
+
+
 def test_the_answer_text_ends_before_the_first_stop_string(tok: ChatTokenizer) -> None:
     ids = tok.encode(" 6, 7, 8, 9")
     assert gen.completion_text(tok, ids, ()) == " 6, 7, 8, 9"
