@@ -1,8 +1,10 @@
 """Batch invariance, bitwise: a request's tokens and logits do not depend on its batch.
 
 Row blocks are `ROW_BLOCK = LOGIT_BLOCK = 32` rows (the last one padded to at least `MIN_ROWS
-= 4`) and attention blocks `ATTN_BLOCK = 16` query tokens, so batches of 1, 2, 3, 8, 17 and 33
-decode rows sit on both sides of every block boundary (4, 16 and 32). Small random-weight Llama configs
+= 1` row, that is not padded, where the BLAS keeps rows independent of the row count) and
+attention blocks `ATTN_BLOCK = 16` query tokens, so batches of 1, 2, 3, 8, 17 and 33 decode rows
+sit on both sides of every block boundary (4, where a BLAS switches from its small-M kernels, 16
+and 32). Small random-weight Llama configs
 cover the combinations; a few steps of the real SmolLM2 check the same on the real shapes.
 """
 
@@ -142,14 +144,14 @@ def test_decoding_equals_a_teacher_forced_prefill_of_prompt_and_output(
 def test_a_last_row_block_padded_to_min_rows_gives_the_bytes_of_a_full_block(
     tiny_forward: LlamaForward, reqs: list[tuple[list[int], SamplingParams]], alone: dict[int, Completion]
 ) -> None:
-    """This BLAS keeps rows independent of the row count from 4 rows up, so the engine pads a
-    lone decoding row to 4 rows, not 32; a forward that pads every block to 32 (as on a BLAS
-    without that property) gives the same bytes, so the runtime is one either way."""
-    assert tiny_forward.min_rows == MIN_ROWS == 4
+    """With `[in, out]` weights this BLAS keeps rows independent of the row count from 1 row up,
+    so the engine does not pad a lone decoding row; a forward that pads every block to 32 (as on
+    a BLAS without that property) gives the same bytes, so the runtime is one either way."""
+    assert tiny_forward.min_rows == MIN_ROWS == 1
     full = LlamaForward(tiny_forward.weights)
     full.min_rows = ROW_BLOCK
-    assert full._padded(1, ROW_BLOCK) == 32 and tiny_forward._padded(1, ROW_BLOCK) == 4  # noqa: SLF001
-    assert tiny_forward._padded(3, ROW_BLOCK) == 4 and tiny_forward._padded(33, ROW_BLOCK) == 36  # noqa: SLF001
+    assert full._padded(1, ROW_BLOCK) == 32 and tiny_forward._padded(1, ROW_BLOCK) == 1  # noqa: SLF001
+    assert tiny_forward._padded(3, ROW_BLOCK) == 3 and tiny_forward._padded(33, ROW_BLOCK) == 33  # noqa: SLF001
     for i in range(0, len(reqs), 6):
         assert _same(_run(full, reqs, [i])[i], alone[i])
     idx = list(range(5))

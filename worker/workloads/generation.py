@@ -43,7 +43,7 @@ from worker.workloads.base import WorkloadError
 MAX_INPUT_BYTES = 1 << 20
 _KEYS = {"max_tokens", "prompt_ids", "seed", "stop", "temperature", "top_k", "top_p"}
 #: the runtime this PyTorch path is registered with (its keccak256 is the receipt's runtime hash)
-RUNTIME = "hearth-smollm2/backend=torch/dtype=fp32/kernels=1"
+RUNTIME = "hearth-smollm2/backend=torch/dtype=fp32/kernels=2"
 
 
 def runtime_hash(runtime: str = RUNTIME) -> bytes:

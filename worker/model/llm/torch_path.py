@@ -5,15 +5,19 @@ prompt is chunked, decode or prefill). Three rules give that:
 
 * Row-wise work (RMSNorm, every linear layer, RoPE, SwiGLU, residual adds, the logits) runs on
   the packed token axis in blocks of `row_block` rows, the last block zero-padded to at least
-  `MIN_ROWS` rows. MKL's sgemm gives a row the same bits for every row count from `MIN_ROWS` up
-  (fewer rows take its matrix-vector and small-M kernels, which sum in another order), and the
-  row reductions and elementwise ops never mix rows, so a row's result depends on that row
-  alone: the same in a block of 4 rows as of 32. That property of the library is checked when
-  a forward is built (`rows_independent`, for every weight shape of the model); where it fails,
-  every block is padded to `row_block` rows, so that every call has the same shape. Either way
-  the bytes are those of a full block, so the choice is not part of the numerics: it only
-  spares a lone decoding sequence 28 padding rows of every GEMM. (The logits use their own
-  block, `logit_block`.)
+  `MIN_ROWS` rows. The matrices are multiplied as `x @ W` with `W` laid out `[in, out]`,
+  contiguous (`LlamaWeights.input_major`): in that layout MKL's sgemm gives a row the same bits
+  for every row count from 1 up (with `[out, in]` weights, as `x @ W.T`, one to three rows take
+  its matrix-vector and small-M kernels, which sum in another order, and the layout streams the
+  weights some 40% slower at one row), and the row reductions and elementwise ops never mix
+  rows, so a row's result depends on that row alone: the same in a block of 1 row as of 32.
+  That property of the library is checked when a forward is built (`rows_independent`, for
+  every weight shape of the model); where it fails, every block is padded to `row_block` rows,
+  so that every call has the same shape. Either way the bytes are those of a full block, so the
+  choice is not part of the numerics: it only spares a lone decoding sequence 31 padding rows of
+  every GEMM. Decoding one sequence reads every weight once per token, so its speed is the
+  memory bandwidth over the 540 MB of fp32 weights. (The logits use their own block,
+  `logit_block`.)
 * Attention runs on blocks of at most `ATTN_BLOCK` query tokens (the last block is not padded:
   each token is its own instance of the batched GEMMs below, so the number of tokens in a
   block only changes the batch count, never a token's numbers), each token over the keys at
@@ -46,7 +50,7 @@ import torch.nn.functional as F
 
 from worker.model.errors import InvalidInputError
 from worker.model.llm.kv_cache import PagedKVCache
-from worker.model.llm.weights import LlamaConfig, LlamaLayer, LlamaWeights
+from worker.model.llm.weights import LayerMatrices, LlamaConfig, LlamaLayer, LlamaWeights
 
 logger = logging.getLogger(__name__)
 
@@ -56,7 +60,7 @@ LOGIT_BLOCK = 32
 """Rows per call of the final norm and the (tied) output projection. Part of the numerics."""
 ATTN_BLOCK = 16
 """Query tokens per attention call. Part of the numerics."""
-MIN_ROWS = 4
+MIN_ROWS = 1
 """Rows the last, partial row block is padded to at least (see the module docstring): not part of
 the numerics, as long as `rows_independent` holds."""
 SPLIT = 64
@@ -120,52 +124,55 @@ def rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
 
 
 def _gemm_shapes(weights: LlamaWeights, row_block: int, logit_block: int) -> list[tuple[tuple[int, int], int]]:
-    """The ``(out, in)`` shape of every matrix a row block is multiplied by, with its block."""
-    layer = weights.layers[0]
+    """The ``(in, out)`` shape of every matrix a row block is multiplied by, with its block."""
+    mats = weights.input_major
+    layer = mats.layers[0]
     shapes = {tuple(m.shape): row_block for m in (layer.qkv, layer.out, layer.gate_up, layer.down)}
-    shapes[tuple(weights.embed.shape)] = logit_block
-    return [((int(n), int(k)), b) for (n, k), b in shapes.items()]
+    shapes[tuple(mats.lm_head.shape)] = logit_block
+    return [((int(k), int(n)), b) for (k, n), b in shapes.items()]
 
 
 @functools.cache
 def rows_independent(shape: tuple[int, int], device: torch.device, min_rows: int, block: int) -> bool:
-    """Whether ``x @ W.T`` (``W`` of ``shape``, laid out as the weights are) gives each row of ``x``
-    the same bits for every row count from ``min_rows`` to ``block``, and so does RMSNorm's row
-    mean. A property of the library's kernels for these shapes (not of the values): checked once
-    per shape with random matrices."""
+    """Whether ``x @ W`` (``W`` of ``shape`` ``(in, out)``, contiguous, as `LlamaWeights.input_major`
+    lays the matrices out) gives each row of ``x`` the same bits for every row count from
+    ``min_rows`` to ``block``, and so does RMSNorm's row mean. A property of the library's kernels
+    for these shapes (not of the values): checked once per shape with random matrices."""
     if min_rows >= block:
         return True
     g = torch.Generator(device="cpu").manual_seed(1234)
-    n, k = shape
-    w = torch.randn((n, k), generator=g).to(device)
+    k, n = shape
+    w = torch.randn((k, n), generator=g).to(device)
     x = torch.randn((block, k), generator=g).to(device)
-    full = torch.mm(x, w.t())
+    full = torch.mm(x, w)
     mean = x.pow(2).mean(-1, keepdim=True)
-    return all(torch.equal(torch.mm(x[:m], w.t()), full[:m])
+    return all(torch.equal(torch.mm(x[:m], w), full[:m])
                and torch.equal(x[:m].pow(2).mean(-1, keepdim=True), mean[:m]) for m in range(min_rows, block))
 
 
 def attention_in(
-    h: torch.Tensor, layer: LlamaLayer, cos: torch.Tensor, sin: torch.Tensor, config: LlamaConfig
+    h: torch.Tensor, layer: LlamaLayer, mats: LayerMatrices, cos: torch.Tensor, sin: torch.Tensor, config: LlamaConfig
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """RMSNorm + fused QKV projection + RoPE of a row block: queries `[R, H, D]`, keys, values `[R, Hkv, D]`."""
     c = config
     x = rms_norm(h, layer.attn_norm, c.rms_eps)
-    qkv = torch.mm(x, layer.qkv.t())
+    qkv = torch.mm(x, mats.qkv)
     r = h.shape[0]
-    q = qkv[:, : c.q_size].reshape(r, c.num_heads, c.head_dim)
-    k = qkv[:, c.q_size : c.q_size + c.kv_size].reshape(r, c.num_kv_heads, c.head_dim)
+    # query and key heads rotated in one call: elementwise, so each head's bytes are its own
+    qk = rope(qkv[:, : c.q_size + c.kv_size].reshape(r, c.num_heads + c.num_kv_heads, c.head_dim), cos, sin)
     v = qkv[:, c.q_size + c.kv_size :].reshape(r, c.num_kv_heads, c.head_dim)
-    return rope(q, cos, sin), rope(k, cos, sin), v
+    return qk[:, : c.num_heads], qk[:, c.num_heads :], v
 
 
-def attention_out_ffn(ctx: torch.Tensor, h: torch.Tensor, layer: LlamaLayer, config: LlamaConfig) -> torch.Tensor:
+def attention_out_ffn(
+    ctx: torch.Tensor, h: torch.Tensor, layer: LlamaLayer, mats: LayerMatrices, config: LlamaConfig
+) -> torch.Tensor:
     """Output projection + residual, RMSNorm, SwiGLU FFN + residual of a row block."""
-    h = h + torch.mm(ctx, layer.out.t())
+    h = h + torch.mm(ctx, mats.out)
     x = rms_norm(h, layer.ffn_norm, config.rms_eps)
-    gu = torch.mm(x, layer.gate_up.t())
+    gu = torch.mm(x, mats.gate_up)
     a = F.silu(gu[:, : config.ffn]) * gu[:, config.ffn :]
-    return h + torch.mm(a, layer.down.t())
+    return h + torch.mm(a, mats.down)
 
 
 def attention_split_block(
@@ -300,21 +307,27 @@ class LlamaForward:
         )
         blocks = self._blocks(rows, self.row_block)
         plan = self._attention_plan(chunks, cache) if self.invariant else None
-        for li, layer in enumerate(w.layers):
-            q = torch.empty((rows, c.num_heads, c.head_dim), dtype=torch.float32, device=dev)
-            k = torch.empty((rows, c.num_kv_heads, c.head_dim), dtype=torch.float32, device=dev)
-            v = torch.empty_like(k)
-            for b in blocks:
-                q[b], k[b], v[b] = attention_in(h[b], layer, cos[b], sin[b], c)
+        for li, (layer, mats) in enumerate(zip(w.layers, w.input_major.layers, strict=True)):
+            if len(blocks) == 1:  # one row block (every step of up to `row_block` tokens): no copies
+                q, k, v = attention_in(h, layer, mats, cos, sin, c)
+            else:
+                q = torch.empty((rows, c.num_heads, c.head_dim), dtype=torch.float32, device=dev)
+                k = torch.empty((rows, c.num_kv_heads, c.head_dim), dtype=torch.float32, device=dev)
+                v = torch.empty_like(k)
+                for b in blocks:
+                    q[b], k[b], v[b] = attention_in(h[b], layer, mats, cos[b], sin[b], c)
             cache.write(li, slots, k[:t], v[:t])  # new keys and values first, then attention
             ctx = torch.zeros((rows, c.q_size), dtype=torch.float32, device=dev)
             if plan is None:
                 self._attention_sdpa(chunks, cache, li, q, ctx)
             else:
                 self._attention_blocks(plan, cache, li, q, ctx)
+            if len(blocks) == 1:
+                h = attention_out_ffn(ctx, h, layer, mats, c)
+                continue
             nxt = torch.empty_like(h)
             for b in blocks:
-                nxt[b] = attention_out_ffn(ctx[b], h[b], layer, c)
+                nxt[b] = attention_out_ffn(ctx[b], h[b], layer, mats, c)
             h = nxt
         return self._logits(chunks, h)
 
@@ -392,5 +405,5 @@ class LlamaForward:
         sel[:n] = h[torch.tensor(idx, dtype=torch.int64, device=h.device)]
         out = torch.empty((rows, c.vocab_size), dtype=torch.float32, device=h.device)
         for b in self._blocks(rows, self.logit_block):
-            out[b] = torch.mm(rms_norm(sel[b], w.final_norm, c.rms_eps), w.embed.t())
+            out[b] = torch.mm(rms_norm(sel[b], w.final_norm, c.rms_eps), w.input_major.lm_head)
         return out[:n]

@@ -187,6 +187,36 @@ class LlamaWeights:
     def device(self) -> torch.device:
         return self.embed.device
 
+    @functools.cached_property
+    def input_major(self) -> InputMajor:
+        """The matrices transposed to `[in, out]`, contiguous: what the PyTorch path multiplies by
+        (`x @ W`). Built on first use and kept with these weights (the fp32 matrices once more)."""
+        return InputMajor(
+            layers=tuple(
+                LayerMatrices(*(getattr(layer, n).t().contiguous() for n in ("qkv", "out", "gate_up", "down")))
+                for layer in self.layers
+            ),
+            lm_head=self.embed.t().contiguous(),
+        )
+
+
+@dataclass(frozen=True)
+class LayerMatrices:
+    """A layer's matrices as `[in, out]` (the transpose of `LlamaLayer`'s)."""
+
+    qkv: torch.Tensor  # [hidden, q_size + 2*kv_size]
+    out: torch.Tensor  # [q_size, hidden]
+    gate_up: torch.Tensor  # [hidden, 2*ffn]
+    down: torch.Tensor  # [ffn, hidden]
+
+
+@dataclass(frozen=True)
+class InputMajor:
+    """Every matrix of `LlamaWeights` as `[in, out]`: the layers' and the tied output projection."""
+
+    layers: tuple[LayerMatrices, ...]
+    lm_head: torch.Tensor  # [hidden, vocab]
+
 
 def _field(reader: Any, key: str) -> Any:
     f = reader.fields.get(key)
