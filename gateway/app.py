@@ -297,8 +297,10 @@ def create_app(settings: GatewaySettings | None = None, *, manifest: Manifest | 
                   docs_url=None, redoc_url=None)
     app.state.ctx = ctx
     _install_error_handlers(app, ctx)
-    for r in (jobs.router, jobs.relays_router, blobs.router, network.router, events.router, auth.router,
-              embeddings.router, chat.router, serving.router):
+    # FastAPI matches a request against the routers in the order they were included, route by
+    # route: the inference routes (every request of the serving plane) come first.
+    for r in (embeddings.router, chat.router, serving.router, jobs.router, jobs.relays_router, blobs.router,
+              network.router, events.router, auth.router):
         app.include_router(r)
 
     @app.get("/healthz", tags=["ops"], summary="Liveness and what the gateway is connected to")
