@@ -35,9 +35,14 @@ the stream cannot move, so a failure ends it with an ``error`` event and no char
 has the gateway's provider timeout plus :data:`SECONDS_PER_TOKEN` per token of the cap to send
 a whole answer (or, streaming, each next chunk) before it counts as timed out.
 
-Not implemented, refused with a 400 naming the parameter: ``n > 1``, ``logprobs`` /
-``top_logprobs`` (not part of what the receipt commits to), ``echo``, ``suffix``,
-``best_of > 1``.
+**n > 1** (at most :data:`common.generation.MAX_N`): ``n`` independent requests, see
+:func:`_generate_n`; streamed, refused (``unsupported_n_stream``). **Log probabilities** are
+relayed from the provider after a shape check (:func:`common.generation.check_logprobs`: they
+name the receipted ids in order); the receipt does not cover their values, which a verifier
+reproduces by teacher-forced prefill of the committed tokens.
+
+Not implemented, refused with a 400 naming the parameter: ``n > 8`` (``invalid_n``), ``echo``,
+``suffix``, ``best_of > 1``.
 """
 
 from __future__ import annotations

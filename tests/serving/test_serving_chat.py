@@ -275,6 +275,22 @@ def test_n_choices_are_n_seeded_requests_charged_as_their_sum(llm_stack: Serving
     assert per[0]["output_ids"] != per[1]["output_ids"]
 
 
+def test_n_choices_that_the_providers_refuse_charge_nothing_and_a_provider_refuses_n_itself(
+        llm_stack: ServingStack, key: str) -> None:
+    import httpx
+
+    c = client(llm_stack, key)
+    before, n_served = spent(llm_stack, key), len(served(llm_stack))
+    with pytest.raises(openai.BadRequestError) as exc:  # fits the context, not the provider's 64-page KV cache
+        c.completions.create(model=LLM, prompt="Once upon a time", max_tokens=2000, n=2, seed=1)
+    assert exc.value.body["reason"] == "context_length_exceeded"  # type: ignore[index]
+    assert spent(llm_stack, key) == before and len(served(llm_stack)) == n_served
+    r = httpx.post(f"{llm_stack.providers['provider'].url}/v1/completions",
+                   json={"model": LLM, "prompt": "hi", "n": 2}, timeout=30)
+    assert r.status_code == 400 and r.json()["error"]["reason"] == "unsupported_n"
+    assert "one request per choice" in r.json()["error"]["message"]
+
+
 def test_the_provider_takes_only_a_receipt_for_the_cap_of_prompt_plus_max_tokens(
         llm_stack: ServingStack, tok: ChatTokenizer) -> None:
     import secrets
