@@ -103,6 +103,20 @@ class TokenizerSpec:
         )
 
 
+@functools.cache
+def _unicode_to_byte() -> dict[str, int]:
+    """GPT-2's byte-level alphabet reversed: the character a byte is written as -> the byte."""
+    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
+    chars, extra = {}, 0
+    for b in range(256):
+        if b in printable:
+            chars[chr(b)] = b
+        else:
+            chars[chr(256 + extra)] = b
+            extra += 1
+    return chars
+
+
 def build_tokenizer(spec: TokenizerSpec, config_error: type[Exception] = TokenizerConfigError) -> Tokenizer:
     """A `tokenizers.Tokenizer` equivalent to llama.cpp's `smollm` BPE."""
     vocab = {tok: i for i, tok in enumerate(spec.tokens)}
@@ -168,6 +182,20 @@ class ChatTokenizer:
     def decode(self, ids: Sequence[int], *, skip_special: bool = True) -> str:
         """Text of `ids` (control tokens dropped unless `skip_special=False`)."""
         return str(self._tok.decode(list(ids), skip_special_tokens=skip_special))
+
+    def token_bytes(self, token_id: int) -> bytes:
+        """The bytes token `token_id` stands for (a control token: its text in UTF-8). A byte-level
+        token can be part of a UTF-8 character, so these are not always valid UTF-8 alone."""
+        text = self.spec.tokens[token_id]
+        if token_id in self.special_ids:
+            return text.encode("utf-8")
+        table = _unicode_to_byte()
+        return bytes(table[c] for c in text if c in table)
+
+    def token_text(self, token_id: int) -> str:
+        """The text of one token alone (control tokens as written, an incomplete UTF-8
+        character as U+FFFD)."""
+        return self.token_bytes(token_id).decode("utf-8", errors="replace")
 
     def render_chat(self, messages: Sequence[Mapping[str, str]], *, add_generation_prompt: bool = True) -> str:
         """The chat template applied to `messages` (each with `role` and `content` strings)."""

@@ -73,6 +73,8 @@ def completion_text(tokenizer: _Decoder, output_ids: Sequence[int], stop: Sequen
 DEFAULT_MAX_TOKENS = 256
 #: seeds are integers in [0, 2^63 - 1] (the sampler's range)
 MAX_SEED = 2**63 - 1
+#: the most choices (``n``) one request may ask for
+MAX_N = 8
 
 
 class GenerationRequestError(ValueError):
@@ -144,9 +146,17 @@ class _GenerationIn(BaseModel):
         return bool(self.stream and self.stream_options and self.stream_options.include_usage)
 
     def _check_common(self) -> None:
-        if self.n not in (None, 1):
-            raise UnsupportedParameterError("n > 1 is not supported: send one request per choice (each with its "
-                                            "own seed)", reason="unsupported_n", param="n")
+        if self.n is not None and self.n > MAX_N:
+            raise GenerationRequestError(f"n must be at most {MAX_N} (choices per request); got {self.n}",
+                                         reason="invalid_n", param="n")
+
+    def choices(self) -> int:
+        """How many choices the client asked for (``n``)."""
+        return self.n or 1
+
+    def logprobs_k(self) -> int | None:
+        """None: no log probabilities; ``k``: the sampled tokens' and the ``k`` most likely ones'."""
+        return None
 
     def requested_max_tokens(self) -> int | None:
         return self.max_tokens
@@ -160,9 +170,12 @@ class ChatCompletionsIn(_GenerationIn):
 
     def check(self) -> None:
         self._check_common()
-        if self.logprobs or self.top_logprobs:
-            raise UnsupportedParameterError("logprobs are not supported yet: they are not part of what the work "
-                                            "receipt commits to", reason="unsupported_logprobs", param="logprobs")
+        if self.top_logprobs is not None and not self.logprobs:
+            raise GenerationRequestError("top_logprobs needs logprobs: true", reason="invalid_top_logprobs",
+                                         param="top_logprobs")
+
+    def logprobs_k(self) -> int | None:
+        return (self.top_logprobs or 0) if self.logprobs else None
 
     def requested_max_tokens(self) -> int | None:
         return self.max_completion_tokens if self.max_completion_tokens is not None else self.max_tokens
@@ -187,9 +200,9 @@ class CompletionsIn(_GenerationIn):
         if self.best_of not in (None, 1):
             raise UnsupportedParameterError("best_of > 1 is not supported", reason="unsupported_best_of",
                                             param="best_of")
-        if self.logprobs:
-            raise UnsupportedParameterError("logprobs are not supported yet", reason="unsupported_logprobs",
-                                            param="logprobs")
+
+    def logprobs_k(self) -> int | None:
+        return self.logprobs
 
 
 class _Tokenizer(_Decoder, Protocol):
@@ -212,6 +225,9 @@ class Resolved(BaseModel):
     top_k: int
     seed: int | None
     stop: tuple[str, ...]
+    #: None: no log probabilities; ``k``: each sampled token's and the ``k`` most likely ones'
+    #: (not in the canonical request: they do not change the output the receipt commits to)
+    logprobs: int | None = None
 
     def encode(self, seed: int) -> bytes:
         return encode_request(self.prompt_ids, max_tokens=self.max_tokens, temperature=self.temperature,
@@ -258,4 +274,76 @@ def resolve(body: ChatCompletionsIn | CompletionsIn, tokenizer: _Tokenizer, cont
     return Resolved(prompt_ids=prompt, max_tokens=max_tokens,
                     temperature=1.0 if body.temperature is None else float(body.temperature),
                     top_p=1.0 if body.top_p is None else float(body.top_p), top_k=body.top_k or 0,
-                    seed=body.seed, stop=body.stop_list())
+                    seed=body.seed, stop=body.stop_list(), logprobs=body.logprobs_k())
+
+
+# ---------------------------------------------------------------------------- log probabilities
+#
+# A token's log probabilities as the provider's engine computes them: (sampled token id, its
+# logprob, the k most likely (id, logprob), most likely first). The OpenAI shapes name tokens by
+# their text (``token_text``) and bytes (``token_bytes``); one entry per output id, the ending
+# token (end of sequence, or the one completing a stop string) included.
+
+RawLogprobs = tuple[int, float, Sequence[tuple[int, float]]]
+
+
+class _TokenNamer(Protocol):
+    def token_text(self, token_id: int) -> str: ...
+
+    def token_bytes(self, token_id: int) -> bytes: ...
+
+
+def chat_logprobs(tok: _TokenNamer, entries: Sequence[RawLogprobs]) -> list[dict[str, Any]]:
+    """``choices[i].logprobs.content`` of a chat completion (or of one chunk's tokens)."""
+    def one(t: int, lp: float) -> dict[str, Any]:
+        return {"token": tok.token_text(t), "logprob": lp, "bytes": list(tok.token_bytes(t))}
+
+    return [{**one(t, lp), "top_logprobs": [one(i, v) for i, v in top]} for t, lp, top in entries]
+
+
+def completion_logprobs(tok: _TokenNamer, entries: Sequence[RawLogprobs], offset: int = 0) -> dict[str, Any]:
+    """``choices[i].logprobs`` of a text completion (or of one chunk's tokens; ``offset``: the
+    length of the completion text before them). ``top_logprobs`` holds the k most likely tokens
+    and the sampled one (up to k + 1, OpenAI's rule)."""
+    tokens = [tok.token_text(t) for t, _, _ in entries]
+    offsets = []
+    for text in tokens:
+        offsets.append(offset)
+        offset += len(text)
+    tops = []
+    for (_, lp, top), text in zip(entries, tokens, strict=True):
+        d = {tok.token_text(i): v for i, v in top}
+        d.setdefault(text, lp)
+        tops.append(d)
+    return {"tokens": tokens, "token_logprobs": [lp for _, lp, _ in entries], "top_logprobs": tops,
+            "text_offset": offsets}
+
+
+def check_logprobs(chat: bool, logprobs: Any, output_ids: Sequence[int], k: int | None, tok: _TokenNamer) -> None:
+    """That a provider's log probabilities (the OpenAI shape, a whole answer's) name the output
+    ids in order, ``k`` alternatives each, with log probabilities <= 0 sorted descending
+    (ValueError otherwise). Their values cannot be checked without the model: a verifier
+    recomputes them from the committed tokens."""
+    if k is None:
+        if logprobs is not None:
+            raise ValueError("log probabilities that were not asked for")
+        return
+    if not isinstance(logprobs, dict):
+        raise ValueError("no log probabilities")
+    if chat:
+        content = logprobs.get("content")
+        if not isinstance(content, list) or len(content) != len(output_ids):
+            raise ValueError("not one log probability entry per output token")
+        for e, t in zip(content, output_ids, strict=True):
+            top = e["top_logprobs"]
+            values = [float(x["logprob"]) for x in top]
+            if e["token"] != tok.token_text(t) or e["bytes"] != list(tok.token_bytes(t)) or len(top) != k or \
+                    values != sorted(values, reverse=True) or not all(v <= 0 for v in [float(e["logprob"]), *values]):
+                raise ValueError("a log probability entry does not match its output token")
+    else:
+        tokens, lps, tops = logprobs.get("tokens"), logprobs.get("token_logprobs"), logprobs.get("top_logprobs")
+        if tokens != [tok.token_text(t) for t in output_ids] or not isinstance(lps, list) or \
+                not isinstance(tops, list) or not len(lps) == len(tops) == len(output_ids) or \
+                not all(float(v) <= 0 for v in lps) or \
+                not all(isinstance(d, dict) and len(d) <= k + 1 for d in tops):
+            raise ValueError("the log probabilities do not match the output tokens")

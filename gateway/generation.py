@@ -35,9 +35,14 @@ the stream cannot move, so a failure ends it with an ``error`` event and no char
 has the gateway's provider timeout plus :data:`SECONDS_PER_TOKEN` per token of the cap to send
 a whole answer (or, streaming, each next chunk) before it counts as timed out.
 
-Not implemented, refused with a 400 naming the parameter: ``n > 1``, ``logprobs`` /
-``top_logprobs`` (not part of what the receipt commits to), ``echo``, ``suffix``,
-``best_of > 1``.
+**n > 1** (at most :data:`common.generation.MAX_N`): ``n`` independent requests, see
+:func:`_generate_n`; streamed, refused (``unsupported_n_stream``). **Log probabilities** are
+relayed from the provider after a shape check (:func:`common.generation.check_logprobs`: they
+name the receipted ids in order); the receipt does not cover their values, which a verifier
+reproduces by teacher-forced prefill of the committed tokens.
+
+Not implemented, refused with a 400 naming the parameter: ``n > 8`` (``invalid_n``), ``echo``,
+``suffix``, ``best_of > 1``.
 """
 
 from __future__ import annotations
@@ -48,6 +53,7 @@ import logging
 import secrets
 import time
 from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
 from typing import Any
 
 import httpx
@@ -155,7 +161,8 @@ def check_answer(plane: serving.ServingPlane, cand: Candidate, hearth: Any, pr: 
 async def generate(ctx: Any, key: store.ApiKey, body: gen.ChatCompletionsIn | gen.CompletionsIn, model: Any,
                    region: str | None, claim: idempotency.Claim | None = None) -> JSONResponse | StreamingResponse:
     """Forwards to providers in routing order until one answers; ``claim``: the request's
-    idempotency key (not streamed), its answer stored with the charge."""
+    idempotency key (not streamed), its answer stored with the charge. ``n > 1``: see
+    :func:`_generate_n`."""
     plane: serving.ServingPlane = ctx.serving
     t_start = time.perf_counter()
     chat = isinstance(body, gen.ChatCompletionsIn)
@@ -164,6 +171,15 @@ async def generate(ctx: Any, key: store.ApiKey, body: gen.ChatCompletionsIn | ge
         req = gen.resolve(body, tok, CONTEXT)
     except gen.GenerationRequestError as exc:
         raise BadRequestError(exc.message, reason=exc.reason, param=exc.param) from None
+    n = body.choices()
+    if n > 1:
+        if body.stream:
+            raise BadRequestError("stream: true with n > 1 is not supported: stream one request per choice, or "
+                                  "ask for the n choices without streaming", reason="unsupported_n_stream", param="n")
+        if req.seed is not None and req.seed + n - 1 > gen.MAX_SEED:
+            raise BadRequestError(f"with n = {n} the choices' seeds are seed .. seed + {n - 1}, which must stay "
+                                  f"within [0, {gen.MAX_SEED}]", reason="invalid_seed", param="seed")
+        return await _generate_n(ctx, key, body, model, region, claim, req, tok, n, t_start)
     order = plane.router.order(model.model_id, region)[: plane.max_attempts]
     if not order:
         raise UnavailableError(f"no provider serves {model.name or model.model_id} on the serving plane now",
@@ -187,88 +203,210 @@ async def generate(ctx: Any, key: store.ApiKey, body: gen.ChatCompletionsIn | ge
         nonlocal released
         released = True
 
-    request_id = secrets.token_bytes(32)
     model_b = bytes.fromhex(model.model_id[2:])
-    stream = bool(body.stream)
-    fwd: dict[str, Any] = {"model": model.model_id, "max_tokens": req.max_tokens, "temperature": req.temperature,
-                           "top_p": req.top_p, "top_k": req.top_k, "stop": list(req.stop), "stream": stream}
+    try:
+        got = await _forward(ctx, key, body, req, order, model_b, tok, bool(body.stream))
+        if isinstance(got, _Handover):
+            return _Stream(_relay(ctx, key, charge_id, got.cand, got.resp, got.pr, model, model_b, req, tok, chat,
+                                  body.include_usage(), got.attempts, got.t0, settled), release)
+        return _answer(ctx, key, charge_id, got.cand, got.checked, model, req, tok, chat, got.attempts, got.ms,
+                       t_start, release, settled, claim, got.logprobs)
+    except BaseException:
+        release()
+        raise
+
+
+@dataclass(frozen=True)
+class _Handover:
+    """A provider's stream that answered 200: relayed from here on."""
+
+    cand: Candidate
+    resp: httpx.Response
+    pr: PaymentReceipt
+    attempts: int
+    t0: float
+
+
+@dataclass(frozen=True)
+class _Checked:
+    """A provider's whole answer, its receipt checked (not yet recorded)."""
+
+    cand: Candidate
+    checked: tuple[WorkReceipt, bytes, int, list[int], str, bytes, bytes]
+    logprobs: Any
+    attempts: int
+    ms: float
+
+
+async def _forward(ctx: Any, key: store.ApiKey, body: gen.ChatCompletionsIn | gen.CompletionsIn, req: gen.Resolved,
+                   order: list[Candidate], model_b: bytes, tok: Any, stream: bool) -> _Handover | _Checked:
+    """Sends one choice's request (a fresh request id) to providers in ``order`` until one
+    answers: its stream (``stream``) or its checked answer; else raises the last refusal.
+    Reserves and records nothing."""
+    plane: serving.ServingPlane = ctx.serving
+    chat = isinstance(body, gen.ChatCompletionsIn)
+    request_id = secrets.token_bytes(32)
+    cap_units = len(req.prompt_ids) + req.max_tokens
+    fwd: dict[str, Any] = {"model": "0x" + model_b.hex(), "max_tokens": req.max_tokens,
+                           "temperature": req.temperature, "top_p": req.top_p, "top_k": req.top_k,
+                           "stop": list(req.stop), "stream": stream}
     if req.seed is not None:
         fwd["seed"] = req.seed
     if chat:
         assert isinstance(body, gen.ChatCompletionsIn)
         fwd["messages"] = body.chat()
+        if req.logprobs is not None:
+            fwd["logprobs"], fwd["top_logprobs"] = True, req.logprobs
     else:
         fwd["prompt"] = req.prompt_ids  # token ids: the provider reads exactly these
+        if req.logprobs is not None:
+            fwd["logprobs"] = req.logprobs
     path = "/v1/chat/completions" if chat else "/v1/completions"
     read_timeout = httpx.Timeout(plane.timeout_s, read=plane.timeout_s + SECONDS_PER_TOKEN * cap_units)
     last: GatewayError | None = None
-    attempts = 0
     http = plane.http()
-    try:
-        for cand in order:
-            attempts += 1
-            pr = PaymentReceipt(key.wallet, cand.address, request_id, cap_units * cand.price, int(time.time()))
-            sig = sign_payment_receipt(plane.signer_key, pr, plane.chain_id, plane.escrow)
-            plane.router.begin(cand.address)
-            t0 = time.perf_counter()
-            ok, handed_over = False, False
+    for attempts, cand in enumerate(order, 1):
+        pr = PaymentReceipt(key.wallet, cand.address, request_id, cap_units * cand.price, int(time.time()))
+        sig = sign_payment_receipt(plane.signer_key, pr, plane.chain_id, plane.escrow)
+        plane.router.begin(cand.address)
+        t0 = time.perf_counter()
+        ok, handed_over = False, False
+        try:
+            resp = await http.send(http.build_request(
+                "POST", cand.endpoint + path, json=fwd, timeout=read_timeout,
+                headers={PAYMENT_HEADER: encode_payment(pr, sig), AGGREGATOR_HEADER: plane.public_url}),
+                stream=True)
             try:
-                resp = await http.send(http.build_request(
-                    "POST", cand.endpoint + path, json=fwd, timeout=read_timeout,
-                    headers={PAYMENT_HEADER: encode_payment(pr, sig), AGGREGATOR_HEADER: plane.public_url}),
-                    stream=True)
-                try:
-                    if resp.status_code == 200 and stream:
-                        ok = handed_over = True
-                        return _Stream(_relay(ctx, key, charge_id, cand, resp, pr, model, model_b, req, tok, chat,
-                                              body.include_usage(), attempts, t0, settled),
-                                       release)
-                    await resp.aread()
-                finally:
-                    if not handed_over:
-                        await resp.aclose()
-                ms = (time.perf_counter() - t0) * 1000
-                if resp.status_code == 200:
-                    answer = resp.json()
-                    checked = check_answer(plane, cand, answer["hearth"], pr, model_b, req, tok)
-                    ok = True
-                    return _answer(ctx, key, charge_id, cand, checked, model, req, tok, chat, attempts, ms, t_start,
-                                   release, settled, claim)
-                err = serving._error_of(resp)
-                if resp.status_code == 402:
-                    ok = True
-                    last = PaymentError(f"provider {cand.address} refused payment: {err[1]}", reason=err[0],
-                                        provider=cand.address)
-                    if err[0] in serving.PAYER_WIDE:
-                        break
-                elif resp.status_code in (400, 404, 422):
-                    ok = True  # healthy, but cannot take this request (its cache, its models)
-                    last = BadRequestError(f"provider {cand.address}: {err[1]}", reason=err[0], provider=cand.address)
-                else:
-                    last = serving.NoProviderAnsweredError(
-                        f"provider {cand.address} answered {resp.status_code}: {err[1]}", provider=cand.address)
-            except httpx.TimeoutException:
-                last = serving.NoProviderAnsweredError(f"provider {cand.address} timed out after {plane.timeout_s}s",
-                                                       provider=cand.address)
-            except httpx.TransportError as exc:
-                last = serving.NoProviderAnsweredError(f"provider {cand.address} is unreachable: {exc}",
-                                                       provider=cand.address)
-            except (WireError, serving.AnswerError, ValueError, KeyError, TypeError) as exc:
-                last = serving.NoProviderAnsweredError(f"provider {cand.address} answered wrongly: {exc}",
-                                                       provider=cand.address, reason="bad_provider_answer")
-                log.warning("provider %s answered request %s wrongly: %s", cand.address, request_id.hex(), exc)
+                if resp.status_code == 200 and stream:
+                    ok = handed_over = True
+                    return _Handover(cand, resp, pr, attempts, t0)
+                await resp.aread()
             finally:
                 if not handed_over:
-                    plane.router.end(cand.address, ok=ok,
-                                     latency_ms=(time.perf_counter() - t0) * 1000 if ok else None)
-            if attempts < len(order):
-                plane.retried += 1
-    except BaseException:
-        release()
-        raise
-    release()
+                    await resp.aclose()
+            ms = (time.perf_counter() - t0) * 1000
+            if resp.status_code == 200:
+                answer = resp.json()
+                checked = check_answer(plane, cand, answer["hearth"], pr, model_b, req, tok)
+                logprobs = answer["choices"][0].get("logprobs")
+                gen.check_logprobs(chat, logprobs, checked[3], req.logprobs, tok)
+                ok = True
+                return _Checked(cand, checked, logprobs, attempts, ms)
+            err = serving._error_of(resp)
+            if resp.status_code == 402:
+                ok = True
+                last = PaymentError(f"provider {cand.address} refused payment: {err[1]}", reason=err[0],
+                                    provider=cand.address)
+                if err[0] in serving.PAYER_WIDE:
+                    break
+            elif resp.status_code in (400, 404, 422):
+                ok = True  # healthy, but cannot take this request (its cache, its models)
+                last = BadRequestError(f"provider {cand.address}: {err[1]}", reason=err[0], provider=cand.address)
+            else:
+                last = serving.NoProviderAnsweredError(
+                    f"provider {cand.address} answered {resp.status_code}: {err[1]}", provider=cand.address)
+        except httpx.TimeoutException:
+            last = serving.NoProviderAnsweredError(f"provider {cand.address} timed out after {plane.timeout_s}s",
+                                                   provider=cand.address)
+        except httpx.TransportError as exc:
+            last = serving.NoProviderAnsweredError(f"provider {cand.address} is unreachable: {exc}",
+                                                   provider=cand.address)
+        except (WireError, serving.AnswerError, ValueError, KeyError, TypeError, IndexError) as exc:
+            last = serving.NoProviderAnsweredError(f"provider {cand.address} answered wrongly: {exc}",
+                                                   provider=cand.address, reason="bad_provider_answer")
+            log.warning("provider %s answered request %s wrongly: %s", cand.address, request_id.hex(), exc)
+        finally:
+            if not handed_over:
+                plane.router.end(cand.address, ok=ok, latency_ms=(time.perf_counter() - t0) * 1000 if ok else None)
+        if attempts < len(order):
+            plane.retried += 1
     assert last is not None
     raise last
+
+
+async def _generate_n(ctx: Any, key: store.ApiKey, body: gen.ChatCompletionsIn | gen.CompletionsIn, model: Any,
+                      region: str | None, claim: idempotency.Claim | None, req: gen.Resolved, tok: Any, n: int,
+                      t_start: float) -> JSONResponse:
+    """``n`` choices as ``n`` independent serving-plane requests (each its own request id,
+    payment and work receipt, routed on its own, with seed ``seed + i`` when the client gave a
+    seed), run at once and merged into one answer. Each is reserved and charged on its own, all
+    recorded in one transaction: if any of them fails (after its retries) nothing is recorded,
+    every reservation is released and the client is charged nothing, as for a failed single
+    request."""
+    plane: serving.ServingPlane = ctx.serving
+    chat = isinstance(body, gen.ChatCompletionsIn)
+    full = plane.router.order(model.model_id, region)
+    if not full:
+        raise UnavailableError(f"no provider serves {model.name or model.model_id} on the serving plane now",
+                               reason="no_provider")
+    cap_units = len(req.prompt_ids) + req.max_tokens
+    each = max(1, cap_units * max(c.price for c in full))
+    model_b = bytes.fromhex(model.model_id[2:])
+    charges: list[int] = []
+    recorded = False
+    try:
+        for _ in range(n):
+            charge_id = store.reserve(ctx.db_engine, key.key_hash, each, store.now(), status="serving")
+            if charge_id is None:
+                raise SpendingCapError(f"these {n} choices cost up to {each * n} ({cap_units} tokens with max_tokens "
+                                       f"each); the key has {max(0, key.spending_cap - key.spent)} left of its cap",
+                                       cost=str(each * n))
+            charges.append(charge_id)
+
+        async def one(i: int) -> _Checked:
+            sub = req if req.seed is None else req.model_copy(update={"seed": req.seed + i})
+            order = plane.router.order(model.model_id, region)[: plane.max_attempts]  # with the others in flight
+            got = await _forward(ctx, key, body, sub, order or full[: plane.max_attempts], model_b, tok, False)
+            assert isinstance(got, _Checked)
+            return got
+
+        results = await asyncio.gather(*(one(i) for i in range(n)), return_exceptions=True)
+        for r in results:
+            if isinstance(r, BaseException):
+                raise r
+        got = [r for r in results if isinstance(r, _Checked)]
+        choices, hearths = [], []
+        usage = {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0}
+        for i, g in enumerate(got):
+            work, wsig, seed, ids, reason, _, _ = g.checked
+            text = gen.completion_text(tok, ids, req.stop)
+            choice: dict[str, Any] = {"index": i, "finish_reason": reason, "logprobs": g.logprobs}
+            if chat:
+                choice["message"] = {"role": "assistant", "content": text}
+            else:
+                choice["text"] = text
+            choices.append(choice)
+            usage["prompt_tokens"] += len(req.prompt_ids)
+            usage["completion_tokens"] += len(ids)
+            usage["total_tokens"] += work.units
+            hearths.append(_hearth(g.cand, work, wsig, seed, ids, g.attempts, {"provider_round_trip": round(g.ms, 2)}))
+        first = got[0].checked[0]
+        answer = {
+            "id": ("chatcmpl-" if chat else "cmpl-") + first.request_id.hex()[:24],
+            "object": "chat.completion" if chat else "text_completion", "created": int(time.time()),
+            "model": model.name or model.model_id, "choices": choices, "usage": usage,
+            "system_fingerprint": "hearth-" + first.runtime_hash.hex()[:16],
+            "hearth": {"path": "serving", "verified": True, "cost": str(sum(g.checked[0].value for g in got)),
+                       "timing_ms": {"total": round((time.perf_counter() - t_start) * 1000, 2)},
+                       "choices": hearths}}
+        try:
+            serving._record_many(ctx, key, [serving.Served(c, g.cand, g.checked[0], g.checked[5], g.checked[6],
+                                                           g.attempts, g.ms, reserved=each)
+                                            for c, g in zip(charges, got, strict=True)],
+                                 also=lambda c: idempotency.finish(c, claim, answer))
+        except idempotency.IdempotencyLostError:
+            raise
+        except Exception:
+            log.exception("request %s (n = %d) answered but not recorded", first.request_id.hex(), n)
+            raise UnavailableError("the answer could not be recorded; nothing was charged",
+                                   reason="record_failed") from None
+        recorded = True
+        plane.served += n
+        return JSONResponse(answer)
+    finally:
+        if not recorded:
+            for charge_id in charges:
+                store.release(ctx.db_engine, charge_id)
 
 
 def _hearth(cand: Candidate, work: WorkReceipt, wsig: bytes, seed: int, ids: list[int], attempts: int,
@@ -283,10 +421,10 @@ def _hearth(cand: Candidate, work: WorkReceipt, wsig: bytes, seed: int, ids: lis
 def _answer(ctx: Any, key: store.ApiKey, charge_id: int, cand: Candidate, checked: Any, model: Any,
             req: gen.Resolved, tok: Any, chat: bool, attempts: int, ms: float, t_start: float,
             release: Callable[[], None], settled: Callable[[], None],
-            claim: idempotency.Claim | None = None) -> JSONResponse:
+            claim: idempotency.Claim | None = None, logprobs: Any = None) -> JSONResponse:
     work, wsig, seed, ids, reason, input_blob, output_blob = checked
     text = gen.completion_text(tok, ids, req.stop)
-    choice: dict[str, Any] = {"index": 0, "finish_reason": reason, "logprobs": None}
+    choice: dict[str, Any] = {"index": 0, "finish_reason": reason, "logprobs": logprobs}
     if chat:
         choice["message"] = {"role": "assistant", "content": text}
     else:
@@ -327,8 +465,8 @@ async def _relay(ctx: Any, key: store.ApiKey, charge_id: int, cand: Candidate, r
     created = int(time.time())
     name = model.name or model.model_id
 
-    def chunk(delta: str | None, reason: str | None, **extra: Any) -> dict[str, Any]:
-        c: dict[str, Any] = {"index": 0, "finish_reason": reason, "logprobs": None}
+    def chunk(delta: str | None, reason: str | None, logprobs: Any = None, **extra: Any) -> dict[str, Any]:
+        c: dict[str, Any] = {"index": 0, "finish_reason": reason, "logprobs": logprobs}
         if chat:
             c["delta"] = {} if delta is None else {"content": delta}
         else:
@@ -337,6 +475,22 @@ async def _relay(ctx: Any, key: store.ApiKey, charge_id: int, cand: Candidate, r
         if include_usage:
             out["usage"] = None
         return out
+
+    # every log probability relayed, checked against the receipted ids at the end
+    streamed_lps: dict[str, list[Any]] = {k: [] for k in (
+        ("content",) if chat else ("tokens", "token_logprobs", "top_logprobs", "text_offset"))}
+
+    def relayed(lps: Any) -> Any:
+        if lps is None:
+            return None
+        if req.logprobs is None or not isinstance(lps, dict):
+            raise StreamBroken("log probabilities that were not asked for, or not an object")
+        for k, acc in streamed_lps.items():
+            part = lps.get(k)
+            if not isinstance(part, list):
+                raise StreamBroken(f"log probabilities without a {k!r} list")
+            acc.extend(part)
+        return lps
 
     ok = False
     try:
@@ -362,12 +516,15 @@ async def _relay(ctx: Any, key: store.ApiKey, charge_id: int, cand: Candidate, r
                     plane, cand, msg["hearth"], pr, model_b, req, tok)
                 if sent != gen.completion_text(tok, ids, req.stop):
                     raise StreamBroken("the streamed text is not the text of the receipted tokens")
+                final: Any = (msg.get("choices") or [{}])[0]
+                last_lps = relayed(final.get("logprobs") if isinstance(final, dict) else None)
+                gen.check_logprobs(chat, streamed_lps if req.logprobs is not None else None, ids, req.logprobs, tok)
                 ms = (time.perf_counter() - t0) * 1000
                 serving._record(ctx, key, charge_id, cand, work, input_blob, output_blob, attempts, ms)
                 settled()
                 ok = True
                 plane.served += 1
-                yield _sse(chunk(None, reason, hearth=_hearth(cand, work, wsig, seed, ids, attempts,
+                yield _sse(chunk(None, reason, last_lps, hearth=_hearth(cand, work, wsig, seed, ids, attempts,
                                                               {"total": round(ms, 2)})))
                 if include_usage:
                     usage = {"prompt_tokens": len(req.prompt_ids), "completion_tokens": len(ids),
@@ -381,9 +538,10 @@ async def _relay(ctx: Any, key: store.ApiKey, charge_id: int, cand: Candidate, r
                 continue
             c = choices[0]
             delta = (c.get("delta") or {}).get("content") if chat else c.get("text")
-            if delta:
-                sent += str(delta)
-                yield _sse(chunk(str(delta), None))
+            lps = relayed(c.get("logprobs"))
+            if delta or lps is not None:
+                sent += str(delta or "")
+                yield _sse(chunk(str(delta) if delta else None, None, lps))
         raise StreamBroken("the provider's stream ended before its receipt")
     except Exception as exc:  # noqa: BLE001 - the stream is open: end it with an error event, charge nothing
         reason = "provider_failed_mid_stream"

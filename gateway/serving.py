@@ -35,7 +35,7 @@ import json
 import logging
 import secrets
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -637,28 +637,55 @@ def _record(ctx: Any, key: store.ApiKey, charge_id: int, cand: Candidate, work: 
     """Records a checked answer as served and settles its charge (``reserved``: what was
     reserved, read from the charge when not given; ``input_hash``: keccak of ``data``; ``also``:
     more writes in the same transaction, e.g. the answer kept for an idempotency key)."""
+    _record_many(ctx, key, [Served(charge_id, cand, work, data, out, attempts, ms, reserved, input_hash)], also=also)
+
+
+@dataclass(frozen=True)
+class Served:
+    """One checked answer to record: its charge, provider, work receipt and blobs."""
+
+    charge_id: int
+    cand: Candidate
+    work: Any
+    data: bytes
+    out: bytes
+    attempts: int
+    ms: float
+    reserved: int | None = None
+    input_hash: bytes | None = None
+
+
+def _record_many(ctx: Any, key: store.ApiKey, answers: Sequence[Served], *,
+                 also: Callable[[Connection], None] | None = None) -> None:
+    """Records checked answers as served and settles their charges, all in one transaction (a
+    request of ``n`` choices is charged for all of them or for none)."""
     from gateway.retention import payer
 
     now = store.now()
-    input_hash = bytes(keccak(data)) if input_hash is None else input_hash
     # One short transaction of Core statements (the ORM's unit of work cost ten times the CPU),
     # committed before the answer leaves: a served request's row is what vouchers are made of,
     # so it is never deferred.
     with ctx.db_engine.begin() as c:
-        if reserved is None:
-            reserved = int(c.execute(_CHARGE_AMOUNT, {"charge_id": charge_id}).scalar_one())
-        c.execute(_INSERT_SERVED, {
-            "request_id": "0x" + work.request_id.hex(), "key_hash": key.key_hash, "payer": key.wallet,
-            "provider": cand.address, "model_id": "0x" + work.model_id.hex(), "units": work.units, "value": work.value,
-            "charge_id": charge_id, "input_blob": "0x" + input_hash.hex(), "output_hash": "0x" + work.output_hash.hex(),
-            "attempts": attempts, "latency_ms": ms, "created_at": now})
-        store.settle_charge(c, key.key_hash, charge_id, reserved, work.value, "served")
+        for a in answers:
+            work = a.work
+            reserved = a.reserved
+            if reserved is None:
+                reserved = int(c.execute(_CHARGE_AMOUNT, {"charge_id": a.charge_id}).scalar_one())
+            input_hash = bytes(keccak(a.data)) if a.input_hash is None else a.input_hash
+            c.execute(_INSERT_SERVED, {
+                "request_id": "0x" + work.request_id.hex(), "key_hash": key.key_hash, "payer": key.wallet,
+                "provider": a.cand.address, "model_id": "0x" + work.model_id.hex(), "units": work.units,
+                "value": work.value, "charge_id": a.charge_id, "input_blob": "0x" + input_hash.hex(),
+                "output_hash": "0x" + work.output_hash.hex(), "attempts": a.attempts, "latency_ms": a.ms,
+                "created_at": now})
+            store.settle_charge(c, key.key_hash, a.charge_id, reserved, work.value, "served")
         if also is not None:
             also(c)
     plane: ServingPlane = ctx.serving
     if plane.spooler is not None:
-        for blob in (data, out):  # kept for the challenge window: verifiers fetch them
-            plane.spooler.put(blob, payer(key.wallet))
+        for a in answers:
+            for blob in (a.data, a.out):  # kept for the challenge window: verifiers fetch them
+                plane.spooler.put(blob, payer(key.wallet))
 
 
 def aggregate(ctx: Any, body: VoucherIn) -> dict[str, Any]:

@@ -165,7 +165,8 @@ def test_what_is_not_implemented_is_refused_with_a_clear_400_and_charges_nothing
     c = client(llm_stack, key)
     before, n_served = spent(llm_stack, key), len(served(llm_stack))
     msgs = [{"role": "user", "content": "hi"}]
-    for kwargs, reason in (({"n": 2}, "unsupported_n"), ({"logprobs": True}, "unsupported_logprobs"),
+    for kwargs, reason in (({"n": 9}, "invalid_n"), ({"n": 2, "stream": True}, "unsupported_n_stream"),
+                           ({"top_logprobs": 2}, "invalid_top_logprobs"),
                            ({"max_tokens": 9000}, "context_length_exceeded")):
         with pytest.raises(openai.BadRequestError) as exc:
             c.chat.completions.create(model=LLM, messages=msgs, **kwargs)  # type: ignore[arg-type, call-overload]
@@ -194,6 +195,100 @@ def test_a_chat_completion_sent_again_with_its_idempotency_key_is_answered_once_
                                   extra_headers={"Idempotency-Key": "chat-streamed"})
     assert exc.value.body["reason"] == "idempotency_unsupported_for_streams"  # type: ignore[index]
     assert len(served(llm_stack)) == n_served + 1 and spent(llm_stack, key) - before == int(h["cost"])
+
+
+def check_top_logprobs(token: str, logprob: float, top: list[tuple[str, float]], k: int, greedy: bool) -> None:
+    import math
+
+    assert len(top) == k and [v for _, v in top] == sorted((v for _, v in top), reverse=True)
+    assert logprob <= 0.0 and math.exp(logprob) <= 1.0 and all(v <= 0.0 for _, v in top)
+    if token in dict(top):
+        assert dict(top)[token] == logprob  # the same number, whichever list it is read from
+    if greedy:
+        assert top[0] == (token, logprob)
+
+
+def test_chat_logprobs_name_every_output_token_with_its_most_likely_alternatives(
+        llm_stack: ServingStack, key: str, tok: ChatTokenizer) -> None:
+    c = client(llm_stack, key)
+    msgs = [{"role": "user", "content": "Count from 1 to 10."}]
+    for temperature in (0.0, 1.0):
+        r = c.chat.completions.create(model=LLM, messages=msgs, max_tokens=4, temperature=temperature,  # type: ignore[arg-type]
+                                      seed=3, logprobs=True, top_logprobs=3)
+        h = hearth(r)
+        lp = r.choices[0].logprobs
+        assert lp is not None and lp.content is not None and len(lp.content) == len(h["output_ids"])
+        for entry, t in zip(lp.content, h["output_ids"], strict=True):
+            assert entry.token == tok.token_text(t) and entry.bytes == list(tok.token_bytes(t))
+            check_top_logprobs(entry.token, entry.logprob, [(e.token, e.logprob) for e in entry.top_logprobs], 3,
+                               temperature == 0.0)
+    # Streamed: each chunk carries its tokens' entries; together they are the whole answer's.
+    chunks = list(c.chat.completions.create(model=LLM, messages=msgs, max_tokens=4, temperature=0,  # type: ignore[call-overload]
+                                            logprobs=True, top_logprobs=3, stream=True))
+    streamed = [e for ch in chunks if ch.choices and ch.choices[0].logprobs
+                for e in ch.choices[0].logprobs.content or []]
+    assert [(e.token, e.logprob) for e in streamed] == [(e.token, e.logprob) for e in lp_greedy(c, msgs)]
+
+
+def lp_greedy(c: openai.OpenAI, msgs: list[dict[str, str]]) -> list[Any]:
+    r = c.chat.completions.create(model=LLM, messages=msgs, max_tokens=4, temperature=0,  # type: ignore[arg-type]
+                                  logprobs=True, top_logprobs=3)
+    assert r.choices[0].logprobs is not None and r.choices[0].logprobs.content is not None
+    return r.choices[0].logprobs.content
+
+
+def test_completion_logprobs_take_the_legacy_shape_with_the_sampled_token_among_the_top(
+        llm_stack: ServingStack, key: str) -> None:
+    c = client(llm_stack, key)
+    r = c.completions.create(model=LLM, prompt=COUNT, max_tokens=4, temperature=0, logprobs=2)
+    lp = r.choices[0].logprobs
+    assert lp is not None and lp.tokens and lp.token_logprobs and lp.top_logprobs and lp.text_offset is not None
+    assert len(lp.tokens) == len(lp.token_logprobs) == len(lp.top_logprobs) == len(hearth(r)["output_ids"])
+    assert "".join(lp.tokens).startswith(r.choices[0].text)
+    assert lp.text_offset == [sum(len(t) for t in lp.tokens[:i]) for i in range(len(lp.tokens))]
+    for token, value, top in zip(lp.tokens, lp.token_logprobs, lp.top_logprobs, strict=True):
+        ranked = sorted(top.items(), key=lambda kv: -kv[1])
+        check_top_logprobs(token, value, ranked[:2], 2, greedy=True)
+
+
+def test_n_choices_are_n_seeded_requests_charged_as_their_sum(llm_stack: ServingStack, key: str) -> None:
+    c = client(llm_stack, key)
+    before, n_served = spent(llm_stack, key), len(served(llm_stack))
+    r = c.completions.create(model=LLM, prompt="Once upon a time", max_tokens=4, temperature=1.5, seed=41, n=2,
+                             logprobs=1)
+    assert [ch.index for ch in r.choices] == [0, 1]
+    h = hearth(r)
+    per = h["choices"]
+    assert [p["seed"] for p in per] == [41, 42] and len({p["request_id"] for p in per}) == 2
+    cost = sum(int(p["cost"]) for p in per)
+    assert int(h["cost"]) == cost and spent(llm_stack, key) - before == cost
+    assert len(served(llm_stack)) == n_served + 2
+    assert r.usage is not None and r.usage.completion_tokens == sum(len(p["output_ids"]) for p in per)
+    assert r.usage.total_tokens * LLM_PRICES["provider"] == cost
+    for i, seed in enumerate((41, 42)):
+        one = c.completions.create(model=LLM, prompt="Once upon a time", max_tokens=4, temperature=1.5, seed=seed,
+                                   logprobs=1)
+        assert one.choices[0].text == r.choices[i].text
+        assert hearth(one)["output_ids"] == per[i]["output_ids"]
+        assert one.choices[0].logprobs is not None and r.choices[i].logprobs is not None
+        assert one.choices[0].logprobs.token_logprobs == r.choices[i].logprobs.token_logprobs
+    assert per[0]["output_ids"] != per[1]["output_ids"]
+
+
+def test_n_choices_that_the_providers_refuse_charge_nothing_and_a_provider_refuses_n_itself(
+        llm_stack: ServingStack, key: str) -> None:
+    import httpx
+
+    c = client(llm_stack, key)
+    before, n_served = spent(llm_stack, key), len(served(llm_stack))
+    with pytest.raises(openai.BadRequestError) as exc:  # fits the context, not the provider's 64-page KV cache
+        c.completions.create(model=LLM, prompt="Once upon a time", max_tokens=2000, n=2, seed=1)
+    assert exc.value.body["reason"] == "context_length_exceeded"  # type: ignore[index]
+    assert spent(llm_stack, key) == before and len(served(llm_stack)) == n_served
+    r = httpx.post(f"{llm_stack.providers['provider'].url}/v1/completions",
+                   json={"model": LLM, "prompt": "hi", "n": 2}, timeout=30)
+    assert r.status_code == 400 and r.json()["error"]["reason"] == "unsupported_n"
+    assert "one request per choice" in r.json()["error"]["message"]
 
 
 def test_the_provider_takes_only_a_receipt_for_the_cap_of_prompt_plus_max_tokens(

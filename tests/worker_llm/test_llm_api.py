@@ -45,9 +45,8 @@ def test_completions_take_text_or_token_ids(tok: ChatTokenizer) -> None:
 
 
 @pytest.mark.parametrize(("body", "reason", "param"), [
-    ({"n": 2}, "unsupported_n", "n"),
-    ({"logprobs": True}, "unsupported_logprobs", "logprobs"),
-    ({"top_logprobs": 2}, "unsupported_logprobs", "logprobs"),
+    ({"n": 9}, "invalid_n", "n"),
+    ({"top_logprobs": 2}, "invalid_top_logprobs", "top_logprobs"),
     ({"max_tokens": 8190}, "context_length_exceeded", "max_tokens"),
     ({"stop": ["a", "b", "c", "d", "e"]}, "invalid_stop", "stop"),
 ])
@@ -92,3 +91,34 @@ def test_a_stream_holds_back_the_start_of_a_stop_string_and_incomplete_character
     assert _held_back(" 6, 7, ", (", 8",)) == 2
     assert _held_back("abc\ufffd", ()) == 1
     assert _held_back("abc", ("zz", "c")) == 0
+
+
+def test_n_and_logprobs_resolve_to_choices_and_the_number_of_alternatives(tok: ChatTokenizer) -> None:
+    assert chat(n=8).choices() == 8 and chat().choices() == 1
+    assert gen.resolve(chat(), tok, 8192).logprobs is None
+    assert gen.resolve(chat(logprobs=True), tok, 8192).logprobs == 0
+    assert gen.resolve(chat(logprobs=True, top_logprobs=3), tok, 8192).logprobs == 3
+    assert gen.resolve(chat(logprobs=False), tok, 8192).logprobs is None
+    body = gen.CompletionsIn.model_validate({"model": "m", "prompt": "hi", "logprobs": 2})
+    r = gen.resolve(body, tok, 8192)
+    assert r.logprobs == 2
+    # The canonical request (what the receipt's input hash covers) does not change with logprobs.
+    assert r.encode(1) == gen.resolve(gen.CompletionsIn.model_validate({"model": "m", "prompt": "hi"}), tok,
+                                      8192).encode(1)
+
+
+def test_logprobs_take_openais_shapes_naming_tokens_by_their_text_and_bytes(tok: ChatTokenizer) -> None:
+    ids = tok.encode(" 日本")  # a character split over byte-level tokens
+    entries = [(t, -0.5, [(t, -0.5), (tok.eos_id, -2.0)]) for t in ids]
+    content = gen.chat_logprobs(tok, entries)
+    assert b"".join(bytes(e["bytes"]) for e in content).decode() == " 日本"
+    assert content[0]["top_logprobs"][1] == {"token": "<|im_end|>", "logprob": -2.0, "bytes": list(b"<|im_end|>")}
+    gen.check_logprobs(True, {"content": content}, ids, 2, tok)
+    legacy = gen.completion_logprobs(tok, [(t, -0.5, [(tok.eos_id, -0.1)]) for t in ids], offset=3)
+    assert legacy["text_offset"][0] == 3 and legacy["token_logprobs"] == [-0.5] * len(ids)
+    assert all(len(d) == 2 for d in legacy["top_logprobs"])  # the top one and the sampled one
+    gen.check_logprobs(False, legacy, ids, 1, tok)
+    with pytest.raises(ValueError):
+        gen.check_logprobs(True, {"content": content[1:]}, ids, 2, tok)
+    with pytest.raises(ValueError):
+        gen.check_logprobs(True, {"content": content}, ids, None, tok)

@@ -14,6 +14,8 @@ from worker.model.llm import (
     Engine,
     LlamaForward,
     SamplingParams,
+    teacher_forced_logits,
+    token_logprobs,
 )
 
 
@@ -140,3 +142,45 @@ def test_an_aborted_request_frees_its_pages_and_the_others_get_the_tokens_they_g
     done = engine.run()
     assert set(done) == {"a"} and engine.cache.free_pages == 32
     assert done["a"].output_ids == _alone(tiny_forward, _prompt(ord("a"), 9), params).output_ids
+
+
+def test_a_requests_logprobs_are_bitwise_the_same_alone_and_in_a_batch_and_a_verifier_recomputes_them(
+    tiny_forward: LlamaForward,
+) -> None:
+    specs = [(_prompt(20 + i, 4 + 7 * i), SamplingParams(max_tokens=3 + i, seed=i, ignore_eos=True,
+                                                         temperature=0.0 if i == 0 else 1.0,
+                                                         logprobs=None if i == 2 else 5)) for i in range(4)]
+    engine = Engine(tiny_forward, num_pages=128, prefill_chunk=5)
+    for i, (prompt, params) in enumerate(specs):
+        engine.add(str(i), prompt, params)
+    done = engine.run()
+    assert done["2"].logprobs is None
+    for i, (prompt, params) in enumerate(specs):
+        if params.logprobs is None:
+            continue
+        got, ref = done[str(i)], _alone(tiny_forward, prompt, params)
+        assert got.logprobs is not None and ref.logprobs is not None
+        assert len(got.logprobs) == len(got.output_ids)
+        assert [lp.token_id for lp in got.logprobs] == list(got.output_ids)
+        assert got.logprobs == ref.logprobs  # floats compared exactly: bitwise
+        for lp in got.logprobs:
+            assert len(lp.top) == 5 and [v for _, v in lp.top] == sorted((v for _, v in lp.top), reverse=True)
+            assert lp.logprob <= 0.0
+        if params.temperature == 0.0:  # greedy: the sampled token is the most likely one
+            assert all(lp.top[0] == (lp.token_id, lp.logprob) for lp in got.logprobs)
+        # A verifier's teacher-forced prefill gives the same rows, hence the same log probabilities.
+        rows = teacher_forced_logits(tiny_forward, list(prompt) + list(got.output_ids))[len(prompt) - 1 : -1]
+        again = tuple(token_logprobs(rows[j], t, 5) for j, t in enumerate(got.output_ids))
+        assert again == got.logprobs
+
+
+def test_tokens_stream_with_their_logprobs_when_asked(tiny_forward: LlamaForward) -> None:
+    engine = Engine(tiny_forward, num_pages=32)
+    engine.add("a", _prompt(5, 6), SamplingParams(max_tokens=3, logprobs=0, ignore_eos=True))
+    engine.add("b", _prompt(6, 6), SamplingParams(max_tokens=3, ignore_eos=True))
+    events = []
+    while engine.has_work:
+        events += engine.step()
+    a = [e for e in events if e.request_id == "a"]
+    assert all(e.logprobs is not None and e.logprobs.token_id == e.token_id and e.logprobs.top == () for e in a)
+    assert all(e.logprobs is None for e in events if e.request_id == "b")

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from worker.model.errors import InvalidInputError
-from worker.model.llm import SamplingParams, sample, uniform_noise
+from worker.model.llm import SamplingParams, sample, token_logprobs, uniform_noise
 from worker.model.llm.sampling import kept_tokens
 
 
@@ -80,3 +80,24 @@ def test_the_same_seed_gives_the_same_tokens_and_another_seed_other_tokens() -> 
 def test_invalid_sampling_parameters_are_refused(kwargs: dict[str, object]) -> None:
     with pytest.raises(InvalidInputError):
         SamplingParams(**kwargs)  # type: ignore[arg-type]
+
+
+def test_logprobs_are_the_log_softmax_of_the_raw_row_with_the_k_most_likely_first_and_ties_by_lower_id() -> None:
+    logits = torch.tensor([1.0, 3.0, -2.0, 3.0, 0.5])
+    want = torch.log_softmax(logits, dim=0)
+    lp = token_logprobs(logits, 2, 3)
+    assert lp.token_id == 2 and lp.logprob == float(want[2])
+    assert [i for i, _ in lp.top] == [1, 3, 0]
+    assert [v for _, v in lp.top] == [float(want[1]), float(want[3]), float(want[0])]
+    assert token_logprobs(logits, 1, 0).top == ()
+    # Temperature, top-k and top-p change what is sampled, not the raw log probabilities.
+    assert token_logprobs(logits / 0.5, 1, 0).logprob != lp.top[0][1]
+
+
+def test_logprobs_are_refused_beyond_twenty_alternatives_or_on_a_matrix() -> None:
+    with pytest.raises(InvalidInputError):
+        SamplingParams(logprobs=21)
+    with pytest.raises(InvalidInputError):
+        SamplingParams(logprobs=-1)
+    with pytest.raises(InvalidInputError):
+        token_logprobs(torch.zeros(2, 3), 0, 1)

@@ -16,6 +16,14 @@ canonical request (prompt token ids, ``max_tokens``, temperature, top-p, top-k, 
 stop strings), ``outputHash`` keccak of the canonical output (output token ids and the finish
 reason). When the client gives no seed this endpoint picks one and returns it (``hearth.seed``).
 
+Log probabilities (chat ``logprobs`` / ``top_logprobs``, completions ``logprobs``) are the
+engine's raw ones (log-softmax of each sampled position's fp32 logits row, see
+:mod:`worker.model.llm.sampling`), one entry per output id, in OpenAI's shapes
+(:func:`common.generation.chat_logprobs`, :func:`~common.generation.completion_logprobs`); a
+stream's chunk carries the entries of the tokens since the previous chunk. The receipt does
+not cover them (they do not change the output); they are reproducible bit for bit by
+teacher-forced prefill of the committed tokens. ``n > 1`` is refused: one request per choice.
+
 Streams are server-sent events of ``chat.completion.chunk`` (or ``text_completion``) objects,
 one per token that adds text; the last chunk with a ``finish_reason`` also carries the ``hearth``
 object (receipt and signature), then the usage chunk when ``stream_options.include_usage``, then
@@ -221,6 +229,9 @@ class GenerationEndpoint:
             req = gen.resolve(body, self.service.tokenizer, self.service.context)
         except gen.GenerationRequestError as exc:
             raise Refusal(400, exc.reason, exc.message, param=exc.param) from None
+        if body.choices() > 1:
+            raise Refusal(400, "unsupported_n", "a provider answers one choice per request: send one request per "
+                          "choice, each with its own seed (a gateway splits n > 1 this way)", param="n")
         cap_units = len(req.prompt_ids) + req.max_tokens
         if self.service.engine.cache.pages_for(cap_units) > self.service.engine.cache.num_pages:
             raise Refusal(400, "context_length_exceeded", f"prompt + max_tokens = {cap_units} tokens do not fit "
@@ -229,7 +240,7 @@ class GenerationEndpoint:
         price = self.p.view.price(self.model.model_id)
         seed = req.seed if req.seed is not None else secrets.randbelow(gen.MAX_SEED + 1)
         params = SamplingParams(max_tokens=req.max_tokens, temperature=req.temperature, top_p=req.top_p,
-                                top_k=req.top_k, seed=seed, stop=req.stop)
+                                top_k=req.top_k, seed=seed, stop=req.stop, logprobs=req.logprobs)
         self.p.reserve(receipt.payer, receipt.request_id, receipt.value)
         rid = receipt.request_id.hex()
         recorded: list[int] = []  # the recorded leaf's value, once it is on disk
@@ -244,6 +255,19 @@ class GenerationEndpoint:
         ident = ("chatcmpl-" if chat else "cmpl-") + rid[:24]
         obj = "chat.completion.chunk" if chat else "text_completion"
         tokens = self.service.tokens(rid, list(req.prompt_ids), params)
+        tok = self.service.tokenizer
+
+        def shaped(entries: list[gen.RawLogprobs], offset: int = 0) -> dict[str, Any] | None:
+            """The OpenAI shape of some tokens' log probabilities (None when not asked for)."""
+            if req.logprobs is None:
+                return None
+            if chat:
+                return {"content": gen.chat_logprobs(tok, entries)}
+            return gen.completion_logprobs(tok, entries, offset)
+
+        def raw(ev: TokenEvent) -> gen.RawLogprobs | None:
+            lp = ev.logprobs
+            return None if lp is None else (lp.token_id, lp.logprob, lp.top)
 
         async def finish(output: list[int], reason: str) -> tuple[dict[str, Any], dict[str, Any]]:
             """Sign, record durably, and return (hearth object, usage) of a finished request."""
@@ -265,9 +289,12 @@ class GenerationEndpoint:
         if not body.stream:
             try:
                 output: list[int] = []
+                entries: list[gen.RawLogprobs] = []
                 reason = "length"
                 async for ev in tokens:
                     output.append(ev.token_id)
+                    if (r := raw(ev)) is not None:
+                        entries.append(r)
                     if ev.finished:
                         reason = ev.finish_reason or "length"
                 hearth, usage = await finish(output, reason)
@@ -275,7 +302,7 @@ class GenerationEndpoint:
                 await tokens.aclose()  # a client that went away: the engine drops the request
                 release()
             text = gen.completion_text(self.service.tokenizer, output, req.stop)
-            choice: dict[str, Any] = {"index": 0, "finish_reason": reason, "logprobs": None}
+            choice: dict[str, Any] = {"index": 0, "finish_reason": reason, "logprobs": shaped(entries)}
             if chat:
                 choice["message"] = {"role": "assistant", "content": text}
             else:
@@ -286,8 +313,16 @@ class GenerationEndpoint:
 
         include_usage = body.include_usage()
 
+        pending: list[gen.RawLogprobs] = []  # log probabilities of the tokens not yet sent
+        offset = [0]  # completions: the length of the text sent before them
+
         def chunk(delta: str | None, reason: str | None, **extra: Any) -> dict[str, Any]:
-            c: dict[str, Any] = {"index": 0, "finish_reason": reason, "logprobs": None}
+            lps = None
+            if pending:
+                lps = shaped(pending, offset[0])
+                offset[0] += sum(len(tok.token_text(t)) for t, _, _ in pending)
+                pending.clear()
+            c: dict[str, Any] = {"index": 0, "finish_reason": reason, "logprobs": lps}
             if chat:
                 c["delta"] = {} if delta is None else {"content": delta}
             else:
@@ -307,6 +342,8 @@ class GenerationEndpoint:
                 sent = ""
                 async for ev in tokens:
                     output.append(ev.token_id)
+                    if (r := raw(ev)) is not None:
+                        pending.append(r)
                     if ev.finished:
                         reason = ev.finish_reason or "length"
                         text = gen.completion_text(self.service.tokenizer, output, req.stop)

@@ -14,7 +14,15 @@ Importing `worker.model` first puts MKL in strict CNR mode before any GEMM.
 import worker.model  # noqa: F401 - sets MKL strict CNR mode before any GEMM
 from worker.model.llm.engine import Completion, Engine, TokenEvent, teacher_forced_logits
 from worker.model.llm.kv_cache import CacheFullError, PagedKVCache
-from worker.model.llm.sampling import SamplingParams, gumbel_noise, sample, uniform_noise
+from worker.model.llm.sampling import (
+    MAX_TOP_LOGPROBS,
+    SamplingParams,
+    TokenLogprobs,
+    gumbel_noise,
+    sample,
+    token_logprobs,
+    uniform_noise,
+)
 from worker.model.llm.tokenizer import ChatTokenizer, TokenizerSpec
 from worker.model.llm.torch_path import (
     ATTN_BLOCK,
@@ -39,6 +47,7 @@ from worker.model.llm.weights import (
 __all__ = [
     "ATTN_BLOCK",
     "LOGIT_BLOCK",
+    "MAX_TOP_LOGPROBS",
     "MIN_ROWS",
     "ROW_BLOCK",
     "SPLIT",
@@ -53,6 +62,7 @@ __all__ = [
     "SamplingParams",
     "SeqChunk",
     "TokenEvent",
+    "TokenLogprobs",
     "TokenizerSpec",
     "dequantize",
     "gguf_content_hash",
@@ -63,5 +73,6 @@ __all__ = [
     "random_weights",
     "sample",
     "teacher_forced_logits",
+    "token_logprobs",
     "uniform_noise",
 ]

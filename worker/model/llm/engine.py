@@ -24,7 +24,7 @@ import torch
 
 from worker.model.errors import InvalidInputError
 from worker.model.llm.kv_cache import CacheFullError, PagedKVCache
-from worker.model.llm.sampling import SamplingParams, sample
+from worker.model.llm.sampling import SamplingParams, TokenLogprobs, sample, token_logprobs
 from worker.model.llm.tokenizer import ChatTokenizer
 from worker.model.llm.torch_path import LlamaForward, SeqChunk
 
@@ -40,6 +40,7 @@ class Completion:
     `output_ids` includes the token that ended it (an end-of-sequence token, or the one that
     completed a stop string); `text` excludes control tokens and everything from a stop string on.
     `logits` (when recorded) is `[len(output_ids), vocab]` fp32: row `i` produced output `i`.
+    `logprobs` (when `params.logprobs` asked for them): one entry per output id, in order.
     """
 
     request_id: str
@@ -49,16 +50,19 @@ class Completion:
     finish_reason: FinishReason
     params: SamplingParams
     logits: torch.Tensor | None = None
+    logprobs: tuple[TokenLogprobs, ...] | None = None
 
 
 @dataclass(frozen=True)
 class TokenEvent:
-    """One sampled token of a request (what a stream emits)."""
+    """One sampled token of a request (what a stream emits), with its log probabilities when
+    the request asked for them."""
 
     request_id: str
     token_id: int
     finished: bool
     finish_reason: FinishReason | None = None
+    logprobs: TokenLogprobs | None = None
 
 
 @dataclass
@@ -70,6 +74,7 @@ class _Seq:
     output: list[int] = field(default_factory=list)
     computed: int = 0  # positions whose keys and values are in the cache
     logits: list[torch.Tensor] = field(default_factory=list)
+    logprobs: list[TokenLogprobs] = field(default_factory=list)
     finish_reason: FinishReason | None = None
     text: str = ""
 
@@ -213,8 +218,12 @@ class Engine:
             seq.output.append(token)
             if self.record_logits:
                 seq.logits.append(lg.clone())
+            lp = None
+            if seq.params.logprobs is not None:  # from this row alone: batch-invariant
+                lp = token_logprobs(lg, token, seq.params.logprobs)
+                seq.logprobs.append(lp)
             reason = self._finish_reason(seq, token)
-            events.append(TokenEvent(seq.request_id, token, reason is not None, reason))
+            events.append(TokenEvent(seq.request_id, token, reason is not None, reason, lp))
             if reason is not None:
                 self._finish(seq, reason)
         return events
@@ -240,6 +249,7 @@ class Engine:
             finish_reason=reason,
             params=seq.params,
             logits=torch.stack(seq.logits) if seq.logits else None,
+            logprobs=tuple(seq.logprobs) if seq.params.logprobs is not None else None,
         )
 
     def run(self) -> dict[str, Completion]:

@@ -13,6 +13,12 @@ the position being sampled:
 
 Nothing reads a global random state or depends on other requests of the batch, so a
 verifier with the logits, the seed and the positions re-derives every sampled token.
+
+Log probabilities (`token_logprobs`, when a request asks for them with `logprobs = k`) are vLLM's
+default "raw" ones: `log_softmax` of the fp32 logits row a token was sampled from, before
+temperature, top-k and top-p, computed on that one row alone (never on the batch's matrix), so
+they depend on nothing but the row, which is batch-invariant and recomputed bit for bit by a
+teacher-forced prefill.
 """
 
 from __future__ import annotations
@@ -31,6 +37,8 @@ _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 _MIX1 = np.uint64(0xBF58476D1CE4E5B9)
 _MIX2 = np.uint64(0x94D049BB133111EB)
 MAX_SEED = 2**63 - 1
+#: the most alternatives a request may ask log probabilities for (OpenAI's `top_logprobs` cap)
+MAX_TOP_LOGPROBS = 20
 
 
 @dataclass(frozen=True)
@@ -44,6 +52,8 @@ class SamplingParams:
     seed: int = 0
     stop: tuple[str, ...] = ()
     ignore_eos: bool = False
+    #: None: no log probabilities; `k`: the sampled token's and the `k` most likely ones'
+    logprobs: int | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.max_tokens, int) or self.max_tokens < 1:
@@ -58,6 +68,9 @@ class SamplingParams:
             raise InvalidInputError(f"seed must be an integer in [0, {MAX_SEED}]")
         if any(not isinstance(s, str) or not s for s in self.stop) or len(self.stop) > 4:
             raise InvalidInputError("stop must be at most 4 non-empty strings")
+        if self.logprobs is not None and (not isinstance(self.logprobs, int)
+                                          or not 0 <= self.logprobs <= MAX_TOP_LOGPROBS):
+            raise InvalidInputError(f"logprobs must be None or an integer in [0, {MAX_TOP_LOGPROBS}]")
 
     @property
     def greedy(self) -> bool:
@@ -119,3 +132,26 @@ def sample(logits: torch.Tensor, params: SamplingParams, position: int) -> int:
 def sample_rows(logits: torch.Tensor, params: Sequence[SamplingParams], positions: Sequence[int]) -> list[int]:
     """`sample` for each row."""
     return [sample(logits[i], p, pos) for i, (p, pos) in enumerate(zip(params, positions, strict=True))]
+
+
+@dataclass(frozen=True)
+class TokenLogprobs:
+    """A sampled token's log probability and the `k` most likely tokens' (`top`: (id, logprob),
+    most likely first, ties by lower id), from one logits row."""
+
+    token_id: int
+    logprob: float
+    top: tuple[tuple[int, float], ...] = ()
+
+
+def token_logprobs(logits: torch.Tensor, token_id: int, k: int) -> TokenLogprobs:
+    """Raw log probabilities of a `[vocab]` logits row: `log_softmax` of the fp32 row (before
+    temperature, top-k, top-p), the value at `token_id` and the `k` largest."""
+    if logits.dim() != 1:
+        raise InvalidInputError("token_logprobs takes one logits row")
+    lp = torch.log_softmax(logits.float(), dim=0).cpu()
+    top: tuple[tuple[int, float], ...] = ()
+    if k:
+        values, ids = torch.sort(lp, descending=True, stable=True)
+        top = tuple((int(i), float(v)) for i, v in zip(ids[:k].tolist(), values[:k].tolist(), strict=True))
+    return TokenLogprobs(int(token_id), float(lp[int(token_id)]), top)
