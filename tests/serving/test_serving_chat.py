@@ -223,8 +223,9 @@ def test_chat_logprobs_name_every_output_token_with_its_most_likely_alternatives
             check_top_logprobs(entry.token, entry.logprob, [(e.token, e.logprob) for e in entry.top_logprobs], 3,
                                temperature == 0.0)
     # Streamed: each chunk carries its tokens' entries; together they are the whole answer's.
-    chunks = list(c.chat.completions.create(model=LLM, messages=msgs, max_tokens=4, temperature=0,  # type: ignore[call-overload]
-                                            logprobs=True, top_logprobs=3, stream=True))
+    chunks: list[Any] = list(c.chat.completions.create(model=LLM, messages=msgs,  # type: ignore[call-overload, arg-type]
+                                                       max_tokens=4, temperature=0, logprobs=True, top_logprobs=3,
+                                                       stream=True))
     streamed = [e for ch in chunks if ch.choices and ch.choices[0].logprobs
                 for e in ch.choices[0].logprobs.content or []]
     assert [(e.token, e.logprob) for e in streamed] == [(e.token, e.logprob) for e in lp_greedy(c, msgs)]
@@ -270,8 +271,9 @@ def test_n_choices_are_n_seeded_requests_charged_as_their_sum(llm_stack: Serving
                                    logprobs=1)
         assert one.choices[0].text == r.choices[i].text
         assert hearth(one)["output_ids"] == per[i]["output_ids"]
-        assert one.choices[0].logprobs is not None and r.choices[i].logprobs is not None
-        assert one.choices[0].logprobs.token_logprobs == r.choices[i].logprobs.token_logprobs
+        mine, theirs = one.choices[0].logprobs, r.choices[i].logprobs
+        assert mine is not None and theirs is not None
+        assert mine.token_logprobs == theirs.token_logprobs
     assert per[0]["output_ids"] != per[1]["output_ids"]
 
 
