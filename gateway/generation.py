@@ -107,7 +107,7 @@ def _sse(obj: dict[str, Any] | str) -> bytes:
 
 
 async def tokenizer(ctx: Any) -> Any:
-    if ctx._chat_tokenizer is None:
+    if not ctx._chat_tokenizer.loaded:  # loaded once, off the event loop; concurrent callers wait for it
         await asyncio.to_thread(ctx.chat_tokenizer)
     return ctx.chat_tokenizer()
 
