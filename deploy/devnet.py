@@ -301,8 +301,9 @@ class ServingProvider:
 
 #: ``make up``'s serving-plane providers: (role, region, MiniLM price per token, SmolLM2 price per
 #: token). Two regions and two prices, so that both the region preference and the price order show
-#: in routing. Both serve SmolLM2 too (about 1.6 GB resident each with MiniLM: fp32 weights, KV cache;
-#: they load it in 10-20 s at start), so chat completions have a second provider to fail over to.
+#: in routing. Both serve SmolLM2 too (about 1.9 GB resident each with MiniLM: fp32 weights and
+#: their [in, out] copy, KV cache; they load it in 10-20 s at start), so chat completions have a
+#: second provider to fail over to.
 SERVING_PROVIDERS = (("provider-eu", "eu-west", 150, 400), ("provider-us", "us-east", 100, 300))
 #: the payer of ``make up``'s serving plane, what it deposits into the escrow, and the lane it
 #: opens to each provider (the gateway tops the lanes up from the deposit afterwards)
