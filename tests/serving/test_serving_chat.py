@@ -293,6 +293,51 @@ def test_n_choices_that_the_providers_refuse_charge_nothing_and_a_provider_refus
     assert "one request per choice" in r.json()["error"]["message"]
 
 
+def second_answer_wrong(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The gateway finds the second provider answer it checks wrong, as from a cheating provider
+    (its receipt's output hash); the others are checked for real. Returns the calls so far."""
+    import threading
+
+    from gateway import generation
+    from gateway.serving import AnswerError
+
+    real, lock, calls = generation.check_answer, threading.Lock(), [0]
+
+    def check(*args: Any, **kwargs: Any) -> Any:
+        with lock:
+            calls[0] += 1
+            k = calls[0]
+        if k == 2:
+            raise AnswerError("the work receipt's outputHash do not match")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(generation, "check_answer", check)
+    return calls
+
+
+def test_n_choices_of_which_one_fails_charge_nothing_and_release_every_reservation(
+        llm_stack: ServingStack, tok: ChatTokenizer, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The provider answers both choices, one answer is wrong: the client gets the error and pays
+    nothing, not even for the good choice; the gateway records neither, and gives both
+    reservations back (the key's cap holds two choices' reservations and not three)."""
+    prompt = "Once upon a time"
+    each = (len(tok.encode(prompt)) + 3) * LLM_PRICES["provider"]
+    key = api_key(llm_stack, "client", cap=2 * each + each // 2)
+    c = client(llm_stack, key)
+    n_served = len(served(llm_stack))
+    calls = second_answer_wrong(monkeypatch)
+    with pytest.raises(openai.InternalServerError) as exc:
+        c.completions.create(model=LLM, prompt=prompt, max_tokens=3, temperature=1.0, seed=7, n=2)
+    assert calls[0] == 2
+    assert isinstance(exc.value.body, dict) and exc.value.body["reason"] == "bad_provider_answer"
+    assert "outputHash" in str(exc.value.body["message"])
+    assert spent(llm_stack, key) == 0 and len(served(llm_stack)) == n_served
+    monkeypatch.undo()
+    r = c.completions.create(model=LLM, prompt=prompt, max_tokens=3, temperature=1.0, seed=7, n=2)
+    assert len(r.choices) == 2 and spent(llm_stack, key) == int(hearth(r)["cost"]) > 0
+    assert len(served(llm_stack)) == n_served + 2
+
+
 def test_the_provider_takes_only_a_receipt_for_the_cap_of_prompt_plus_max_tokens(
         llm_stack: ServingStack, tok: ChatTokenizer) -> None:
     import secrets
