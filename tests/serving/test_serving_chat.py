@@ -165,8 +165,7 @@ def test_what_is_not_implemented_is_refused_with_a_clear_400_and_charges_nothing
     c = client(llm_stack, key)
     before, n_served = spent(llm_stack, key), len(served(llm_stack))
     msgs = [{"role": "user", "content": "hi"}]
-    for kwargs, reason in (({"n": 9}, "invalid_n"), ({"n": 2, "stream": True}, "unsupported_n_stream"),
-                           ({"top_logprobs": 2}, "invalid_top_logprobs"),
+    for kwargs, reason in (({"n": 9}, "invalid_n"), ({"top_logprobs": 2}, "invalid_top_logprobs"),
                            ({"max_tokens": 9000}, "context_length_exceeded")):
         with pytest.raises(openai.BadRequestError) as exc:
             c.chat.completions.create(model=LLM, messages=msgs, **kwargs)  # type: ignore[arg-type, call-overload]
@@ -336,6 +335,55 @@ def test_n_choices_of_which_one_fails_charge_nothing_and_release_every_reservati
     r = c.completions.create(model=LLM, prompt=prompt, max_tokens=3, temperature=1.0, seed=7, n=2)
     assert len(r.choices) == 2 and spent(llm_stack, key) == int(hearth(r)["cost"]) > 0
     assert len(served(llm_stack)) == n_served + 2
+
+
+def test_n_streamed_choices_come_interleaved_by_index_as_the_unstreamed_n_with_the_same_seed(
+        llm_stack: ServingStack, key: str) -> None:
+    c = client(llm_stack, key)
+    before, n_served = spent(llm_stack, key), len(served(llm_stack))
+    msgs = [{"role": "user", "content": "Write a story about a dragon."}]
+    ask: dict[str, Any] = {"model": LLM, "messages": msgs, "max_tokens": 3, "temperature": 1.0, "seed": 11, "n": 2}
+    chunks = list(c.chat.completions.create(**ask, stream=True, stream_options={"include_usage": True}))
+    assert len({ch.id for ch in chunks}) == 1
+    texts = {i: "".join(ch.choices[0].delta.content or "" for ch in chunks if ch.choices and ch.choices[0].index == i)
+             for i in (0, 1)}
+    finals = {ch.choices[0].index: ch for ch in chunks if ch.choices and ch.choices[0].finish_reason}
+    assert sorted(finals) == [0, 1] and all(len(ch.choices) == 1 for ch in chunks if ch.choices)
+    per = [hearth(finals[i]) for i in (0, 1)]
+    assert [p["seed"] for p in per] == [11, 12] and len({p["request_id"] for p in per}) == 2
+    usage = chunks[-1].usage
+    assert usage is not None and not chunks[-1].choices
+    assert usage.completion_tokens == sum(len(p["output_ids"]) for p in per)
+    cost = sum(int(p["cost"]) for p in per)
+    assert usage.total_tokens * LLM_PRICES["provider"] == cost
+    assert spent(llm_stack, key) - before == cost and len(served(llm_stack)) == n_served + 2
+    r = c.chat.completions.create(**ask)
+    assert [ch.message.content for ch in r.choices] == [texts[0], texts[1]]
+    assert [p["output_ids"] for p in hearth(r)["choices"]] == [p["output_ids"] for p in per]
+
+
+def test_n_streamed_choices_of_which_one_breaks_end_with_an_error_and_charge_nothing(
+        llm_stack: ServingStack, tok: ChatTokenizer, monkeypatch: pytest.MonkeyPatch) -> None:
+    """One choice's receipt is wrong at the end of its stream: the whole stream ends with an
+    error event, neither choice is recorded or charged, both reservations come back."""
+    prompt = "Once upon a time"
+    each = (len(tok.encode(prompt)) + 3) * LLM_PRICES["provider"]
+    key = api_key(llm_stack, "client", cap=2 * each + each // 2)
+    c = client(llm_stack, key)
+    n_served = len(served(llm_stack))
+    calls = second_answer_wrong(monkeypatch)
+    ask: dict[str, Any] = {"model": LLM, "prompt": prompt, "max_tokens": 3, "temperature": 1.0, "seed": 7, "n": 2,
+                           "stream": True}
+    with pytest.raises(openai.APIError) as exc:
+        for _ in c.completions.create(**ask):
+            pass
+    assert calls[0] == 2 and "nothing was charged" in str(exc.value.message)
+    assert isinstance(exc.value.body, dict) and exc.value.body["reason"] == "bad_provider_answer"
+    assert spent(llm_stack, key) == 0 and len(served(llm_stack)) == n_served
+    monkeypatch.undo()
+    chunks = list(c.completions.create(**ask))
+    assert sorted(ch.choices[0].index for ch in chunks if ch.choices and ch.choices[0].finish_reason) == [0, 1]
+    assert spent(llm_stack, key) > 0 and len(served(llm_stack)) == n_served + 2
 
 
 def test_the_provider_takes_only_a_receipt_for_the_cap_of_prompt_plus_max_tokens(
