@@ -209,7 +209,7 @@ async def generate(ctx: Any, key: store.ApiKey, body: gen.ChatCompletionsIn | ge
         got = await _forward(ctx, key, body, req, order, model_b, tok, bool(body.stream))
         if isinstance(got, _Handover):
             return _Stream(_relay(ctx, key, charge_id, got, model, model_b, req, tok, chat, body.include_usage(),
-                                  settled), release)
+                                  settled, release), release)
         return _answer(ctx, key, charge_id, got.cand, got.checked, model, req, tok, chat, got.attempts, got.ms,
                        t_start, release, settled, claim, got.logprobs)
     except BaseException:
@@ -382,7 +382,7 @@ async def _generate_n(ctx: Any, key: store.ApiKey, body: gen.ChatCompletionsIn |
                 settled = True
 
             response = _Stream(_relay_n(ctx, key, charges, each, streams, subs, model, model_b, tok, chat,
-                                        body.include_usage(), record), release_all)
+                                        body.include_usage(), record, release_all), release_all)
             recorded = True
             return response
         got = [r for r in results if isinstance(r, _Checked)]
@@ -600,10 +600,11 @@ def _broken(exc: Exception, got: _Handover) -> bytes:
 
 async def _relay(ctx: Any, key: store.ApiKey, charge_id: int, got: _Handover, model: Any, model_b: bytes,
                  req: gen.Resolved, tok: Any, chat: bool, include_usage: bool,
-                 settled: Callable[[], None]) -> AsyncIterator[bytes]:
+                 settled: Callable[[], None], release: Callable[[], None]) -> AsyncIterator[bytes]:
     """Re-emits a provider's stream chunk by chunk; records it when its final receipt checks out
-    (then ``settled()``: the charge stays, trimmed to the receipt's value). Whoever runs this
-    releases the reservation when it ends unsettled."""
+    (then ``settled()``: the charge stays, trimmed to the receipt's value). A broken stream gives
+    the reservation back (``release()``) before its error event goes out, so a client that reads
+    the error finds nothing charged; whoever runs this releases it if it ends otherwise unsettled."""
     plane: serving.ServingPlane = ctx.serving
     out = _Chunks(got.pr.request_id, model, chat, include_usage)
     ok = False
@@ -625,6 +626,7 @@ async def _relay(ctx: Any, key: store.ApiKey, charge_id: int, got: _Handover, mo
                 yield out.usage(len(req.prompt_ids), len(ids), work.units)
             yield _sse("[DONE]")
     except Exception as exc:  # noqa: BLE001 - the stream is open: end it with an error event, charge nothing
+        release()
         yield _broken(exc, got)
     finally:
         await got.resp.aclose()
@@ -634,12 +636,13 @@ async def _relay(ctx: Any, key: store.ApiKey, charge_id: int, got: _Handover, mo
 
 async def _relay_n(ctx: Any, key: store.ApiKey, charges: list[int], each: int, streams: list[_Handover],
                    subs: list[gen.Resolved], model: Any, model_b: bytes, tok: Any, chat: bool, include_usage: bool,
-                   settled: Callable[[], None]) -> AsyncIterator[bytes]:
+                   settled: Callable[[], None], release: Callable[[], None]) -> AsyncIterator[bytes]:
     """``n`` providers' streams relayed in one, their chunks interleaved as they arrive, each with
     its choice's ``index``. The choices' final chunks (finish reason, ``hearth``) come once every
     stream ended with its receipt checked and all were recorded in one transaction (then
     ``settled()``); a stream that breaks ends the whole response with an ``error`` event, closes
-    the others, and nothing is recorded (whoever runs this releases the reservations)."""
+    the others, and nothing is recorded: the reservations are given back (``release()``) before
+    the error event goes out; whoever runs this releases them if it ends otherwise unsettled."""
     plane: serving.ServingPlane = ctx.serving
     n = len(streams)
     out = _Chunks(streams[0].pr.request_id, model, chat, include_usage)
@@ -663,6 +666,7 @@ async def _relay_n(ctx: Any, key: store.ApiKey, charges: list[int], each: int, s
             i, piece = await queue.get()
             if isinstance(piece, Exception):
                 failed.add(i)
+                release()
                 yield _broken(piece, streams[i])
                 return
             if isinstance(piece, _Delta):
@@ -676,6 +680,7 @@ async def _relay_n(ctx: Any, key: store.ApiKey, charges: list[int], each: int, s
                 for c, s, f in zip(charges, streams, got, strict=True)])
         except Exception as exc:  # noqa: BLE001 - the stream is open: end it with an error event
             log.exception("request %s (n = %d) streamed but not recorded", streams[0].pr.request_id.hex(), n)
+            release()
             yield _sse({"error": {"message": f"the answer could not be recorded ({exc}); nothing was charged",
                                   "type": "api_error", "reason": "record_failed", "code": "record_failed"}})
             return
