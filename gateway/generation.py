@@ -658,6 +658,24 @@ async def _relay_n(ctx: Any, key: store.ApiKey, charges: list[int], each: int, s
     tasks = [asyncio.create_task(pump(i)) for i in range(n)]
     finals: dict[int, _Final] = {}
     failed: set[int] = set()
+    closed = False
+
+    async def close() -> None:
+        """Stops reading and closes every provider stream; done before the last event goes out,
+        since a client that has it may hang up and leave this generator to be finalized late."""
+        nonlocal closed
+        if closed:
+            return
+        closed = True
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        for i, s in enumerate(streams):
+            await s.resp.aclose()
+            done = i in finals
+            plane.router.end(s.cand.address, ok=i not in failed,
+                             latency_ms=finals[i].ms if done and len(finals) == n else None, answered=done)
+
     try:
         if chat:
             for i in range(n):
@@ -666,6 +684,7 @@ async def _relay_n(ctx: Any, key: store.ApiKey, charges: list[int], each: int, s
             i, piece = await queue.get()
             if isinstance(piece, Exception):
                 failed.add(i)
+                await close()
                 release()
                 yield _broken(piece, streams[i])
                 return
@@ -674,6 +693,7 @@ async def _relay_n(ctx: Any, key: store.ApiKey, charges: list[int], each: int, s
             else:
                 finals[i] = piece
         got = [finals[i] for i in range(n)]
+        await close()
         try:
             serving._record_many(ctx, key, [
                 serving.Served(c, s.cand, f.checked[0], f.checked[5], f.checked[6], s.attempts, f.ms, reserved=each)
@@ -696,11 +716,4 @@ async def _relay_n(ctx: Any, key: store.ApiKey, charges: list[int], each: int, s
             yield out.usage(*usage)
         yield _sse("[DONE]")
     finally:
-        for t in tasks:
-            t.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        for i, s in enumerate(streams):
-            await s.resp.aclose()
-            done = i in finals
-            plane.router.end(s.cand.address, ok=i not in failed,
-                             latency_ms=finals[i].ms if done and len(finals) == n else None, answered=done)
+        await close()

@@ -386,6 +386,67 @@ def test_n_streamed_choices_of_which_one_breaks_end_with_an_error_and_charge_not
     assert spent(llm_stack, key) > 0 and len(served(llm_stack)) == n_served + 2
 
 
+def test_n_streamed_choices_one_of_which_breaks_off_mid_stream_or_before_it_opens_charge_nothing(
+        llm_stack: ServingStack, tok: ChatTokenizer, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The connection to the provider of one of two streams drops after its first piece, while the
+    other streams: the client has both choices' pieces, then the error event, and pays nothing.
+    Then the second stream fails to open at all: a plain error, nothing charged, the opened
+    stream closed."""
+    import httpx
+
+    from gateway import generation
+
+    prompt = "Once upon a time"
+    each = (len(tok.encode(prompt)) + 4) * LLM_PRICES["provider"]
+    key = api_key(llm_stack, "client", cap=2 * each + each // 2)
+    c = client(llm_stack, key)
+    n_served = len(served(llm_stack))
+    ask: dict[str, Any] = {"model": LLM, "prompt": prompt, "max_tokens": 4, "temperature": 1.0, "seed": 3, "n": 2,
+                           "stream": True}
+    real_read, real_forward, calls = generation._read_choice, generation._forward, [0, 0]
+    router, llm = llm_stack.ctx.serving.router, llm_stack.providers["provider"]
+    inflight = router.stats[llm.address].inflight
+
+    async def drops_after_one_piece(*args: Any, **kwargs: Any) -> Any:
+        calls[0] += 1
+        k, pieces = calls[0], 0
+        async for piece in real_read(*args, **kwargs):
+            if k == 2 and pieces == 1:
+                raise httpx.ReadError("connection reset by peer")
+            pieces += 1
+            yield piece
+
+    monkeypatch.setattr(generation, "_read_choice", drops_after_one_piece)
+    got: list[int] = []
+    with pytest.raises(openai.APIError) as exc:
+        for ch in c.completions.create(**ask):
+            got += [ch.choices[0].index] if ch.choices and ch.choices[0].text else []
+    assert exc.value.body["reason"] == "provider_failed_mid_stream"  # type: ignore[index]
+    assert "connection reset" in str(exc.value.message) and 1 in got
+    assert spent(llm_stack, key) == 0 and len(served(llm_stack)) == n_served
+    assert router.stats[llm.address].inflight == inflight  # the other stream was closed
+    monkeypatch.undo()
+
+    async def second_does_not_open(*args: Any, **kwargs: Any) -> Any:
+        calls[1] += 1
+        if calls[1] == 2:
+            from gateway.serving import NoProviderAnsweredError
+
+            raise NoProviderAnsweredError("provider 0x... is unreachable: connection refused")
+        return await real_forward(*args, **kwargs)
+
+    monkeypatch.setattr(generation, "_forward", second_does_not_open)
+    with pytest.raises(openai.InternalServerError) as exc2:
+        c.completions.create(**ask)
+    assert exc2.value.body["reason"] == "no_provider_answered"  # type: ignore[index]
+    assert spent(llm_stack, key) == 0 and len(served(llm_stack)) == n_served
+    assert router.stats[llm.address].inflight == inflight  # every provider stream opened was closed
+    monkeypatch.undo()
+    chunks = list(c.completions.create(**ask))  # both reservations back: two choices fit the cap again
+    assert sorted(ch.choices[0].index for ch in chunks if ch.choices and ch.choices[0].finish_reason) == [0, 1]
+    assert spent(llm_stack, key) > 0 and len(served(llm_stack)) == n_served + 2
+
+
 def test_the_provider_takes_only_a_receipt_for_the_cap_of_prompt_plus_max_tokens(
         llm_stack: ServingStack, tok: ChatTokenizer) -> None:
     import secrets
