@@ -36,7 +36,11 @@ has the gateway's provider timeout plus :data:`SECONDS_PER_TOKEN` per token of t
 a whole answer (or, streaming, each next chunk) before it counts as timed out.
 
 **n > 1** (at most :data:`common.generation.MAX_N`): ``n`` independent requests, see
-:func:`_generate_n`; streamed, refused (``unsupported_n_stream``). **Log probabilities** are
+:func:`_generate_n`, charged all or nothing; streamed, the ``n`` provider streams are relayed in
+one, their chunks interleaved as they arrive with ``index`` 0..n-1, the choices' final chunks
+(each with its ``hearth``) once all ``n`` checked out and were recorded in one transaction, and
+an ``error`` event with no charge if any of them breaks (:func:`_relay_n`; each stream is read
+by :func:`_read_choice`, as a single stream is). **Log probabilities** are
 relayed from the provider after a shape check (:func:`common.generation.check_logprobs`: they
 name the receipted ids in order); the receipt does not cover their values, which a verifier
 reproduces by teacher-forced prefill of the committed tokens.
@@ -173,9 +177,6 @@ async def generate(ctx: Any, key: store.ApiKey, body: gen.ChatCompletionsIn | ge
         raise BadRequestError(exc.message, reason=exc.reason, param=exc.param) from None
     n = body.choices()
     if n > 1:
-        if body.stream:
-            raise BadRequestError("stream: true with n > 1 is not supported: stream one request per choice, or "
-                                  "ask for the n choices without streaming", reason="unsupported_n_stream", param="n")
         if req.seed is not None and req.seed + n - 1 > gen.MAX_SEED:
             raise BadRequestError(f"with n = {n} the choices' seeds are seed .. seed + {n - 1}, which must stay "
                                   f"within [0, {gen.MAX_SEED}]", reason="invalid_seed", param="seed")
@@ -207,8 +208,8 @@ async def generate(ctx: Any, key: store.ApiKey, body: gen.ChatCompletionsIn | ge
     try:
         got = await _forward(ctx, key, body, req, order, model_b, tok, bool(body.stream))
         if isinstance(got, _Handover):
-            return _Stream(_relay(ctx, key, charge_id, got.cand, got.resp, got.pr, model, model_b, req, tok, chat,
-                                  body.include_usage(), got.attempts, got.t0, settled), release)
+            return _Stream(_relay(ctx, key, charge_id, got, model, model_b, req, tok, chat, body.include_usage(),
+                                  settled, release), release)
         return _answer(ctx, key, charge_id, got.cand, got.checked, model, req, tok, chat, got.attempts, got.ms,
                        t_start, release, settled, claim, got.logprobs)
     except BaseException:
@@ -326,13 +327,14 @@ async def _forward(ctx: Any, key: store.ApiKey, body: gen.ChatCompletionsIn | ge
 
 async def _generate_n(ctx: Any, key: store.ApiKey, body: gen.ChatCompletionsIn | gen.CompletionsIn, model: Any,
                       region: str | None, claim: idempotency.Claim | None, req: gen.Resolved, tok: Any, n: int,
-                      t_start: float) -> JSONResponse:
+                      t_start: float) -> JSONResponse | StreamingResponse:
     """``n`` choices as ``n`` independent serving-plane requests (each its own request id,
     payment and work receipt, routed on its own, with seed ``seed + i`` when the client gave a
     seed), run at once and merged into one answer. Each is reserved and charged on its own, all
     recorded in one transaction: if any of them fails (after its retries) nothing is recorded,
     every reservation is released and the client is charged nothing, as for a failed single
-    request."""
+    request. Streamed, the ``n`` streams are opened the same way and relayed in one
+    (:func:`_relay_n`), which records them all or none."""
     plane: serving.ServingPlane = ctx.serving
     chat = isinstance(body, gen.ChatCompletionsIn)
     full = plane.router.order(model.model_id, region)
@@ -342,8 +344,10 @@ async def _generate_n(ctx: Any, key: store.ApiKey, body: gen.ChatCompletionsIn |
     cap_units = len(req.prompt_ids) + req.max_tokens
     each = max(1, cap_units * max(c.price for c in full))
     model_b = bytes.fromhex(model.model_id[2:])
+    subs = [req if req.seed is None else req.model_copy(update={"seed": req.seed + i}) for i in range(n)]
     charges: list[int] = []
-    recorded = False
+    recorded = False  # or handed over to a stream, which gives the reservations back if it records nothing
+    results: list[Any] = []
     try:
         for _ in range(n):
             charge_id = store.reserve(ctx.db_engine, key.key_hash, each, store.now(), status="serving")
@@ -353,17 +357,34 @@ async def _generate_n(ctx: Any, key: store.ApiKey, body: gen.ChatCompletionsIn |
                                        cost=str(each * n))
             charges.append(charge_id)
 
-        async def one(i: int) -> _Checked:
-            sub = req if req.seed is None else req.model_copy(update={"seed": req.seed + i})
+        async def one(i: int) -> _Checked | _Handover:
             order = plane.router.order(model.model_id, region)[: plane.max_attempts]  # with the others in flight
-            got = await _forward(ctx, key, body, sub, order or full[: plane.max_attempts], model_b, tok, False)
-            assert isinstance(got, _Checked)
-            return got
+            return await _forward(ctx, key, body, subs[i], order or full[: plane.max_attempts], model_b, tok,
+                                  bool(body.stream))
 
         results = await asyncio.gather(*(one(i) for i in range(n)), return_exceptions=True)
         for r in results:
             if isinstance(r, BaseException):
                 raise r
+        if body.stream:
+            streams = [r for r in results if isinstance(r, _Handover)]
+            settled = False
+
+            def release_all() -> None:
+                nonlocal settled
+                if not settled:
+                    settled = True
+                    for charge_id in charges:
+                        store.release(ctx.db_engine, charge_id)
+
+            def record() -> None:
+                nonlocal settled
+                settled = True
+
+            response = _Stream(_relay_n(ctx, key, charges, each, streams, subs, model, model_b, tok, chat,
+                                        body.include_usage(), record, release_all), release_all)
+            recorded = True
+            return response
         got = [r for r in results if isinstance(r, _Checked)]
         choices, hearths = [], []
         usage = {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0}
@@ -407,6 +428,10 @@ async def _generate_n(ctx: Any, key: store.ApiKey, body: gen.ChatCompletionsIn |
         if not recorded:
             for charge_id in charges:
                 store.release(ctx.db_engine, charge_id)
+            for r in results:  # streams opened beside one that failed to open
+                if isinstance(r, _Handover):
+                    await r.resp.aclose()
+                    plane.router.end(r.cand.address, ok=True, answered=False)
 
 
 def _hearth(cand: Candidate, work: WorkReceipt, wsig: bytes, seed: int, ids: list[int], attempts: int,
@@ -453,29 +478,29 @@ def _answer(ctx: Any, key: store.ApiKey, charge_id: int, cand: Candidate, checke
     return JSONResponse(answer)
 
 
-async def _relay(ctx: Any, key: store.ApiKey, charge_id: int, cand: Candidate, resp: httpx.Response,
-                 pr: PaymentReceipt, model: Any, model_b: bytes, req: gen.Resolved, tok: Any, chat: bool,
-                 include_usage: bool, attempts: int, t0: float, settled: Callable[[], None]) -> AsyncIterator[bytes]:
-    """Re-emits a provider's stream chunk by chunk; records it when its final receipt checks out
-    (then ``settled()``: the charge stays, trimmed to the receipt's value). Whoever runs this
-    releases the reservation when it ends unsettled."""
-    plane: serving.ServingPlane = ctx.serving
-    ident = ("chatcmpl-" if chat else "cmpl-") + pr.request_id.hex()[:24]
-    obj = "chat.completion.chunk" if chat else "text_completion"
-    created = int(time.time())
-    name = model.name or model.model_id
+@dataclass(frozen=True)
+class _Delta:
+    """A piece of one choice's stream: text and/or log probabilities."""
 
-    def chunk(delta: str | None, reason: str | None, logprobs: Any = None, **extra: Any) -> dict[str, Any]:
-        c: dict[str, Any] = {"index": 0, "finish_reason": reason, "logprobs": logprobs}
-        if chat:
-            c["delta"] = {} if delta is None else {"content": delta}
-        else:
-            c["text"] = delta or ""
-        out = {"id": ident, "object": obj, "created": created, "model": name, "choices": [c], **extra}
-        if include_usage:
-            out["usage"] = None
-        return out
+    text: str | None
+    logprobs: Any
 
+
+@dataclass(frozen=True)
+class _Final:
+    """One choice's stream ended with its receipt checked (not yet recorded)."""
+
+    checked: tuple[WorkReceipt, bytes, int, list[int], str, bytes, bytes]
+    logprobs: Any
+    ms: float
+
+
+async def _read_choice(plane: serving.ServingPlane, got: _Handover, model_b: bytes, req: gen.Resolved, tok: Any,
+                       chat: bool) -> AsyncIterator[_Delta | _Final]:
+    """One provider stream's pieces as they arrive, then its final receipt checked against the
+    request and the streamed text and log probabilities (:class:`_Final`, the last item). Raises
+    (:class:`StreamBroken`, or the check's error) when it ends or says anything else. Records
+    nothing and leaves the response open."""
     # every log probability relayed, checked against the receipted ids at the end
     streamed_lps: dict[str, list[Any]] = {k: [] for k in (
         ("content",) if chat else ("tokens", "token_logprobs", "top_logprobs", "text_offset"))}
@@ -492,64 +517,203 @@ async def _relay(ctx: Any, key: store.ApiKey, charge_id: int, cand: Candidate, r
             acc.extend(part)
         return lps
 
+    sent = ""
+    async for line in got.resp.aiter_lines():
+        if not line.startswith("data:"):
+            continue
+        data = line[5:].strip()
+        if data == "[DONE]":
+            break
+        msg = json.loads(data)
+        if not isinstance(msg, dict):
+            raise StreamBroken("a stream event that is not an object")
+        if msg.get("error"):
+            err = msg["error"]
+            raise StreamBroken(f"the provider failed: {err.get('message') if isinstance(err, dict) else err}")
+        if "hearth" in msg:
+            checked = check_answer(plane, got.cand, msg["hearth"], got.pr, model_b, req, tok)
+            if sent != gen.completion_text(tok, checked[3], req.stop):
+                raise StreamBroken("the streamed text is not the text of the receipted tokens")
+            final: Any = (msg.get("choices") or [{}])[0]
+            last_lps = relayed(final.get("logprobs") if isinstance(final, dict) else None)
+            gen.check_logprobs(chat, streamed_lps if req.logprobs is not None else None, checked[3], req.logprobs,
+                               tok)
+            yield _Final(checked, last_lps, (time.perf_counter() - got.t0) * 1000)
+            return
+        choices = msg.get("choices") or []
+        if not choices:
+            continue
+        c = choices[0]
+        delta = (c.get("delta") or {}).get("content") if chat else c.get("text")
+        lps = relayed(c.get("logprobs"))
+        if delta or lps is not None:
+            sent += str(delta or "")
+            yield _Delta(str(delta) if delta else None, lps)
+    raise StreamBroken("the provider's stream ended before its receipt")
+
+
+class _Chunks:
+    """The SSE objects of one streamed response (one ``id`` for all its choices)."""
+
+    def __init__(self, request_id: bytes, model: Any, chat: bool, include_usage: bool) -> None:
+        self.ident = ("chatcmpl-" if chat else "cmpl-") + request_id.hex()[:24]
+        self.obj = "chat.completion.chunk" if chat else "text_completion"
+        self.created = int(time.time())
+        self.name = model.name or model.model_id
+        self.chat, self.include_usage = chat, include_usage
+
+    def choice(self, index: int, delta: str | None, reason: str | None, logprobs: Any = None,
+               **extra: Any) -> bytes:
+        c: dict[str, Any] = {"index": index, "finish_reason": reason, "logprobs": logprobs}
+        if self.chat:
+            c["delta"] = {} if delta is None else {"content": delta}
+        else:
+            c["text"] = delta or ""
+        out = {"id": self.ident, "object": self.obj, "created": self.created, "model": self.name, "choices": [c],
+               **extra}
+        if self.include_usage:
+            out["usage"] = None
+        return _sse(out)
+
+    def role(self, index: int) -> bytes:
+        """A chat stream's first chunk of a choice: the assistant's role."""
+        return _sse({"id": self.ident, "object": self.obj, "created": self.created, "model": self.name,
+                     "choices": [{"index": index, "finish_reason": None, "logprobs": None,
+                                  "delta": {"role": "assistant", "content": ""}}],
+                     **({"usage": None} if self.include_usage else {})})
+
+    def usage(self, prompt_tokens: int, completion_tokens: int, total_tokens: int) -> bytes:
+        return _sse({"id": self.ident, "object": self.obj, "created": self.created, "model": self.name,
+                     "choices": [], "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
+                                              "total_tokens": total_tokens}})
+
+
+def _broken(exc: Exception, got: _Handover) -> bytes:
+    """The ``error`` event that ends a stream one of whose providers failed: nothing charged."""
+    reason = "provider_failed_mid_stream"
+    if isinstance(exc, serving.AnswerError | WireError | KeyError | TypeError | ValueError):
+        reason = "bad_provider_answer"
+    log.warning("request %s: stream from %s broken: %s", got.pr.request_id.hex(), got.cand.address, exc)
+    return _sse({"error": {"message": f"the provider's stream broke off ({exc}); nothing was charged",
+                           "type": "api_error", "reason": reason, "code": reason}})
+
+
+async def _relay(ctx: Any, key: store.ApiKey, charge_id: int, got: _Handover, model: Any, model_b: bytes,
+                 req: gen.Resolved, tok: Any, chat: bool, include_usage: bool,
+                 settled: Callable[[], None], release: Callable[[], None]) -> AsyncIterator[bytes]:
+    """Re-emits a provider's stream chunk by chunk; records it when its final receipt checks out
+    (then ``settled()``: the charge stays, trimmed to the receipt's value). A broken stream gives
+    the reservation back (``release()``) before its error event goes out, so a client that reads
+    the error finds nothing charged; whoever runs this releases it if it ends otherwise unsettled."""
+    plane: serving.ServingPlane = ctx.serving
+    out = _Chunks(got.pr.request_id, model, chat, include_usage)
     ok = False
     try:
         if chat:
-            first = chunk(None, None)
-            first["choices"][0]["delta"] = {"role": "assistant", "content": ""}
-            yield _sse(first)
-        sent = ""
-        async for line in resp.aiter_lines():
-            if not line.startswith("data:"):
+            yield out.role(0)
+        async for piece in _read_choice(plane, got, model_b, req, tok, chat):
+            if isinstance(piece, _Delta):
+                yield out.choice(0, piece.text, None, piece.logprobs)
                 continue
-            data = line[5:].strip()
-            if data == "[DONE]":
-                break
-            msg = json.loads(data)
-            if not isinstance(msg, dict):
-                raise StreamBroken("a stream event that is not an object")
-            if msg.get("error"):
-                err = msg["error"]
-                raise StreamBroken(f"the provider failed: {err.get('message') if isinstance(err, dict) else err}")
-            if "hearth" in msg:
-                work, wsig, seed, ids, reason, input_blob, output_blob = check_answer(
-                    plane, cand, msg["hearth"], pr, model_b, req, tok)
-                if sent != gen.completion_text(tok, ids, req.stop):
-                    raise StreamBroken("the streamed text is not the text of the receipted tokens")
-                final: Any = (msg.get("choices") or [{}])[0]
-                last_lps = relayed(final.get("logprobs") if isinstance(final, dict) else None)
-                gen.check_logprobs(chat, streamed_lps if req.logprobs is not None else None, ids, req.logprobs, tok)
-                ms = (time.perf_counter() - t0) * 1000
-                serving._record(ctx, key, charge_id, cand, work, input_blob, output_blob, attempts, ms)
-                settled()
-                ok = True
-                plane.served += 1
-                yield _sse(chunk(None, reason, last_lps, hearth=_hearth(cand, work, wsig, seed, ids, attempts,
-                                                              {"total": round(ms, 2)})))
-                if include_usage:
-                    usage = {"prompt_tokens": len(req.prompt_ids), "completion_tokens": len(ids),
-                             "total_tokens": work.units}
-                    yield _sse({"id": ident, "object": obj, "created": created, "model": name, "choices": [],
-                                "usage": usage})
-                yield _sse("[DONE]")
-                return
-            choices = msg.get("choices") or []
-            if not choices:
-                continue
-            c = choices[0]
-            delta = (c.get("delta") or {}).get("content") if chat else c.get("text")
-            lps = relayed(c.get("logprobs"))
-            if delta or lps is not None:
-                sent += str(delta or "")
-                yield _sse(chunk(str(delta) if delta else None, None, lps))
-        raise StreamBroken("the provider's stream ended before its receipt")
+            work, wsig, seed, ids, reason, input_blob, output_blob = piece.checked
+            serving._record(ctx, key, charge_id, got.cand, work, input_blob, output_blob, got.attempts, piece.ms)
+            settled()
+            ok = True
+            plane.served += 1
+            h = _hearth(got.cand, work, wsig, seed, ids, got.attempts, {"total": round(piece.ms, 2)})
+            yield out.choice(0, None, reason, piece.logprobs, hearth=h)
+            if include_usage:
+                yield out.usage(len(req.prompt_ids), len(ids), work.units)
+            yield _sse("[DONE]")
     except Exception as exc:  # noqa: BLE001 - the stream is open: end it with an error event, charge nothing
-        reason = "provider_failed_mid_stream"
-        if isinstance(exc, serving.AnswerError | WireError | KeyError | TypeError | ValueError):
-            reason = "bad_provider_answer"
-        log.warning("request %s: stream from %s broken: %s", pr.request_id.hex(), cand.address, exc)
-        yield _sse({"error": {"message": f"the provider's stream broke off ({exc}); nothing was charged",
-                              "type": "api_error", "reason": reason, "code": reason}})
+        release()
+        yield _broken(exc, got)
     finally:
-        await resp.aclose()
-        plane.router.end(cand.address, ok=ok, latency_ms=(time.perf_counter() - t0) * 1000 if ok else None)
+        await got.resp.aclose()
+        plane.router.end(got.cand.address, ok=ok,
+                         latency_ms=(time.perf_counter() - got.t0) * 1000 if ok else None)
+
+
+async def _relay_n(ctx: Any, key: store.ApiKey, charges: list[int], each: int, streams: list[_Handover],
+                   subs: list[gen.Resolved], model: Any, model_b: bytes, tok: Any, chat: bool, include_usage: bool,
+                   settled: Callable[[], None], release: Callable[[], None]) -> AsyncIterator[bytes]:
+    """``n`` providers' streams relayed in one, their chunks interleaved as they arrive, each with
+    its choice's ``index``. The choices' final chunks (finish reason, ``hearth``) come once every
+    stream ended with its receipt checked and all were recorded in one transaction (then
+    ``settled()``); a stream that breaks ends the whole response with an ``error`` event, closes
+    the others, and nothing is recorded: the reservations are given back (``release()``) before
+    the error event goes out; whoever runs this releases them if it ends otherwise unsettled."""
+    plane: serving.ServingPlane = ctx.serving
+    n = len(streams)
+    out = _Chunks(streams[0].pr.request_id, model, chat, include_usage)
+    queue: asyncio.Queue[tuple[int, _Delta | _Final | Exception]] = asyncio.Queue()
+
+    async def pump(i: int) -> None:
+        try:
+            async for piece in _read_choice(plane, streams[i], model_b, subs[i], tok, chat):
+                await queue.put((i, piece))
+        except Exception as exc:  # noqa: BLE001 - handed to the relay, which ends the stream with it
+            await queue.put((i, exc))
+
+    tasks = [asyncio.create_task(pump(i)) for i in range(n)]
+    finals: dict[int, _Final] = {}
+    failed: set[int] = set()
+    closed = False
+
+    async def close() -> None:
+        """Stops reading and closes every provider stream; done before the last event goes out,
+        since a client that has it may hang up and leave this generator to be finalized late."""
+        nonlocal closed
+        if closed:
+            return
+        closed = True
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        for i, s in enumerate(streams):
+            await s.resp.aclose()
+            done = i in finals
+            plane.router.end(s.cand.address, ok=i not in failed,
+                             latency_ms=finals[i].ms if done and len(finals) == n else None, answered=done)
+
+    try:
+        if chat:
+            for i in range(n):
+                yield out.role(i)
+        while len(finals) < n:
+            i, piece = await queue.get()
+            if isinstance(piece, Exception):
+                failed.add(i)
+                await close()
+                release()
+                yield _broken(piece, streams[i])
+                return
+            if isinstance(piece, _Delta):
+                yield out.choice(i, piece.text, None, piece.logprobs)
+            else:
+                finals[i] = piece
+        got = [finals[i] for i in range(n)]
+        await close()
+        try:
+            serving._record_many(ctx, key, [
+                serving.Served(c, s.cand, f.checked[0], f.checked[5], f.checked[6], s.attempts, f.ms, reserved=each)
+                for c, s, f in zip(charges, streams, got, strict=True)])
+        except Exception as exc:  # noqa: BLE001 - the stream is open: end it with an error event
+            log.exception("request %s (n = %d) streamed but not recorded", streams[0].pr.request_id.hex(), n)
+            release()
+            yield _sse({"error": {"message": f"the answer could not be recorded ({exc}); nothing was charged",
+                                  "type": "api_error", "reason": "record_failed", "code": "record_failed"}})
+            return
+        settled()
+        plane.served += n
+        usage = [0, 0, 0]
+        for i, (s, f) in enumerate(zip(streams, got, strict=True)):
+            work, wsig, seed, ids, reason, _, _ = f.checked
+            yield out.choice(i, None, reason, f.logprobs,
+                             hearth=_hearth(s.cand, work, wsig, seed, ids, s.attempts, {"total": round(f.ms, 2)}))
+            usage = [usage[0] + len(subs[i].prompt_ids), usage[1] + len(ids), usage[2] + work.units]
+        if include_usage:
+            yield out.usage(*usage)
+        yield _sse("[DONE]")
+    finally:
+        await close()

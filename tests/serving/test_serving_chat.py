@@ -165,8 +165,7 @@ def test_what_is_not_implemented_is_refused_with_a_clear_400_and_charges_nothing
     c = client(llm_stack, key)
     before, n_served = spent(llm_stack, key), len(served(llm_stack))
     msgs = [{"role": "user", "content": "hi"}]
-    for kwargs, reason in (({"n": 9}, "invalid_n"), ({"n": 2, "stream": True}, "unsupported_n_stream"),
-                           ({"top_logprobs": 2}, "invalid_top_logprobs"),
+    for kwargs, reason in (({"n": 9}, "invalid_n"), ({"top_logprobs": 2}, "invalid_top_logprobs"),
                            ({"max_tokens": 9000}, "context_length_exceeded")):
         with pytest.raises(openai.BadRequestError) as exc:
             c.chat.completions.create(model=LLM, messages=msgs, **kwargs)  # type: ignore[arg-type, call-overload]
@@ -293,6 +292,161 @@ def test_n_choices_that_the_providers_refuse_charge_nothing_and_a_provider_refus
     assert "one request per choice" in r.json()["error"]["message"]
 
 
+def second_answer_wrong(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The gateway finds the second provider answer it checks wrong, as from a cheating provider
+    (its receipt's output hash); the others are checked for real. Returns the calls so far."""
+    import threading
+
+    from gateway import generation
+    from gateway.serving import AnswerError
+
+    real, lock, calls = generation.check_answer, threading.Lock(), [0]
+
+    def check(*args: Any, **kwargs: Any) -> Any:
+        with lock:
+            calls[0] += 1
+            k = calls[0]
+        if k == 2:
+            raise AnswerError("the work receipt's outputHash do not match")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(generation, "check_answer", check)
+    return calls
+
+
+def test_n_choices_of_which_one_fails_charge_nothing_and_release_every_reservation(
+        llm_stack: ServingStack, tok: ChatTokenizer, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The provider answers both choices, one answer is wrong: the client gets the error and pays
+    nothing, not even for the good choice; the gateway records neither, and gives both
+    reservations back (the key's cap holds two choices' reservations and not three)."""
+    prompt = "Once upon a time"
+    each = (len(tok.encode(prompt)) + 3) * LLM_PRICES["provider"]
+    key = api_key(llm_stack, "client", cap=2 * each + each // 2)
+    c = client(llm_stack, key)
+    n_served = len(served(llm_stack))
+    calls = second_answer_wrong(monkeypatch)
+    with pytest.raises(openai.InternalServerError) as exc:
+        c.completions.create(model=LLM, prompt=prompt, max_tokens=3, temperature=1.0, seed=7, n=2)
+    assert calls[0] == 2
+    assert isinstance(exc.value.body, dict) and exc.value.body["reason"] == "bad_provider_answer"
+    assert "outputHash" in str(exc.value.body["message"])
+    assert spent(llm_stack, key) == 0 and len(served(llm_stack)) == n_served
+    monkeypatch.undo()
+    r = c.completions.create(model=LLM, prompt=prompt, max_tokens=3, temperature=1.0, seed=7, n=2)
+    assert len(r.choices) == 2 and spent(llm_stack, key) == int(hearth(r)["cost"]) > 0
+    assert len(served(llm_stack)) == n_served + 2
+
+
+def test_n_streamed_choices_come_interleaved_by_index_as_the_unstreamed_n_with_the_same_seed(
+        llm_stack: ServingStack, key: str) -> None:
+    c = client(llm_stack, key)
+    before, n_served = spent(llm_stack, key), len(served(llm_stack))
+    msgs = [{"role": "user", "content": "Write a story about a dragon."}]
+    ask: dict[str, Any] = {"model": LLM, "messages": msgs, "max_tokens": 3, "temperature": 1.0, "seed": 11, "n": 2}
+    chunks = list(c.chat.completions.create(**ask, stream=True, stream_options={"include_usage": True}))
+    assert len({ch.id for ch in chunks}) == 1
+    texts = {i: "".join(ch.choices[0].delta.content or "" for ch in chunks if ch.choices and ch.choices[0].index == i)
+             for i in (0, 1)}
+    finals = {ch.choices[0].index: ch for ch in chunks if ch.choices and ch.choices[0].finish_reason}
+    assert sorted(finals) == [0, 1] and all(len(ch.choices) == 1 for ch in chunks if ch.choices)
+    per = [hearth(finals[i]) for i in (0, 1)]
+    assert [p["seed"] for p in per] == [11, 12] and len({p["request_id"] for p in per}) == 2
+    usage = chunks[-1].usage
+    assert usage is not None and not chunks[-1].choices
+    assert usage.completion_tokens == sum(len(p["output_ids"]) for p in per)
+    cost = sum(int(p["cost"]) for p in per)
+    assert usage.total_tokens * LLM_PRICES["provider"] == cost
+    assert spent(llm_stack, key) - before == cost and len(served(llm_stack)) == n_served + 2
+    r = c.chat.completions.create(**ask)
+    assert [ch.message.content for ch in r.choices] == [texts[0], texts[1]]
+    assert [p["output_ids"] for p in hearth(r)["choices"]] == [p["output_ids"] for p in per]
+
+
+def test_n_streamed_choices_of_which_one_breaks_end_with_an_error_and_charge_nothing(
+        llm_stack: ServingStack, tok: ChatTokenizer, monkeypatch: pytest.MonkeyPatch) -> None:
+    """One choice's receipt is wrong at the end of its stream: the whole stream ends with an
+    error event, neither choice is recorded or charged, both reservations come back."""
+    prompt = "Once upon a time"
+    each = (len(tok.encode(prompt)) + 3) * LLM_PRICES["provider"]
+    key = api_key(llm_stack, "client", cap=2 * each + each // 2)
+    c = client(llm_stack, key)
+    n_served = len(served(llm_stack))
+    calls = second_answer_wrong(monkeypatch)
+    ask: dict[str, Any] = {"model": LLM, "prompt": prompt, "max_tokens": 3, "temperature": 1.0, "seed": 7, "n": 2,
+                           "stream": True}
+    with pytest.raises(openai.APIError) as exc:
+        for _ in c.completions.create(**ask):
+            pass
+    assert calls[0] == 2 and "nothing was charged" in str(exc.value.message)
+    assert isinstance(exc.value.body, dict) and exc.value.body["reason"] == "bad_provider_answer"
+    assert spent(llm_stack, key) == 0 and len(served(llm_stack)) == n_served
+    monkeypatch.undo()
+    chunks = list(c.completions.create(**ask))
+    assert sorted(ch.choices[0].index for ch in chunks if ch.choices and ch.choices[0].finish_reason) == [0, 1]
+    assert spent(llm_stack, key) > 0 and len(served(llm_stack)) == n_served + 2
+
+
+def test_n_streamed_choices_one_of_which_breaks_off_mid_stream_or_before_it_opens_charge_nothing(
+        llm_stack: ServingStack, tok: ChatTokenizer, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The connection to the provider of one of two streams drops after its first piece, while the
+    other streams: the client has both choices' pieces, then the error event, and pays nothing.
+    Then the second stream fails to open at all: a plain error, nothing charged, the opened
+    stream closed."""
+    import httpx
+
+    from gateway import generation
+
+    prompt = "Once upon a time"
+    each = (len(tok.encode(prompt)) + 4) * LLM_PRICES["provider"]
+    key = api_key(llm_stack, "client", cap=2 * each + each // 2)
+    c = client(llm_stack, key)
+    n_served = len(served(llm_stack))
+    ask: dict[str, Any] = {"model": LLM, "prompt": prompt, "max_tokens": 4, "temperature": 1.0, "seed": 3, "n": 2,
+                           "stream": True}
+    real_read, real_forward, calls = generation._read_choice, generation._forward, [0, 0]
+    router, llm = llm_stack.ctx.serving.router, llm_stack.providers["provider"]
+    inflight = router.stats[llm.address].inflight
+
+    async def drops_after_one_piece(*args: Any, **kwargs: Any) -> Any:
+        calls[0] += 1
+        k, pieces = calls[0], 0
+        async for piece in real_read(*args, **kwargs):
+            if k == 2 and pieces == 1:
+                raise httpx.ReadError("connection reset by peer")
+            pieces += 1
+            yield piece
+
+    monkeypatch.setattr(generation, "_read_choice", drops_after_one_piece)
+    got: list[int] = []
+    with pytest.raises(openai.APIError) as exc:
+        for ch in c.completions.create(**ask):
+            got += [ch.choices[0].index] if ch.choices and ch.choices[0].text else []
+    assert exc.value.body["reason"] == "provider_failed_mid_stream"  # type: ignore[index]
+    assert "connection reset" in str(exc.value.message) and 1 in got
+    assert spent(llm_stack, key) == 0 and len(served(llm_stack)) == n_served
+    assert router.stats[llm.address].inflight == inflight  # the other stream was closed
+    monkeypatch.undo()
+
+    async def second_does_not_open(*args: Any, **kwargs: Any) -> Any:
+        calls[1] += 1
+        if calls[1] == 2:
+            from gateway.serving import NoProviderAnsweredError
+
+            raise NoProviderAnsweredError("provider 0x... is unreachable: connection refused")
+        return await real_forward(*args, **kwargs)
+
+    monkeypatch.setattr(generation, "_forward", second_does_not_open)
+    with pytest.raises(openai.InternalServerError) as exc2:
+        c.completions.create(**ask)
+    assert exc2.value.body["reason"] == "no_provider_answered"  # type: ignore[index]
+    assert spent(llm_stack, key) == 0 and len(served(llm_stack)) == n_served
+    assert router.stats[llm.address].inflight == inflight  # every provider stream opened was closed
+    monkeypatch.undo()
+    chunks = list(c.completions.create(**ask))  # both reservations back: two choices fit the cap again
+    assert sorted(ch.choices[0].index for ch in chunks if ch.choices and ch.choices[0].finish_reason) == [0, 1]
+    assert spent(llm_stack, key) > 0 and len(served(llm_stack)) == n_served + 2
+
+
 def test_the_provider_takes_only_a_receipt_for_the_cap_of_prompt_plus_max_tokens(
         llm_stack: ServingStack, tok: ChatTokenizer) -> None:
     import secrets
@@ -331,7 +485,11 @@ def test_the_provider_collects_exactly_the_receipts_actual_values(llm_stack: Ser
     while s.lane(payer, p.address).collected != want and time.monotonic() < end:
         time.sleep(0.3)
     assert s.lane(payer, p.address).collected == want
-    assert spent(llm_stack, key) == sum(r.value for r in served(llm_stack).values())
+    from gateway.serving import served_requests
+
+    # the module's key paid exactly its own served requests (others ran on keys of their own)
+    mine = served_requests(llm_stack.ctx, "0x" + keccak(text=key).hex())
+    assert mine and spent(llm_stack, key) == sum(r.value for r in mine)
 
 
 def test_the_demos_streamed_chats_are_all_counted_with_their_provider_cost_and_timings(
