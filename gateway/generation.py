@@ -106,6 +106,26 @@ class _Stream(StreamingResponse):
             self._on_close()
 
 
+class _Reservations:
+    """A request's reservations against its key's cap (one per choice): given back once
+    (``release``), unless its answers were recorded first (``settle``: the charges stay, trimmed to
+    the receipts' values)."""
+
+    def __init__(self, engine: Any, charge_ids: list[int] | None = None) -> None:
+        self._engine = engine
+        self.ids: list[int] = charge_ids or []
+        self._done = False
+
+    def release(self) -> None:
+        if not self._done:
+            self._done = True
+            for charge_id in self.ids:
+                store.release(self._engine, charge_id)
+
+    def settle(self) -> None:
+        self._done = True
+
+
 def _sse(obj: dict[str, Any] | str) -> bytes:
     return b"data: " + (obj if isinstance(obj, str) else json.dumps(obj, separators=(",", ":"))).encode() + b"\n\n"
 
@@ -191,29 +211,17 @@ async def generate(ctx: Any, key: store.ApiKey, body: gen.ChatCompletionsIn | ge
     if charge_id is None:
         raise SpendingCapError(f"this request costs up to {reserve} ({cap_units} tokens with max_tokens); the key "
                                f"has {max(0, key.spending_cap - key.spent)} left of its cap", cost=str(reserve))
-    released = False
-
-    def release() -> None:
-        """Gives the reservation back unless the answer was recorded (then it was trimmed)."""
-        nonlocal released
-        if not released:
-            released = True
-            store.release(ctx.db_engine, charge_id)
-
-    def settled() -> None:
-        nonlocal released
-        released = True
-
+    res = _Reservations(ctx.db_engine, [charge_id])
     model_b = bytes.fromhex(model.model_id[2:])
     try:
         got = await _forward(ctx, key, body, req, order, model_b, tok, bool(body.stream))
         if isinstance(got, _Handover):
             return _Stream(_relay(ctx, key, charge_id, got, model, model_b, req, tok, chat, body.include_usage(),
-                                  settled, release), release)
+                                  res.settle, res.release), res.release)
         return _answer(ctx, key, charge_id, got.cand, got.checked, model, req, tok, chat, got.attempts, got.ms,
-                       t_start, release, settled, claim, got.logprobs)
+                       t_start, res.release, res.settle, claim, got.logprobs)
     except BaseException:
-        release()
+        res.release()
         raise
 
 
@@ -345,8 +353,8 @@ async def _generate_n(ctx: Any, key: store.ApiKey, body: gen.ChatCompletionsIn |
     each = max(1, cap_units * max(c.price for c in full))
     model_b = bytes.fromhex(model.model_id[2:])
     subs = [req if req.seed is None else req.model_copy(update={"seed": req.seed + i}) for i in range(n)]
-    charges: list[int] = []
-    recorded = False  # or handed over to a stream, which gives the reservations back if it records nothing
+    res = _Reservations(ctx.db_engine)
+    handed_over = False  # to a stream, which gives the reservations back if it records nothing
     results: list[Any] = []
     try:
         for _ in range(n):
@@ -355,7 +363,7 @@ async def _generate_n(ctx: Any, key: store.ApiKey, body: gen.ChatCompletionsIn |
                 raise SpendingCapError(f"these {n} choices cost up to {each * n} ({cap_units} tokens with max_tokens "
                                        f"each); the key has {max(0, key.spending_cap - key.spent)} left of its cap",
                                        cost=str(each * n))
-            charges.append(charge_id)
+            res.ids.append(charge_id)
 
         async def one(i: int) -> _Checked | _Handover:
             order = plane.router.order(model.model_id, region)[: plane.max_attempts]  # with the others in flight
@@ -368,52 +376,28 @@ async def _generate_n(ctx: Any, key: store.ApiKey, body: gen.ChatCompletionsIn |
                 raise r
         if body.stream:
             streams = [r for r in results if isinstance(r, _Handover)]
-            settled = False
-
-            def release_all() -> None:
-                nonlocal settled
-                if not settled:
-                    settled = True
-                    for charge_id in charges:
-                        store.release(ctx.db_engine, charge_id)
-
-            def record() -> None:
-                nonlocal settled
-                settled = True
-
-            response = _Stream(_relay_n(ctx, key, charges, each, streams, subs, model, model_b, tok, chat,
-                                        body.include_usage(), record, release_all), release_all)
-            recorded = True
+            response = _Stream(_relay_n(ctx, key, res.ids, each, streams, subs, model, model_b, tok, chat,
+                                        body.include_usage(), res.settle, res.release), res.release)
+            handed_over = True
             return response
         got = [r for r in results if isinstance(r, _Checked)]
         choices, hearths = [], []
         usage = {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0}
         for i, g in enumerate(got):
             work, wsig, seed, ids, reason, _, _ = g.checked
-            text = gen.completion_text(tok, ids, req.stop)
-            choice: dict[str, Any] = {"index": i, "finish_reason": reason, "logprobs": g.logprobs}
-            if chat:
-                choice["message"] = {"role": "assistant", "content": text}
-            else:
-                choice["text"] = text
-            choices.append(choice)
+            choices.append(_choice(i, chat, gen.completion_text(tok, ids, req.stop), reason, g.logprobs))
             usage["prompt_tokens"] += len(req.prompt_ids)
             usage["completion_tokens"] += len(ids)
             usage["total_tokens"] += work.units
             hearths.append(_hearth(g.cand, work, wsig, seed, ids, g.attempts, {"provider_round_trip": round(g.ms, 2)}))
         first = got[0].checked[0]
-        answer = {
-            "id": ("chatcmpl-" if chat else "cmpl-") + first.request_id.hex()[:24],
-            "object": "chat.completion" if chat else "text_completion", "created": int(time.time()),
-            "model": model.name or model.model_id, "choices": choices, "usage": usage,
-            "system_fingerprint": "hearth-" + first.runtime_hash.hex()[:16],
-            "hearth": {"path": "serving", "verified": True, "cost": str(sum(g.checked[0].value for g in got)),
-                       "timing_ms": {"total": round((time.perf_counter() - t_start) * 1000, 2)},
-                       "choices": hearths}}
+        answer = _completion(first, chat, model, choices, usage, {
+            "path": "serving", "verified": True, "cost": str(sum(g.checked[0].value for g in got)),
+            "timing_ms": {"total": round((time.perf_counter() - t_start) * 1000, 2)}, "choices": hearths})
         try:
             serving._record_many(ctx, key, [serving.Served(c, g.cand, g.checked[0], g.checked[5], g.checked[6],
                                                            g.attempts, g.ms, reserved=each)
-                                            for c, g in zip(charges, got, strict=True)],
+                                            for c, g in zip(res.ids, got, strict=True)],
                                  also=lambda c: idempotency.finish(c, claim, answer))
         except idempotency.IdempotencyLostError:
             raise
@@ -421,14 +405,13 @@ async def _generate_n(ctx: Any, key: store.ApiKey, body: gen.ChatCompletionsIn |
             log.exception("request %s (n = %d) answered but not recorded", first.request_id.hex(), n)
             raise UnavailableError("the answer could not be recorded; nothing was charged",
                                    reason="record_failed") from None
-        recorded = True
+        res.settle()
         plane.served += n
         return JSONResponse(answer)
     finally:
-        if not recorded:
-            for charge_id in charges:
-                store.release(ctx.db_engine, charge_id)
-            for r in results:  # streams opened beside one that failed to open
+        if not handed_over:
+            res.release()  # nothing once recorded
+            for r in results:  # streams opened beside one that failed to open (none once recorded)
                 if isinstance(r, _Handover):
                     await r.resp.aclose()
                     plane.router.end(r.cand.address, ok=True, answered=False)
@@ -443,25 +426,35 @@ def _hearth(cand: Candidate, work: WorkReceipt, wsig: bytes, seed: int, ids: lis
             "attempts": attempts, "verified": True, "seed": seed, "output_ids": ids, "timing_ms": timing}
 
 
+def _choice(index: int, chat: bool, text: str, reason: str, logprobs: Any) -> dict[str, Any]:
+    """One choice of a whole (not streamed) answer, in OpenAI's chat or text completion shape."""
+    c: dict[str, Any] = {"index": index, "finish_reason": reason, "logprobs": logprobs}
+    if chat:
+        c["message"] = {"role": "assistant", "content": text}
+    else:
+        c["text"] = text
+    return c
+
+
+def _completion(first: WorkReceipt, chat: bool, model: Any, choices: list[dict[str, Any]], usage: dict[str, int],
+                hearth: dict[str, Any]) -> dict[str, Any]:
+    """A whole answer: named after its (first) choice's request id and runtime."""
+    return {
+        "id": ("chatcmpl-" if chat else "cmpl-") + first.request_id.hex()[:24],
+        "object": "chat.completion" if chat else "text_completion", "created": int(time.time()),
+        "model": model.name or model.model_id, "choices": choices, "usage": usage,
+        "system_fingerprint": "hearth-" + first.runtime_hash.hex()[:16], "hearth": hearth}
+
+
 def _answer(ctx: Any, key: store.ApiKey, charge_id: int, cand: Candidate, checked: Any, model: Any,
             req: gen.Resolved, tok: Any, chat: bool, attempts: int, ms: float, t_start: float,
             release: Callable[[], None], settled: Callable[[], None],
             claim: idempotency.Claim | None = None, logprobs: Any = None) -> JSONResponse:
     work, wsig, seed, ids, reason, input_blob, output_blob = checked
-    text = gen.completion_text(tok, ids, req.stop)
-    choice: dict[str, Any] = {"index": 0, "finish_reason": reason, "logprobs": logprobs}
-    if chat:
-        choice["message"] = {"role": "assistant", "content": text}
-    else:
-        choice["text"] = text
+    choice = _choice(0, chat, gen.completion_text(tok, ids, req.stop), reason, logprobs)
     usage = {"prompt_tokens": len(req.prompt_ids), "completion_tokens": len(ids), "total_tokens": work.units}
     timing = {"total": round((time.perf_counter() - t_start) * 1000, 2), "provider_round_trip": round(ms, 2)}
-    answer = {
-        "id": ("chatcmpl-" if chat else "cmpl-") + work.request_id.hex()[:24],
-        "object": "chat.completion" if chat else "text_completion", "created": int(time.time()),
-        "model": model.name or model.model_id, "choices": [choice], "usage": usage,
-        "system_fingerprint": "hearth-" + work.runtime_hash.hex()[:16],
-        "hearth": _hearth(cand, work, wsig, seed, ids, attempts, timing)}
+    answer = _completion(work, chat, model, [choice], usage, _hearth(cand, work, wsig, seed, ids, attempts, timing))
     try:
         serving._record(ctx, key, charge_id, cand, work, input_blob, output_blob, attempts, ms,
                         also=lambda c: idempotency.finish(c, claim, answer))
@@ -562,6 +555,10 @@ class _Chunks:
         self.name = model.name or model.model_id
         self.chat, self.include_usage = chat, include_usage
 
+    def _chunk(self, choices: list[dict[str, Any]], **extra: Any) -> bytes:
+        return _sse({"id": self.ident, "object": self.obj, "created": self.created, "model": self.name,
+                     "choices": choices, **({"usage": None} if self.include_usage else {}), **extra})
+
     def choice(self, index: int, delta: str | None, reason: str | None, logprobs: Any = None,
                **extra: Any) -> bytes:
         c: dict[str, Any] = {"index": index, "finish_reason": reason, "logprobs": logprobs}
@@ -569,23 +566,16 @@ class _Chunks:
             c["delta"] = {} if delta is None else {"content": delta}
         else:
             c["text"] = delta or ""
-        out = {"id": self.ident, "object": self.obj, "created": self.created, "model": self.name, "choices": [c],
-               **extra}
-        if self.include_usage:
-            out["usage"] = None
-        return _sse(out)
+        return self._chunk([c], **extra)
 
     def role(self, index: int) -> bytes:
         """A chat stream's first chunk of a choice: the assistant's role."""
-        return _sse({"id": self.ident, "object": self.obj, "created": self.created, "model": self.name,
-                     "choices": [{"index": index, "finish_reason": None, "logprobs": None,
-                                  "delta": {"role": "assistant", "content": ""}}],
-                     **({"usage": None} if self.include_usage else {})})
+        return self._chunk([{"index": index, "finish_reason": None, "logprobs": None,
+                             "delta": {"role": "assistant", "content": ""}}])
 
     def usage(self, prompt_tokens: int, completion_tokens: int, total_tokens: int) -> bytes:
-        return _sse({"id": self.ident, "object": self.obj, "created": self.created, "model": self.name,
-                     "choices": [], "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
-                                              "total_tokens": total_tokens}})
+        return self._chunk([], usage={"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
+                                      "total_tokens": total_tokens})
 
 
 def _broken(exc: Exception, got: _Handover) -> bytes:

@@ -314,15 +314,21 @@ def second_answer_wrong(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     return calls
 
 
+def key_for_two_choices(llm_stack: ServingStack, tok: ChatTokenizer, prompt: str) -> tuple[str, openai.OpenAI]:
+    """A fresh key (and its client) whose cap holds the reservations of two choices of ``prompt``
+    with ``max_tokens=3``, and not three."""
+    each = (len(tok.encode(prompt)) + 3) * LLM_PRICES["provider"]
+    key = api_key(llm_stack, "client", cap=2 * each + each // 2)
+    return key, client(llm_stack, key)
+
+
 def test_n_choices_of_which_one_fails_charge_nothing_and_release_every_reservation(
         llm_stack: ServingStack, tok: ChatTokenizer, monkeypatch: pytest.MonkeyPatch) -> None:
     """The provider answers both choices, one answer is wrong: the client gets the error and pays
     nothing, not even for the good choice; the gateway records neither, and gives both
     reservations back (the key's cap holds two choices' reservations and not three)."""
     prompt = "Once upon a time"
-    each = (len(tok.encode(prompt)) + 3) * LLM_PRICES["provider"]
-    key = api_key(llm_stack, "client", cap=2 * each + each // 2)
-    c = client(llm_stack, key)
+    key, c = key_for_two_choices(llm_stack, tok, prompt)
     n_served = len(served(llm_stack))
     calls = second_answer_wrong(monkeypatch)
     with pytest.raises(openai.InternalServerError) as exc:
@@ -367,9 +373,7 @@ def test_n_streamed_choices_of_which_one_breaks_end_with_an_error_and_charge_not
     """One choice's receipt is wrong at the end of its stream: the whole stream ends with an
     error event, neither choice is recorded or charged, both reservations come back."""
     prompt = "Once upon a time"
-    each = (len(tok.encode(prompt)) + 3) * LLM_PRICES["provider"]
-    key = api_key(llm_stack, "client", cap=2 * each + each // 2)
-    c = client(llm_stack, key)
+    key, c = key_for_two_choices(llm_stack, tok, prompt)
     n_served = len(served(llm_stack))
     calls = second_answer_wrong(monkeypatch)
     ask: dict[str, Any] = {"model": LLM, "prompt": prompt, "max_tokens": 3, "temperature": 1.0, "seed": 7, "n": 2,

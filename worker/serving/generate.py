@@ -265,10 +265,6 @@ class GenerationEndpoint:
                 return {"content": gen.chat_logprobs(tok, entries)}
             return gen.completion_logprobs(tok, entries, offset)
 
-        def raw(ev: TokenEvent) -> gen.RawLogprobs | None:
-            lp = ev.logprobs
-            return None if lp is None else (lp.token_id, lp.logprob, lp.top)
-
         async def finish(output: list[int], reason: str) -> tuple[dict[str, Any], dict[str, Any]]:
             """Sign, record durably, and return (hearth object, usage) of a finished request."""
             units = len(req.prompt_ids) + len(output)
@@ -293,8 +289,8 @@ class GenerationEndpoint:
                 reason = "length"
                 async for ev in tokens:
                     output.append(ev.token_id)
-                    if (r := raw(ev)) is not None:
-                        entries.append(r)
+                    if ev.logprobs is not None:
+                        entries.append(ev.logprobs)
                     if ev.finished:
                         reason = ev.finish_reason or "length"
                 hearth, usage = await finish(output, reason)
@@ -342,8 +338,8 @@ class GenerationEndpoint:
                 sent = ""
                 async for ev in tokens:
                     output.append(ev.token_id)
-                    if (r := raw(ev)) is not None:
-                        pending.append(r)
+                    if ev.logprobs is not None:
+                        pending.append(ev.logprobs)
                     if ev.finished:
                         reason = ev.finish_reason or "length"
                         text = gen.completion_text(self.service.tokenizer, output, req.stop)

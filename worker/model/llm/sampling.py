@@ -25,6 +25,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 import numpy.typing as npt
@@ -134,10 +135,10 @@ def sample_rows(logits: torch.Tensor, params: Sequence[SamplingParams], position
     return [sample(logits[i], p, pos) for i, (p, pos) in enumerate(zip(params, positions, strict=True))]
 
 
-@dataclass(frozen=True)
-class TokenLogprobs:
+class TokenLogprobs(NamedTuple):
     """A sampled token's log probability and the `k` most likely tokens' (`top`: (id, logprob),
-    most likely first, ties by lower id), from one logits row."""
+    most likely first, ties by lower id), from one logits row. A `common.generation.RawLogprobs`
+    as it is, which the OpenAI shapes are built from."""
 
     token_id: int
     logprob: float
